@@ -1,0 +1,67 @@
+"""Config of a converted model: the base's config, plus which layers became which mixer."""
+
+from transformers import AutoConfig, PreTrainedConfig
+
+from linearize.convert.families import base_layer_types
+
+# Base fields mirrored at the top level, where generation, caches and pipelines look for them.
+MIRRORED = (
+    "vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+    "num_key_value_heads", "head_dim", "max_position_embeddings", "rms_norm_eps", "initializer_range",
+    "tie_word_embeddings", "bos_token_id", "eos_token_id", "pad_token_id", "sliding_window", "rope_parameters",
+)
+
+
+class LinearizedConfig(PreTrainedConfig):
+    """``base_config``: the base model's config as a dict; ``mixers``: per layer, None where softmax
+    attention stays, else the mixer settings (``{"target": "lolcats", ...}``); ``linearize``: provenance
+    (base name, plan, library versions, distillation history).
+
+    ``layer_types`` follows transformers' cache convention so that ``DynamicCache(config=...)`` holds
+    recurrent states (``linear_attention``), a window plus a state (``hybrid_sliding``) or a KV cache.
+    """
+
+    model_type = "linearized"
+
+    def __init__(self, base_config=None, mixers=None, linearize=None, **kwargs):
+        base_config = dict(base_config or {})
+        self.base_config = base_config
+        for key in MIRRORED:
+            if key in base_config:
+                kwargs.setdefault(key, base_config[key])
+        kwargs.setdefault("num_hidden_layers", base_config.get("num_hidden_layers", 0))
+        mixers = list(mixers) if mixers is not None else [None] * kwargs["num_hidden_layers"]
+        if len(mixers) != kwargs["num_hidden_layers"]:
+            raise ValueError(f"mixers has {len(mixers)} entries for {kwargs['num_hidden_layers']} layers")
+        self.mixers = mixers
+        self.linearize = dict(linearize or {})
+        kwargs.setdefault("sliding_window", None)  # per-layer windows override a global value, which must exist
+        kwargs.pop("layer_types", None)
+        kwargs.pop("per_layer_config", None)
+        layer_types, per_layer = self._cache_layout(base_config, mixers)
+        super().__init__(layer_types=layer_types, per_layer_config=per_layer or None, **kwargs)
+
+    @staticmethod
+    def _cache_layout(base_config, mixers):
+        base_types = base_layer_types(_base(base_config)) if base_config else ["full_attention"] * len(mixers)
+        layer_types, per_layer = [], {}
+        for i, settings in enumerate(mixers):
+            if settings is None:
+                layer_types.append(base_types[i])
+            elif settings.get("window"):
+                layer_types.append("hybrid_sliding")
+                per_layer[i] = {"sliding_window": settings["window"]}
+            else:
+                layer_types.append("linear_attention")
+        return layer_types, per_layer
+
+    def get_base_config(self):
+        """The base family's own config object, from which its decoder layers are built."""
+        base = _base(self.base_config)
+        base._attn_implementation = self._attn_implementation
+        return base
+
+
+def _base(base_config):
+    fields = {k: v for k, v in base_config.items() if k not in ("model_type", "transformers_version", "architectures")}
+    return AutoConfig.for_model(base_config["model_type"], **fields)

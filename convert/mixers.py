@@ -1,0 +1,265 @@
+"""Mixers: the modules that replace softmax attention, built from the attention they replace.
+
+Every mixer keeps the base attention's q/k/v/o projections (and Qwen3's per-head q/k norms) under
+the same names, takes the same call as the attention module and returns ``(output, None)``. Its
+state lives in transformers' cache: ``update_recurrent_state`` for the linear state, and for the
+sliding-window hybrid the window's keys and values in the same layer (``hybrid_sliding``).
+"""
+
+import torch
+from torch import nn
+from transformers import initialization as init
+
+from linearize.convert.families import family
+from linearize.convert.feature_maps import FEATURE_MAPS
+from linearize.kernels.linear_attn.dispatch import linear_attn, normalized_linear_attn
+from linearize.kernels.window_attn.chunk import chunk_window_attn
+from linearize.kernels.window_attn.naive import naive_window_attn
+from linearize.kernels.window_attn.recurrent import recurrent_window_attn
+
+WINDOW_FORMS = {"naive": naive_window_attn, "chunk": chunk_window_attn, "recurrent": recurrent_window_attn}
+
+
+def retnet_log_decays(num_heads):
+    """log(1 - 2^(-5 - h)) per head: the fixed multi-scale decays of RetNet, which SUPRA adopts."""
+    return torch.log1p(-torch.pow(2.0, -5.0 - torch.arange(num_heads, dtype=torch.float32)))
+
+
+def recurrent_state(cache, layer_idx):
+    """The layer's linear state in the cache, or None before its first update. (The cache's
+    get_recurrent_state keys on conv states, which these mixers do not have.)"""
+    if cache is None:
+        return None
+    layer = cache.layers[layer_idx]
+    return layer.recurrent_states[0] if layer.is_recurrent_states_initialized[0] else None
+
+
+class LinearAttentionMixer(nn.Module):
+    """Causal linear attention reusing an attention layer's q/k/v/o; subclasses set the target's choices."""
+
+    target = None
+    feature_map = "elu"
+    share_feature_map = True  # one map for queries and keys
+    rotary_after_feature_map = False  # SUPRA: rotate phi(q), phi(k) instead of q, k
+    fixed_decay = False  # per-head decays fixed at RetNet's values
+    output_norm = False  # GroupNorm on the output instead of the normaliser
+    default_window = 0  # > 0: softmax over this many recent tokens, linear attention beyond
+    default_feature_dim = None
+
+    def __init__(self, config, layer_idx, feature_dim=None, window=None, mode="auto"):
+        super().__init__()
+        self.config = config
+        self.layer_idx = layer_idx
+        self.num_heads = config.num_attention_heads
+        self.num_kv_heads = config.num_key_value_heads
+        self.head_dim = getattr(config, "head_dim", None) or config.hidden_size // self.num_heads
+        self.feature_dim = feature_dim or self.default_feature_dim or self.head_dim
+        self.window = self.default_window if window is None else window
+        self.mode = mode  # 'auto', or a form name ('naive', 'chunk', 'recurrent', 'fla') for tests and benchmarks
+        bias = getattr(config, "attention_bias", False)
+        hidden, H, Hkv, D = config.hidden_size, self.num_heads, self.num_kv_heads, self.head_dim
+        self.q_proj = nn.Linear(hidden, H * D, bias=bias)
+        self.k_proj = nn.Linear(hidden, Hkv * D, bias=bias)
+        self.v_proj = nn.Linear(hidden, Hkv * D, bias=bias)
+        self.o_proj = nn.Linear(H * D, hidden, bias=bias)
+        fam = family(config.model_type)
+        self.apply_rotary = fam.apply_rotary
+        if fam.qk_norm:
+            self.q_norm = fam.norm(D, eps=config.rms_norm_eps)
+            self.k_norm = fam.norm(D, eps=config.rms_norm_eps)
+        else:
+            self.q_norm = self.k_norm = None
+        fmap = FEATURE_MAPS[self.feature_map]
+        self.feature_map_q = fmap(H, D, self.feature_dim)
+        # A shared map is registered once, so checkpoints hold its weights once.
+        self.feature_map_k = None if self.share_feature_map else fmap(H, D, self.feature_dim)
+        if self.rotary_after_feature_map and self.feature_map_q.out_dim != D:
+            raise ValueError(f"{self.target}: rotary after the feature map needs feature_dim == head_dim ({D})")
+        if self.fixed_decay:
+            self.register_buffer("log_decay", retnet_log_decays(H), persistent=False)
+        if self.output_norm:
+            self.group_norm = nn.GroupNorm(H, H * D)
+        if self.window:
+            # Per-head mix between the window's softmax and the linear part, stored as a logit.
+            self.window_factor = nn.Parameter(torch.zeros(H))
+
+    # -- construction -------------------------------------------------------------------------
+    @classmethod
+    def from_attention(cls, attention, config, layer_idx, **settings):
+        """Build the mixer around an attention module's own projections (weights shared, not copied)."""
+        mixer = cls(config, layer_idx, **settings)
+        for name in ("q_proj", "k_proj", "v_proj", "o_proj", "q_norm", "k_norm"):
+            if getattr(attention, name, None) is not None:
+                setattr(mixer, name, getattr(attention, name))
+        return mixer
+
+    def settings(self):
+        """What the checkpoint's config records to rebuild this mixer."""
+        out = {"target": self.target, "feature_dim": self.feature_dim}
+        if self.window:
+            out["window"] = self.window
+        return out
+
+    def reset_linearize_parameters(self):
+        """Initialise only the parameters the conversion adds (transformers' init must not touch q/k/v/o)."""
+        if self.window:
+            init.zeros_(self.window_factor)
+        if self.output_norm:
+            init.ones_(self.group_norm.weight)
+            init.zeros_(self.group_norm.bias)
+
+    def new_parameter_names(self):
+        """Names (relative to this module) of the parameters the conversion added."""
+        reused = ("q_proj.", "k_proj.", "v_proj.", "o_proj.", "q_norm.", "k_norm.")
+        return [n for n, _ in self.named_parameters() if not n.startswith(reused)]
+
+    # -- memory ---------------------------------------------------------------------------------
+    def state_bytes(self, batch_size=1):
+        """Bytes of this layer's decode state (fp32 linear state, plus the window's keys/values)."""
+        V = self.head_dim + (0 if self.output_norm else 1)
+        state = batch_size * self.num_heads * self.feature_map_q.out_dim * V * 4
+        if self.window:
+            per_token = self.num_heads * (self.head_dim + self.feature_map_q.out_dim + self.head_dim)
+            state += batch_size * (self.window - 1) * per_token * self.q_proj.weight.element_size()
+        return state
+
+    # -- forward --------------------------------------------------------------------------------
+    def map_k(self, k):
+        return (self.feature_map_k or self.feature_map_q)(k)
+
+    def project(self, hidden_states, position_embeddings):
+        """q, k, v as [B, T, H, D] with k, v repeated to the query heads, rotary applied where the target says."""
+        B, T, _ = hidden_states.shape
+        q = self.q_proj(hidden_states).view(B, T, self.num_heads, self.head_dim)
+        k = self.k_proj(hidden_states).view(B, T, self.num_kv_heads, self.head_dim)
+        v = self.v_proj(hidden_states).view(B, T, self.num_kv_heads, self.head_dim)
+        if self.q_norm is not None:
+            q, k = self.q_norm(q), self.k_norm(k)
+        groups = self.num_heads // self.num_kv_heads
+        if groups > 1:
+            k, v = k.repeat_interleave(groups, dim=2), v.repeat_interleave(groups, dim=2)
+        cos, sin = position_embeddings
+        if self.rotary_after_feature_map:
+            fq, fk = self.apply_rotary(self.feature_map_q(q), self.map_k(k), cos, sin, unsqueeze_dim=2)
+        else:
+            q, k = self.apply_rotary(q, k, cos, sin, unsqueeze_dim=2)
+            fq, fk = self.feature_map_q(q), self.map_k(k)
+        return q, k, fq, fk, v
+
+    def forward(self, hidden_states, position_embeddings=None, attention_mask=None, cache=None, **kwargs):
+        """attention_mask: the 2D padding mask over all tokens so far (1 = real token) or None."""
+        B, T, _ = hidden_states.shape
+        q, k, fq, fk, v = self.project(hidden_states, position_embeddings)
+        if attention_mask is not None and attention_mask.dim() != 2:
+            raise ValueError("linearize mixers take the 2D padding mask, not a 4D attention mask")
+        new_valid = None if attention_mask is None else attention_mask[:, -T:].bool()
+        if new_valid is not None:
+            # Padding must not enter the state; where() rather than a product keeps NaNs out too.
+            fk = torch.where(new_valid[..., None, None], fk, torch.zeros_like(fk))
+        state = recurrent_state(cache, self.layer_idx)
+        if self.window:
+            o, state = self.window_forward(q, k, fq, fk, v, attention_mask, cache, state)
+        else:
+            g = None
+            if self.fixed_decay:
+                g = self.log_decay.to(q.device)[None, None].expand(B, T, -1)
+            if self.output_norm:
+                o, state = linear_attn(fq, fk, v, g=g, scale=fq.shape[-1] ** -0.5, initial_state=state,
+                                       output_final_state=cache is not None, mode=self.mode)
+                o = self.group_norm(o.reshape(B * T, -1).float()).to(v.dtype)
+            else:
+                o, state = normalized_linear_attn(fq, fk, v, g=g, initial_state=state,
+                                                  output_final_state=cache is not None, mode=self.mode)
+        if cache is not None:
+            cache.update_recurrent_state(state, self.layer_idx)
+        return self.o_proj(o.reshape(B, T, -1).to(hidden_states.dtype)), None
+
+    def window_forward(self, q, k, fq, fk, v, attention_mask, cache, state):
+        D = self.head_dim
+        past = None
+        if cache is not None:
+            layer = cache.layers[self.layer_idx]
+            if getattr(layer, "keys", None) is not None and layer.keys.shape[-2] > 0:
+                keys = layer.keys.transpose(1, 2)
+                past = (keys[..., :D], keys[..., D:], layer.values.transpose(1, 2))
+        P = 0 if past is None else past[0].shape[1]
+        key_mask = None if attention_mask is None else attention_mask[:, -(P + q.shape[1]) :]
+        mode = self.mode if self.mode in WINDOW_FORMS else ("recurrent" if q.shape[1] == 1 and past is not None else "chunk")
+        kwargs = {"linear_mode": self.mode} if mode == "chunk" and self.mode not in WINDOW_FORMS else {}
+        o, state = WINDOW_FORMS[mode](
+            q, k, fq, fk, v, torch.sigmoid(self.window_factor), self.window, D**-0.5,
+            key_mask=key_mask, past=past, initial_state=state, **kwargs,
+        )
+        if cache is not None:
+            # The window cache keeps keys and their features side by side; transformers trims it to window - 1.
+            cache.update(torch.cat([k, fk.to(k.dtype)], -1).transpose(1, 2), v.transpose(1, 2), self.layer_idx)
+        return o, state
+
+
+class EluLinearAttention(LinearAttentionMixer):
+    """Linear attention with phi(x) = elu(x) + 1 and its normaliser, no new parameters.
+
+    Katharopoulos et al., "Transformers are RNNs: Fast Autoregressive Transformers with Linear
+    Attention", ICML 2020.
+    """
+
+    target = "linear"
+    feature_map = "elu"
+
+
+class T2RAttention(LinearAttentionMixer):
+    """Linear attention with a learned ReLU-MLP feature map shared by queries and keys.
+
+    Kasai et al., "Finetuning Pretrained Transformers into RNNs", EMNLP 2021.
+    """
+
+    target = "t2r"
+    feature_map = "relu_mlp"
+
+
+class HedgehogAttention(LinearAttentionMixer):
+    """Linear attention with Hedgehog's learned feature maps (separate for queries and keys).
+
+    Zhang et al., "The Hedgehog & the Porcupine: Expressive Linear Attentions with Softmax
+    Mimicry", ICLR 2024.
+    """
+
+    target = "hedgehog"
+    feature_map = "hedgehog"
+    share_feature_map = False
+    default_feature_dim = 64
+
+
+class LoLCATsAttention(HedgehogAttention):
+    """Hedgehog feature maps plus softmax attention over a sliding window of 64 tokens, mixed per head
+    by a learned factor in one shared normaliser.
+
+    Zhang et al., "LoLCATs: On Low-Rank Linearizing of Large Language Models", ICLR 2025.
+    """
+
+    target = "lolcats"
+    default_window = 64
+
+
+class SupraAttention(LinearAttentionMixer):
+    """Shared trainable linear + ReLU feature map, rotary applied after it, fixed per-head (RetNet)
+    decays, and GroupNorm on the output in place of the normaliser.
+
+    Mercat et al., "Linearizing Large Language Models" (SUPRA), COLM 2024.
+    """
+
+    target = "supra"
+    feature_map = "shared_relu"
+    rotary_after_feature_map = True
+    fixed_decay = True
+    output_norm = True
+
+
+MIXERS = {cls.target: cls for cls in (EluLinearAttention, T2RAttention, HedgehogAttention, LoLCATsAttention, SupraAttention)}
+
+
+def build_mixer(settings, config, layer_idx):
+    """Rebuild a mixer from the settings a checkpoint recorded."""
+    settings = dict(settings)
+    cls = MIXERS[settings.pop("target")]
+    return cls(config, layer_idx, **settings)

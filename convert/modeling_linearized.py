@@ -1,0 +1,178 @@
+"""A converted model: the base family's decoder stack with mixers in place of some attention modules.
+
+Parameter names match the base model's (``model.layers.N.self_attn.q_proj.weight`` ...), so base
+weights load by name and non-attention tensors carry over unchanged. Saved checkpoints carry this
+file and the ones it imports, flattened, for ``trust_remote_code`` loading without linearize.
+"""
+
+import torch
+from torch import nn
+from transformers import DynamicCache, GenerationMixin, PreTrainedModel
+from transformers.masking_utils import LAYER_PATTERN_TO_MASK_FUNCTION_MAPPING
+from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
+
+from linearize.convert.configuration_linearized import LinearizedConfig
+from linearize.convert.families import family
+from linearize.convert.mixers import LinearAttentionMixer, build_mixer
+
+try:  # the package writes the modeling code flat beside the weights; as remote code, transformers copies it
+    from linearize.convert.bundle import write_remote_code
+except ImportError:
+    write_remote_code = None
+
+AUTO_MAP = {
+    "AutoConfig": "configuration_linearized.LinearizedConfig",
+    "AutoModel": "modeling_linearized.LinearizedModel",
+    "AutoModelForCausalLM": "modeling_linearized.LinearizedForCausalLM",
+}
+
+
+class LinearizedPreTrainedModel(PreTrainedModel):
+    config_class = LinearizedConfig
+    config: LinearizedConfig
+    base_model_prefix = "model"
+    supports_gradient_checkpointing = True
+    _supports_sdpa = True
+    _supports_flash_attn = True
+    _supports_flex_attn = True
+    _supports_attention_backend = True
+    _can_compile_fullgraph = False
+
+    def _init_weights(self, module):
+        # Mixers and feature maps own their initialisation (identity feature maps, zero mixing logits).
+        if hasattr(module, "reset_linearize_parameters"):
+            module.reset_linearize_parameters()
+        else:
+            super()._init_weights(module)
+
+
+class LinearizedModel(LinearizedPreTrainedModel):
+    def __init__(self, config: LinearizedConfig):
+        super().__init__(config)
+        base = config.get_base_config()
+        self.base_config = base
+        fam = family(base.model_type)
+        self.padding_idx = base.pad_token_id
+        self.embed_tokens = nn.Embedding(base.vocab_size, base.hidden_size, self.padding_idx)
+        self.layers = nn.ModuleList([fam.decoder_layer(base, i) for i in range(base.num_hidden_layers)])
+        for i, settings in enumerate(config.mixers):
+            if settings is not None:
+                self.layers[i].self_attn = build_mixer(settings, base, i)
+        self.norm = fam.norm(base.hidden_size, eps=base.rms_norm_eps)
+        self.rotary_emb = fam.rotary(config=base)
+        self.gradient_checkpointing = False
+        self.post_init()
+
+    def get_input_embeddings(self):
+        return self.embed_tokens
+
+    def set_input_embeddings(self, value):
+        self.embed_tokens = value
+
+    def forward(self, input_ids=None, attention_mask=None, position_ids=None, cache=None, inputs_embeds=None,
+                use_cache=None, past_key_values=None, **kwargs):
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("pass exactly one of input_ids or inputs_embeds")
+        cache = cache if cache is not None else past_key_values
+        use_cache = bool(use_cache)  # caches only when asked (generate asks), never in training forwards
+        if inputs_embeds is None:
+            inputs_embeds = self.embed_tokens(input_ids)
+        if use_cache and cache is None:
+            cache = DynamicCache(config=self.config)
+        T = inputs_embeds.shape[1]
+        past = seen_tokens(cache)
+        if position_ids is None:
+            if attention_mask is not None and attention_mask.dim() == 2 and attention_mask.shape[1] == past + T:
+                # Left padding: positions count real tokens only, as generate() does.
+                position_ids = (attention_mask.long().cumsum(-1) - 1).clamp_min(0)[:, -T:]
+            else:
+                position_ids = torch.arange(past, past + T, device=inputs_embeds.device)[None]
+        self.base_config._attn_implementation = self.config._attn_implementation
+        padding = attention_mask if attention_mask is not None and attention_mask.dim() == 2 else None
+        masks = {}
+        for i, layer_type in enumerate(self.config.layer_types):
+            if self.config.mixers[i] is None and layer_type not in masks:
+                masks[layer_type] = LAYER_PATTERN_TO_MASK_FUNCTION_MAPPING[layer_type](
+                    config=self.base_config, inputs_embeds=inputs_embeds, attention_mask=attention_mask,
+                    cache=cache, position_ids=position_ids, layer_idx=i,
+                )
+        hidden_states = inputs_embeds
+        position_embeddings = self.rotary_emb(hidden_states, position_ids)
+        for i, decoder_layer in enumerate(self.layers):
+            layer_mask = padding if self.config.mixers[i] is not None else masks[self.config.layer_types[i]]
+            hidden_states = decoder_layer(
+                hidden_states, attention_mask=layer_mask, position_ids=position_ids, cache=cache,
+                use_cache=use_cache, position_embeddings=position_embeddings, **kwargs,
+            )
+        if cache is not None:
+            cache.linearize_seen_tokens = past + T
+        return BaseModelOutputWithPast(last_hidden_state=self.norm(hidden_states), cache=cache)
+
+
+def seen_tokens(cache):
+    """Tokens already in the cache. A cache of recurrent layers only has no length of its own, so the
+    model keeps a count on it (``linearize_seen_tokens``)."""
+    if cache is None:
+        return 0
+    if hasattr(cache, "linearize_seen_tokens"):
+        return cache.linearize_seen_tokens
+    try:
+        return cache.get_seq_length()
+    except ValueError:
+        return 0
+
+
+class LinearizedForCausalLM(LinearizedPreTrainedModel, GenerationMixin):
+    _tied_weights_keys = {"lm_head.weight": "model.embed_tokens.weight"}
+
+    def __init__(self, config: LinearizedConfig):
+        super().__init__(config)
+        self.model = LinearizedModel(config)
+        self.vocab_size = config.vocab_size
+        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        self.post_init()
+
+    def get_input_embeddings(self):
+        return self.model.embed_tokens
+
+    def set_input_embeddings(self, value):
+        self.model.embed_tokens = value
+
+    def forward(self, input_ids=None, attention_mask=None, position_ids=None, cache=None, inputs_embeds=None,
+                labels=None, use_cache=None, logits_to_keep=0, past_key_values=None, **kwargs):
+        outputs = self.model(
+            input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+            cache=cache if cache is not None else past_key_values, inputs_embeds=inputs_embeds,
+            use_cache=use_cache, **kwargs,
+        )
+        hidden_states = outputs.last_hidden_state
+        if isinstance(logits_to_keep, int) and logits_to_keep > 0:
+            hidden_states = hidden_states[:, -logits_to_keep:]
+        elif not isinstance(logits_to_keep, int):
+            hidden_states = hidden_states[:, logits_to_keep]
+        logits = self.lm_head(hidden_states)
+        loss = None
+        if labels is not None:
+            loss = self.loss_function(logits=logits, labels=labels, vocab_size=self.config.vocab_size, **kwargs)
+        return CausalLMOutputWithPast(loss=loss, logits=logits, cache=outputs.cache)
+
+    # -- introspection used by the CLI summary and the model card ---------------------------------
+    def mixers(self):
+        """{layer index: mixer} for the converted layers."""
+        return {i: layer.self_attn for i, layer in enumerate(self.model.layers)
+                if isinstance(layer.self_attn, LinearAttentionMixer)}
+
+    def cache_bytes(self, seq_len, batch_size=1):
+        """(bytes of decode state at ``seq_len`` tokens, bytes the base's KV cache would take)."""
+        base = self.model.base_config
+        kv_per_layer = 2 * batch_size * seq_len * base.num_key_value_heads * base.head_dim * self.dtype.itemsize
+        mixers = self.mixers()
+        state = sum(m.state_bytes(batch_size) for m in mixers.values())
+        state += kv_per_layer * (base.num_hidden_layers - len(mixers))
+        return state, kv_per_layer * base.num_hidden_layers
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        self.config.auto_map = dict(AUTO_MAP)
+        super().save_pretrained(save_directory, *args, **kwargs)
+        if write_remote_code is not None:
+            write_remote_code(save_directory)

@@ -1,0 +1,75 @@
+"""Parallel form of the sliding-window + linear hybrid (the reference), and the pieces all forms share."""
+
+import torch
+
+
+def concat_past(past, k, fk, v):
+    """Prepend the previous window (k, fk, v each [B, P, H, *]) to the new tokens."""
+    if past is None:
+        return k, fk, v
+    return tuple(torch.cat([p.to(x.dtype), x], dim=1) for p, x in zip(past, (k, fk, v)))
+
+
+def empty_state(fk, v):
+    """The zero linear state [B, H, F, V + 1]."""
+    return fk.new_zeros(fk.shape[0], fk.shape[2], fk.shape[3], v.shape[3] + 1, dtype=torch.float32)
+
+
+def fold(state, fk, v):
+    """Add keys fk [B, N, H, F] with values v into the linear state [B, H, F, V + 1] (last column: normaliser)."""
+    fk, v = fk.float(), v.float()
+    update = torch.einsum("bnhf,bnhv->bhfv", fk, torch.cat([v, v.new_ones(*v.shape[:-1], 1)], dim=-1))
+    return update if state is None else state.float() + update
+
+
+def combine(sm_num, sm_den, lin_num, lin_den, factor, eps):
+    """Mix the two parts per head; factor [H] in (0, 1); *_num [B, T, H, V], *_den [B, T, H]."""
+    a = factor.float()[:, None]
+    num = a * sm_num + (1 - a) * lin_num
+    den = factor.float() * sm_den + (1 - factor.float()) * lin_den
+    return num / (den[..., None] + eps)
+
+
+def window_softmax(scores, allowed):
+    """exp(s - max) over allowed keys; rows with no allowed key give zeros instead of NaN."""
+    scores = scores.masked_fill(~allowed, float("-inf"))
+    m = scores.amax(-1, keepdim=True)
+    m = torch.where(torch.isfinite(m), m, torch.zeros_like(m))
+    return (scores - m).exp()
+
+
+def naive_window_attn(q, k, fq, fk, v, factor, window, scale, key_mask=None, past=None, initial_state=None, eps=1e-6):
+    """q, k: [B, T, H, D] (rotary applied); fq, fk: [B, T, H, F] feature-mapped; v: [B, T, H, V].
+
+    past: (k, fk, v) of the previous window or None; key_mask: [B, P + T] bool validity of past and new
+    keys (None: all valid); initial_state: linear state [B, H, F, V + 1] of the tokens before the window.
+    Returns (o [B, T, H, V], state with every token that left the window).
+    """
+    dtype = v.dtype
+    K, FK, Vv = concat_past(past, k, fk, v)
+    K, FK, Vv, q, fq = K.float(), FK.float(), Vv.float(), q.float(), fq.float()
+    B, N, H, _ = K.shape
+    T = q.shape[1]
+    P = N - T
+    valid = torch.ones(B, N, dtype=torch.bool, device=q.device) if key_mask is None else key_mask.bool()
+    FK = FK * valid[..., None, None]
+    qi = torch.arange(P, N, device=q.device)[:, None]  # absolute positions of the queries
+    kj = torch.arange(N, device=q.device)[None, :]
+    in_window = (kj <= qi) & (kj > qi - window)
+    is_old = kj <= qi - window
+    scores = torch.einsum("bthd,bshd->bhts", q, K) * scale
+    p = window_softmax(scores, in_window & valid[:, None, None, :])
+    sm_num = torch.einsum("bhts,bshv->bthv", p, Vv)
+    sm_den = p.sum(-1).transpose(1, 2)
+    lin = torch.einsum("bthf,bshf->bhts", fq, FK).masked_fill(~is_old, 0.0)
+    lin_num = torch.einsum("bhts,bshv->bthv", lin, Vv)
+    lin_den = lin.sum(-1).transpose(1, 2)
+    if initial_state is not None:
+        carried = torch.einsum("bthf,bhfv->bthv", fq, initial_state.float())
+        lin_num, lin_den = lin_num + carried[..., :-1], lin_den + carried[..., -1]
+    o = combine(sm_num, sm_den, lin_num, lin_den, factor, eps)
+    n_out = max(N - (window - 1), 0)  # tokens that no later query sees through the window
+    state = initial_state.float() if initial_state is not None else empty_state(FK, Vv)
+    if n_out:
+        state = fold(state, FK[:, :n_out], Vv[:, :n_out])
+    return o.to(dtype), state

@@ -1,0 +1,9 @@
+"""The public Python API; the CLI and the cookbook call these."""
+
+from linearize.convert.bases import load_base, load_tokenizer, resolve_base
+from linearize.convert.convert import convert, new_parameter_count
+from linearize.convert.mixers import MIXERS
+
+TARGETS = tuple(MIXERS)
+
+__all__ = ["TARGETS", "convert", "load_base", "load_tokenizer", "new_parameter_count", "resolve_base"]
