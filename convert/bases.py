@@ -122,7 +122,11 @@ def load_base(spec, dtype=None):
 
 
 def load_tokenizer(spec):
-    return AutoTokenizer.from_pretrained(resolve_base(spec))
+    """The base's tokenizer, or None for a local folder that has none (a bare test model)."""
+    source = resolve_base(spec)
+    if isinstance(source, Path) and not any((source / f).exists() for f in ("tokenizer.json", "tokenizer_config.json")):
+        return None
+    return AutoTokenizer.from_pretrained(source)
 
 
 __all__ = ["ALIASES", "BaseError", "FAMILIES", "cache_dir", "load_base", "load_tokenizer", "resolve_base"]

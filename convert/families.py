@@ -7,13 +7,8 @@ Converted models are built from the base family's own decoder layers, norms and 
 import importlib
 from types import SimpleNamespace
 
-# model_type -> (class-name prefix in transformers, whether attention normalises q and k per head)
-FAMILIES = {
-    "llama": ("Llama", False),
-    "mistral": ("Mistral", False),
-    "qwen2": ("Qwen2", False),
-    "qwen3": ("Qwen3", True),
-}
+# model_type -> class-name prefix in transformers' modeling module
+FAMILIES = {"llama": "Llama", "mistral": "Mistral", "qwen2": "Qwen2", "qwen3": "Qwen3"}
 
 
 class UnsupportedFamilyError(ValueError):
@@ -28,16 +23,16 @@ def check_family(model_type):
 
 
 def family(model_type):
-    """The family's transformers classes: decoder_layer, norm, rotary, apply_rotary, and its qk_norm flag."""
+    """The family's transformers classes: attention, decoder_layer, norm, rotary, apply_rotary."""
     check_family(model_type)
-    prefix, qk_norm = FAMILIES[model_type]
+    prefix = FAMILIES[model_type]
     module = importlib.import_module(f"transformers.models.{model_type}.modeling_{model_type}")
     return SimpleNamespace(
+        attention=getattr(module, f"{prefix}Attention"),
         decoder_layer=getattr(module, f"{prefix}DecoderLayer"),
         norm=getattr(module, f"{prefix}RMSNorm"),
         rotary=getattr(module, f"{prefix}RotaryEmbedding"),
         apply_rotary=module.apply_rotary_pos_emb,
-        qk_norm=qk_norm,
     )
 
 

@@ -56,27 +56,20 @@ class LinearAttentionMixer(nn.Module):
         self.feature_dim = feature_dim or self.default_feature_dim or self.head_dim
         self.window = self.default_window if window is None else window
         self.mode = mode  # 'auto', or a form name ('naive', 'chunk', 'recurrent', 'fla') for tests and benchmarks
-        bias = getattr(config, "attention_bias", False)
-        hidden, H, Hkv, D = config.hidden_size, self.num_heads, self.num_kv_heads, self.head_dim
-        self.q_proj = nn.Linear(hidden, H * D, bias=bias)
-        self.k_proj = nn.Linear(hidden, Hkv * D, bias=bias)
-        self.v_proj = nn.Linear(hidden, Hkv * D, bias=bias)
-        self.o_proj = nn.Linear(H * D, hidden, bias=bias)
+        H, D = self.num_heads, self.head_dim
         fam = family(config.model_type)
         self.apply_rotary = fam.apply_rotary
-        if fam.qk_norm:
-            self.q_norm = fam.norm(D, eps=config.rms_norm_eps)
-            self.k_norm = fam.norm(D, eps=config.rms_norm_eps)
-        else:
-            self.q_norm = self.k_norm = None
+        # The family's own attention module fixes the projections' shapes and biases (Qwen2 biases
+        # q/k/v only) and Qwen3's per-head q/k norms; the mixer adopts those submodules.
+        template = fam.attention(config, layer_idx)
+        for name in ("q_proj", "k_proj", "v_proj", "o_proj", "q_norm", "k_norm"):
+            setattr(self, name, getattr(template, name, None))
         fmap = FEATURE_MAPS[self.feature_map]
         self.feature_map_q = fmap(H, D, self.feature_dim)
         # A shared map is registered once, so checkpoints hold its weights once.
         self.feature_map_k = None if self.share_feature_map else fmap(H, D, self.feature_dim)
         if self.rotary_after_feature_map and self.feature_map_q.out_dim != D:
             raise ValueError(f"{self.target}: rotary after the feature map needs feature_dim == head_dim ({D})")
-        if self.fixed_decay:
-            self.register_buffer("log_decay", retnet_log_decays(H), persistent=False)
         if self.output_norm:
             self.group_norm = nn.GroupNorm(H, H * D)
         if self.window:
@@ -162,7 +155,9 @@ class LinearAttentionMixer(nn.Module):
         else:
             g = None
             if self.fixed_decay:
-                g = self.log_decay.to(q.device)[None, None].expand(B, T, -1)
+                # Computed, not a buffer: transformers builds models on the meta device, where a
+                # non-persistent buffer would never get its values.
+                g = retnet_log_decays(self.num_heads).to(q.device)[None, None].expand(B, T, -1)
             if self.output_norm:
                 o, state = linear_attn(fq, fk, v, g=g, scale=fq.shape[-1] ** -0.5, initial_state=state,
                                        output_final_state=cache is not None, mode=self.mode)

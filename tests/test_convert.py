@@ -1,0 +1,127 @@
+"""Converted models on tiny random bases of every family: reuse of weights, cache == no cache, generate."""
+
+import pytest
+import torch
+from transformers import DynamicCache
+
+import linearize  # noqa: F401  (registers the Auto classes)
+from linearize.convert.convert import convert
+from linearize.convert.mixers import MIXERS
+from linearize.convert.plan import PlanError, parse_keep_attention
+from tests_helpers import assert_close
+from conftest import perturb_new_parameters, tiny_base
+
+TARGETS = list(MIXERS)
+TOL = 1e-4
+
+
+def converted(family, target, keep=None, seed=0):
+    base = tiny_base(family, seed)
+    model = convert(base, target, keep_attention=keep, **({"window": 4} if target == "lolcats" else {}))
+    return base, perturb_new_parameters(model)
+
+
+@pytest.mark.parametrize("target", TARGETS)
+@pytest.mark.parametrize("keep", [None, "1"])
+def test_cached_decode_matches_full_forward(family, target, keep):
+    """Prefill, then 32 single-token steps through the cache == one cache-free forward (1e-4)."""
+    _, model = converted(family, target, keep)
+    ids = torch.randint(3, 128, (2, 41), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        full = model(ids).logits
+        cache = DynamicCache(config=model.config)
+        steps = [model(ids[:, :9], cache=cache, use_cache=True).logits]
+        steps += [model(ids[:, t : t + 1], cache=cache, use_cache=True).logits for t in range(9, 41)]
+    assert_close(torch.cat(steps, 1), full, TOL)
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_forms_agree_inside_the_model(target):
+    """The mixers' parallel, chunked and recurrent forms give the same logits."""
+    _, model = converted("llama", target)
+    ids = torch.randint(3, 128, (2, 30), generator=torch.Generator().manual_seed(1))
+    outs = {}
+    for mode in ("naive", "chunk", "recurrent"):
+        for mixer in model.mixers().values():
+            mixer.mode = mode
+        with torch.no_grad():
+            outs[mode] = model(ids).logits
+    assert_close(outs["chunk"], outs["naive"], TOL)
+    assert_close(outs["recurrent"], outs["naive"], TOL)
+
+
+@pytest.mark.parametrize("target", TARGETS)
+@pytest.mark.parametrize("sample", [False, True])
+def test_generate_logits_match_cache_free_forward(target, sample):
+    """generate() (greedy and sampling) with the cache scores every step as a full forward would."""
+    _, model = converted("qwen3", target, keep="0")
+    ids = torch.randint(3, 128, (1, 7), generator=torch.Generator().manual_seed(2))
+    torch.manual_seed(0)
+    out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=32, do_sample=sample,
+                         min_new_tokens=32, output_logits=True, return_dict_in_generate=True, top_k=0)
+    assert out.sequences.shape == (1, 39)
+    with torch.no_grad():
+        full = model(out.sequences).logits
+    assert_close(torch.stack(out.logits, 1), full[:, 6:-1], TOL)
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_left_padded_batch_matches_rows_alone(family, target):
+    _, model = converted(family, target, keep="-1")
+    g = torch.Generator().manual_seed(3)
+    rows = [torch.randint(3, 128, (n,), generator=g) for n in (11, 5)]
+    width = max(len(r) for r in rows)
+    ids = torch.stack([torch.cat([torch.zeros(width - len(r), dtype=torch.long), r]) for r in rows])
+    mask = torch.stack([torch.cat([torch.zeros(width - len(r)), torch.ones(len(r))]) for r in rows]).long()
+    kw = dict(max_new_tokens=12, min_new_tokens=12, do_sample=False, output_logits=True, return_dict_in_generate=True)
+    batch = model.generate(ids, attention_mask=mask, **kw)
+    for i, r in enumerate(rows):
+        alone = model.generate(r[None], attention_mask=torch.ones(1, len(r), dtype=torch.long), **kw)
+        assert torch.equal(batch.sequences[i, width:], alone.sequences[0, len(r):])
+        assert_close(torch.stack(batch.logits, 1)[i], torch.stack(alone.logits, 1)[0], TOL)
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_non_attention_tensors_are_the_bases(family, target):
+    base, model = converted(family, target, keep="0")
+    base_sd, sd = base.state_dict(), model.state_dict()
+    new = {f"model.layers.{i}.self_attn.{n}" for i, m in model.mixers().items() for n in m.new_parameter_names()}
+    for name, tensor in base_sd.items():
+        assert torch.equal(sd[name], tensor), name  # q/k/v/o are reused too
+    assert set(sd) - set(base_sd) == new
+    assert bool(new) == (target != "linear")  # elu+1 adds no parameters
+
+
+def test_from_attention_shares_the_attention_weights():
+    base = tiny_base("qwen3")
+    attn = base.model.layers[1].self_attn
+    mixer = MIXERS["hedgehog"].from_attention(attn, base.config, 1)
+    assert mixer.q_proj is attn.q_proj and mixer.o_proj is attn.o_proj and mixer.k_norm is attn.k_norm
+
+
+def test_keeping_every_layer_reproduces_the_base(family):
+    base = tiny_base(family)
+    model = convert(base, "lolcats", keep_attention="0,1,2")
+    assert not model.mixers()
+    ids = torch.randint(3, 128, (2, 20), generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        assert torch.equal(model(ids).logits, base(ids).logits)
+
+
+def test_plan_specs():
+    assert parse_keep_attention(None, 8) == []
+    assert parse_keep_attention("0,-1", 8) == [0, 7]
+    assert parse_keep_attention("every:4", 8) == [3, 7]
+    assert parse_keep_attention("0.25", 8) == [3, 7]
+    assert parse_keep_attention("0.5", 30) == sorted(set(parse_keep_attention("0.5", 30))) and len(parse_keep_attention("0.5", 30)) == 15
+    for bad in ("8", "-9", "every:0", "1.5", "x,y"):
+        with pytest.raises(PlanError, match="bad --keep-attention"):
+            parse_keep_attention(bad, 8)
+
+
+def test_summary_numbers():
+    _, model = converted("llama", "linear")
+    state, kv = model.cache_bytes(4096)
+    # 3 layers x 6 heads x 8 x (8 + 1) fp32 state vs 3 layers x 2 (k, v) x 4096 x 2 kv heads x 8 fp32
+    assert state == 3 * 6 * 8 * 9 * 4
+    assert kv == 3 * 2 * 4096 * 2 * 8 * 4

@@ -1,0 +1,107 @@
+"""The three forms of each recurrence agree (fp32, 1e-4), including state carried across chunks and calls."""
+
+import pytest
+import torch
+
+from linearize.kernels.linear_attn.dispatch import TORCH_FORMS, linear_attn, normalized_linear_attn
+from linearize.kernels.window_attn.chunk import chunk_window_attn
+from linearize.kernels.window_attn.naive import naive_window_attn
+from linearize.kernels.window_attn.recurrent import recurrent_window_attn
+
+TOL = 1e-4
+
+
+def inputs(B=2, T=45, H=3, K=8, V=5, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    q, k = torch.randn(B, T, H, K, generator=g), torch.randn(B, T, H, K, generator=g)
+    v = torch.randn(B, T, H, V, generator=g)
+    gate = -torch.rand(B, T, H, generator=g) * 0.5
+    return q, k, v, gate
+
+
+@pytest.mark.parametrize("gated", ["none", "fixed", "data"])
+def test_linear_attn_forms_agree(gated):
+    q, k, v, gate = inputs()
+    g = {"none": None, "fixed": torch.full_like(gate, -0.1), "data": gate}[gated]
+    ref, ref_state = TORCH_FORMS["naive"](q, k, v, g, 0.7, None, True)
+    for form, kwargs in (("chunk", {"chunk_size": 16}), ("chunk", {"chunk_size": 64}), ("recurrent", {})):
+        o, s = TORCH_FORMS[form](q, k, v, g, 0.7, None, True, **kwargs)
+        assert (o - ref).abs().max() < TOL, form
+        assert (s - ref_state).abs().max() < TOL, form
+
+
+@pytest.mark.parametrize("split", [1, 16, 30])
+def test_linear_attn_state_carries_across_calls(split):
+    """Prefill with one form, continue with another: same as one pass over everything."""
+    q, k, v, g = inputs()
+    ref, ref_state = TORCH_FORMS["naive"](q, k, v, g, 1.0, None, True)
+    _, s = TORCH_FORMS["chunk"](q[:, :split], k[:, :split], v[:, :split], g[:, :split], 1.0, None, True, chunk_size=8)
+    o2, s2 = TORCH_FORMS["recurrent"](q[:, split:], k[:, split:], v[:, split:], g[:, split:], 1.0, s, True)
+    assert (o2 - ref[:, split:]).abs().max() < TOL
+    assert (s2 - ref_state).abs().max() < TOL
+
+
+def test_normalized_linear_attn_matches_definition():
+    q, k, v, _ = inputs()
+    q, k = q.relu() + 0.1, k.relu() + 0.1
+    o, _ = normalized_linear_attn(q, k, v, mode="chunk", eps=0.0)
+    w = torch.einsum("bthk,bshk->bhts", q, k).tril()
+    expected = torch.einsum("bhts,bshv->bthv", w / w.sum(-1, keepdim=True), v)
+    assert (o - expected).abs().max() < TOL
+
+
+def test_unknown_mode_is_an_error():
+    q, k, v, _ = inputs()
+    with pytest.raises(ValueError, match="unknown linear-attention mode"):
+        linear_attn(q, k, v, mode="bogus")
+
+
+def window_inputs(seed=0, T=45, H=3):
+    q, k, v, _ = inputs(T=T, H=H, seed=seed)
+    g = torch.Generator().manual_seed(seed + 1)
+    fq, fk = torch.rand(2, T, H, 6, generator=g), torch.rand(2, T, H, 6, generator=g)
+    mask = torch.ones(2, T, dtype=torch.bool)
+    mask[1, :7] = False  # left padding in the second row
+    return q, k, fq, fk, v, torch.rand(H, generator=g), mask
+
+
+WINDOW_FORMS = {"naive": naive_window_attn, "chunk": chunk_window_attn, "recurrent": recurrent_window_attn}
+
+
+@pytest.mark.parametrize("window", [1, 4, 17, 64])
+def test_window_attn_forms_agree(window):
+    q, k, fq, fk, v, a, mask = window_inputs()
+    ref, ref_state = naive_window_attn(q, k, fq, fk, v, a, window, 0.35, key_mask=mask)
+    for name, fn in WINDOW_FORMS.items():
+        kwargs = {"chunk_size": 8} if name == "chunk" else {}
+        o, s = fn(q, k, fq, fk, v, a, window, 0.35, key_mask=mask, **kwargs)
+        assert (o - ref).abs().max() < TOL, name
+        assert (s - ref_state).abs().max() < TOL, name
+
+
+@pytest.mark.parametrize("window,split", [(4, 20), (17, 9), (17, 30), (64, 20)])
+def test_window_attn_prefill_then_decode(window, split):
+    """Prefill with the chunked form, then continue token by token with the previous window and state."""
+    q, k, fq, fk, v, a, mask = window_inputs()
+    ref, ref_state = naive_window_attn(q, k, fq, fk, v, a, window, 0.35, key_mask=mask)
+    _, state = chunk_window_attn(q[:, :split], k[:, :split], fq[:, :split], fk[:, :split], v[:, :split], a, window,
+                                 0.35, key_mask=mask[:, :split], chunk_size=8)
+    outs = []
+    for t in range(split, q.shape[1]):
+        P = min(t, window - 1)
+        past = (k[:, t - P : t], fk[:, t - P : t], v[:, t - P : t]) if P else None
+        o, state = recurrent_window_attn(q[:, t : t + 1], k[:, t : t + 1], fq[:, t : t + 1], fk[:, t : t + 1],
+                                         v[:, t : t + 1], a, window, 0.35, key_mask=mask[:, t - P : t + 1],
+                                         past=past, initial_state=state)
+        outs.append(o)
+    assert (torch.cat(outs, 1) - ref[:, split:]).abs().max() < TOL
+    assert (state - ref_state).abs().max() < TOL
+
+
+def test_window_of_whole_sequence_is_softmax_attention():
+    """With the window covering everything, the hybrid is exactly causal softmax attention."""
+    q, k, fq, fk, v, a, _ = window_inputs()
+    o, _ = chunk_window_attn(q, k, fq, fk, v, a, 1000, 0.35)
+    expected = torch.nn.functional.scaled_dot_product_attention(
+        q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), is_causal=True, scale=0.35).transpose(1, 2)
+    assert (o - expected).abs().max() < TOL
