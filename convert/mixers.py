@@ -7,6 +7,7 @@ sliding-window hybrid the window's keys and values in the same layer (``hybrid_s
 """
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from transformers import initialization as init
 
@@ -161,7 +162,8 @@ class LinearAttentionMixer(nn.Module):
             if self.output_norm:
                 o, state = linear_attn(fq, fk, v, g=g, scale=fq.shape[-1] ** -0.5, initial_state=state,
                                        output_final_state=cache is not None, mode=self.mode)
-                o = self.group_norm(o.reshape(B * T, -1).float()).to(v.dtype)
+                gn = self.group_norm  # in fp32 whatever the model's dtype (bf16 statistics are too coarse)
+                o = F.group_norm(o.reshape(B * T, -1).float(), gn.num_groups, gn.weight.float(), gn.bias.float(), gn.eps)
             else:
                 o, state = normalized_linear_attn(fq, fk, v, g=g, initial_state=state,
                                                   output_final_state=cache is not None, mode=self.mode)
