@@ -51,6 +51,8 @@ class LinearizedConfig(PreTrainedConfig):
             elif settings.get("window"):
                 layer_types.append("hybrid_sliding")
                 per_layer[i] = {"sliding_window": settings["window"]}
+            elif len(settings.get("mamba_heads", ())) not in (0, base_config.get("num_attention_heads")):
+                layer_types.append("hybrid")  # RecurFormer: Mamba heads' state plus the other heads' KV
             else:
                 layer_types.append("linear_attention")
         return layer_types, per_layer

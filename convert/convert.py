@@ -4,9 +4,10 @@ import torch
 
 from linearize.convert.configuration_linearized import LinearizedConfig
 from linearize.convert.families import check_family
-from linearize.convert.mixers import MIXERS
+from linearize.convert.targets import MIXERS
 from linearize.convert.modeling_linearized import LinearizedForCausalLM
-from linearize.convert.plan import parse_keep_attention
+from linearize.convert.calibration import DEFAULT_THRESHOLD, DEFAULT_WINDOW, calibration_ids, head_recency
+from linearize.convert.plan import auto_count, parse_keep_attention
 
 
 class UnknownTargetError(ValueError):
@@ -26,19 +27,43 @@ def versions():
     return {"linearize": __version__, "transformers": transformers.__version__, "torch": torch.__version__}
 
 
-def convert(base, target, keep_attention=None, base_name=None, **mixer_settings):
+def convert(base, target, keep_attention=None, base_name=None, tokenizer=None, calibration=None,
+            recency_window=DEFAULT_WINDOW, recency_threshold=DEFAULT_THRESHOLD, **mixer_settings):
     """Return a ``LinearizedForCausalLM`` made from ``base`` (a loaded HF causal LM).
 
     target: one of ``MIXERS``; keep_attention: a plan spec (see ``convert.plan``); mixer_settings:
     per-mixer overrides such as ``feature_dim`` or ``window``. Every tensor of the base is reused by
     name; only the mixers' new parameters are freshly initialised.
+
+    ``recurformer`` and ``auto:N`` plans measure head recency on calibration text: ``calibration``
+    token ids [N, T], or the offline default texts through ``tokenizer``. The numbers are saved in
+    ``config.linearize["plan_evidence"]``.
     """
     check_target(target)
     check_family(base.config.model_type)
     num_layers = base.config.num_hidden_layers
-    kept = parse_keep_attention(keep_attention, num_layers)
-    template = MIXERS[target](base.config, 0, **mixer_settings)
-    mixers = [None if i in kept else template.settings() for i in range(num_layers)]
+    evidence, recency = None, None
+    if target == "recurformer" or auto_count(keep_attention, num_layers) is not None:
+        if calibration is None:
+            if tokenizer is None:
+                raise ValueError(f"{target!r} with keep_attention={keep_attention!r} measures attention on calibration "
+                                 "text: pass tokenizer= (default texts) or calibration= (token ids)")
+            calibration = calibration_ids(tokenizer)
+        recency = head_recency(base, calibration, recency_window)
+        evidence = {"method": "attention recency", "window": recency_window, "samples": list(calibration.shape),
+                    "recency": [[round(r, 4) for r in row] for row in recency.tolist()]}
+    kept = parse_keep_attention(keep_attention, num_layers, recency)
+    if target == "recurformer":
+        evidence["threshold"] = recency_threshold
+        mixers = []
+        for i in range(num_layers):
+            heads = [h for h, r in enumerate(recency[i].tolist()) if r >= recency_threshold]
+            mixers.append(None if i in kept or not heads else {"target": target, "mamba_heads": heads})
+    else:
+        template = MIXERS[target](base.config, 0, **mixer_settings)
+        mixers = [None if i in kept else template.settings() for i in range(num_layers)]
+    if evidence is not None:
+        evidence["kept_layers"] = kept
     config = LinearizedConfig(
         base_config=base.config.to_dict(),
         mixers=mixers,
@@ -49,6 +74,7 @@ def convert(base, target, keep_attention=None, base_name=None, **mixer_settings)
             "keep_attention_spec": None if keep_attention is None else str(keep_attention),
             "versions": versions(),
             "history": [{"step": "convert", "target": target}],
+            "plan_evidence": evidence,
         },
     )
     config._attn_implementation = base.config._attn_implementation

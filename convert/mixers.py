@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import initialization as init
 
-from linearize.convert.families import family
+from linearize.convert.mixer_base import Mixer, new_token_mask, recurrent_state, zero_where_padding
 from linearize.convert.feature_maps import FEATURE_MAPS
 from linearize.kernels.linear_attn.dispatch import linear_attn, normalized_linear_attn
 from linearize.kernels.window_attn.chunk import chunk_window_attn
@@ -26,16 +26,7 @@ def retnet_log_decays(num_heads):
     return torch.log1p(-torch.pow(2.0, -5.0 - torch.arange(num_heads, dtype=torch.float32)))
 
 
-def recurrent_state(cache, layer_idx):
-    """The layer's linear state in the cache, or None before its first update. (The cache's
-    get_recurrent_state keys on conv states, which these mixers do not have.)"""
-    if cache is None:
-        return None
-    layer = cache.layers[layer_idx]
-    return layer.recurrent_states[0] if layer.is_recurrent_states_initialized[0] else None
-
-
-class LinearAttentionMixer(nn.Module):
+class LinearAttentionMixer(Mixer):
     """Causal linear attention reusing an attention layer's q/k/v/o; subclasses set the target's choices."""
 
     target = None
@@ -48,23 +39,10 @@ class LinearAttentionMixer(nn.Module):
     default_feature_dim = None
 
     def __init__(self, config, layer_idx, feature_dim=None, window=None, mode="auto"):
-        super().__init__()
-        self.config = config
-        self.layer_idx = layer_idx
-        self.num_heads = config.num_attention_heads
-        self.num_kv_heads = config.num_key_value_heads
-        self.head_dim = getattr(config, "head_dim", None) or config.hidden_size // self.num_heads
-        self.feature_dim = feature_dim or self.default_feature_dim or self.head_dim
-        self.window = self.default_window if window is None else window
-        self.mode = mode  # 'auto', or a form name ('naive', 'chunk', 'recurrent', 'fla') for tests and benchmarks
+        super().__init__(config, layer_idx, mode)
         H, D = self.num_heads, self.head_dim
-        fam = family(config.model_type)
-        self.apply_rotary = fam.apply_rotary
-        # The family's own attention module fixes the projections' shapes and biases (Qwen2 biases
-        # q/k/v only) and Qwen3's per-head q/k norms; the mixer adopts those submodules.
-        template = fam.attention(config, layer_idx)
-        for name in ("q_proj", "k_proj", "v_proj", "o_proj", "q_norm", "k_norm"):
-            setattr(self, name, getattr(template, name, None))
+        self.feature_dim = feature_dim or self.default_feature_dim or D
+        self.window = self.default_window if window is None else window
         fmap = FEATURE_MAPS[self.feature_map]
         self.feature_map_q = fmap(H, D, self.feature_dim)
         # A shared map is registered once, so checkpoints hold its weights once.
@@ -77,19 +55,9 @@ class LinearAttentionMixer(nn.Module):
             # Per-head mix between the window's softmax and the linear part, stored as a logit.
             self.window_factor = nn.Parameter(torch.zeros(H))
 
-    # -- construction -------------------------------------------------------------------------
-    @classmethod
-    def from_attention(cls, attention, config, layer_idx, **settings):
-        """Build the mixer around an attention module's own projections (weights shared, not copied)."""
-        mixer = cls(config, layer_idx, **settings)
-        for name in ("q_proj", "k_proj", "v_proj", "o_proj", "q_norm", "k_norm"):
-            if getattr(attention, name, None) is not None:
-                setattr(mixer, name, getattr(attention, name))
-        return mixer
-
     def settings(self):
         """What the checkpoint's config records to rebuild this mixer."""
-        out = {"target": self.target, "feature_dim": self.feature_dim}
+        out = {**super().settings(), "feature_dim": self.feature_dim}
         if self.window:
             out["window"] = self.window
         return out
@@ -102,13 +70,8 @@ class LinearAttentionMixer(nn.Module):
             init.ones_(self.group_norm.weight)
             init.zeros_(self.group_norm.bias)
 
-    def new_parameter_names(self):
-        """Names (relative to this module) of the parameters the conversion added."""
-        reused = ("q_proj.", "k_proj.", "v_proj.", "o_proj.", "q_norm.", "k_norm.")
-        return [n for n, _ in self.named_parameters() if not n.startswith(reused)]
-
     # -- memory ---------------------------------------------------------------------------------
-    def state_bytes(self, batch_size=1):
+    def state_bytes(self, batch_size=1, seq_len=0):
         """Bytes of this layer's decode state (fp32 linear state, plus the window's keys/values)."""
         V = self.head_dim + (0 if self.output_norm else 1)
         state = batch_size * self.num_heads * self.feature_map_q.out_dim * V * 4
@@ -123,15 +86,8 @@ class LinearAttentionMixer(nn.Module):
 
     def project(self, hidden_states, position_embeddings):
         """q, k, v as [B, T, H, D] with k, v repeated to the query heads, rotary applied where the target says."""
-        B, T, _ = hidden_states.shape
-        q = self.q_proj(hidden_states).view(B, T, self.num_heads, self.head_dim)
-        k = self.k_proj(hidden_states).view(B, T, self.num_kv_heads, self.head_dim)
-        v = self.v_proj(hidden_states).view(B, T, self.num_kv_heads, self.head_dim)
-        if self.q_norm is not None:
-            q, k = self.q_norm(q), self.k_norm(k)
-        groups = self.num_heads // self.num_kv_heads
-        if groups > 1:
-            k, v = k.repeat_interleave(groups, dim=2), v.repeat_interleave(groups, dim=2)
+        q, k, v = self.qkv(hidden_states)
+        k, v = self.repeat_kv(k, v)
         cos, sin = position_embeddings
         if self.rotary_after_feature_map:
             fq, fk = self.apply_rotary(self.feature_map_q(q), self.map_k(k), cos, sin, unsqueeze_dim=2)
@@ -144,12 +100,7 @@ class LinearAttentionMixer(nn.Module):
         """attention_mask: the 2D padding mask over all tokens so far (1 = real token) or None."""
         B, T, _ = hidden_states.shape
         q, k, fq, fk, v = self.project(hidden_states, position_embeddings)
-        if attention_mask is not None and attention_mask.dim() != 2:
-            raise ValueError("linearize mixers take the 2D padding mask, not a 4D attention mask")
-        new_valid = None if attention_mask is None else attention_mask[:, -T:].bool()
-        if new_valid is not None:
-            # Padding must not enter the state; where() rather than a product keeps NaNs out too.
-            fk = torch.where(new_valid[..., None, None], fk, torch.zeros_like(fk))
+        fk = zero_where_padding(fk, new_token_mask(attention_mask, T))  # padding must not enter the state
         state = recurrent_state(cache, self.layer_idx)
         if self.window:
             o, state = self.window_forward(q, k, fq, fk, v, attention_mask, cache, state)
@@ -250,13 +201,3 @@ class SupraAttention(LinearAttentionMixer):
     rotary_after_feature_map = True
     fixed_decay = True
     output_norm = True
-
-
-MIXERS = {cls.target: cls for cls in (EluLinearAttention, T2RAttention, HedgehogAttention, LoLCATsAttention, SupraAttention)}
-
-
-def build_mixer(settings, config, layer_idx):
-    """Rebuild a mixer from the settings a checkpoint recorded."""
-    settings = dict(settings)
-    cls = MIXERS[settings.pop("target")]
-    return cls(config, layer_idx, **settings)

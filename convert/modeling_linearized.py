@@ -13,7 +13,8 @@ from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutpu
 
 from linearize.convert.configuration_linearized import LinearizedConfig
 from linearize.convert.families import family
-from linearize.convert.mixers import LinearAttentionMixer, build_mixer
+from linearize.convert.mixer_base import Mixer
+from linearize.convert.targets import build_mixer
 
 try:  # the package writes the modeling code flat beside the weights; as remote code, transformers copies it
     from linearize.convert.bundle import write_remote_code
@@ -160,14 +161,14 @@ class LinearizedForCausalLM(LinearizedPreTrainedModel, GenerationMixin):
     def mixers(self):
         """{layer index: mixer} for the converted layers."""
         return {i: layer.self_attn for i, layer in enumerate(self.model.layers)
-                if isinstance(layer.self_attn, LinearAttentionMixer)}
+                if isinstance(layer.self_attn, Mixer)}
 
     def cache_bytes(self, seq_len, batch_size=1):
         """(bytes of decode state at ``seq_len`` tokens, bytes the base's KV cache would take)."""
         base = self.model.base_config
         kv_per_layer = 2 * batch_size * seq_len * base.num_key_value_heads * base.head_dim * self.dtype.itemsize
         mixers = self.mixers()
-        state = sum(m.state_bytes(batch_size) for m in mixers.values())
+        state = sum(m.state_bytes(batch_size, seq_len) for m in mixers.values())
         state += kv_per_layer * (base.num_hidden_layers - len(mixers))
         return state, kv_per_layer * base.num_hidden_layers
 

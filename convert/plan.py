@@ -2,7 +2,8 @@
 
 ``--keep-attention`` accepts: nothing (convert every layer); a list of layer indices ``"0,15,29"``
 (negative indices count from the end); every k-th layer ``"every:4"`` (layers 3, 7, ...: the last of
-each group of k); or a fraction ``"0.25"`` (that share of layers, spread evenly).
+each group of k); a fraction ``"0.25"`` (that share of layers, spread evenly); or ``"auto:N"``: the N layers whose
+attention heads are least local on calibration text (``convert.calibration``), chosen at conversion.
 """
 
 
@@ -10,12 +11,33 @@ class PlanError(ValueError):
     pass
 
 
-def parse_keep_attention(spec, num_layers):
-    """Sorted list of layer indices that keep softmax attention."""
+def auto_count(spec, num_layers):
+    """N for an ``auto:N`` spec (validated), else None."""
+    if not isinstance(spec, str) or not spec.strip().startswith("auto:"):
+        return None
+    try:
+        n = int(spec.strip().split(":", 1)[1])
+    except ValueError:
+        n = -1
+    if not 0 <= n <= num_layers:
+        raise PlanError(f"bad --keep-attention {spec!r}: auto:N needs a whole number N from 0 to {num_layers}")
+    return n
+
+
+def parse_keep_attention(spec, num_layers, recency=None):
+    """Sorted list of layer indices that keep softmax attention. ``auto:N`` needs ``recency``
+    ([layers, heads], from ``convert.calibration.head_recency``); without it only the spec is checked."""
     if spec is None or (isinstance(spec, str) and spec.strip() in ("", "none")):
         return []
     if isinstance(spec, (list, tuple)):
         return _indices(list(spec), num_layers, spec)
+    n = auto_count(spec, num_layers)
+    if n is not None:
+        if recency is None:
+            return []
+        from linearize.convert.calibration import rank_layers
+
+        return rank_layers(recency, n)
     spec = str(spec).strip()
     if spec.startswith("every:"):
         try:
@@ -41,7 +63,7 @@ def parse_keep_attention(spec, num_layers):
         items = [int(x) for x in spec.split(",") if x.strip()]
     except ValueError:
         raise PlanError(
-            f"bad --keep-attention {spec!r}: use layer indices '0,5,-1', 'every:K' or a fraction like '0.25'"
+            f"bad --keep-attention {spec!r}: use layer indices '0,5,-1', 'every:K', a fraction like '0.25' or 'auto:N'"
         ) from None
     return _indices(items, num_layers, spec)
 

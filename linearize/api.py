@@ -2,7 +2,7 @@
 
 from linearize.convert.bases import load_base, load_tokenizer, resolve_base
 from linearize.convert.convert import convert, new_parameter_count
-from linearize.convert.mixers import MIXERS
+from linearize.convert.targets import MIXERS
 
 TARGETS = tuple(MIXERS)
 

@@ -95,7 +95,7 @@ def print_summary(s):
 
 
 def add_convert_args(p, target_default=None):
-    from linearize.convert.mixers import MIXERS
+    from linearize.convert.targets import MIXERS
 
     p.add_argument("--base", required=True, help="hub id, local HF directory, or alias (llama = embedded SmolLM2-135M-Instruct)")
     p.add_argument("--to", dest="target", default=target_default, required=target_default is None,

@@ -41,3 +41,17 @@ def perturb_new_parameters(model, scale=0.3, seed=1):
 @pytest.fixture(params=FAMILIES)
 def family(request):
     return request.param
+
+
+def tiny_settings(base, target):
+    """Conversion settings that exercise each target on a tiny model: a 4-token LoLCATs window (decode
+    crosses it), and for RecurFormer a recency threshold at the median so layers mix both head kinds."""
+    if target == "lolcats":
+        return {"window": 4}
+    if target == "recurformer":
+        from linearize.convert.calibration import head_recency
+
+        ids = torch.randint(3, 128, (2, 40), generator=torch.Generator().manual_seed(11))
+        threshold = head_recency(base, ids, window=8).median().item()
+        return {"calibration": ids, "recency_window": 8, "recency_threshold": threshold}
+    return {}

@@ -6,10 +6,10 @@ from transformers import DynamicCache
 
 import linearize  # noqa: F401  (registers the Auto classes)
 from linearize.convert.convert import convert
-from linearize.convert.mixers import MIXERS
+from linearize.convert.targets import MIXERS
 from linearize.convert.plan import PlanError, parse_keep_attention
 from tests_helpers import assert_close
-from conftest import perturb_new_parameters, tiny_base
+from conftest import perturb_new_parameters, tiny_base, tiny_settings
 
 TARGETS = list(MIXERS)
 TOL = 1e-4
@@ -17,8 +17,7 @@ TOL = 1e-4
 
 def converted(family, target, keep=None, seed=0):
     base = tiny_base(family, seed)
-    model = convert(base, target, keep_attention=keep, **({"window": 4} if target == "lolcats" else {}))
-    return base, perturb_new_parameters(model)
+    return base, perturb_new_parameters(convert(base, target, keep_attention=keep, **tiny_settings(base, target)))
 
 
 @pytest.mark.parametrize("target", TARGETS)
@@ -89,7 +88,7 @@ def test_non_attention_tensors_are_the_bases(family, target):
     for name, tensor in base_sd.items():
         assert torch.equal(sd[name], tensor), name  # q/k/v/o are reused too
     assert set(sd) - set(base_sd) == new
-    assert bool(new) == (target != "linear")  # elu+1 adds no parameters
+    assert bool(new) == (target not in ("linear", "gla"))  # elu+1 and Liger's key-derived gate add none
 
 
 def test_from_attention_shares_the_attention_weights():

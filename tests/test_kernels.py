@@ -19,10 +19,11 @@ def inputs(B=2, T=45, H=3, K=8, V=5, seed=0):
     return q, k, v, gate
 
 
-@pytest.mark.parametrize("gated", ["none", "fixed", "data"])
+@pytest.mark.parametrize("gated", ["none", "fixed", "data", "per-key"])
 def test_linear_attn_forms_agree(gated):
     q, k, v, gate = inputs()
-    g = {"none": None, "fixed": torch.full_like(gate, -0.1), "data": gate}[gated]
+    key_gate = -torch.rand(*k.shape, generator=torch.Generator().manual_seed(5)) * 0.5
+    g = {"none": None, "fixed": torch.full_like(gate, -0.1), "data": gate, "per-key": key_gate}[gated]
     ref, ref_state = TORCH_FORMS["naive"](q, k, v, g, 0.7, None, True)
     for form, kwargs in (("chunk", {"chunk_size": 16}), ("chunk", {"chunk_size": 64}), ("recurrent", {})):
         o, s = TORCH_FORMS[form](q, k, v, g, 0.7, None, True, **kwargs)
@@ -31,9 +32,12 @@ def test_linear_attn_forms_agree(gated):
 
 
 @pytest.mark.parametrize("split", [1, 16, 30])
-def test_linear_attn_state_carries_across_calls(split):
+@pytest.mark.parametrize("per_key", [False, True])
+def test_linear_attn_state_carries_across_calls(split, per_key):
     """Prefill with one form, continue with another: same as one pass over everything."""
     q, k, v, g = inputs()
+    if per_key:
+        g = g[..., None] * torch.linspace(0.2, 1.5, k.shape[-1])
     ref, ref_state = TORCH_FORMS["naive"](q, k, v, g, 1.0, None, True)
     _, s = TORCH_FORMS["chunk"](q[:, :split], k[:, :split], v[:, :split], g[:, :split], 1.0, None, True, chunk_size=8)
     o2, s2 = TORCH_FORMS["recurrent"](q[:, split:], k[:, split:], v[:, split:], g[:, split:], 1.0, s, True)
@@ -105,3 +109,32 @@ def test_window_of_whole_sequence_is_softmax_attention():
     expected = torch.nn.functional.scaled_dot_product_attention(
         q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), is_causal=True, scale=0.35).transpose(1, 2)
     assert (o - expected).abs().max() < TOL
+
+
+from linearize.kernels.delta_rule.dispatch import TORCH_FORMS as DELTA_FORMS  # noqa: E402
+
+
+def delta_inputs(T=45):
+    q, k, v, g = inputs(T=T)
+    k = torch.nn.functional.normalize(k, dim=-1)
+    beta = torch.rand(*g.shape, generator=torch.Generator().manual_seed(7))
+    return q, k, v, beta, g
+
+
+@pytest.mark.parametrize("gated", [False, True])
+def test_gated_delta_forms_agree(gated):
+    q, k, v, beta, g = delta_inputs()
+    g = g if gated else None
+    s0 = torch.randn(2, 3, 8, 5, generator=torch.Generator().manual_seed(8)) * 0.1
+    ref, ref_s = DELTA_FORMS["recurrent"](q, k, v, beta, g, 0.5, s0, True)
+    for name, kwargs in (("naive", {}), ("chunk", {"chunk_size": 16}), ("chunk", {"chunk_size": 64})):
+        o, s = DELTA_FORMS[name](q, k, v, beta, g, 0.5, s0, True, **kwargs)
+        assert (o - ref).abs().max() < TOL, name
+        assert (s - ref_s).abs().max() < TOL, name
+
+
+def test_delta_rule_with_beta_one_stores_the_last_value():
+    """beta = 1 and no decay: reading with the same unit key returns exactly the value just written."""
+    q, k, v, beta, _ = delta_inputs(T=5)
+    o, _ = DELTA_FORMS["chunk"](k, k, v, torch.ones_like(beta), None, 1.0)
+    assert (o - v).abs().max() < TOL

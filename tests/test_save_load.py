@@ -10,7 +10,7 @@ from transformers import AutoModelForCausalLM
 
 import linearize  # noqa: F401
 from linearize.convert.convert import convert
-from conftest import perturb_new_parameters, tiny_base
+from conftest import perturb_new_parameters, tiny_base, tiny_settings
 from tests_helpers import assert_close
 
 # Run in a fresh interpreter where `import linearize` fails, as on a machine with only torch + transformers.
@@ -37,10 +37,12 @@ NO_LINEARIZE = textwrap.dedent("""
 
 @pytest.mark.parametrize("family,target,keep", [("llama", "lolcats", "1"), ("qwen3", "supra", None),
                                                 ("qwen2", "hedgehog", "0"), ("mistral", "t2r", None),
-                                                ("llama", "linear", None)])
+                                                ("llama", "linear", None), ("qwen3", "mamba", "0"),
+                                                ("llama", "recurformer", None), ("qwen3", "gla", None),
+                                                ("llama", "gdn", "-1")])
 def test_load_without_linearize_gives_identical_logits(tmp_path, family, target, keep):
-    model = perturb_new_parameters(convert(tiny_base(family), target, keep_attention=keep,
-                                           **({"window": 4} if target == "lolcats" else {})))
+    base = tiny_base(family)
+    model = perturb_new_parameters(convert(base, target, keep_attention=keep, **tiny_settings(base, target)))
     ids = torch.randint(3, 128, (1, 20), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         logits = model(ids).logits

@@ -10,12 +10,26 @@ TORCH_FORMS = {"naive": naive_linear_attn, "chunk": chunk_linear_attn, "recurren
 
 
 def fla_simple_gla():
-    """fla's (chunk, fused_recurrent) simple-GLA kernels, or None where fla or Triton cannot load (CPU)."""
+    """fla's (chunk, fused_recurrent) simple-GLA kernels (one decay per head), or None where fla or
+    Triton cannot load (CPU)."""
     try:
         from fla.ops.simple_gla import chunk_simple_gla, fused_recurrent_simple_gla
     except Exception:  # ImportError, or Triton failing to find a GPU backend
         return None
     return chunk_simple_gla, fused_recurrent_simple_gla
+
+
+def fla_gla():
+    """fla's GLA kernels (one decay per key dimension), or None."""
+    try:
+        from fla.ops.gla import chunk_gla, fused_recurrent_gla
+    except Exception:
+        return None
+
+    def recurrent(q, k, v, g=None, **kwargs):
+        return fused_recurrent_gla(q, k, v, gk=g, **kwargs)
+
+    return chunk_gla, recurrent
 
 
 def linear_attn(q, k, v, g=None, scale=1.0, initial_state=None, output_final_state=False, mode="auto"):
@@ -25,7 +39,7 @@ def linear_attn(q, k, v, g=None, scale=1.0, initial_state=None, output_final_sta
     and the recurrent form for single-token steps.
     """
     if mode in ("auto", "fla") and q.is_cuda:
-        kernels = fla_simple_gla()
+        kernels = fla_gla() if g is not None and g.dim() == 4 else fla_simple_gla()
         if kernels is not None:
             chunk, fused_recurrent = kernels
             fn = fused_recurrent if q.shape[1] == 1 else chunk

@@ -1,0 +1,95 @@
+"""Calibration: measure the base's attention on text to decide which heads and layers to convert.
+
+Recency of a head = the share of its softmax attention mass that falls on the last ``window`` keys
+(the query itself included), averaged over query positions that have older keys to attend to
+(t >= window) and over samples. A local head scores near 1; a head that reads the first token or
+retrieves from far back scores near 0. RecurFormer turns high-recency heads into Mamba heads; the
+``auto:N`` plan keeps softmax attention in the N layers whose heads are least local.
+"""
+
+import importlib
+import inspect
+import random
+
+import torch
+
+DEFAULT_WINDOW = 64
+DEFAULT_THRESHOLD = 0.9
+# Standard-library modules whose documentation is the offline default calibration text: present on
+# every Python installation, English prose mixed with code, no network needed.
+STDLIB_MODULES = ("argparse", "asyncio", "collections", "csv", "dataclasses", "datetime", "decimal", "email",
+                  "functools", "heapq", "http.client", "inspect", "itertools", "json", "logging", "os", "pathlib",
+                  "pickle", "random", "re", "shutil", "socket", "sqlite3", "statistics", "string", "subprocess",
+                  "tarfile", "textwrap", "threading", "typing", "unittest", "urllib.parse", "uuid", "zipfile")
+
+
+def default_calibration_texts():
+    """Docstrings of standard-library modules and their public members, in a fixed order."""
+    texts = []
+    for name in STDLIB_MODULES:
+        module = importlib.import_module(name)
+        parts = [inspect.getdoc(module) or ""]
+        for attr in sorted(dir(module)):
+            if not attr.startswith("_"):
+                doc = inspect.getdoc(getattr(module, attr, None))
+                if doc and len(doc) > 200:
+                    parts.append(doc)
+        texts.append("\n\n".join(p for p in parts if p))
+    return texts
+
+
+def calibration_ids(tokenizer, texts=None, num_samples=8, seq_len=256, seed=0):
+    """[num_samples, seq_len] token ids: the texts tokenised, cut into windows, a seeded choice of them."""
+    texts = default_calibration_texts() if texts is None else list(texts)
+    ids = tokenizer("\n\n".join(texts), add_special_tokens=False)["input_ids"]
+    windows = [ids[i : i + seq_len] for i in range(0, len(ids) - seq_len + 1, seq_len)]
+    if len(windows) < num_samples:
+        raise ValueError(f"calibration text too short: {len(windows)} windows of {seq_len} tokens, need {num_samples}")
+    chosen = sorted(random.Random(seed).sample(range(len(windows)), num_samples))
+    return torch.tensor([windows[i] for i in chosen])
+
+
+def attention_recency(probs, window=DEFAULT_WINDOW):
+    """probs [B, H, T, T] causal attention weights -> [H] mean share of mass on the last ``window`` keys,
+    over queries t >= window (every row if the sequence is shorter than the window)."""
+    T = probs.shape[-1]
+    t = torch.arange(T, device=probs.device)
+    recent = (t[None, :] <= t[:, None]) & (t[None, :] > t[:, None] - window)  # [T, T]
+    share = (probs.float() * recent).sum(-1)  # [B, H, T]
+    rows = share[..., window:] if T > window else share
+    return rows.mean(dim=(0, 2))
+
+
+@torch.no_grad()
+def head_recency(model, ids, window=DEFAULT_WINDOW, batch_size=2):
+    """[layers, heads] recency of every attention head of a base model on ``ids`` [N, T]."""
+    previous = model.config._attn_implementation
+    model.set_attn_implementation("eager")  # the only implementation that returns attention weights
+    try:
+        totals = None
+        for start in range(0, ids.shape[0], batch_size):
+            batch = ids[start : start + batch_size].to(model.device)
+            out = model(batch, output_attentions=True)
+            scores = torch.stack([attention_recency(a, window) for a in out.attentions]) * batch.shape[0]
+            totals = scores if totals is None else totals + scores
+        return (totals / ids.shape[0]).cpu()
+    finally:
+        model.set_attn_implementation(previous)
+
+
+def recency_table(recency, threshold=None):
+    """A plain-text table, one row per layer: each head's recency (marked * at or above the threshold)."""
+    H = recency.shape[1]
+    lines = ["layer  mean   " + " ".join(f"h{h:<4d}" for h in range(H))]
+    for i, row in enumerate(recency.tolist()):
+        cells = " ".join(f"{r:.2f}{'*' if threshold is not None and r >= threshold else ' '}" for r in row)
+        lines.append(f"{i:>5d}  {sum(row) / H:.3f}  {cells}")
+    return "\n".join(lines)
+
+
+def rank_layers(recency, n):
+    """The n layers whose heads are least local (lowest mean recency): where softmax attention matters most.
+    Ties break toward the lower index, so the plan is deterministic."""
+    means = recency.mean(-1).tolist()
+    order = sorted(range(len(means)), key=lambda i: (means[i], i))
+    return sorted(order[:n])
