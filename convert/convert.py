@@ -7,7 +7,7 @@ from linearize.convert.families import check_family
 from linearize.convert.targets import MIXERS
 from linearize.convert.modeling_linearized import LinearizedForCausalLM
 from linearize.convert.calibration import DEFAULT_THRESHOLD, DEFAULT_WINDOW, calibration_ids, head_recency
-from linearize.convert.plan import auto_count, parse_keep_attention
+from linearize.convert.plan import PlanError, auto_count, parse_keep_attention
 
 
 class UnknownTargetError(ValueError):
@@ -28,7 +28,8 @@ def versions():
 
 
 def convert(base, target, keep_attention=None, base_name=None, tokenizer=None, calibration=None,
-            recency_window=DEFAULT_WINDOW, recency_threshold=DEFAULT_THRESHOLD, **mixer_settings):
+            recency_window=DEFAULT_WINDOW, recency_threshold=DEFAULT_THRESHOLD, recency_fraction=None,
+            **mixer_settings):
     """Return a ``LinearizedForCausalLM`` made from ``base`` (a loaded HF causal LM).
 
     target: one of ``MIXERS``; keep_attention: a plan spec (see ``convert.plan``); mixer_settings:
@@ -36,8 +37,9 @@ def convert(base, target, keep_attention=None, base_name=None, tokenizer=None, c
     name; only the mixers' new parameters are freshly initialised.
 
     ``recurformer`` and ``auto:N`` plans measure head recency on calibration text: ``calibration``
-    token ids [N, T], or the offline default texts through ``tokenizer``. The numbers are saved in
-    ``config.linearize["plan_evidence"]``.
+    token ids [N, T], or the offline default texts through ``tokenizer``. RecurFormer converts the heads
+    whose recency is at least ``recency_threshold``, or, with ``recency_fraction``, that share of all
+    heads, most local first. The numbers are saved in ``config.linearize["plan_evidence"]``.
     """
     check_target(target)
     check_family(base.config.model_type)
@@ -46,7 +48,7 @@ def convert(base, target, keep_attention=None, base_name=None, tokenizer=None, c
     if target == "recurformer" or auto_count(keep_attention, num_layers) is not None:
         if calibration is None:
             if tokenizer is None:
-                raise ValueError(f"{target!r} with keep_attention={keep_attention!r} measures attention on calibration "
+                raise PlanError(f"{target!r} with keep_attention={keep_attention!r} measures attention on calibration "
                                  "text: pass tokenizer= (default texts) or calibration= (token ids)")
             calibration = calibration_ids(tokenizer)
         recency = head_recency(base, calibration, recency_window)
@@ -54,7 +56,12 @@ def convert(base, target, keep_attention=None, base_name=None, tokenizer=None, c
                     "recency": [[round(r, 4) for r in row] for row in recency.tolist()]}
     kept = parse_keep_attention(keep_attention, num_layers, recency)
     if target == "recurformer":
-        evidence["threshold"] = recency_threshold
+        if recency_fraction is not None:
+            # The threshold that selects that share of heads (ties may add a few).
+            count = round(recency_fraction * recency.numel())
+            recency_threshold = recency.flatten().sort(descending=True).values[count - 1].item() if count else 2.0
+            evidence["fraction"] = recency_fraction
+        evidence["threshold"] = round(recency_threshold, 4)
         mixers = []
         for i in range(num_layers):
             heads = [h for h, r in enumerate(recency[i].tolist()) if r >= recency_threshold]

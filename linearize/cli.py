@@ -37,7 +37,8 @@ def check_out(out, overwrite):
     return out
 
 
-def run_convert(base, target, out, keep_attention=None, overwrite=False, feature_dim=None, window=None):
+def run_convert(base, target, out, keep_attention=None, overwrite=False, feature_dim=None, window=None,
+                recency_window=None, recency_threshold=None, recency_fraction=None):
     """Convert ``base`` and write the checkpoint (with tokenizer) to ``out``; returns a summary dict."""
     from linearize.convert.bases import load_base, load_config, load_tokenizer
     from linearize.convert.convert import check_target, convert, new_parameter_count
@@ -53,8 +54,10 @@ def run_convert(base, target, out, keep_attention=None, overwrite=False, feature
     model = load_base(base)
     tokenizer = load_tokenizer(base)
     _stage(3, 4, f"converting to {target}")
-    settings = {k: v for k, v in {"feature_dim": feature_dim, "window": window}.items() if v is not None}
-    student = convert(model, target, keep_attention=keep_attention, base_name=str(base), **settings)
+    settings = {k: v for k, v in {"feature_dim": feature_dim, "window": window, "recency_window": recency_window,
+                                  "recency_threshold": recency_threshold, "recency_fraction": recency_fraction,
+                                  }.items() if v is not None}
+    student = convert(model, target, keep_attention=keep_attention, base_name=str(base), tokenizer=tokenizer, **settings)
     _stage(4, 4, f"saving to {out}")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
@@ -81,10 +84,28 @@ def run_convert(base, target, out, keep_attention=None, overwrite=False, feature
         "state_bytes_4k": state,
         "kv_bytes_4k": kv,
         "seconds": time.time() - t0,
+        "plan_evidence": student.config.linearize.get("plan_evidence"),
+        "mixers": student.config.mixers,
     }
 
 
 def print_summary(s):
+    evidence = s.get("plan_evidence")
+    if evidence:
+        import torch
+
+        from linearize.convert.calibration import recency_table
+
+        print(f"attention recency (share of mass on the last {evidence['window']} tokens; "
+              f"{evidence['samples'][0]} calibration samples of {evidence['samples'][1]} tokens"
+              + (f"; * = at or above {evidence['threshold']}, becomes a Mamba head" if "threshold" in evidence else "")
+              + "):")
+        print(recency_table(torch.tensor(evidence["recency"]), evidence.get("threshold")))
+    if s["target"] == "recurformer":
+        heads = sum(len(m["mamba_heads"]) for m in s["mixers"] if m)
+        total = s["layers"] * len(evidence["recency"][0])
+        print(f"mamba heads: {heads}/{total}; KV-cache reduction at 4k tokens: "
+              f"{1 - s['state_bytes_4k'] / s['kv_bytes_4k']:.1%} (state and remaining KV vs the base's KV)")
     print(f"converted {s['layers_converted']}/{s['layers']} layers to {s['target']}"
           + (f" (softmax attention kept in {s['kept_attention']})" if s["kept_attention"] else ""))
     print(f"parameters added: {s['parameters_added']:,}")
@@ -101,9 +122,15 @@ def add_convert_args(p, target_default=None):
     p.add_argument("--to", dest="target", default=target_default, required=target_default is None,
                    help=f"conversion target: {', '.join(MIXERS)}")
     p.add_argument("--keep-attention", default=None,
-                   help="layers that keep softmax attention: '0,5,-1', 'every:K' or a fraction '0.25'")
+                   help="layers that keep softmax attention: '0,5,-1', 'every:K', a fraction '0.25', or 'auto:N' (calibrated)")
     p.add_argument("--feature-dim", type=int, default=None, help="feature-map size (default: per target)")
     p.add_argument("--window", type=int, default=None, help="sliding-window size for lolcats (default 64)")
+    p.add_argument("--recency-window", type=int, default=None,
+                   help="recurformer / auto:N: tokens counted as recent when measuring heads (default 64)")
+    p.add_argument("--recency-threshold", type=float, default=None,
+                   help="recurformer: heads at or above this recency become Mamba heads (default 0.9)")
+    p.add_argument("--recency-fraction", type=float, default=None,
+                   help="recurformer: convert this share of all heads, most local first (instead of a threshold)")
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
 
 
@@ -141,7 +168,9 @@ def main(argv=None):
             args.out = f"linearized-{Path(str(args.base)).name}-{args.target}"
     try:
         summary = run_convert(args.base, args.target, args.out, keep_attention=args.keep_attention,
-                              overwrite=args.overwrite, feature_dim=args.feature_dim, window=args.window)
+                              overwrite=args.overwrite, feature_dim=args.feature_dim, window=args.window,
+                              recency_window=args.recency_window, recency_threshold=args.recency_threshold,
+                              recency_fraction=args.recency_fraction)
     except (UserError, BaseError, UnknownTargetError, UnsupportedFamilyError, PlanError) as err:
         print(f"linearize: error: {err}", file=sys.stderr)
         return 2

@@ -119,3 +119,12 @@ def test_recurformer_converts_high_recency_heads_only():
     assert state == expected and kv == 3 * 2 * 4096 * 2 * 12 * 4
     every_head = convert(base, "recurformer", calibration=ids, recency_window=8, recency_threshold=0.0)
     assert every_head.cache_bytes(4096)[0] == 3 * 6 * 12 * 12 * 4 and every_head.config.layer_types == ["linear_attention"] * 3
+
+
+def test_recurformer_fraction_converts_that_share_of_heads():
+    base = tiny_base("llama")
+    ids = torch.randint(3, 128, (2, 40), generator=torch.Generator().manual_seed(4))
+    model = convert(base, "recurformer", calibration=ids, recency_window=8, recency_fraction=0.5)
+    converted_heads = sum(len(m["mamba_heads"]) for m in model.config.mixers if m)
+    assert converted_heads == 9  # half of 3 layers x 6 heads (no ties in random attention)
+    assert model.config.linearize["plan_evidence"]["fraction"] == 0.5
