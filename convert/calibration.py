@@ -7,40 +7,19 @@ retrieves from far back scores near 0. RecurFormer turns high-recency heads into
 ``auto:N`` plan keeps softmax attention in the N layers whose heads are least local.
 """
 
-import importlib
-import inspect
 import random
 
 import torch
 
+from linearize.convert.texts import stdlib_documents
+
 DEFAULT_WINDOW = 64
 DEFAULT_THRESHOLD = 0.9
-# Standard-library modules whose documentation is the offline default calibration text: present on
-# every Python installation, English prose mixed with code, no network needed.
-STDLIB_MODULES = ("argparse", "asyncio", "collections", "csv", "dataclasses", "datetime", "decimal", "email",
-                  "functools", "heapq", "http.client", "inspect", "itertools", "json", "logging", "os", "pathlib",
-                  "pickle", "random", "re", "shutil", "socket", "sqlite3", "statistics", "string", "subprocess",
-                  "tarfile", "textwrap", "threading", "typing", "unittest", "urllib.parse", "uuid", "zipfile")
-
-
-def default_calibration_texts():
-    """Docstrings of standard-library modules and their public members, in a fixed order."""
-    texts = []
-    for name in STDLIB_MODULES:
-        module = importlib.import_module(name)
-        parts = [inspect.getdoc(module) or ""]
-        for attr in sorted(dir(module)):
-            if not attr.startswith("_"):
-                doc = inspect.getdoc(getattr(module, attr, None))
-                if doc and len(doc) > 200:
-                    parts.append(doc)
-        texts.append("\n\n".join(p for p in parts if p))
-    return texts
 
 
 def calibration_ids(tokenizer, texts=None, num_samples=8, seq_len=256, seed=0):
     """[num_samples, seq_len] token ids: the texts tokenised, cut into windows, a seeded choice of them."""
-    texts = default_calibration_texts() if texts is None else list(texts)
+    texts = stdlib_documents() if texts is None else list(texts)
     ids = tokenizer("\n\n".join(texts), add_special_tokens=False)["input_ids"]
     windows = [ids[i : i + seq_len] for i in range(0, len(ids) - seq_len + 1, seq_len)]
     if len(windows) < num_samples:

@@ -43,6 +43,7 @@ def run_convert(base, target, out, keep_attention=None, overwrite=False, feature
     from linearize.convert.bases import load_base, load_config, load_tokenizer
     from linearize.convert.convert import check_target, convert, new_parameter_count
     from linearize.convert.plan import parse_keep_attention
+    from linearize.convert.save import save_atomic
 
     out = check_out(out, overwrite)
     check_target(target)
@@ -59,20 +60,9 @@ def run_convert(base, target, out, keep_attention=None, overwrite=False, feature
                                   }.items() if v is not None}
     student = convert(model, target, keep_attention=keep_attention, base_name=str(base), tokenizer=tokenizer, **settings)
     _stage(4, 4, f"saving to {out}")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
-    try:
-        student.save_pretrained(tmp)
-        if tokenizer is not None:
-            tokenizer.save_pretrained(tmp)
-        else:
-            print("note: the base has no tokenizer; the checkpoint is saved without one", file=sys.stderr)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    if tokenizer is None:
+        print("note: the base has no tokenizer; the checkpoint is saved without one", file=sys.stderr)
+    save_atomic(student, tokenizer, out)
     state, kv = student.cache_bytes(4096)
     return {
         "out": str(out),
@@ -140,17 +130,184 @@ def build_parser():
     conv = sub.add_parser("convert", help="convert a base model into a (hybrid) linear-attention model")
     add_convert_args(conv)
     conv.add_argument("--out", required=True, help="output directory for the checkpoint")
+
+    ev = sub.add_parser("eval", help="perplexity, teacher agreement, recall and lm-eval tasks")
+    ev.add_argument("model", help="converted checkpoint folder, or any --base value")
+    ev.add_argument("--teacher", default=None, help="base to compare with (evaluated too, listed first)")
+    ev.add_argument("--suite", default="ppl,agreement", help="comma list of ppl, agreement, recall, lm-eval")
+    ev.add_argument("--data", default=None, help="held-out text: file, folder or hub dataset (default: the "
+                                                 "held-out split of the offline default corpus)")
+    ev.add_argument("--max-tokens", type=int, default=8192, help="held-out tokens for ppl and agreement")
+    ev.add_argument("--seq-len", type=int, default=512)
+    ev.add_argument("--tasks", default="", help="lm-eval task names, comma separated")
+    ev.add_argument("--include-path", default=None, help="folder of extra lm-eval task YAMLs")
+    ev.add_argument("--limit", type=int, default=None, help="lm-eval: examples per task")
+    ev.add_argument("--passkey-lengths", default="256,512,1024")
+    ev.add_argument("--out", default="eval-results", help="folder for eval.json and eval.md")
+
+    be = sub.add_parser("bench", help="prefill and decode speed, cache and peak memory vs context length")
+    be.add_argument("model", help="converted checkpoint folder, or any --base value")
+    be.add_argument("--teacher", default=None, help="base measured in the same run (listed first)")
+    be.add_argument("--contexts", default="512,2048,8192,16384")
+    be.add_argument("--decode-tokens", type=int, default=16)
+    be.add_argument("--repeats", type=int, default=3)
+    be.add_argument("--out", default="bench-results", help="folder for bench.json, bench.md and bench.png")
+
+    dis = sub.add_parser("distill", help="train a converted model: attention transfer or end-to-end KD")
+    dis.add_argument("model", help="converted checkpoint folder")
+    dis.add_argument("--stage", required=True, choices=["transfer", "kd"])
+    add_train_args(dis)
+    dis.add_argument("--teacher", default=None, help="teacher base (default: the base the model was converted from)")
+    dis.add_argument("--out", required=True, help="output folder for the distilled checkpoint")
+    dis.add_argument("--overwrite", action="store_true")
+
+    rep = sub.add_parser("report", help="one comparison table from several eval/bench JSON results")
+    rep.add_argument("results", nargs="+", help="JSON files written by eval or bench")
+    rep.add_argument("--out", default=None, help="write the markdown here (default: print it)")
     return parser
+
+
+def add_train_args(p, main_job=False):
+    p.add_argument("--data", default=None, help="training text: .txt/.jsonl/.json/.parquet file or folder, or a hub "
+                                                "dataset id[:config] (default: the offline corpus of Python's docs)")
+    p.add_argument("--tokens", type=int, default=None,
+                   help="training tokens" + (" for both stages together (55%% transfer, 45%% kd)" if main_job else ""))
+    p.add_argument("--seq-len", type=int, default=None)
+    p.add_argument("--batch-size", type=int, default=None, help="sequences per micro-batch per process")
+    p.add_argument("--grad-accum", type=int, default=None)
+    if not main_job:
+        p.add_argument("--lr", type=float, default=None)
+        p.add_argument("--train", default=None, help="kd: lora (default), new, lora+new, attention, mlp, all")
+        p.add_argument("--lora-r", type=int, default=None)
+        p.add_argument("--lora-alpha", type=int, default=None)
+        p.add_argument("--temperature", type=float, default=None)
+        p.add_argument("--top-k", type=int, default=None)
+        p.add_argument("--ce-weight", type=float, default=None)
+        p.add_argument("--gradient-checkpointing", action="store_true", default=None)
+    p.add_argument("--save-every", type=int, default=None, help="optimizer steps between checkpoints")
+    p.add_argument("--deepspeed", default=None, help="DeepSpeed config JSON (distill/configs/zero2.json, zero3.json)")
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--resume", action="store_true", help="continue from the newest complete checkpoint")
+
+
+def _ints(text, flag):
+    try:
+        return [int(x) for x in str(text).split(",") if x.strip()]
+    except ValueError:
+        raise UserError(f"{flag} takes comma-separated whole numbers, got {text!r}") from None
+
+
+def run_eval(args):
+    from linearize.evals import report
+    from linearize.evals.suite import SUITES, evaluate, load_model
+
+    suite = [s.strip() for s in args.suite.split(",") if s.strip()]
+    if set(suite) - set(SUITES):
+        raise UserError(f"unknown --suite {args.suite!r}: choose from {', '.join(SUITES)}")
+    lengths = _ints(args.passkey_lengths, "--passkey-lengths")
+    tasks = [t for t in args.tasks.split(",") if t]
+    if "lm-eval" in suite and not tasks:
+        raise UserError("--suite lm-eval needs --tasks (for example --tasks arc_easy,piqa)")
+    teacher = load_model(args.teacher) if args.teacher else None
+    student = load_model(args.model)
+    kwargs = dict(suite=suite, data=args.data, seq_len=args.seq_len, max_tokens=args.max_tokens, tasks=tasks,
+                  include_path=args.include_path, limit=args.limit, passkey_lengths=lengths)
+    results = []
+    if teacher is not None:
+        results.append(evaluate(*teacher, **{**kwargs, "suite": [s for s in suite if s != "agreement"]}))
+        results[-1]["role"] = "teacher"
+    results.append(evaluate(*student, teacher=teacher[0] if teacher else None, **kwargs))
+    paths = report.write(results, args.out, "eval")
+    print(report.comparison(results))
+    print(f"results: {paths[0]} and {paths[1]}")
+
+
+def run_bench(args):
+    from linearize.evals import report
+    from linearize.evals.bench import bench, plot
+    from linearize.evals.suite import load_model
+
+    contexts = _ints(args.contexts, "--contexts")
+    results = []
+    for spec in [s for s in (args.teacher, args.model) if s]:
+        model, _, name = load_model(spec)
+        print(f"benchmarking {name} at {contexts}", file=sys.stderr, flush=True)
+        results.append({"name": name, "speed": bench(model, contexts, args.decode_tokens, args.repeats),
+                        "device": str(model.device)})
+        del model
+    paths = report.write(results, args.out, "bench")
+    plot({r["name"]: r["speed"] for r in results}, Path(args.out) / "bench.png")
+    print(report.comparison(results))
+    print(f"results: {paths[0]}, {paths[1]} and {Path(args.out) / 'bench.png'}")
+
+
+def run_distill(args):
+    from linearize.api import distill
+    from linearize.evals.suite import load_model
+
+    out = check_out(args.out, args.overwrite or args.resume)
+    student, tokenizer, _ = load_model(args.model)
+    teacher_spec = args.teacher or student.config.linearize.get("base")
+    if not teacher_spec:
+        raise UserError("the checkpoint does not record its base; pass --teacher")
+    from linearize.convert.bases import load_base
+
+    teacher = load_base(teacher_spec)
+    overrides = {k: getattr(args, k, None) for k in ("tokens", "seq_len", "batch_size", "grad_accum", "lr", "train",
+                                                      "lora_r", "lora_alpha", "temperature", "top_k", "ce_weight",
+                                                      "gradient_checkpointing", "save_every", "deepspeed", "seed")}
+    summary = distill(student, teacher, tokenizer, out, stage=args.stage, data=args.data, resume=args.resume,
+                      **overrides)
+    print(f"{args.stage}: {summary['steps']} steps, {summary['tokens']:,} tokens, {summary['tokens_per_s']:.0f} tok/s, "
+          f"loss {summary['first_loss']:.4g} -> {summary['last_loss']:.4g}; saved to {out}")
+
+
+def run_report(args):
+    from linearize.evals import report
+
+    missing = [p for p in args.results if not Path(p).is_file()]
+    if missing:
+        raise UserError(f"no such result file: {missing[0]!r}")
+    text = report.comparison(report.load(args.results))
+    if args.out:
+        Path(args.out).write_text(text)
+    print(text)
 
 
 def build_main_parser():
     parser = argparse.ArgumentParser(
         prog="linearize",
-        description="The main job: convert BASE (distillation follows in later stages). Verbs: convert.",
+        description="The main job: convert BASE, attention transfer, end-to-end KD, held-out perplexity of teacher "
+                    "and student, save. Verbs: convert, distill, eval, bench, report (linearize VERB -h).",
     )
     add_convert_args(parser, target_default=DEFAULT_TARGET)
+    add_train_args(parser, main_job=True)
     parser.add_argument("--out", default=None, help="output directory (default: ./linearized-<base>-<target>)")
     return parser
+
+
+def run_main_job(args):
+    from linearize.convert.bases import load_config
+    from linearize.convert.convert import check_target
+    from linearize.convert.plan import parse_keep_attention
+    from linearize.distill.recipe import main_job
+
+    out = check_out(args.out, args.overwrite or args.resume)
+    check_target(args.target)
+    _, config = load_config(args.base)
+    parse_keep_attention(args.keep_attention, config.num_hidden_layers)
+    t0 = time.time()
+    result = main_job(args.base, args.target, out, keep_attention=args.keep_attention, data=args.data,
+                      tokens=args.tokens, seq_len=args.seq_len, batch_size=args.batch_size, grad_accum=args.grad_accum,
+                      save_every=args.save_every, deepspeed=args.deepspeed, seed=args.seed, resume=args.resume,
+                      log=lambda m: print(m, file=sys.stderr, flush=True))
+    ppl = result["perplexity"]
+    print(f"linearized {args.base} -> {args.target} in {time.time() - t0:.0f}s")
+    for stage, s in result["stages"].items():
+        print(f"  {stage}: {s['tokens']:,} tokens, {s['seconds']:.0f}s, {s['tokens_per_s']:.0f} tok/s, "
+              f"loss {s['first_loss']:.4g} -> {s['last_loss']:.4g}")
+    print(f"  held-out perplexity: teacher {ppl['teacher']:.2f}, student {ppl['student']:.2f} ({ppl['ratio']:.2f}x)")
+    print(f"  saved to {result['out']} (training logs, loss curves and checkpoints in {result['out']}/training)")
 
 
 def main(argv=None):
@@ -160,18 +317,34 @@ def main(argv=None):
     from linearize.convert.families import UnsupportedFamilyError
     from linearize.convert.plan import PlanError
 
+    from linearize.convert.texts import DataError
+
+    errors = (UserError, BaseError, UnknownTargetError, UnsupportedFamilyError, PlanError, DataError)
     if argv and not argv[0].startswith("-"):
         args = build_parser().parse_args(argv)
+        if args.verb in ("eval", "bench", "report", "distill"):
+            try:
+                {"eval": run_eval, "bench": run_bench, "report": run_report, "distill": run_distill}[args.verb](args)
+            except errors as err:
+                print(f"linearize: error: {err}", file=sys.stderr)
+                return 2
+            return 0
     else:
         args = build_main_parser().parse_args(argv)
         if args.out is None:
             args.out = f"linearized-{Path(str(args.base)).name}-{args.target}"
+        try:
+            run_main_job(args)
+        except errors as err:
+            print(f"linearize: error: {err}", file=sys.stderr)
+            return 2
+        return 0
     try:
         summary = run_convert(args.base, args.target, args.out, keep_attention=args.keep_attention,
                               overwrite=args.overwrite, feature_dim=args.feature_dim, window=args.window,
                               recency_window=args.recency_window, recency_threshold=args.recency_threshold,
                               recency_fraction=args.recency_fraction)
-    except (UserError, BaseError, UnknownTargetError, UnsupportedFamilyError, PlanError) as err:
+    except errors as err:
         print(f"linearize: error: {err}", file=sys.stderr)
         return 2
     print_summary(summary)

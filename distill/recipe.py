@@ -1,0 +1,112 @@
+"""Stage defaults and the distillation recipe the main job runs: convert -> transfer -> kd -> held-out
+perplexity of teacher and student.
+
+The GPU defaults follow the anchors' recipes (LoLCATs: attention transfer of feature maps and mixing
+factors at lr 1e-2, then LoRA r=8 on q/k/v/o at lr 1e-4; tens of millions of tokens on an 8B model).
+The CPU defaults are a budget that finishes on the embedded 135M model within 20 minutes on 2 cores.
+"""
+
+import torch
+
+from linearize.distill.trainer import TrainConfig
+
+GPU = {
+    "transfer": dict(tokens=20_000_000, seq_len=1024, batch_size=8, grad_accum=1, lr=1e-2, warmup_steps=50),
+    "kd": dict(tokens=20_000_000, seq_len=1024, batch_size=8, grad_accum=1, lr=1e-4, warmup_steps=50,
+               gradient_checkpointing=True),
+}
+CPU = {
+    "transfer": dict(tokens=50_000, seq_len=256, batch_size=4, grad_accum=1, lr=1e-2),
+    "kd": dict(tokens=40_000, seq_len=256, batch_size=4, grad_accum=1, lr=1e-3),
+}
+
+
+def stage_config(stage, **overrides):
+    """TrainConfig for ``stage`` with this machine's defaults (GPU or CPU) and ``overrides`` on top."""
+    defaults = (GPU if torch.cuda.is_available() else CPU)[stage]
+    return TrainConfig(stage=stage, **{**defaults, **{k: v for k, v in overrides.items() if v is not None}})
+
+
+def distill(student, teacher, tokenizer, out, stage="transfer", data=None, resume=False, heldout_fraction=0.05,
+            save=True, **overrides):
+    """Run one stage and (with ``save``) write the distilled checkpoint to ``out`` atomically.
+
+    Training state (checkpoints, TensorBoard logs, the loss curve) lives in ``<out>.work/<stage>``
+    while the run goes on, so ``resume=True`` finds it after an interruption; on success it moves into
+    ``out/training/<stage>``. Returns the stage summary (also appended to the checkpoint's history).
+    """
+    from pathlib import Path
+
+    from linearize.convert.save import save_atomic
+    from linearize.distill.data import build_blocks
+    from linearize.distill.trainer import train
+
+    cfg = stage_config(stage, **overrides)
+    blocks, _ = build_blocks(data, tokenizer, cfg.seq_len, heldout_fraction, cfg.seed)
+    work = Path(f"{out}.work") / stage
+    if not resume and work.exists():
+        import shutil
+
+        shutil.rmtree(work)
+    work.mkdir(parents=True, exist_ok=True)
+    trained, summary, history = train(student, teacher, blocks, cfg, work, resume=resume)
+    summary["data"] = str(data or "default")
+    (work / "history.json").write_text(__import__("json").dumps(history))
+    entry = {k: summary[k] for k in ("stage", "steps", "tokens", "seconds", "first_loss", "last_loss", "data")}
+    entry["lr"], entry["train"] = cfg.lr, cfg.train if stage == "kd" else "new parameters"
+    trained.config.linearize = {**trained.config.linearize,
+                                "history": [*trained.config.linearize.get("history", []), entry]}
+    if save:
+        save_atomic(trained, tokenizer, out, extra={f"training/{stage}": work})
+        leftover = Path(f"{out}.work")
+        if leftover.exists() and not any(leftover.iterdir()):
+            leftover.rmdir()
+    summary["model"] = trained
+    return summary
+
+
+def main_job(base_spec, target, out, keep_attention=None, data=None, tokens=None, seq_len=None, batch_size=None,
+             grad_accum=None, save_every=None, deepspeed=None, seed=None, resume=False, eval_tokens=8192, log=print):
+    """convert -> transfer -> kd -> held-out perplexity of teacher and student -> save to ``out``.
+    ``tokens`` is the budget of both stages (55% transfer, 45% kd); default: this machine's defaults."""
+    from linearize.convert.bases import load_base, load_tokenizer
+    from linearize.convert.convert import convert
+    from linearize.convert.save import save_atomic
+    from linearize.distill.data import build_blocks
+    from linearize.evals.perplexity import perplexity
+
+    tokenizer = load_tokenizer(base_spec)
+    log(f"[1/5] loading {base_spec!r} and converting to {target}")
+    teacher = load_base(base_spec)
+    student = convert(teacher, target, keep_attention=keep_attention, base_name=str(base_spec), tokenizer=tokenizer)
+    common = dict(seq_len=seq_len, batch_size=batch_size, grad_accum=grad_accum, save_every=save_every,
+                  deepspeed=deepspeed, seed=seed)
+    budgets = {"transfer": None, "kd": None} if tokens is None else {"transfer": int(tokens * 0.55),
+                                                                     "kd": tokens - int(tokens * 0.55)}
+    summaries = {}
+    for n, stage in ((2, "transfer"), (3, "kd")):
+        if stage == "transfer" and not student.mixers():
+            continue
+        if stage == "transfer" and not any(m.new_parameter_names() for m in student.mixers().values()):
+            log(f"[{n}/5] {stage}: skipped ({target} adds no parameters)")
+            continue
+        log(f"[{n}/5] {stage}")
+        summary = distill(student, teacher, tokenizer, out, stage=stage, data=data, resume=resume, save=False,
+                          tokens=budgets[stage], **common)
+        student = summary.pop("model")
+        summaries[stage] = summary
+        log(f"      {summary['steps']} steps, {summary['tokens']:,} tokens in {summary['seconds']:.0f}s "
+            f"({summary['tokens_per_s']:.0f} tok/s), loss {summary['first_loss']:.4g} -> {summary['last_loss']:.4g}")
+    log("[4/5] held-out perplexity")
+    cfg_seq = stage_config("kd", seq_len=seq_len).seq_len
+    _, held = build_blocks(data, tokenizer, cfg_seq, 0.05, seed or 0)
+    held = held[: max(1, eval_tokens // cfg_seq)]
+    ppl = {"teacher": perplexity(teacher, held)["perplexity"], "student": perplexity(student, held)["perplexity"]}
+    ppl["ratio"] = ppl["student"] / ppl["teacher"]
+    student.config.linearize = {**student.config.linearize, "heldout_perplexity": ppl}
+    log(f"[5/5] saving to {out}")
+    from pathlib import Path
+
+    work = Path(f"{out}.work")
+    save_atomic(student, tokenizer, out, extra={"training": work})
+    return {"perplexity": ppl, "stages": summaries, "out": str(out)}

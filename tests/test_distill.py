@@ -1,0 +1,175 @@
+"""Distillation: data, both stages lower their loss, what each trains, merged LoRA, exact resume."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+import torch
+
+from linearize.convert.convert import convert
+from linearize.convert.texts import DataError
+from linearize.distill.data import build_blocks, documents, pack
+from linearize.distill.recipe import distill
+from linearize.distill.trainer import TrainConfig, latest_checkpoint, train
+from conftest import perturb_new_parameters, tiny_base
+from tests_helpers import assert_close
+
+HERE = os.path.dirname(__file__)
+
+
+def random_blocks(n=128, seq_len=32, seed=0):
+    return torch.randint(3, 128, (n, seq_len), generator=torch.Generator().manual_seed(seed))
+
+
+def small_cfg(stage, **kw):
+    base = dict(stage=stage, tokens=40 * 2 * 32, seq_len=32, batch_size=2, lr=5e-2 if stage == "transfer" else 3e-3)
+    return TrainConfig(**{**base, **kw})
+
+
+@pytest.mark.parametrize("target", ["lolcats", "mamba", "gdn"])
+def test_transfer_lowers_loss_and_trains_only_new_parameters(tmp_path, target):
+    teacher = tiny_base("llama")
+    student = convert(teacher, target, **({"window": 4} if target == "lolcats" else {}))
+    before = {k: v.clone() for k, v in student.state_dict().items()}
+    new = {f"model.layers.{i}.self_attn.{n}" for i, m in student.mixers().items() for n in m.new_parameter_names()}
+    trained, summary, history = train(student, teacher, random_blocks(), small_cfg("transfer"), tmp_path, progress=False)
+    first = sum(h["loss"] for h in history[:3]) / 3
+    last = sum(h["loss"] for h in history[-3:]) / 3
+    assert last < 0.8 * first, (first, last)
+    assert set(history[0]["layers"]) == {"0", "1", "2"}
+    after = trained.state_dict()
+    for name, tensor in before.items():
+        if name in new:
+            continue
+        assert torch.equal(after[name], tensor), name  # bit-identical
+    assert any(not torch.equal(after[n], before[n]) for n in new)
+    assert (tmp_path / "loss_curve_transfer.png").exists() and list(tmp_path.rglob("events.out.tfevents*"))
+
+
+def test_kd_with_lora_lowers_loss_and_saves_a_merged_model(tmp_path):
+    teacher = tiny_base("qwen3")
+    student = perturb_new_parameters(convert(teacher, "hedgehog"), scale=2.0)  # far enough from the teacher
+    blocks = random_blocks(4).repeat(32, 1)  # a few sequences seen repeatedly: the loss must fall on them
+    trained, summary, history = train(student, teacher, blocks, small_cfg("kd", tokens=24 * 2 * 32, lr=1e-2),
+                                      tmp_path, progress=False)
+    first, last = history[0]["loss"], sum(h["loss"] for h in history[-3:]) / 3
+    assert last < 0.6 * first, (first, last)
+    assert type(trained).__name__ == "LinearizedForCausalLM"
+    assert not [n for n in trained.state_dict() if "lora" in n]
+    out = tmp_path / "ckpt"
+    trained.save_pretrained(out)
+    ids = random_blocks(2, 16, seed=5)
+    with torch.no_grad():
+        torch.save({"ids": ids, "logits": trained(ids).logits}, tmp_path / "ref.pt")
+    script = textwrap.dedent("""
+        import sys
+        sys.modules["peft"] = None  # loading must not need peft
+        import torch, linearize
+        from transformers import AutoModelForCausalLM
+        model = AutoModelForCausalLM.from_pretrained(sys.argv[1])
+        ref = torch.load(sys.argv[2])
+        with torch.no_grad():
+            assert torch.allclose(model(ref["ids"]).logits, ref["logits"], atol=1e-5)
+    """)
+    subprocess.run([sys.executable, "-c", script, str(out), str(tmp_path / "ref.pt")], check=True, cwd=HERE)
+
+
+RESUMABLE = textwrap.dedent("""
+    # Runs a transfer stage; each optimizer step sleeps so the test can kill the run mid-way.
+    import sys, time, torch
+    sys.path.insert(0, sys.argv[3])
+    from conftest import perturb_new_parameters, tiny_base
+    from linearize.convert.convert import convert
+    from linearize.distill import trainer
+    from linearize.distill.trainer import TrainConfig, train
+    delay = float(sys.argv[4])
+    forward = trainer.TransferObjective.forward
+    def slow(self, ids):
+        time.sleep(delay)
+        return forward(self, ids)
+    trainer.TransferObjective.forward = slow
+    if len(sys.argv) > 5 and sys.argv[5] == "slow-save":  # hang inside the write of checkpoint step-4
+        save = trainer.Accelerator.save_state if hasattr(trainer, "Accelerator") else None
+        import accelerate
+        original = accelerate.Accelerator.save_state
+        def hanging(self, output_dir=None, **kw):
+            result = original(self, output_dir, **kw)
+            if output_dir.endswith("step-4"):
+                time.sleep(60)
+            return result
+        accelerate.Accelerator.save_state = hanging
+    teacher = tiny_base("llama")
+    student = convert(teacher, "lolcats", window=4)
+    blocks = torch.randint(3, 128, (64, 32), generator=torch.Generator().manual_seed(0))
+    cfg = TrainConfig(stage="transfer", tokens=8 * 2 * 32, seq_len=32, batch_size=2, lr=1e-2, save_every=2)
+    trained, summary, history = train(student, teacher, blocks, cfg, sys.argv[1], resume=True, progress=False)
+    torch.save(trained.state_dict(), sys.argv[2])
+""")
+
+
+def _run(tmp_path, work, result, delay, *extra):
+    script = tmp_path / "resumable.py"
+    script.write_text(RESUMABLE)
+    return subprocess.Popen([sys.executable, str(script), str(work), str(result), HERE, str(delay), *extra])
+
+
+def _wait_for(path, proc, timeout=120):
+    deadline = time.time() + timeout
+    while not path.exists():
+        assert proc.poll() is None, "training ended before the checkpoint appeared"
+        assert time.time() < deadline, f"{path} never appeared"
+        time.sleep(0.05)
+
+
+def test_sigkill_then_resume_ends_with_the_same_weights(tmp_path):
+    full = _run(tmp_path, tmp_path / "full", tmp_path / "full.pt", 0.0)
+    assert full.wait() == 0
+    run = _run(tmp_path, tmp_path / "killed", tmp_path / "killed.pt", 0.3)
+    _wait_for(tmp_path / "killed" / "checkpoints" / "step-4" / "state.json", run)
+    os.kill(run.pid, signal.SIGKILL)
+    run.wait()
+    assert not (tmp_path / "killed.pt").exists()
+    assert latest_checkpoint(tmp_path / "killed").name == "step-4"
+    resumed = _run(tmp_path, tmp_path / "killed", tmp_path / "killed.pt", 0.0)
+    assert resumed.wait() == 0
+    a, b = torch.load(tmp_path / "full.pt"), torch.load(tmp_path / "killed.pt")
+    assert max((a[k] - b[k]).abs().max().item() for k in a) <= 1e-6
+
+
+def test_kill_during_checkpoint_write_leaves_nothing_resume_would_load(tmp_path):
+    run = _run(tmp_path, tmp_path / "w", tmp_path / "w.pt", 0.0, "slow-save")
+    _wait_for(tmp_path / "w" / "checkpoints" / ".tmp-step-4" / "model.safetensors", run)
+    os.kill(run.pid, signal.SIGKILL)
+    run.wait()
+    assert latest_checkpoint(tmp_path / "w").name == "step-2"  # the half-written step-4 is ignored
+    assert not (tmp_path / "w" / "checkpoints" / "step-4").exists()
+
+
+def test_data_packing_split_and_chat_template(tmp_path):
+    from linearize.convert.bases import load_tokenizer
+
+    tok = load_tokenizer("llama")
+    docs = [f"Document number {i}. " + "word " * (20 + i) for i in range(40)]
+    (tmp_path / "docs.jsonl").write_text("".join(json.dumps({"text": d}) + "\n" for d in docs))
+    train_a, held_a = build_blocks(tmp_path / "docs.jsonl", tok, seq_len=16, heldout_fraction=0.1, seed=1)
+    train_b, held_b = build_blocks(tmp_path / "docs.jsonl", tok, seq_len=16, heldout_fraction=0.1, seed=1)
+    assert torch.equal(train_a, train_b) and torch.equal(held_a, held_b)
+    train_c, _ = build_blocks(tmp_path / "docs.jsonl", tok, seq_len=16, heldout_fraction=0.1, seed=2)
+    assert not torch.equal(train_c[: len(train_a)], train_a)
+    held_numbers = {t for t in tok.decode(held_a.flatten()).split() if t.rstrip(".").isdigit()}
+    train_numbers = {t for t in tok.decode(train_a.flatten()).split() if t.rstrip(".").isdigit()}
+    assert held_numbers and not held_numbers & train_numbers  # split by document: no overlap
+    assert pack(["a b", "c"], tok, 2).shape[1] == 2
+    chat = tmp_path / "chat.jsonl"
+    chat.write_text(json.dumps({"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]})
+                    + "\n" + json.dumps({"messages": [{"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "4"}]}) + "\n")
+    rendered = documents(chat, tok)
+    assert "<|im_start|>user" in rendered[0] and "hello" in rendered[0]
+    (tmp_path / "broken.jsonl").write_text("{not json\n")
+    with pytest.raises(DataError, match="cannot read"):
+        documents(tmp_path / "broken.jsonl", tok)
