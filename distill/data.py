@@ -40,18 +40,25 @@ def pack(docs, tokenizer, seq_len):
     return torch.tensor(ids[: n * seq_len], dtype=torch.long).view(n, seq_len)
 
 
+_BLOCKS = {}  # (source, tokenizer, seq_len, split, seed) -> blocks: the main job asks three times
+
+
 def build_blocks(spec, tokenizer, seq_len=512, heldout_fraction=0.05, seed=0, max_train_tokens=None):
     """(train [N, seq_len] in a seeded order, heldout [M, seq_len]). The split is by document, before
     packing, so no held-out token is ever in a training block; the same seed gives the same split as
     ``evals.perplexity.heldout_ids``."""
-    docs = documents(spec, tokenizer)
-    train_docs, held_docs = split_documents(docs, heldout_fraction, seed)
-    train, held = pack(train_docs, tokenizer, seq_len), pack(held_docs, tokenizer, seq_len)
-    if len(train) == 0:
-        raise DataError(f"{str(spec or 'default')!r} gives no training block of {seq_len} tokens")
-    order = list(range(len(train)))
-    random.Random(seed).shuffle(order)
-    train = train[order]
+    key = (str(spec), getattr(tokenizer, "name_or_path", id(tokenizer)), len(tokenizer), seq_len, heldout_fraction, seed)
+    if key not in _BLOCKS:
+        docs = documents(spec, tokenizer)
+        train_docs, held_docs = split_documents(docs, heldout_fraction, seed)
+        train, held = pack(train_docs, tokenizer, seq_len), pack(held_docs, tokenizer, seq_len)
+        if len(train) == 0:
+            raise DataError(f"{str(spec or 'default')!r} gives no training block of {seq_len} tokens")
+        order = list(range(len(train)))
+        random.Random(seed).shuffle(order)
+        _BLOCKS.clear()
+        _BLOCKS[key] = (train[order], held)
+    train, held = _BLOCKS[key]
     if max_train_tokens is not None:
         train = train[: max(1, max_train_tokens // seq_len)]
     return train, held

@@ -128,7 +128,7 @@ def train(student, teacher, blocks, cfg, out, resume=False, progress=True):
     cuda = torch.cuda.is_available()
     precision = ("bf16" if cuda else "no") if cfg.mixed_precision == "auto" else cfg.mixed_precision
     plugin = DeepSpeedPlugin(hf_ds_config=cfg.deepspeed) if cfg.deepspeed else None
-    acc = Accelerator(gradient_accumulation_steps=cfg.grad_accum, mixed_precision=precision, log_with="tensorboard",
+    acc = Accelerator(cpu=not cuda, gradient_accumulation_steps=cfg.grad_accum, mixed_precision=precision, log_with="tensorboard",
                       project_dir=str(out), deepspeed_plugin=plugin)
     set_seed(cfg.seed)
     per_step = cfg.batch_size * cfg.grad_accum * acc.num_processes  # sequences per optimizer step
@@ -145,7 +145,8 @@ def train(student, teacher, blocks, cfg, out, resume=False, progress=True):
         floor = cfg.min_lr_ratio
         base_lambda = scheduler.lr_lambdas[0]
         scheduler.lr_lambdas[0] = lambda s: floor + (1 - floor) * base_lambda(s)
-    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(blocks), batch_size=cfg.batch_size, shuffle=False)
+    dataset = torch.utils.data.TensorDataset(blocks, torch.arange(len(blocks)))  # with indices: who saw what
+    loader = torch.utils.data.DataLoader(dataset, batch_size=cfg.batch_size, shuffle=False)
     objective, optimizer, loader = acc.prepare(objective, optimizer, loader)
     teacher.to(acc.device).eval().requires_grad_(False)
     acc.init_trackers(cfg.stage, config={k: str(v) for k, v in cfg.to_dict().items()})
@@ -160,11 +161,12 @@ def train(student, teacher, blocks, cfg, out, resume=False, progress=True):
             step, history = state["step"], state["history"]
     batches = acc.skip_first_batches(loader, step * cfg.grad_accum) if step else loader
     bar = tqdm(total=steps, initial=step, desc=cfg.stage, disable=not (progress and acc.is_local_main_process))
-    t0, tokens_done, micro, running = time.time(), 0, 0, 0.0
+    t0, tokens_done, micro, running, seen = time.time(), 0, 0, 0.0, []
     objective.train()
-    for (ids,) in batches:
+    for ids, index in batches:
         if step >= steps:
             break
+        seen.append(index)
         with acc.accumulate(objective):
             loss, per_layer = objective(ids)
             acc.backward(loss)
@@ -193,6 +195,7 @@ def train(student, teacher, blocks, cfg, out, resume=False, progress=True):
                 save_checkpoint(acc, scheduler, out, step, history)
     bar.close()
     elapsed = time.time() - t0
+    seen = acc.gather(torch.cat(seen).to(acc.device)).cpu().tolist() if seen else []
     acc.end_training()
     trained = merge(acc.unwrap_model(objective).student)
     if acc.is_main_process and history:
@@ -200,5 +203,7 @@ def train(student, teacher, blocks, cfg, out, resume=False, progress=True):
     summary = {"stage": cfg.stage, "steps": step, "tokens": steps * per_step * cfg.seq_len,
                "seconds": elapsed, "tokens_per_s": tokens_done / max(elapsed, 1e-9),
                "first_loss": history[0]["loss"] if history else None, "last_loss": history[-1]["loss"] if history else None,
-               "config": cfg.to_dict()}
+               "config": cfg.to_dict(), "samples_seen": seen, "processes": acc.num_processes,
+               "distributed": str(acc.distributed_type).split(".")[-1],
+               "zero_stage": acc.state.deepspeed_plugin.zero_stage if acc.state.deepspeed_plugin else None}
     return trained, summary, history

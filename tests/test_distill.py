@@ -173,3 +173,29 @@ def test_data_packing_split_and_chat_template(tmp_path):
     (tmp_path / "broken.jsonl").write_text("{not json\n")
     with pytest.raises(DataError, match="cannot read"):
         documents(tmp_path / "broken.jsonl", tok)
+
+
+def test_main_job_on_a_tiny_base(tmp_path, capsys):
+    """convert -> transfer -> kd -> perplexity -> save, through the CLI, on a tiny base with a real tokenizer."""
+    from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
+
+    from linearize.cli import main
+    from linearize.convert.bases import load_tokenizer
+
+    tok = load_tokenizer("llama")
+    torch.manual_seed(0)
+    base_dir = tmp_path / "tiny"
+    LlamaForCausalLM(LlamaConfig(vocab_size=len(tok), hidden_size=48, intermediate_size=96, num_hidden_layers=2,
+                                 num_attention_heads=6, num_key_value_heads=2, tie_word_embeddings=True)).save_pretrained(base_dir)
+    tok.save_pretrained(base_dir)
+    out = tmp_path / "out"
+    code = main(["--base", str(base_dir), "--to", "lolcats", "--window", "8", "--tokens", "2048", "--seq-len", "64",
+                 "--batch-size", "2", "--out", str(out)])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert "held-out perplexity: teacher" in captured.out
+    model = AutoModelForCausalLM.from_pretrained(out)
+    steps = [h["stage"] for h in model.config.linearize["history"][1:]]
+    assert steps == ["transfer", "kd"] and model.config.linearize["heldout_perplexity"]["ratio"] > 0
+    assert (out / "training" / "transfer" / "loss_curve_transfer.png").exists()
+    assert (out / "training" / "kd" / "history.json").exists() and not (tmp_path / "out.work").exists()
