@@ -86,18 +86,20 @@ def latest_checkpoint(out):
     return max(done, key=lambda p: int(p.name.split("-")[1]), default=None)
 
 
-def save_checkpoint(accelerator, scheduler, out, step, history):
+def save_checkpoint(run, scheduler, out, step, history):
     root = Path(out) / "checkpoints"
     final, tmp = root / f"step-{step}", root / f".tmp-step-{step}"
-    if accelerator.is_main_process:
+    if run.is_main_process:
         shutil.rmtree(tmp, ignore_errors=True)
-    accelerator.wait_for_everyone()
-    accelerator.save_state(str(tmp))
-    if accelerator.is_main_process:
-        torch.save(scheduler.state_dict(), tmp / "scheduler_lr.pt")
+    run.barrier()
+    run.save(tmp)
+    run.barrier()
+    if run.is_main_process:
+        if scheduler is not None:
+            torch.save(scheduler.state_dict(), tmp / "scheduler_lr.pt")
         (tmp / "state.json").write_text(json.dumps({"step": step, "history": history}))  # written last
         os.replace(tmp, final)
-    accelerator.wait_for_everyone()
+    run.barrier()
 
 
 def plot_losses(history, path):
@@ -117,21 +119,167 @@ def plot_losses(history, path):
     plt.close(fig)
 
 
+def deepspeed_config(cfg, cuda):
+    """The DeepSpeed JSON config with its "auto" values filled from the TrainConfig."""
+    ds = json.loads(Path(cfg.deepspeed).read_text())
+    auto = {"train_micro_batch_size_per_gpu": cfg.batch_size, "gradient_accumulation_steps": cfg.grad_accum,
+            "gradient_clipping": cfg.max_grad_norm}
+    for key, value in auto.items():
+        if ds.get(key, "auto") == "auto":
+            ds[key] = value
+    for key in ("bf16", "fp16"):
+        if isinstance(ds.get(key), dict) and ds[key].get("enabled") == "auto":
+            ds[key]["enabled"] = bool(cuda) and key == "bf16"
+    ds.pop("train_batch_size", None)
+    return ds
+
+
+class DeepSpeedRun:
+    """The DeepSpeed engine behind the same few calls the loop makes on accelerate. Used for
+    --deepspeed: accelerate's DeepSpeed integration needs CUDA, while the engine itself also runs
+    ZeRO-2/3 over gloo on CPU when launched with torchrun."""
+
+    def __init__(self, objective, optimizer, scheduler, dataset, cfg, cuda, out):
+        import copy
+
+        import deepspeed
+        from torch.utils.tensorboard import SummaryWriter
+
+        deepspeed.init_distributed(dist_backend="nccl" if cuda else "gloo")
+        self.rank, self.num_processes = torch.distributed.get_rank(), torch.distributed.get_world_size()
+        config = deepspeed_config(cfg, cuda)
+        # ZeRO-3 partitions the student's weights in place: keep a plain copy to load the result into.
+        self.template = copy.deepcopy(objective.student) if config["zero_optimization"].get("stage") == 3 else None
+        self.engine, self.optimizer, _, _ = deepspeed.initialize(model=objective, optimizer=optimizer,
+                                                                 lr_scheduler=scheduler, config=config)
+        self.writer = SummaryWriter(str(Path(out) / cfg.stage)) if self.rank == 0 else None
+        self.device = self.engine.device
+        sampler = torch.utils.data.distributed.DistributedSampler(dataset, self.num_processes, self.rank, shuffle=False)
+        self.loader = torch.utils.data.DataLoader(dataset, batch_size=cfg.batch_size, sampler=sampler)
+        self.is_main_process = self.is_local_main_process = self.rank == 0
+        self.distributed_type = f"DEEPSPEED_ZERO{self.engine.zero_optimization_stage()}"
+
+    def step(self, ids):
+        loss, per_layer = self.engine(ids.to(self.device))
+        self.engine.backward(loss)
+        boundary = self.engine.is_gradient_accumulation_boundary()
+        self.engine.step()  # clips, steps and zeroes at the accumulation boundary only
+        return loss, per_layer, boundary
+
+    def batches(self, skip):
+        return iter(list(self.loader)[skip:]) if skip else self.loader
+
+    def log(self, values, step):
+        if self.writer is not None:
+            for k, v in values.items():
+                self.writer.add_scalar(k, v, step)
+
+    def mean(self, value):
+        t = torch.tensor([value], dtype=torch.float64, device=self.device)
+        torch.distributed.all_reduce(t)
+        return t.item() / self.num_processes
+
+    def gather(self, t):
+        out = [torch.zeros_like(t) for _ in range(self.num_processes)]
+        torch.distributed.all_gather(out, t)
+        return torch.stack(out, 1).flatten()  # interleaved as the sampler dealt them
+
+    def save(self, path):
+        self.engine.save_checkpoint(str(path), tag="state")
+
+    def load(self, path):
+        self.engine.load_checkpoint(str(path), tag="state")
+
+    def trained(self):
+        """The student with its full weights (gathered from the ZeRO-3 shards where needed)."""
+        student = self.engine.module.student
+        if self.template is None:
+            return student
+        import deepspeed
+
+        with deepspeed.zero.GatheredParameters(list(student.parameters()), modifier_rank=None):
+            state = {k: v.detach().clone().cpu() for k, v in student.state_dict().items()}
+        self.template.load_state_dict(state)
+        return self.template
+
+    def barrier(self):
+        torch.distributed.barrier()
+
+    def end(self):
+        if self.writer is not None:
+            self.writer.close()
+
+
+class AccelerateRun:
+    """accelerate behind the loop's calls: single process, DDP (CUDA or CPU/gloo under torchrun), or
+    DeepSpeed through accelerate's plugin on CUDA."""
+
+    def __init__(self, objective, optimizer, dataset, cfg, cuda, out):
+        from accelerate import Accelerator
+        from accelerate.utils import DeepSpeedPlugin
+
+        precision = ("bf16" if cuda else "no") if cfg.mixed_precision == "auto" else cfg.mixed_precision
+        plugin = DeepSpeedPlugin(hf_ds_config=deepspeed_config(cfg, cuda)) if cfg.deepspeed else None
+        self.acc = acc = Accelerator(cpu=not cuda, gradient_accumulation_steps=cfg.grad_accum, mixed_precision=precision,
+                                     log_with="tensorboard", project_dir=str(out), deepspeed_plugin=plugin)
+        loader = torch.utils.data.DataLoader(dataset, batch_size=cfg.batch_size, shuffle=False)
+        self.objective, self.optimizer, self.loader = acc.prepare(objective, optimizer, loader)
+        self.params = [p for p in objective.parameters() if p.requires_grad]
+        self.max_grad_norm = cfg.max_grad_norm
+        self.device, self.num_processes = acc.device, acc.num_processes
+        self.is_main_process, self.is_local_main_process = acc.is_main_process, acc.is_local_main_process
+        self.distributed_type = str(acc.distributed_type).split(".")[-1]
+        acc.init_trackers(cfg.stage, config={k: str(v) for k, v in cfg.to_dict().items()})
+
+    def step(self, ids):
+        with self.acc.accumulate(self.objective):
+            loss, per_layer = self.objective(ids)
+            self.acc.backward(loss)
+            if self.acc.sync_gradients:
+                self.acc.clip_grad_norm_(self.params, self.max_grad_norm)
+            self.optimizer.step()
+            self.optimizer.zero_grad()
+        return loss, per_layer, self.acc.sync_gradients
+
+    def batches(self, skip):
+        return self.acc.skip_first_batches(self.loader, skip) if skip else self.loader
+
+    def mean(self, value):
+        return self.acc.reduce(torch.tensor(value, device=self.device), "mean").item()
+
+    def gather(self, t):
+        return self.acc.gather(t.to(self.device))
+
+    def log(self, values, step):
+        self.acc.log(values, step=step)
+
+    def save(self, path):
+        self.acc.save_state(str(path))
+
+    def load(self, path):
+        self.acc.load_state(str(path))
+
+    def trained(self):
+        return self.acc.unwrap_model(self.objective).student
+
+    def barrier(self):
+        self.acc.wait_for_everyone()
+
+    def end(self):
+        self.acc.end_training()
+
+
 def train(student, teacher, blocks, cfg, out, resume=False, progress=True):
-    """Run one stage on ``blocks`` [N, seq_len]; returns (trained student with LoRA merged, summary)."""
-    from accelerate import Accelerator
-    from accelerate.utils import DeepSpeedPlugin, set_seed
+    """Run one stage on ``blocks`` [N, seq_len]; returns (trained student with LoRA merged, summary, history)."""
+    from accelerate.utils import set_seed
     from tqdm.auto import tqdm
     from transformers import get_cosine_schedule_with_warmup
 
     out = Path(out)
     cuda = torch.cuda.is_available()
-    precision = ("bf16" if cuda else "no") if cfg.mixed_precision == "auto" else cfg.mixed_precision
-    plugin = DeepSpeedPlugin(hf_ds_config=cfg.deepspeed) if cfg.deepspeed else None
-    acc = Accelerator(cpu=not cuda, gradient_accumulation_steps=cfg.grad_accum, mixed_precision=precision, log_with="tensorboard",
-                      project_dir=str(out), deepspeed_plugin=plugin)
     set_seed(cfg.seed)
-    per_step = cfg.batch_size * cfg.grad_accum * acc.num_processes  # sequences per optimizer step
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    per_step = cfg.batch_size * cfg.grad_accum * world  # sequences per optimizer step
     steps = max(1, min(cfg.tokens // (per_step * cfg.seq_len), len(blocks) // per_step))
     blocks = blocks[: steps * per_step, : cfg.seq_len]
     model = select_trainable(student, cfg.stage, cfg.train, cfg.lora_r, cfg.lora_alpha, cfg.lora_targets)
@@ -142,68 +290,59 @@ def train(student, teacher, blocks, cfg, out, resume=False, progress=True):
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = get_cosine_schedule_with_warmup(optimizer, cfg.warmup_steps, steps)
     if cfg.min_lr_ratio:
-        floor = cfg.min_lr_ratio
-        base_lambda = scheduler.lr_lambdas[0]
+        floor, base_lambda = cfg.min_lr_ratio, scheduler.lr_lambdas[0]
         scheduler.lr_lambdas[0] = lambda s: floor + (1 - floor) * base_lambda(s)
     dataset = torch.utils.data.TensorDataset(blocks, torch.arange(len(blocks)))  # with indices: who saw what
-    loader = torch.utils.data.DataLoader(dataset, batch_size=cfg.batch_size, shuffle=False)
-    objective, optimizer, loader = acc.prepare(objective, optimizer, loader)
-    teacher.to(acc.device).eval().requires_grad_(False)
-    acc.init_trackers(cfg.stage, config={k: str(v) for k, v in cfg.to_dict().items()})
+    if cfg.deepspeed and not cuda:
+        run = DeepSpeedRun(objective, optimizer, scheduler, dataset, cfg, cuda, out)
+        scheduler = None  # the engine steps it
+    else:
+        run = AccelerateRun(objective, optimizer, dataset, cfg, cuda, out)
+    teacher.to(run.device).eval().requires_grad_(False)
 
     step, history = 0, []
-    if resume:
-        ckpt = latest_checkpoint(out)
-        if ckpt is not None:
-            acc.load_state(str(ckpt))
+    if resume and (ckpt := latest_checkpoint(out)) is not None:
+        run.load(ckpt)
+        if scheduler is not None:
             scheduler.load_state_dict(torch.load(ckpt / "scheduler_lr.pt"))
-            state = json.loads((ckpt / "state.json").read_text())
-            step, history = state["step"], state["history"]
-    batches = acc.skip_first_batches(loader, step * cfg.grad_accum) if step else loader
-    bar = tqdm(total=steps, initial=step, desc=cfg.stage, disable=not (progress and acc.is_local_main_process))
-    t0, tokens_done, micro, running, seen = time.time(), 0, 0, 0.0, []
+        state = json.loads((ckpt / "state.json").read_text())
+        step, history = state["step"], state["history"]
+    bar = tqdm(total=steps, initial=step, desc=cfg.stage, disable=not (progress and run.is_local_main_process))
+    t0, tokens_done, running, seen = time.time(), 0, 0.0, []
     objective.train()
-    for ids, index in batches:
+    for ids, index in run.batches(step * cfg.grad_accum):
         if step >= steps:
             break
         seen.append(index)
-        with acc.accumulate(objective):
-            loss, per_layer = objective(ids)
-            acc.backward(loss)
-            if acc.sync_gradients:
-                acc.clip_grad_norm_(params, cfg.max_grad_norm)
-            optimizer.step()
-            optimizer.zero_grad()
+        loss, per_layer, boundary = run.step(ids)
         running += loss.detach().float().item() / cfg.grad_accum
-        tokens_done += ids.numel() * acc.num_processes
-        micro += 1
-        if acc.sync_gradients:
+        tokens_done += ids.numel() * run.num_processes
+        if not boundary:
+            continue
+        if scheduler is not None:
             scheduler.step()
-            step += 1
-            loss_value = acc.reduce(torch.tensor(running, device=acc.device), "mean").item()
-            running = 0.0
-            record = {"step": step, "loss": loss_value, "lr": scheduler.get_last_lr()[0]}
-            if per_layer:
-                record["layers"] = {str(i): round(v.item(), 6) for i, v in per_layer.items()}
-            history.append(record)
-            acc.log({"loss": loss_value, "lr": record["lr"], **{f"layer_{i}": v for i, v in record.get("layers", {}).items()}},
-                    step=step)
-            rate = tokens_done / max(time.time() - t0, 1e-9)
-            bar.set_postfix(loss=f"{loss_value:.4g}", tok_s=f"{rate:.0f}")
-            bar.update(1)
-            if cfg.save_every and step % cfg.save_every == 0 and step < steps:
-                save_checkpoint(acc, scheduler, out, step, history)
+        step += 1
+        loss_value, running = run.mean(running), 0.0
+        lr = (scheduler.get_last_lr() if scheduler is not None else run.engine.get_lr())[0]
+        record = {"step": step, "loss": loss_value, "lr": lr}
+        if per_layer:
+            record["layers"] = {str(i): round(v.item(), 6) for i, v in per_layer.items()}
+        history.append(record)
+        run.log({"loss": loss_value, "lr": lr, **{f"layer_{i}": v for i, v in record.get("layers", {}).items()}}, step)
+        bar.set_postfix(loss=f"{loss_value:.4g}", tok_s=f"{tokens_done / max(time.time() - t0, 1e-9):.0f}")
+        bar.update(1)
+        if cfg.save_every and step % cfg.save_every == 0 and step < steps:
+            save_checkpoint(run, scheduler, out, step, history)
     bar.close()
     elapsed = time.time() - t0
-    seen = acc.gather(torch.cat(seen).to(acc.device)).cpu().tolist() if seen else []
-    acc.end_training()
-    trained = merge(acc.unwrap_model(objective).student)
-    if acc.is_main_process and history:
+    seen = run.gather(torch.cat(seen)).cpu().tolist() if seen else []
+    run.end()
+    trained = merge(run.trained())
+    if run.is_main_process and history:
         plot_losses(history, out / f"loss_curve_{cfg.stage}.png")
     summary = {"stage": cfg.stage, "steps": step, "tokens": steps * per_step * cfg.seq_len,
                "seconds": elapsed, "tokens_per_s": tokens_done / max(elapsed, 1e-9),
                "first_loss": history[0]["loss"] if history else None, "last_loss": history[-1]["loss"] if history else None,
-               "config": cfg.to_dict(), "samples_seen": seen, "processes": acc.num_processes,
-               "distributed": str(acc.distributed_type).split(".")[-1],
-               "zero_stage": acc.state.deepspeed_plugin.zero_stage if acc.state.deepspeed_plugin else None}
+               "config": cfg.to_dict(), "samples_seen": seen, "processes": run.num_processes,
+               "distributed": run.distributed_type}
     return trained, summary, history

@@ -25,5 +25,5 @@ if int(os.environ.get("RANK", "0")) == 0:
     torch.save({k: v.detach().cpu() for k, v in trained.state_dict().items()}, os.path.join(out, "final.pt"))
     with open(os.path.join(out, "summary.json"), "w") as f:
         json.dump({"samples_seen": summary["samples_seen"], "processes": summary["processes"],
-                   "distributed": summary["distributed"], "zero_stage": summary["zero_stage"],
+                   "distributed": summary["distributed"],
                    "losses": [h["loss"] for h in history]}, f)
