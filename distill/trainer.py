@@ -1,4 +1,4 @@
-"""The trainer: one loop for both stages on accelerate (DDP, DeepSpeed ZeRO-2/3 through its plugin),
+"""The trainer: one loop for both stages, on accelerate (one process or DDP) or the DeepSpeed engine (ZeRO-2/3),
 with gradient accumulation and checkpointing, an LR schedule, clipping, teacher outputs computed on
 the fly, atomic checkpoints every N steps and exact resume, a progress bar, TensorBoard logs and a
 loss-curve PNG.
@@ -135,9 +135,10 @@ def deepspeed_config(cfg, cuda):
 
 
 class DeepSpeedRun:
-    """The DeepSpeed engine behind the same few calls the loop makes on accelerate. Used for
-    --deepspeed: accelerate's DeepSpeed integration needs CUDA, while the engine itself also runs
-    ZeRO-2/3 over gloo on CPU when launched with torchrun."""
+    """The DeepSpeed engine behind the same few calls the loop makes on accelerate, used for every
+    --deepspeed run. (accelerate's DeepSpeed integration is off on CPU and does not hand DeepSpeed the
+    rank and world size there; the engine itself runs ZeRO-2/3 over gloo on CPU under torchrun, and
+    over NCCL on GPUs, so one path serves both and CPU tests prove it.)"""
 
     def __init__(self, objective, optimizer, scheduler, dataset, cfg, cuda, out):
         import copy
@@ -211,17 +212,15 @@ class DeepSpeedRun:
 
 
 class AccelerateRun:
-    """accelerate behind the loop's calls: single process, DDP (CUDA or CPU/gloo under torchrun), or
-    DeepSpeed through accelerate's plugin on CUDA."""
+    """accelerate behind the loop's calls: one process, or DDP (NCCL on CUDA, gloo on CPU) under
+    ``accelerate launch`` or torchrun."""
 
     def __init__(self, objective, optimizer, dataset, cfg, cuda, out):
         from accelerate import Accelerator
-        from accelerate.utils import DeepSpeedPlugin
 
         precision = ("bf16" if cuda else "no") if cfg.mixed_precision == "auto" else cfg.mixed_precision
-        plugin = DeepSpeedPlugin(hf_ds_config=deepspeed_config(cfg, cuda)) if cfg.deepspeed else None
         self.acc = acc = Accelerator(cpu=not cuda, gradient_accumulation_steps=cfg.grad_accum, mixed_precision=precision,
-                                     log_with="tensorboard", project_dir=str(out), deepspeed_plugin=plugin)
+                                     log_with="tensorboard", project_dir=str(out))
         loader = torch.utils.data.DataLoader(dataset, batch_size=cfg.batch_size, shuffle=False)
         self.objective, self.optimizer, self.loader = acc.prepare(objective, optimizer, loader)
         self.params = [p for p in objective.parameters() if p.requires_grad]
@@ -293,7 +292,7 @@ def train(student, teacher, blocks, cfg, out, resume=False, progress=True):
         floor, base_lambda = cfg.min_lr_ratio, scheduler.lr_lambdas[0]
         scheduler.lr_lambdas[0] = lambda s: floor + (1 - floor) * base_lambda(s)
     dataset = torch.utils.data.TensorDataset(blocks, torch.arange(len(blocks)))  # with indices: who saw what
-    if cfg.deepspeed and not cuda:
+    if cfg.deepspeed:
         run = DeepSpeedRun(objective, optimizer, scheduler, dataset, cfg, cuda, out)
         scheduler = None  # the engine steps it
     else:

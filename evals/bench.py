@@ -40,13 +40,12 @@ def _sync(device):
 
 
 @torch.no_grad()
-def bench_context(model, context, decode_tokens=16, repeats=3, prefill_chunk=2048, seed=0):
-    """One context length: prefill ``context`` random tokens, then time single-token decode steps."""
+def prefill(model, context, prefill_chunk=2048, seed=0):
+    """Prefill ``context`` random tokens through a fresh cache; returns (cache, next token, row of numbers)."""
     from transformers import DynamicCache
 
     device = model.device
-    vocab = model.config.vocab_size
-    ids = torch.randint(0, vocab, (1, context), generator=torch.Generator().manual_seed(seed)).to(device)
+    ids = torch.randint(0, model.config.vocab_size, (1, context), generator=torch.Generator().manual_seed(seed)).to(device)
     gc.collect()
     if device.type == "cuda":
         torch.cuda.empty_cache()
@@ -58,35 +57,47 @@ def bench_context(model, context, decode_tokens=16, repeats=3, prefill_chunk=204
     for start in range(0, context, prefill_chunk):
         out = model(ids[:, start : start + prefill_chunk], cache=cache, use_cache=True)
     _sync(device)
-    prefill_s = time.perf_counter() - t0
-    state_bytes = cache_nbytes(cache)
-    token = out.logits[:, -1:].argmax(-1)
-    for _ in range(2):  # warm-up steps
-        token = model(token, cache=cache, use_cache=True).logits[:, -1:].argmax(-1)
-    per_repeat = []
-    for _ in range(repeats):
-        _sync(device)
-        t0 = time.perf_counter()
-        for _ in range(decode_tokens):
-            token = model(token, cache=cache, use_cache=True).logits[:, -1:].argmax(-1)
-        _sync(device)
-        per_repeat.append((time.perf_counter() - t0) / decode_tokens)
-    peak = torch.cuda.max_memory_allocated() if device.type == "cuda" else max(_rss() - rss0, 0)
-    return {
+    seconds = time.perf_counter() - t0
+    row = {
         "context": context,
-        "prefill_tokens_per_s": context / prefill_s,
-        "decode_ms_per_token": 1000 * statistics.median(per_repeat),
-        "decode_ms_per_token_all": [round(1000 * x, 3) for x in per_repeat],
-        "cache_bytes": state_bytes,
-        "peak_memory_bytes": peak,
-        "peak_memory_kind": "cuda max allocated" if device.type == "cuda" else "process RSS growth",
+        "prefill_tokens_per_s": context / seconds,
+        "cache_bytes": cache_nbytes(cache),
+        "peak_memory_bytes": torch.cuda.max_memory_allocated() if device.type == "cuda" else max(_rss() - rss0, 0),
+        "peak_memory_kind": "cuda max allocated" if device.type == "cuda" else "process RSS growth during prefill",
     }
+    return cache, out.logits[:, -1:].argmax(-1), row
+
+
+@torch.no_grad()
+def decode(model, cache, token, steps):
+    """Seconds per token over ``steps`` single-token decode steps (greedy), and the last token."""
+    _sync(model.device)
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        token = model(token, cache=cache, use_cache=True).logits[:, -1:].argmax(-1)
+    _sync(model.device)
+    return (time.perf_counter() - t0) / steps, token
 
 
 def bench(model, contexts=(512, 2048, 8192, 16384), decode_tokens=16, repeats=3, prefill_chunk=2048):
-    """Rows of ``bench_context`` for every context length (a warm-up run at the shortest first)."""
-    bench_context(model, min(contexts), decode_tokens=2, repeats=1, prefill_chunk=prefill_chunk)
-    return [bench_context(model, c, decode_tokens, repeats, prefill_chunk) for c in contexts]
+    """One row per context length. Every context is prefilled first; the decode repeats then visit the
+    contexts in turn, so a slow spell of a shared machine hits all lengths alike rather than one."""
+    runs = [prefill(model, c, prefill_chunk) for c in contexts]
+    tokens = [token for _, token, _ in runs]
+    for i, (cache, _, _) in enumerate(runs):  # warm-up steps
+        _, tokens[i] = decode(model, cache, tokens[i], 2)
+    times = [[] for _ in contexts]
+    for _ in range(repeats):
+        for i, (cache, _, _) in enumerate(runs):
+            seconds, tokens[i] = decode(model, cache, tokens[i], decode_tokens)
+            times[i].append(seconds)
+    rows = []
+    for (_, _, row), per_repeat in zip(runs, times):
+        row["decode_ms_per_token"] = 1000 * statistics.median(per_repeat)
+        row["decode_ms_per_token_min"] = 1000 * min(per_repeat)
+        row["decode_ms_per_token_all"] = [round(1000 * x, 3) for x in per_repeat]
+        rows.append(row)
+    return rows
 
 
 def plot(results, path):

@@ -5,10 +5,7 @@ the output is written to a temporary folder beside --out and renamed into place 
 """
 
 import argparse
-import os
-import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -149,8 +146,8 @@ def build_parser():
     be.add_argument("model", help="converted checkpoint folder, or any --base value")
     be.add_argument("--teacher", default=None, help="base measured in the same run (listed first)")
     be.add_argument("--contexts", default="512,2048,8192,16384")
-    be.add_argument("--decode-tokens", type=int, default=16)
-    be.add_argument("--repeats", type=int, default=3)
+    be.add_argument("--decode-tokens", type=int, default=32)
+    be.add_argument("--repeats", type=int, default=5)
     be.add_argument("--out", default="bench-results", help="folder for bench.json, bench.md and bench.png")
 
     dis = sub.add_parser("distill", help="train a converted model: attention transfer or end-to-end KD")
@@ -160,6 +157,13 @@ def build_parser():
     dis.add_argument("--teacher", default=None, help="teacher base (default: the base the model was converted from)")
     dis.add_argument("--out", required=True, help="output folder for the distilled checkpoint")
     dis.add_argument("--overwrite", action="store_true")
+
+    push = sub.add_parser("push", help="verify a checkpoint, write its model card and upload it to the Hub")
+    push.add_argument("folder", help="converted checkpoint folder")
+    push.add_argument("--repo-id", required=True, help="USER/NAME on the Hub")
+    push.add_argument("--private", action="store_true")
+    push.add_argument("--revision", default=None, help="branch to push to (created if missing)")
+    push.add_argument("--dry-run", action="store_true", help="verify and list what would be uploaded; upload nothing")
 
     rep = sub.add_parser("report", help="one comparison table from several eval/bench JSON results")
     rep.add_argument("results", nargs="+", help="JSON files written by eval or bench")
@@ -262,6 +266,14 @@ def run_distill(args):
           f"loss {summary['first_loss']:.4g} -> {summary['last_loss']:.4g}; saved to {out}")
 
 
+def run_push(args):
+    from linearize.hub import push_to_hub
+
+    if not Path(args.folder).is_dir():
+        raise UserError(f"no such checkpoint folder: {args.folder!r}")
+    push_to_hub(args.folder, args.repo_id, private=args.private, revision=args.revision, dry_run=args.dry_run)
+
+
 def run_report(args):
     from linearize.evals import report
 
@@ -283,6 +295,7 @@ def build_main_parser():
     add_convert_args(parser, target_default=DEFAULT_TARGET)
     add_train_args(parser, main_job=True)
     parser.add_argument("--out", default=None, help="output directory (default: ./linearized-<base>-<target>)")
+    parser.add_argument("--push-to-hub", default=None, metavar="REPO", help="push the result to this Hub repo")
     return parser
 
 
@@ -290,7 +303,7 @@ def run_main_job(args):
     from linearize.convert.bases import load_config
     from linearize.convert.convert import check_target
     from linearize.convert.plan import parse_keep_attention
-    from linearize.distill.recipe import main_job
+    from linearize.pipeline import main_job
 
     out = check_out(args.out, args.overwrite or args.resume)
     check_target(args.target)
@@ -308,6 +321,10 @@ def run_main_job(args):
               f"loss {s['first_loss']:.4g} -> {s['last_loss']:.4g}")
     print(f"  held-out perplexity: teacher {ppl['teacher']:.2f}, student {ppl['student']:.2f} ({ppl['ratio']:.2f}x)")
     print(f"  saved to {result['out']} (training logs, loss curves and checkpoints in {result['out']}/training)")
+    if args.push_to_hub:
+        from linearize.hub import push_to_hub
+
+        push_to_hub(result["out"], args.push_to_hub)
 
 
 def main(argv=None):
@@ -318,13 +335,15 @@ def main(argv=None):
     from linearize.convert.plan import PlanError
 
     from linearize.convert.texts import DataError
+    from linearize.hub import VerificationError
 
-    errors = (UserError, BaseError, UnknownTargetError, UnsupportedFamilyError, PlanError, DataError)
+    errors = (UserError, BaseError, UnknownTargetError, UnsupportedFamilyError, PlanError, DataError, VerificationError)
     if argv and not argv[0].startswith("-"):
         args = build_parser().parse_args(argv)
-        if args.verb in ("eval", "bench", "report", "distill"):
+        if args.verb in ("eval", "bench", "report", "distill", "push"):
             try:
-                {"eval": run_eval, "bench": run_bench, "report": run_report, "distill": run_distill}[args.verb](args)
+                {"eval": run_eval, "bench": run_bench, "report": run_report, "distill": run_distill,
+                 "push": run_push}[args.verb](args)
             except errors as err:
                 print(f"linearize: error: {err}", file=sys.stderr)
                 return 2

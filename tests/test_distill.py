@@ -199,3 +199,30 @@ def test_main_job_on_a_tiny_base(tmp_path, capsys):
     assert steps == ["transfer", "kd"] and model.config.linearize["heldout_perplexity"]["ratio"] > 0
     assert (out / "training" / "transfer" / "loss_curve_transfer.png").exists()
     assert (out / "training" / "kd" / "history.json").exists() and not (tmp_path / "out.work").exists()
+
+
+def test_distill_verb_trains_a_saved_checkpoint_and_resumes(tmp_path, capsys):
+    """`linearize distill CKPT --stage transfer` on a converted tiny checkpoint whose base is a local folder."""
+    from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
+
+    from linearize.cli import main
+    from linearize.convert.bases import load_tokenizer
+
+    tok = load_tokenizer("llama")
+    torch.manual_seed(0)
+    base_dir, ckpt, out = tmp_path / "tiny", tmp_path / "ckpt", tmp_path / "distilled"
+    LlamaForCausalLM(LlamaConfig(vocab_size=len(tok), hidden_size=48, intermediate_size=96, num_hidden_layers=2,
+                                 num_attention_heads=6, num_key_value_heads=2, tie_word_embeddings=True)).save_pretrained(base_dir)
+    tok.save_pretrained(base_dir)
+    assert main(["convert", "--base", str(base_dir), "--to", "hedgehog", "--out", str(ckpt)]) == 0
+    args = ["distill", str(ckpt), "--stage", "transfer", "--tokens", "1024", "--seq-len", "64", "--batch-size", "2",
+            "--save-every", "2", "--out", str(out)]
+    assert main(args) == 0
+    assert "transfer: 8 steps" in capsys.readouterr().out
+    model = AutoModelForCausalLM.from_pretrained(out)
+    assert model.config.linearize["history"][-1]["stage"] == "transfer"
+    assert (out / "training" / "transfer" / "checkpoints").exists()
+    assert main(args) == 2 and "pass --overwrite" in capsys.readouterr().err  # out exists now
+    assert main(["distill", str(ckpt), "--stage", "transfer", "--data", str(tmp_path / "nope.jsonl"),
+                 "--out", str(tmp_path / "x")]) == 2
+    assert "unknown data" in capsys.readouterr().err

@@ -1,6 +1,7 @@
 """Pick a form for the gated delta rule: fla's Triton kernels on CUDA, the torch forms elsewhere."""
 
 from linearize.kernels.delta_rule.chunk import chunk_gated_delta
+from linearize.kernels.forms import resolve_mode
 from linearize.kernels.delta_rule.naive import naive_gated_delta
 from linearize.kernels.delta_rule.recurrent import recurrent_gated_delta
 
@@ -17,21 +18,15 @@ def fla_gated_delta():
 
 def gated_delta(q, k, v, beta, g=None, scale=1.0, initial_state=None, output_final_state=False, mode="auto"):
     """The gated delta rule in the form ``mode`` ('auto', 'fla', 'naive', 'chunk', 'recurrent')."""
-    if mode in ("auto", "fla") and q.is_cuda:
-        kernels = fla_gated_delta()
-        if kernels is not None:
-            chunk, recurrent = kernels
-            fn = recurrent if q.shape[1] == 1 else chunk
-            dtype = v.dtype
-            g = q.new_zeros(q.shape[:3], dtype=dtype) if g is None else g.float()
-            o, state = fn(q.to(dtype), k.to(dtype), v, g=g, beta=beta.to(dtype), scale=scale,
-                          initial_state=None if initial_state is None else initial_state.float(),
-                          output_final_state=output_final_state)
-            return o.to(dtype), state
-        if mode == "fla":
-            raise RuntimeError("mode='fla' needs flash-linear-attention and Triton with a CUDA device")
-    if mode in ("auto", "fla"):
-        mode = "recurrent" if q.shape[1] == 1 else "chunk"
-    if mode not in TORCH_FORMS:
-        raise ValueError(f"unknown gated-delta mode {mode!r}; use one of auto, fla, {', '.join(TORCH_FORMS)}")
-    return TORCH_FORMS[mode](q, k, v, beta, g, scale, initial_state, output_final_state)
+    kernels = fla_gated_delta() if q.is_cuda else None
+    form = resolve_mode(mode, q, kernels, TORCH_FORMS, "gated-delta")
+    if form != "fla":
+        return TORCH_FORMS[form](q, k, v, beta, g, scale, initial_state, output_final_state)
+    chunk, recurrent = kernels
+    fn = recurrent if q.shape[1] == 1 else chunk
+    dtype = v.dtype
+    g = q.new_zeros(q.shape[:3], dtype=dtype) if g is None else g.float()
+    o, state = fn(q.to(dtype), k.to(dtype), v, g=g, beta=beta.to(dtype), scale=scale,
+                  initial_state=None if initial_state is None else initial_state.float(),
+                  output_final_state=output_final_state)
+    return o.to(dtype), state

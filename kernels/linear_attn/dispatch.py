@@ -2,6 +2,7 @@
 
 import torch
 
+from linearize.kernels.forms import resolve_mode
 from linearize.kernels.linear_attn.chunk import chunk_linear_attn
 from linearize.kernels.linear_attn.naive import naive_linear_attn
 from linearize.kernels.linear_attn.recurrent import recurrent_linear_attn
@@ -38,25 +39,18 @@ def linear_attn(q, k, v, g=None, scale=1.0, initial_state=None, output_final_sta
     'auto' uses fla on CUDA tensors when it is installed, else the torch chunked form for prefill
     and the recurrent form for single-token steps.
     """
-    if mode in ("auto", "fla") and q.is_cuda:
-        kernels = fla_gla() if g is not None and g.dim() == 4 else fla_simple_gla()
-        if kernels is not None:
-            chunk, fused_recurrent = kernels
-            fn = fused_recurrent if q.shape[1] == 1 else chunk
-            dtype = v.dtype
-            o, state = fn(
-                q.to(dtype), k.to(dtype), v, g=None if g is None else g.float(), scale=scale,
-                initial_state=None if initial_state is None else initial_state.float(),
-                output_final_state=output_final_state,
-            )
-            return o.to(dtype), state
-        if mode == "fla":
-            raise RuntimeError("mode='fla' needs flash-linear-attention and Triton with a CUDA device")
-    if mode in ("auto", "fla"):
-        mode = "recurrent" if q.shape[1] == 1 else "chunk"
-    if mode not in TORCH_FORMS:
-        raise ValueError(f"unknown linear-attention mode {mode!r}; use one of auto, fla, {', '.join(TORCH_FORMS)}")
-    return TORCH_FORMS[mode](q, k, v, g=g, scale=scale, initial_state=initial_state, output_final_state=output_final_state)
+    kernels = (fla_gla() if g is not None and g.dim() == 4 else fla_simple_gla()) if q.is_cuda else None
+    form = resolve_mode(mode, q, kernels, TORCH_FORMS, "linear-attention")
+    if form != "fla":
+        return TORCH_FORMS[form](q, k, v, g=g, scale=scale, initial_state=initial_state,
+                                 output_final_state=output_final_state)
+    chunk, fused_recurrent = kernels
+    fn = fused_recurrent if q.shape[1] == 1 else chunk
+    dtype = v.dtype
+    o, state = fn(q.to(dtype), k.to(dtype), v, g=None if g is None else g.float(), scale=scale,
+                  initial_state=None if initial_state is None else initial_state.float(),
+                  output_final_state=output_final_state)
+    return o.to(dtype), state
 
 
 def with_ones(v):
