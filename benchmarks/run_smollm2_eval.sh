@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Teacher (embedded SmolLM2-135M-Instruct) vs an all-converted LoLCATs student vs a hybrid keeping 25%
-# of attention layers, both UNDISTILLED (distillation is a later issue): speed/memory, then quality.
+# of attention layers, both UNDISTILLED (what conversion alone does; distilled results: run_smollm2_distill.sh):
+# speed/memory (contexts interleaved, median of 5 x 32 decode steps), then quality.
 # Run from the repo root after `bash scripts/setup.sh`; results land in benchmarks/smollm2/.
 # PART=bench or PART=eval runs one half.
 set -euo pipefail
