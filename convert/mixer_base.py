@@ -6,6 +6,9 @@ from torch import nn
 
 from linearize.convert.families import family
 
+# The replaced attention's submodules a mixer keeps, under the same names (so base weights load by name).
+ADOPTED = ("q_proj", "k_proj", "v_proj", "o_proj", "q_norm", "k_norm")
+
 
 def recurrent_state(cache, layer_idx):
     """The layer's recurrent state in the cache, or None before its first update. (The cache's own
@@ -50,14 +53,14 @@ class Mixer(nn.Module):
         # The family's own attention module fixes the projections' shapes and biases (Qwen2 biases
         # q/k/v only) and Qwen3's per-head q/k norms; the mixer adopts those submodules.
         template = fam.attention(config, layer_idx)
-        for name in ("q_proj", "k_proj", "v_proj", "o_proj", "q_norm", "k_norm"):
+        for name in ADOPTED:
             setattr(self, name, getattr(template, name, None))
 
     @classmethod
     def from_attention(cls, attention, config, layer_idx, **settings):
         """Build the mixer around an attention module's own projections (weights shared, not copied)."""
         mixer = cls(config, layer_idx, **settings)
-        for name in ("q_proj", "k_proj", "v_proj", "o_proj", "q_norm", "k_norm"):
+        for name in ADOPTED:
             if getattr(attention, name, None) is not None:
                 setattr(mixer, name, getattr(attention, name))
         return mixer
@@ -68,8 +71,7 @@ class Mixer(nn.Module):
 
     def new_parameter_names(self):
         """Names (relative to this module) of the parameters the conversion added."""
-        reused = ("q_proj.", "k_proj.", "v_proj.", "o_proj.", "q_norm.", "k_norm.")
-        return [n for n, _ in self.named_parameters() if not n.startswith(reused)]
+        return [n for n, _ in self.named_parameters() if n.split(".")[0] not in ADOPTED]
 
     def reset_linearize_parameters(self):
         """Initialise the parameters the conversion adds (transformers' init must not touch q/k/v/o)."""

@@ -35,6 +35,7 @@ def distill(student, teacher, tokenizer, out, stage="transfer", data=None, resum
     while the run goes on, so ``resume=True`` finds it after an interruption; on success it moves into
     ``out/training/<stage>``. Returns the stage summary (also appended to the checkpoint's history).
     """
+    import json
     from pathlib import Path
 
     from linearize.convert.save import save_atomic
@@ -51,7 +52,7 @@ def distill(student, teacher, tokenizer, out, stage="transfer", data=None, resum
     work.mkdir(parents=True, exist_ok=True)
     trained, summary, history = train(student, teacher, blocks, cfg, work, resume=resume)
     summary["data"] = str(data or "default")
-    (work / "history.json").write_text(__import__("json").dumps(history))
+    (work / "history.json").write_text(json.dumps(history))
     entry = {k: summary[k] for k in ("stage", "steps", "tokens", "seconds", "first_loss", "last_loss", "data")}
     entry["lr"], entry["train"] = cfg.lr, cfg.train if stage == "kd" else "new parameters"
     trained.config.linearize = {**trained.config.linearize,

@@ -9,6 +9,7 @@ that resume would load.
 """
 
 import dataclasses
+import itertools
 import json
 import math
 import os
@@ -168,7 +169,7 @@ class DeepSpeedRun:
         return loss, per_layer, boundary
 
     def batches(self, skip):
-        return iter(list(self.loader)[skip:]) if skip else self.loader
+        return itertools.islice(self.loader, skip, None) if skip else self.loader
 
     def log(self, values, step):
         if self.writer is not None:
