@@ -72,3 +72,47 @@ def rank_layers(recency, n):
     means = recency.mean(-1).tolist()
     order = sorted(range(len(means)), key=lambda i: (means[i], i))
     return sorted(order[:n])
+
+
+def fresh_mixer(target_cls, attention, config, layer_idx, **settings):
+    """A mixer of ``target_cls`` around ``attention``'s projections, its new parameters at their init."""
+    mixer = target_cls.from_attention(attention, config, layer_idx, **settings)
+    for module in mixer.modules():
+        if hasattr(module, "reset_linearize_parameters"):
+            module.reset_linearize_parameters()
+    return mixer.to(attention.q_proj.weight.device, attention.q_proj.weight.dtype).eval()
+
+
+@torch.no_grad()
+def layer_kl(model, ids, make_mixer, batch_size=2):
+    """[layers] KL(base || base with only that layer's attention replaced by ``make_mixer(attention, i)``),
+    per token, on ``ids`` [N, T]: how much the model's output depends on that layer keeping softmax
+    attention. A cheap, one-layer-at-a-time form of KL-guided layer selection (Li et al., 2026, restore
+    one softmax layer at a time in a linearized model and keep those whose return cuts the KL most)."""
+    import torch.nn.functional as F
+
+    batches = [ids[s : s + batch_size].to(model.device) for s in range(0, ids.shape[0], batch_size)]
+    reference = [model(b).logits.float().log_softmax(-1) for b in batches]
+    out = []
+    for i, layer in enumerate(model.model.layers):
+        attention = layer.self_attn
+        mixer = make_mixer(attention, i)
+
+        def swap(module, args, kwargs, output):
+            hidden = kwargs.get("hidden_states", args[0] if args else None)
+            return (mixer(hidden, position_embeddings=kwargs.get("position_embeddings"))[0], *output[1:])
+
+        handle = attention.register_forward_hook(swap, with_kwargs=True)
+        try:
+            total = sum(F.kl_div(model(b).logits.float().log_softmax(-1), ref, log_target=True, reduction="sum").item()
+                        for b, ref in zip(batches, reference))
+        finally:
+            handle.remove()
+        out.append(total / ids.numel())
+    return torch.tensor(out)
+
+
+def rank_by_kl(kl, n):
+    """The n layers whose lone conversion costs the most KL; ties break toward the lower index."""
+    order = sorted(range(len(kl)), key=lambda i: (-float(kl[i]), i))
+    return sorted(order[:n])

@@ -6,8 +6,13 @@ from linearize.convert.configuration_linearized import LinearizedConfig
 from linearize.convert.families import check_family
 from linearize.convert.targets import MIXERS
 from linearize.convert.modeling_linearized import LinearizedForCausalLM
-from linearize.convert.calibration import DEFAULT_THRESHOLD, DEFAULT_WINDOW, calibration_ids, head_recency
+from linearize.convert.calibration import (DEFAULT_THRESHOLD, DEFAULT_WINDOW, calibration_ids, fresh_mixer,
+                                           head_recency, layer_kl, rank_by_kl)
 from linearize.convert.plan import PlanError, auto_count, parse_keep_attention
+
+
+RANKINGS = ("recency", "kl")
+KL_SAMPLES = (4, 512)  # calibration windows for rank_by="kl": long enough to need more than the window
 
 
 class UnknownTargetError(ValueError):
@@ -29,7 +34,7 @@ def versions():
 
 def convert(base, target, keep_attention=None, base_name=None, tokenizer=None, calibration=None,
             recency_window=DEFAULT_WINDOW, recency_threshold=DEFAULT_THRESHOLD, recency_fraction=None,
-            **mixer_settings):
+            rank_by="recency", **mixer_settings):
     """Return a ``LinearizedForCausalLM`` made from ``base`` (a loaded HF causal LM).
 
     target: one of ``MIXERS``; keep_attention: a plan spec (see ``convert.plan``); mixer_settings:
@@ -40,12 +45,28 @@ def convert(base, target, keep_attention=None, base_name=None, tokenizer=None, c
     token ids [N, T], or the offline default texts through ``tokenizer``. RecurFormer converts the heads
     whose recency is at least ``recency_threshold``, or, with ``recency_fraction``, that share of all
     heads, most local first. The numbers are saved in ``config.linearize["plan_evidence"]``.
+
+    ``rank_by="kl"`` ranks layers for ``auto:N`` by measured quality instead: the KL from the base of
+    the base with only that layer converted (fresh mixer), on longer calibration windows (``layer_kl``).
     """
     check_target(target)
     check_family(base.config.model_type)
+    if rank_by not in RANKINGS:
+        raise PlanError(f"bad --rank-by {rank_by!r}: choose one of {', '.join(RANKINGS)}")
     num_layers = base.config.num_hidden_layers
     evidence, recency = None, None
-    if target == "recurformer" or auto_count(keep_attention, num_layers) is not None:
+    n_auto = auto_count(keep_attention, num_layers)
+    if n_auto is not None and rank_by == "kl" and target != "recurformer":
+        if calibration is None:
+            if tokenizer is None:
+                raise PlanError(f"keep_attention={keep_attention!r} ranked by KL needs calibration text: pass "
+                                "tokenizer= (default texts) or calibration= (token ids)")
+            calibration = calibration_ids(tokenizer, num_samples=KL_SAMPLES[0], seq_len=KL_SAMPLES[1])
+        cls = MIXERS[target]
+        kl = layer_kl(base, calibration, lambda attn, i: fresh_mixer(cls, attn, base.config, i, **mixer_settings))
+        kept = rank_by_kl(kl, n_auto)
+        evidence = {"method": "kl", "samples": list(calibration.shape), "kl": [round(x, 5) for x in kl.tolist()]}
+    elif target == "recurformer" or n_auto is not None:
         if calibration is None:
             if tokenizer is None:
                 raise PlanError(f"{target!r} with keep_attention={keep_attention!r} measures attention on calibration "
@@ -54,7 +75,8 @@ def convert(base, target, keep_attention=None, base_name=None, tokenizer=None, c
         recency = head_recency(base, calibration, recency_window)
         evidence = {"method": "attention recency", "window": recency_window, "samples": list(calibration.shape),
                     "recency": [[round(r, 4) for r in row] for row in recency.tolist()]}
-    kept = parse_keep_attention(keep_attention, num_layers, recency)
+    if evidence is None or evidence["method"] != "kl":
+        kept = parse_keep_attention(keep_attention, num_layers, recency)
     if target == "recurformer":
         if recency_fraction is not None:
             # The threshold that selects that share of heads (ties may add a few).

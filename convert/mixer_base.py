@@ -10,6 +10,10 @@ from linearize.convert.families import family
 ADOPTED = ("q_proj", "k_proj", "v_proj", "o_proj", "q_norm", "k_norm")
 
 
+class SettingError(ValueError):
+    """A conversion setting out of range; the message is the one line the CLI prints."""
+
+
 def recurrent_state(cache, layer_idx):
     """The layer's recurrent state in the cache, or None before its first update. (The cache's own
     get_recurrent_state keys on conv states, which not every mixer has.)"""

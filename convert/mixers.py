@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import initialization as init
 
-from linearize.convert.mixer_base import Mixer, new_token_mask, recurrent_state, zero_where_padding
+from linearize.convert.mixer_base import Mixer, SettingError, new_token_mask, recurrent_state, zero_where_padding
 from linearize.convert.feature_maps import FEATURE_MAPS
 from linearize.kernels.linear_attn.dispatch import linear_attn, normalized_linear_attn
 from linearize.kernels.window_attn.chunk import chunk_window_attn
@@ -37,12 +37,23 @@ class LinearAttentionMixer(Mixer):
     output_norm = False  # GroupNorm on the output instead of the normaliser
     default_window = 0  # > 0: softmax over this many recent tokens, linear attention beyond
     default_feature_dim = None
+    default_decay = None
 
-    def __init__(self, config, layer_idx, feature_dim=None, window=None, mode="auto"):
+    def __init__(self, config, layer_idx, feature_dim=None, window=None, decay=None, mode="auto"):
         super().__init__(config, layer_idx, mode)
         H, D = self.num_heads, self.head_dim
         self.feature_dim = feature_dim or self.default_feature_dim or D
         self.window = self.default_window if window is None else window
+        # decay = M tokens: a learned per-head decay of the linear state, starting with memory spans
+        # (1 / (1 - decay)) spread geometrically from M / 8 to M. Without it the linear sum grows with
+        # every token, so past the training length it swamps the window (see QUALITY.md).
+        self.decay = self.default_decay if decay is None else (decay or None)
+        if self.decay and self.fixed_decay:
+            raise SettingError(f"{self.target} has fixed decays; --decay does not apply")
+        if self.decay and not (isinstance(self.decay, int) and self.decay >= 16):
+            raise SettingError(f"bad --decay {self.decay!r}: a memory span in tokens, a whole number >= 16 (0 = none)")
+        if self.decay:
+            self.decay_logit = nn.Parameter(torch.empty(H))
         fmap = FEATURE_MAPS[self.feature_map]
         self.feature_map_q = fmap(H, D, self.feature_dim)
         # A shared map is registered once, so checkpoints hold its weights once.
@@ -60,12 +71,18 @@ class LinearAttentionMixer(Mixer):
         out = {**super().settings(), "feature_dim": self.feature_dim}
         if self.window:
             out["window"] = self.window
+        if self.decay:
+            out["decay"] = self.decay
         return out
 
     def reset_linearize_parameters(self):
         """Initialise only the parameters the conversion adds (transformers' init must not touch q/k/v/o)."""
         if self.window:
             init.zeros_(self.window_factor)
+        if self.decay:
+            span = torch.logspace(torch.log10(torch.tensor(self.decay / 8)), torch.log10(torch.tensor(float(self.decay))),
+                                  self.num_heads)
+            init.copy_(self.decay_logit, torch.log(span - 1))  # sigmoid(logit) = 1 - 1 / span
         if self.output_norm:
             init.ones_(self.group_norm.weight)
             init.zeros_(self.group_norm.bias)
@@ -102,10 +119,11 @@ class LinearAttentionMixer(Mixer):
         q, k, fq, fk, v = self.project(hidden_states, position_embeddings)
         fk = zero_where_padding(fk, new_token_mask(attention_mask, T))  # padding must not enter the state
         state = recurrent_state(cache, self.layer_idx)
+        log_decay = F.logsigmoid(self.decay_logit.float()) if self.decay else None
         if self.window:
-            o, state = self.window_forward(q, k, fq, fk, v, attention_mask, cache, state)
+            o, state = self.window_forward(q, k, fq, fk, v, attention_mask, cache, state, log_decay)
         else:
-            g = None
+            g = None if log_decay is None else log_decay[None, None].expand(B, T, -1)
             if self.fixed_decay:
                 # Computed, not a buffer: transformers builds models on the meta device, where a
                 # non-persistent buffer would never get its values.
@@ -122,7 +140,7 @@ class LinearAttentionMixer(Mixer):
             cache.update_recurrent_state(state, self.layer_idx)
         return self.o_proj(o.reshape(B, T, -1).to(hidden_states.dtype)), None
 
-    def window_forward(self, q, k, fq, fk, v, attention_mask, cache, state):
+    def window_forward(self, q, k, fq, fk, v, attention_mask, cache, state, log_decay=None):
         D = self.head_dim
         past = None
         if cache is not None:
@@ -136,7 +154,7 @@ class LinearAttentionMixer(Mixer):
         kwargs = {"linear_mode": self.mode} if mode == "chunk" and self.mode not in WINDOW_FORMS else {}
         o, state = WINDOW_FORMS[mode](
             q, k, fq, fk, v, torch.sigmoid(self.window_factor), self.window, D**-0.5,
-            key_mask=key_mask, past=past, initial_state=state, **kwargs,
+            key_mask=key_mask, past=past, initial_state=state, log_decay=log_decay, **kwargs,
         )
         if cache is not None:
             # The window cache keeps keys and their features side by side; transformers trims it to window - 1.

@@ -72,33 +72,85 @@ def window_inputs(seed=0, T=45, H=3):
 WINDOW_FORMS = {"naive": naive_window_attn, "chunk": chunk_window_attn, "recurrent": recurrent_window_attn}
 
 
+LOG_DECAY = torch.log(torch.tensor([0.97, 0.8, 0.999]))  # one per head of window_inputs
+
+
+@pytest.mark.parametrize("decay", [False, True])
 @pytest.mark.parametrize("window", [1, 4, 17, 64])
-def test_window_attn_forms_agree(window):
+def test_window_attn_forms_agree(window, decay):
     q, k, fq, fk, v, a, mask = window_inputs()
-    ref, ref_state = naive_window_attn(q, k, fq, fk, v, a, window, 0.35, key_mask=mask)
+    ld = LOG_DECAY if decay else None
+    ref, ref_state = naive_window_attn(q, k, fq, fk, v, a, window, 0.35, key_mask=mask, log_decay=ld)
     for name, fn in WINDOW_FORMS.items():
         kwargs = {"chunk_size": 8} if name == "chunk" else {}
-        o, s = fn(q, k, fq, fk, v, a, window, 0.35, key_mask=mask, **kwargs)
+        o, s = fn(q, k, fq, fk, v, a, window, 0.35, key_mask=mask, log_decay=ld, **kwargs)
         assert (o - ref).abs().max() < TOL, name
         assert (s - ref_state).abs().max() < TOL, name
 
 
+def test_window_attn_decay_gradients_agree():
+    """Chunked and recurrent forms give the naive form's gradients, the decay's included."""
+    grads = {}
+    for name, fn in WINDOW_FORMS.items():
+        q, k, fq, fk, v, a, mask = (x.clone().requires_grad_(x.is_floating_point()) for x in window_inputs(T=30))
+        ld = LOG_DECAY.clone().requires_grad_(True)
+        kwargs = {"chunk_size": 8} if name == "chunk" else {}
+        o, s = fn(q, k, fq, fk, v, a, 6, 0.35, key_mask=mask, log_decay=ld, **kwargs)
+        (o.square().sum() + s.sum()).backward()
+        grads[name] = [x.grad for x in (q, k, fq, fk, v, a, ld)]
+    for name in ("chunk", "recurrent"):
+        for ref, got in zip(grads["naive"], grads[name]):
+            assert (ref - got).abs().max() < 1e-3 * (1 + ref.abs().max()), name
+
+
+def test_window_attn_decay_forgets_old_tokens():
+    """With a strong decay, changing a token far outside the window leaves late outputs unchanged; without
+    decay the same change moves them."""
+    q, k, fq, fk, v, a, _ = window_inputs(T=200)
+    v2 = v.clone()
+    v2[:, 0] += 5.0
+    strong = torch.full((3,), -0.5)
+    for ld, moved in ((strong, False), (None, True)):
+        o1, _ = chunk_window_attn(q, k, fq, fk, v, a, 4, 0.35, log_decay=ld)
+        o2, _ = chunk_window_attn(q, k, fq, fk, v2, a, 4, 0.35, log_decay=ld)
+        assert ((o1[:, -1] - o2[:, -1]).abs().max() > 1e-3) == moved
+
+
+@pytest.mark.parametrize("decay", [False, True])
 @pytest.mark.parametrize("window,split", [(4, 20), (17, 9), (17, 30), (64, 20)])
-def test_window_attn_prefill_then_decode(window, split):
+def test_window_attn_prefill_then_decode(window, split, decay):
     """Prefill with the chunked form, then continue token by token with the previous window and state."""
     q, k, fq, fk, v, a, mask = window_inputs()
-    ref, ref_state = naive_window_attn(q, k, fq, fk, v, a, window, 0.35, key_mask=mask)
+    ld = LOG_DECAY if decay else None
+    ref, ref_state = naive_window_attn(q, k, fq, fk, v, a, window, 0.35, key_mask=mask, log_decay=ld)
     _, state = chunk_window_attn(q[:, :split], k[:, :split], fq[:, :split], fk[:, :split], v[:, :split], a, window,
-                                 0.35, key_mask=mask[:, :split], chunk_size=8)
+                                 0.35, key_mask=mask[:, :split], chunk_size=8, log_decay=ld)
     outs = []
     for t in range(split, q.shape[1]):
         P = min(t, window - 1)
         past = (k[:, t - P : t], fk[:, t - P : t], v[:, t - P : t]) if P else None
         o, state = recurrent_window_attn(q[:, t : t + 1], k[:, t : t + 1], fq[:, t : t + 1], fk[:, t : t + 1],
                                          v[:, t : t + 1], a, window, 0.35, key_mask=mask[:, t - P : t + 1],
-                                         past=past, initial_state=state)
+                                         past=past, initial_state=state, log_decay=ld)
         outs.append(o)
     assert (torch.cat(outs, 1) - ref[:, split:]).abs().max() < TOL
+    assert (state - ref_state).abs().max() < TOL
+
+
+@pytest.mark.parametrize("split", [10, 33])
+def test_window_attn_decay_chunk_after_chunk(split):
+    """Two chunked prefills (the second with the first's window and state) equal one pass."""
+    q, k, fq, fk, v, a, mask = window_inputs()
+    W = 8
+    ref, ref_state = naive_window_attn(q, k, fq, fk, v, a, W, 0.35, key_mask=mask, log_decay=LOG_DECAY)
+    o1, state = chunk_window_attn(q[:, :split], k[:, :split], fq[:, :split], fk[:, :split], v[:, :split], a, W, 0.35,
+                                  key_mask=mask[:, :split], chunk_size=8, log_decay=LOG_DECAY)
+    P = min(split, W - 1)
+    past = (k[:, split - P : split], fk[:, split - P : split], v[:, split - P : split])
+    o2, state = chunk_window_attn(q[:, split:], k[:, split:], fq[:, split:], fk[:, split:], v[:, split:], a, W, 0.35,
+                                  key_mask=mask[:, split - P :], past=past, initial_state=state, chunk_size=8,
+                                  log_decay=LOG_DECAY)
+    assert (torch.cat([o1, o2], 1) - ref).abs().max() < TOL
     assert (state - ref_state).abs().max() < TOL
 
 

@@ -128,3 +128,52 @@ def test_recurformer_fraction_converts_that_share_of_heads():
     converted_heads = sum(len(m["mamba_heads"]) for m in model.config.mixers if m)
     assert converted_heads == 9  # half of 3 layers x 6 heads (no ties in random attention)
     assert model.config.linearize["plan_evidence"]["fraction"] == 0.5
+
+
+def test_kl_ranked_auto_plan_is_deterministic_saved_and_right(tmp_path):
+    """auto:N ranked by KL keeps the layers whose lone conversion moves the output most, the same for the
+    same calibration, and saves the per-layer KL; a layer made to matter more is kept."""
+    from transformers import AutoModelForCausalLM
+
+    from linearize.convert.calibration import layer_kl
+
+    base = tiny_base("llama", layers=4)
+    ids = torch.randint(3, 128, (2, 40), generator=torch.Generator().manual_seed(3))
+    a = convert(base, "lolcats", keep_attention="auto:2", rank_by="kl", calibration=ids, window=4)
+    b = convert(base, "lolcats", keep_attention="auto:2", rank_by="kl", calibration=ids, window=4)
+    evidence = a.config.linearize["plan_evidence"]
+    kept = a.config.linearize["keep_attention"]
+    assert kept == b.config.linearize["keep_attention"] and len(kept) == 2
+    assert evidence["method"] == "kl" and evidence["kept_layers"] == kept and len(evidence["kl"]) == 4
+    assert min(evidence["kl"][i] for i in kept) >= max(evidence["kl"][i] for i in range(4) if i not in kept)
+    a.save_pretrained(tmp_path)
+    assert AutoModelForCausalLM.from_pretrained(tmp_path).config.linearize["plan_evidence"] == evidence
+    # Scale up one unkept layer's attention output: its lone conversion now costs far more KL, so it is kept.
+    loser = next(i for i in range(4) if i not in kept)
+    with torch.no_grad():
+        base.model.layers[loser].self_attn.o_proj.weight.mul_(20)
+    c = convert(base, "lolcats", keep_attention="auto:2", rank_by="kl", calibration=ids, window=4)
+    assert loser in c.config.linearize["keep_attention"]
+
+
+def test_layer_kl_is_zero_for_an_exact_replacement():
+    """A 'mixer' that is the attention itself changes nothing: KL 0 for every layer."""
+    from linearize.convert.calibration import layer_kl
+
+    base = tiny_base("llama", layers=3)
+    ids = torch.randint(3, 128, (2, 20), generator=torch.Generator().manual_seed(5))
+
+    class Same(torch.nn.Module):
+        def __init__(self, attn):
+            super().__init__()
+            self.attn = attn
+
+        def forward(self, hidden, position_embeddings=None):
+            return self.attn.forward(hidden, position_embeddings=position_embeddings, attention_mask=None)  # no hooks
+
+    assert layer_kl(base, ids, lambda attn, i: Same(attn)).abs().max() < 1e-6
+
+
+def test_rank_by_errors():
+    with pytest.raises(PlanError, match="--rank-by"):
+        convert(tiny_base("llama"), "lolcats", keep_attention="auto:1", rank_by="bogus")

@@ -33,13 +33,30 @@ def fla_gla():
     return chunk_gla, recurrent
 
 
+def fla_gated_backward_refused():
+    """True where fla refuses the backward of gated chunk kernels: Hopper GPUs with Triton >= 3.4 and
+    < 3.7.1 and no tilelang (fla's guard against a Triton miscompile, its issue #640)."""
+    try:
+        import importlib.util
+
+        from fla.utils import IS_NVIDIA_HOPPER, TRITON_ABOVE_3_4_0, TRITON_ABOVE_3_7_1
+    except Exception:
+        return False
+    return IS_NVIDIA_HOPPER and TRITON_ABOVE_3_4_0 and not TRITON_ABOVE_3_7_1 and importlib.util.find_spec("tilelang") is None
+
+
 def linear_attn(q, k, v, g=None, scale=1.0, initial_state=None, output_final_state=False, mode="auto"):
     """Causal linear attention in the form ``mode`` ('auto', 'fla', 'naive', 'chunk', 'recurrent').
 
     'auto' uses fla on CUDA tensors when it is installed, else the torch chunked form for prefill
-    and the recurrent form for single-token steps.
+    and the recurrent form for single-token steps. Where fla would refuse a gated backward (see
+    ``fla_gated_backward_refused``), 'auto' trains through the torch chunked form and still uses fla
+    for inference.
     """
     kernels = (fla_gla() if g is not None and g.dim() == 4 else fla_simple_gla()) if q.is_cuda else None
+    if (kernels is not None and mode == "auto" and g is not None and torch.is_grad_enabled()
+            and any(x.requires_grad for x in (q, k, v, g)) and fla_gated_backward_refused()):
+        kernels = None
     form = resolve_mode(mode, q, kernels, TORCH_FORMS, "linear-attention")
     if form != "fla":
         return TORCH_FORMS[form](q, k, v, g=g, scale=scale, initial_state=initial_state,

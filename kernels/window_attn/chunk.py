@@ -4,12 +4,14 @@ keys delayed by ``window`` (the key a query stops seeing through the window is t
 import torch
 
 from linearize.kernels.linear_attn.dispatch import linear_attn, with_ones
-from linearize.kernels.window_attn.naive import combine, concat_past, fold, window_softmax
+from linearize.kernels.window_attn.naive import combine, concat_past, decay_weights, fold, window_softmax
 
 
 def chunk_window_attn(q, k, fq, fk, v, factor, window, scale, key_mask=None, past=None, initial_state=None,
-                      eps=1e-6, chunk_size=64, linear_mode="auto"):
-    """Same contract as ``naive_window_attn``."""
+                      eps=1e-6, chunk_size=64, linear_mode="auto", log_decay=None):
+    """Same contract as ``naive_window_attn``. With a decay the delayed key stream runs through decayed
+    linear attention (one gate per head and step); a key enters it ``window`` steps late, so it is
+    pre-scaled by that much decay."""
     dtype = v.dtype
     K, FK, Vv = concat_past(past, k, fk, v)
     B, N, H, _ = K.shape
@@ -25,14 +27,19 @@ def chunk_window_attn(q, k, fq, fk, v, factor, window, scale, key_mask=None, pas
     else:
         k_lin = torch.cat([FK.new_zeros(B, shift, H, FK.shape[-1]), FK[:, : T - shift]], dim=1)
         v_lin = torch.cat([Vv.new_zeros(B, shift, H, Vv.shape[-1]), Vv[:, : T - shift]], dim=1).float()
-    carried, state = linear_attn(fq.float(), k_lin, with_ones(v_lin), scale=1.0, initial_state=initial_state,
+    g = None
+    if log_decay is not None:
+        g = log_decay.float()[None, None].expand(B, T, H)
+        k_lin = k_lin * decay_weights(log_decay, torch.tensor([window], device=q.device))[0][None, None, :, None]
+    carried, state = linear_attn(fq.float(), k_lin, with_ones(v_lin), g=g, scale=1.0, initial_state=initial_state,
                                  output_final_state=True, mode=linear_mode)
     carried = carried.float()
     lin_num, lin_den = carried[..., :-1], carried[..., -1]
     # The state must also hold the one key that leaves the window after the last query.
     last_out = N - window
     if last_out >= 0:
-        state = fold(state, FK[:, last_out : last_out + 1], Vv[:, last_out : last_out + 1])
+        weight = None if log_decay is None else decay_weights(log_decay, torch.tensor([window - 1], device=q.device))
+        state = fold(state, FK[:, last_out : last_out + 1], Vv[:, last_out : last_out + 1], weight)
     # Softmax part, one block of queries at a time over its band of keys.
     sm_num, sm_den = [], []
     for start in range(0, T, chunk_size):

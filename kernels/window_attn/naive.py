@@ -15,11 +15,19 @@ def empty_state(fk, v):
     return fk.new_zeros(fk.shape[0], fk.shape[2], fk.shape[3], v.shape[3] + 1, dtype=torch.float32)
 
 
-def fold(state, fk, v):
-    """Add keys fk [B, N, H, F] with values v into the linear state [B, H, F, V + 1] (last column: normaliser)."""
+def fold(state, fk, v, weight=None):
+    """Add keys fk [B, N, H, F] with values v into the linear state [B, H, F, V + 1] (last column: normaliser),
+    each key scaled by ``weight`` [N, H] where given (its decay to the state's reference time)."""
     fk, v = fk.float(), v.float()
+    if weight is not None:
+        fk = fk * weight[None, :, :, None]
     update = torch.einsum("bnhf,bnhv->bhfv", fk, torch.cat([v, v.new_ones(*v.shape[:-1], 1)], dim=-1))
     return update if state is None else state.float() + update
+
+
+def decay_weights(log_decay, distance):
+    """exp(log_decay[h] * distance[n]) as [N, H]: how much a key ``distance`` tokens old still counts."""
+    return (distance.float()[:, None] * log_decay.float()[None, :]).exp()
 
 
 def combine(sm_num, sm_den, lin_num, lin_den, factor, eps):
@@ -38,11 +46,16 @@ def window_softmax(scores, allowed):
     return (scores - m).exp()
 
 
-def naive_window_attn(q, k, fq, fk, v, factor, window, scale, key_mask=None, past=None, initial_state=None, eps=1e-6):
+def naive_window_attn(q, k, fq, fk, v, factor, window, scale, key_mask=None, past=None, initial_state=None, eps=1e-6,
+                      log_decay=None):
     """q, k: [B, T, H, D] (rotary applied); fq, fk: [B, T, H, F] feature-mapped; v: [B, T, H, V].
 
     past: (k, fk, v) of the previous window or None; key_mask: [B, P + T] bool validity of past and new
     keys (None: all valid); initial_state: linear state [B, H, F, V + 1] of the tokens before the window.
+    log_decay: [H] log of a per-head decay (<= 0) or None: in the linear part a key j counts
+    exp(log_decay * (i - j)) for query i, so old tokens fade and the state stays the same size in
+    effect however long the sequence (the window's softmax is not decayed). The state is kept at the
+    time of the last query: the next call's first query sees it decayed once more.
     Returns (o [B, T, H, V], state with every token that left the window).
     """
     dtype = v.dtype
@@ -62,14 +75,22 @@ def naive_window_attn(q, k, fq, fk, v, factor, window, scale, key_mask=None, pas
     sm_num = torch.einsum("bhts,bshv->bthv", p, Vv)
     sm_den = p.sum(-1).transpose(1, 2)
     lin = torch.einsum("bthf,bshf->bhts", fq, FK).masked_fill(~is_old, 0.0)
+    if log_decay is not None:
+        lin = lin * (log_decay.float()[:, None, None] * (qi - kj).clamp(min=0)).exp()
     lin_num = torch.einsum("bhts,bshv->bthv", lin, Vv)
     lin_den = lin.sum(-1).transpose(1, 2)
     if initial_state is not None:
         carried = torch.einsum("bthf,bhfv->bthv", fq, initial_state.float())
+        if log_decay is not None:
+            carried = carried * decay_weights(log_decay, torch.arange(1, T + 1, device=q.device))[None, :, :, None]
         lin_num, lin_den = lin_num + carried[..., :-1], lin_den + carried[..., -1]
     o = combine(sm_num, sm_den, lin_num, lin_den, factor, eps)
     n_out = max(N - (window - 1), 0)  # tokens that no later query sees through the window
     state = initial_state.float() if initial_state is not None else empty_state(FK, Vv)
+    weight = None
+    if log_decay is not None:
+        state = state * decay_weights(log_decay, torch.tensor([T], device=q.device))[0][None, :, None, None]
+        weight = decay_weights(log_decay, N - 1 - torch.arange(n_out, device=q.device))
     if n_out:
-        state = fold(state, FK[:, :n_out], Vv[:, :n_out])
+        state = fold(state, FK[:, :n_out], Vv[:, :n_out], weight)
     return o.to(dtype), state
