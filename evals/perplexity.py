@@ -1,38 +1,144 @@
-"""Perplexity on held-out text, and agreement with the teacher (next-token top-1 match and KL)."""
+"""Perplexity on held-out or out-of-domain text (overall and per position), and agreement with the
+teacher (next-token top-1 match and KL).
+
+Per position: position ``p`` is the 0-based position of the input token whose next token is predicted,
+so a window of T tokens has T-1 positions. A student that only learned its training length shows it
+here: its loss relative to the teacher's grows with ``p`` (``QUALITY.md``).
+"""
 
 import math
 
 import torch
 import torch.nn.functional as F
 
-from linearize.convert.texts import load_texts, split_documents
+from linearize.convert.texts import DataError, load_texts, split_documents
+
+DEFAULT_BUCKETS = (0, 64, 256, 1024, 4096)
+SPLITS = ("heldout", "all")
 
 
-def heldout_ids(tokenizer, data=None, seq_len=512, max_tokens=16384, heldout_fraction=0.05, seed=0):
-    """[N, seq_len] token ids of held-out text: for the default corpus (or any ``data``), the seeded
-    held-out split by document that training never sees, packed and cut to ``max_tokens``."""
+def corpus_tokens(tokenizer, data=None, heldout_fraction=0.05, seed=0, split="heldout"):
+    """The token ids of ``data``'s text, documents joined by the EOS token: for ``split="heldout"`` the
+    seeded held-out split by document that training never sees; for ``split="all"`` every document
+    (for corpora that training never saw). Deterministic: the same ids for every model."""
+    if split not in SPLITS:
+        raise DataError(f"unknown split {split!r}: choose from {', '.join(SPLITS)}")
     docs = load_texts(data)
-    _, held = split_documents(docs, heldout_fraction, seed)
+    if split == "heldout":
+        _, docs = split_documents(docs, heldout_fraction, seed)
     eos = tokenizer.eos_token or ""
-    ids = tokenizer(eos.join(held), add_special_tokens=False)["input_ids"][: max_tokens + 1]
-    n = (len(ids) - 1) // seq_len
+    return tokenizer(eos.join(docs), add_special_tokens=False)["input_ids"] if docs else []
+
+
+def windows(ids, seq_len, max_tokens, what="text"):
+    """[N, seq_len] non-overlapping windows from the start of ``ids``: N = max_tokens // seq_len, at least
+    one, at most as many as the text holds. Raises DataError if it holds not even one."""
+    if seq_len < 2:
+        raise DataError(f"sequence length {seq_len} is too short: a window needs at least 2 tokens")
+    n = min(max(1, max_tokens // seq_len), len(ids) // seq_len)
     if n == 0:
-        raise ValueError(f"held-out text has {len(ids)} tokens, fewer than one sequence of {seq_len}")
+        raise DataError(f"{what} has {len(ids)} tokens, fewer than one window of {seq_len}")
     return torch.tensor(ids[: n * seq_len]).view(n, seq_len)
 
 
+def heldout_ids(tokenizer, data=None, seq_len=512, max_tokens=16384, heldout_fraction=0.05, seed=0, split="heldout"):
+    """[N, seq_len] token ids of evaluation text, cut to about ``max_tokens`` (at least one window): for the
+    default corpus (or any ``data``) the seeded held-out split by document that training never sees
+    (``split="heldout"``), or every document of ``data`` (``split="all"``: out-of-domain corpora)."""
+    ids = corpus_tokens(tokenizer, data, heldout_fraction, seed, split)
+    return windows(ids, seq_len, max_tokens, what=f"the {split} text of {_name(data)}")
+
+
+def _name(data):
+    return "the default corpus" if data is None else repr(str(data))
+
+
+def bucket_ranges(buckets, positions):
+    """[(label, start, end)] for bucket edges ``buckets`` over ``positions`` positions (0 .. positions-1):
+    consecutive edges a < b give the bucket a <= p < b, and the last bucket runs to the end of the
+    window, so edges at or past the end are clipped and the last bucket is labelled with the real end
+    (edges 0, 64, 256, 1024, 4096 over 2047 positions: 0-64, 64-256, 256-1024, 1024-2047)."""
+    edges = sorted({int(b) for b in buckets if 0 <= int(b) < positions})
+    bounds = edges + [positions] if edges else []
+    return [(f"{a}-{b}", a, b) for a, b in zip(bounds, bounds[1:])]
+
+
+def _token_nll(model, batch):
+    """[B, T-1] next-token NLL (float64, on CPU) of ``batch`` [B, T], from one forward pass."""
+    logits = model(batch.to(model.device)).logits[:, :-1]
+    targets = batch[:, 1:].to(logits.device)
+    rows = [F.cross_entropy(logits[i].float(), targets[i], reduction="none") for i in range(batch.shape[0])]
+    return torch.stack(rows).double().cpu()
+
+
+def _summary(nll_sum, count):
+    nll = nll_sum / count
+    return {"perplexity": math.exp(nll), "nll": nll, "tokens": count}
+
+
 @torch.no_grad()
-def perplexity(model, ids, batch_size=4):
-    """exp(mean next-token NLL) over ``ids`` [N, T]; returns {"perplexity", "nll", "tokens"}."""
+def position_sums(model, ids, batch_size=4):
+    """[T-1] float64: the summed next-token NLL at each position over all windows of ``ids`` [N, T]."""
     model.eval()
-    total, count = 0.0, 0
+    sums = torch.zeros(ids.shape[1] - 1, dtype=torch.float64)
     for start in range(0, ids.shape[0], batch_size):
-        batch = ids[start : start + batch_size].to(model.device)
-        logits = model(batch).logits[:, :-1].float()
-        nll = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), batch[:, 1:].reshape(-1), reduction="sum")
-        total += nll.item()
-        count += batch[:, 1:].numel()
-    return {"perplexity": math.exp(total / count), "nll": total / count, "tokens": count}
+        sums += _token_nll(model, ids[start : start + batch_size]).sum(0)
+    return sums
+
+
+def position_nll(model, ids, batch_size=4):
+    """[T-1] float64: the mean next-token NLL at each position over all windows of ``ids`` [N, T]."""
+    return position_sums(model, ids, batch_size) / ids.shape[0]
+
+
+def by_position(per_position, windows_count, buckets):
+    """{label: {"perplexity", "nll", "tokens"}} from the per-position mean NLL [T-1] of ``windows_count``
+    windows."""
+    out = {}
+    for label, a, b in bucket_ranges(buckets, len(per_position)):
+        out[label] = _summary(per_position[a:b].sum().item() * windows_count, windows_count * (b - a))
+    return out
+
+
+def perplexity(model, ids, batch_size=4, buckets=None):
+    """exp(mean next-token NLL) over ``ids`` [N, T]; returns {"perplexity", "nll", "tokens"}, and with
+    ``buckets`` (edges, see ``bucket_ranges``) also "by_position" ({label: {"perplexity", "nll", "tokens"}})
+    and "position_nll" (the mean NLL at each position, a list of T-1 floats). One forward pass per batch
+    gives all of them."""
+    sums = position_sums(model, ids, batch_size)
+    result = _summary(sums.sum().item(), sums.numel() * ids.shape[0])
+    if buckets is not None:
+        mean = sums / ids.shape[0]
+        result["by_position"] = by_position(mean, ids.shape[0], buckets)
+        result["position_nll"] = mean.tolist()
+    return result
+
+
+def length_quality(teacher, student, tokenizer, data, seq_lens=(256, 2048), max_tokens=8192,
+                   buckets=DEFAULT_BUCKETS, split="all", batch_size=1, heldout_fraction=0.05, seed=0):
+    """Teacher and student on the same windows of ``data`` at each window length in ``seq_lens``
+    (``max_tokens`` per length, at least one window): overall perplexity, per position bucket, and the
+    per-position mean NLL, with the student/teacher ratios. ``split="all"`` uses every document (for a
+    corpus neither model was trained on), ``"heldout"`` the held-out split.
+
+    Returns {"data", "split", "windows": {str(seq_len): {"teacher", "student", "ratio", "tokens",
+    "by_position": {label: {"teacher", "student", "ratio"}}, "position_nll": {"teacher", "student"}}}}.
+    """
+    ids = corpus_tokens(tokenizer, data, heldout_fraction, seed, split)
+    result = {"data": str(data), "split": split, "windows": {}}
+    for seq_len in seq_lens:
+        batch = windows(ids, seq_len, max_tokens, what=f"the {split} text of {_name(data)}")
+        t = perplexity(teacher, batch, batch_size, buckets)
+        s = perplexity(student, batch, batch_size, buckets)
+        pairs = {label: (t["by_position"][label]["perplexity"], s["by_position"][label]["perplexity"])
+                 for label in t["by_position"]}
+        result["windows"][str(seq_len)] = {
+            "teacher": t["perplexity"], "student": s["perplexity"], "ratio": s["perplexity"] / t["perplexity"],
+            "tokens": t["tokens"], "windows": batch.shape[0],
+            "by_position": {label: {"teacher": tp, "student": sp, "ratio": sp / tp} for label, (tp, sp) in pairs.items()},
+            "position_nll": {"teacher": t["position_nll"], "student": s["position_nll"]},
+        }
+    return result
 
 
 @torch.no_grad()

@@ -30,17 +30,35 @@ def load_model(spec, dtype=None):
     return load_base(spec, dtype=dtype), load_tokenizer(spec), str(spec)
 
 
+def max_positions(spec):
+    """The longest sequence a model (checkpoint folder or base spec) takes, from its config alone (no
+    weights loaded); None where the config does not say."""
+    import json
+
+    from linearize.convert.bases import load_config
+
+    config = Path(str(spec)).expanduser() / "config.json"
+    if config.exists() and json.loads(config.read_text()).get("model_type") == "linearized":
+        return json.loads(config.read_text()).get("max_position_embeddings")
+    return getattr(load_config(spec)[1], "max_position_embeddings", None)
+
+
 def evaluate(model, tokenizer, name, suite=("ppl",), teacher=None, data=None, seq_len=512, max_tokens=8192,
-             tasks=(), include_path=None, limit=None, passkey_lengths=(256, 512, 1024), mqar_pairs=(8, 16)):
-    """Run the evaluations in ``suite`` (see SUITES); ``teacher`` is needed for 'agreement'."""
+             tasks=(), include_path=None, limit=None, passkey_lengths=(256, 512, 1024), mqar_pairs=(8, 16),
+             buckets=None, split="heldout", ids=None):
+    """Run the evaluations in ``suite`` (see SUITES); ``teacher`` is needed for 'agreement'. ``buckets``
+    (position bucket edges) adds per-position perplexity; ``split`` is "heldout" (the held-out split of
+    ``data``) or "all" (every document: out-of-domain corpora); ``ids`` [N, T] replaces that text with
+    given windows (so that teacher and student see the same ones)."""
     unknown = set(suite) - set(SUITES)
     if unknown:
         raise ValueError(f"unknown eval suite {sorted(unknown)}: choose from {', '.join(SUITES)}")
     quality = {}
     if "ppl" in suite or "agreement" in suite:
-        ids = heldout_ids(tokenizer, data, seq_len=seq_len, max_tokens=max_tokens)
+        if ids is None:
+            ids = heldout_ids(tokenizer, data, seq_len=seq_len, max_tokens=max_tokens, split=split)
         if "ppl" in suite:
-            quality.update(perplexity(model, ids))
+            quality.update(perplexity(model, ids, buckets=buckets))
         if "agreement" in suite and teacher is not None and teacher is not model:
             quality.update(agreement(model, teacher, ids))
     if "recall" in suite:
@@ -50,3 +68,15 @@ def evaluate(model, tokenizer, name, suite=("ppl",), teacher=None, data=None, se
             raise ValueError("the lm-eval suite needs tasks (for example --tasks arc_easy,piqa)")
         quality["lm_eval"] = metrics(run_lm_eval(model, tokenizer, tasks, include_path=include_path, limit=limit))
     return {"name": name, "quality": quality}
+
+
+def add_ratios(student, teacher):
+    """Put the student/teacher perplexity ratios (overall and per position bucket) into ``student``'s
+    quality, where both results have them."""
+    s, t = student["quality"], teacher["quality"]
+    if "perplexity" in s and "perplexity" in t:
+        s["perplexity_ratio"] = s["perplexity"] / t["perplexity"]
+    for label, bucket in s.get("by_position", {}).items():
+        if label in t.get("by_position", {}):
+            bucket["ratio"] = bucket["perplexity"] / t["by_position"][label]["perplexity"]
+    return student

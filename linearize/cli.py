@@ -132,10 +132,19 @@ def build_parser():
     ev.add_argument("model", help="converted checkpoint folder, or any --base value")
     ev.add_argument("--teacher", default=None, help="base to compare with (evaluated too, listed first)")
     ev.add_argument("--suite", default="ppl,agreement", help="comma list of ppl, agreement, recall, lm-eval")
-    ev.add_argument("--data", default=None, help="held-out text: file, folder or hub dataset (default: the "
-                                                 "held-out split of the offline default corpus)")
-    ev.add_argument("--max-tokens", type=int, default=8192, help="held-out tokens for ppl and agreement")
-    ev.add_argument("--seq-len", type=int, default=512)
+    ev.add_argument("--data", default=None, help="evaluation text: file, folder, corpus:NAME (an out-of-domain "
+                                                 "corpus: gnu-manuals, c-code, jargon) or hub dataset (default: "
+                                                 "the offline default corpus)")
+    ev.add_argument("--split", default="heldout", help="heldout (the held-out split of --data, never trained on; "
+                                                       "default) or all (every document: for corpora never trained on)")
+    ev.add_argument("--max-tokens", type=int, default=8192,
+                    help="tokens for ppl and agreement (whole windows, at least one)")
+    ev.add_argument("--seq-len", type=int, default=512,
+                    help="window length, up to the model's max_position_embeddings (default 512)")
+    ev.add_argument("--by-position", action="store_true",
+                    help="add perplexity per position bucket (and positions.png, the loss against position)")
+    ev.add_argument("--buckets", default=None, help="position bucket edges for --by-position "
+                                                    "(default 0,64,256,1024,4096; implies --by-position)")
     ev.add_argument("--tasks", default="", help="lm-eval task names, comma separated")
     ev.add_argument("--include-path", default=None, help="folder of extra lm-eval task YAMLs")
     ev.add_argument("--limit", type=int, default=None, help="lm-eval: examples per task")
@@ -201,9 +210,22 @@ def _ints(text, flag):
         raise UserError(f"{flag} takes comma-separated whole numbers, got {text!r}") from None
 
 
+def parse_buckets(text):
+    """Position bucket edges from '0,64,256': increasing non-negative whole numbers."""
+    try:
+        edges = [int(x) for x in str(text).split(",")]
+    except ValueError:
+        edges = []
+    if not edges or any(e < 0 for e in edges) or any(a >= b for a, b in zip(edges, edges[1:])):
+        raise UserError(f"--buckets takes increasing non-negative whole numbers separated by commas "
+                        f"(for example 0,64,256,1024,4096), got {text!r}")
+    return tuple(edges)
+
+
 def run_eval(args):
     from linearize.evals import report
-    from linearize.evals.suite import SUITES, evaluate, load_model
+    from linearize.evals.perplexity import DEFAULT_BUCKETS, SPLITS, heldout_ids
+    from linearize.evals.suite import SUITES, add_ratios, evaluate, load_model, max_positions
 
     suite = [s.strip() for s in args.suite.split(",") if s.strip()]
     if set(suite) - set(SUITES):
@@ -212,18 +234,46 @@ def run_eval(args):
     tasks = [t for t in args.tasks.split(",") if t]
     if "lm-eval" in suite and not tasks:
         raise UserError("--suite lm-eval needs --tasks (for example --tasks arc_easy,piqa)")
+    by_position = args.by_position or args.buckets is not None
+    buckets = parse_buckets(args.buckets) if args.buckets is not None else DEFAULT_BUCKETS
+    if args.split not in SPLITS:
+        raise UserError(f"unknown --split {args.split!r}: choose from {', '.join(SPLITS)}")
+    if args.seq_len < 2 or args.max_tokens < 1:
+        raise UserError(f"--seq-len must be at least 2 and --max-tokens at least 1, "
+                        f"got {args.seq_len} and {args.max_tokens}")
+    for spec in [s for s in (args.teacher, args.model) if s]:  # from the configs, before any weights load
+        limit = max_positions(spec)
+        if limit is not None and args.seq_len > limit:
+            raise UserError(f"--seq-len {args.seq_len} is longer than {spec!r} takes "
+                            f"(max_position_embeddings {limit}); use at most {limit}")
     teacher = load_model(args.teacher) if args.teacher else None
     student = load_model(args.model)
+    ids = None
+    if "ppl" in suite or "agreement" in suite:  # the same windows for teacher and student
+        ids = heldout_ids(student[1], args.data, seq_len=args.seq_len, max_tokens=args.max_tokens, split=args.split)
     kwargs = dict(suite=suite, data=args.data, seq_len=args.seq_len, max_tokens=args.max_tokens, tasks=tasks,
-                  include_path=args.include_path, limit=args.limit, passkey_lengths=lengths)
+                  include_path=args.include_path, limit=args.limit, passkey_lengths=lengths,
+                  buckets=buckets if by_position else None, split=args.split, ids=ids)
     results = []
     if teacher is not None:
         results.append(evaluate(*teacher, **{**kwargs, "suite": [s for s in suite if s != "agreement"]}))
         results[-1]["role"] = "teacher"
     results.append(evaluate(*student, teacher=teacher[0] if teacher else None, **kwargs))
+    if teacher is not None:
+        add_ratios(results[-1], results[0])
+    for r in results:
+        r["text"] = {"data": str(args.data or "default"), "split": args.split, "seq_len": args.seq_len}
+    curves = {r["name"]: r["quality"]["position_nll"] for r in results if "position_nll" in r["quality"]}
+    if len(curves) < len(results) and curves:  # a teacher and student of the same name
+        curves = {f"{r.get('role') or 'student'}: {r['name']}": r["quality"]["position_nll"] for r in results}
     paths = report.write(results, args.out, "eval")
     print(report.comparison(results))
-    print(f"results: {paths[0]} and {paths[1]}")
+    if curves:
+        title = f"Loss by position: {args.data or 'default corpus'} ({args.split}), {args.seq_len}-token windows"
+        plot = report.plot_positions(curves, Path(args.out) / "positions.png", title=title)
+        print(f"results: {paths[0]}, {paths[1]} and {plot}")
+    else:
+        print(f"results: {paths[0]} and {paths[1]}")
 
 
 def run_bench(args):

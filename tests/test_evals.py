@@ -135,3 +135,30 @@ def test_cli_eval_and_report(tiny_ckpt, tmp_path, capsys):
     assert main(["eval", str(path), "--suite", "bogus"]) == 2
     assert "unknown --suite 'bogus'" in capsys.readouterr().err
     assert main(["report", str(tmp_path / "missing.json")]) == 2
+
+
+def test_cli_eval_by_position_with_teacher(tiny_ckpt, tmp_path, capsys):
+    path, _, _ = tiny_ckpt
+    data = tmp_path / "texts"
+    data.mkdir()
+    (data / "one.txt").write_text(" ".join(f"token{i % 50} and text" for i in range(400)))
+    out = tmp_path / "ev"
+    code = main(["eval", str(path), "--teacher", str(path), "--suite", "ppl", "--data", str(data), "--split", "all",
+                 "--seq-len", "128", "--max-tokens", "256", "--buckets", "0,64,4096", "--out", str(out)])
+    assert code == 0
+    teacher, student = json.loads((out / "eval.json").read_text())
+    assert teacher["role"] == "teacher" and student["text"] == {"data": str(data), "split": "all", "seq_len": 128}
+    assert list(student["quality"]["by_position"]) == ["0-64", "64-127"]
+    for label, bucket in student["quality"]["by_position"].items():
+        assert bucket["tokens"] == 2 * (64 if label == "0-64" else 63)
+        assert bucket["ratio"] == pytest.approx(1.0)  # the same model on the same windows
+        assert bucket["perplexity"] == pytest.approx(teacher["quality"]["by_position"][label]["perplexity"])
+    assert student["quality"]["perplexity_ratio"] == pytest.approx(1.0)
+    assert len(student["quality"]["position_nll"]) == 127
+    md = (out / "eval.md").read_text()
+    assert "ppl @0-64" in md and "ppl @64-127" in md and "(1.00x)" in md
+    assert (out / "positions.png").read_bytes()[:4] == b"\x89PNG"
+    capsys.readouterr()
+    assert main(["eval", str(path), "--seq-len", "4096", "--out", str(tmp_path / "no")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "max_position_embeddings 2048" in err and not (tmp_path / "no").exists()
