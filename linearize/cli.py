@@ -35,7 +35,7 @@ def check_out(out, overwrite):
 
 
 def run_convert(base, target, out, keep_attention=None, overwrite=False, feature_dim=None, window=None,
-                recency_window=None, recency_threshold=None, recency_fraction=None):
+                recency_window=None, recency_threshold=None, recency_fraction=None, decay=None, rank_by=None):
     """Convert ``base`` and write the checkpoint (with tokenizer) to ``out``; returns a summary dict."""
     from linearize.convert.bases import load_base, load_config, load_tokenizer
     from linearize.convert.convert import check_target, convert, new_parameter_count
@@ -54,7 +54,7 @@ def run_convert(base, target, out, keep_attention=None, overwrite=False, feature
     _stage(3, 4, f"converting to {target}")
     settings = {k: v for k, v in {"feature_dim": feature_dim, "window": window, "recency_window": recency_window,
                                   "recency_threshold": recency_threshold, "recency_fraction": recency_fraction,
-                                  }.items() if v is not None}
+                                  "decay": decay, "rank_by": rank_by}.items() if v is not None}
     student = convert(model, target, keep_attention=keep_attention, base_name=str(base), tokenizer=tokenizer, **settings)
     _stage(4, 4, f"saving to {out}")
     if tokenizer is None:
@@ -78,7 +78,12 @@ def run_convert(base, target, out, keep_attention=None, overwrite=False, feature
 
 def print_summary(s):
     evidence = s.get("plan_evidence")
-    if evidence:
+    if evidence and evidence["method"] == "kl":
+        print(f"KL from the base with only that layer converted ({evidence['samples'][0]} calibration samples of "
+              f"{evidence['samples'][1]} tokens; the highest keep softmax attention):")
+        for i, kl in enumerate(evidence["kl"]):
+            print(f"  layer {i:>3d}  {kl:.4f}{'  kept' if i in evidence['kept_layers'] else ''}")
+    elif evidence:
         import torch
 
         from linearize.convert.calibration import recency_table
@@ -112,6 +117,11 @@ def add_convert_args(p, target_default=None):
                    help="layers that keep softmax attention: '0,5,-1', 'every:K', a fraction '0.25', or 'auto:N' (calibrated)")
     p.add_argument("--feature-dim", type=int, default=None, help="feature-map size (default: per target)")
     p.add_argument("--window", type=int, default=None, help="sliding-window size for lolcats (default 64)")
+    p.add_argument("--decay", type=int, default=None,
+                   help="lolcats/linear/t2r/hedgehog: learned per-head decay of the linear state, initial memory "
+                        "span in tokens (0 = none)")
+    p.add_argument("--rank-by", choices=["recency", "kl"], default=None,
+                   help="auto:N: rank layers by attention recency or by the KL of converting each alone")
     p.add_argument("--recency-window", type=int, default=None,
                    help="recurformer / auto:N: tokens counted as recent when measuring heads (default 64)")
     p.add_argument("--recency-threshold", type=float, default=None,
@@ -337,6 +347,8 @@ def run_report(args):
 
 
 def build_main_parser():
+    from linearize.pipeline import OOD_CORPORA, RECALL
+
     parser = argparse.ArgumentParser(
         prog="linearize",
         description="The main job: convert BASE, attention transfer, end-to-end KD, held-out perplexity of teacher "
@@ -346,6 +358,13 @@ def build_main_parser():
     add_train_args(parser, main_job=True)
     parser.add_argument("--out", default=None, help="output directory (default: ./linearized-<base>-<target>)")
     parser.add_argument("--push-to-hub", default=None, metavar="REPO", help="push the result to this Hub repo")
+    parser.add_argument("--eval-data", default=",".join(OOD_CORPORA),
+                        help="out-of-domain corpora measured after training, comma separated data specs, or 'none'")
+    parser.add_argument("--eval-lengths", default="",
+                        help="window lengths for them (default: the training length and 8x it, at least 2048)")
+    parser.add_argument("--eval-tokens", type=int, default=8192, help="tokens per corpus and window length")
+    parser.add_argument("--passkey-lengths", default=",".join(map(str, RECALL["passkey_lengths"])))
+    parser.add_argument("--mqar-pairs", default=",".join(map(str, RECALL["mqar_pairs"])))
     return parser
 
 
@@ -353,23 +372,29 @@ def run_main_job(args):
     from linearize.convert.bases import load_config
     from linearize.convert.convert import check_target
     from linearize.convert.plan import parse_keep_attention
-    from linearize.pipeline import main_job
+    from linearize.pipeline import main_job, summary_lines
 
     out = check_out(args.out, args.overwrite or args.resume)
     check_target(args.target)
     _, config = load_config(args.base)
     parse_keep_attention(args.keep_attention, config.num_hidden_layers)
+    corpora = [] if args.eval_data.strip() == "none" else [c.strip() for c in args.eval_data.split(",") if c.strip()]
+    settings = {k: getattr(args, k) for k in ("feature_dim", "window", "decay", "rank_by", "recency_window",
+                                              "recency_threshold", "recency_fraction") if getattr(args, k) is not None}
     t0 = time.time()
     result = main_job(args.base, args.target, out, keep_attention=args.keep_attention, data=args.data,
                       tokens=args.tokens, seq_len=args.seq_len, batch_size=args.batch_size, grad_accum=args.grad_accum,
                       save_every=args.save_every, deepspeed=args.deepspeed, seed=args.seed, resume=args.resume,
-                      log=lambda m: print(m, file=sys.stderr, flush=True))
-    ppl = result["perplexity"]
+                      log=lambda m: print(m, file=sys.stderr, flush=True), convert_settings=settings,
+                      eval_corpora=corpora, eval_lengths=_ints(args.eval_lengths, "--eval-lengths") or None,
+                      eval_tokens=args.eval_tokens, passkey_lengths=_ints(args.passkey_lengths, "--passkey-lengths"),
+                      mqar_pairs=_ints(args.mqar_pairs, "--mqar-pairs"))
     print(f"linearized {args.base} -> {args.target} in {time.time() - t0:.0f}s")
     for stage, s in result["stages"].items():
         print(f"  {stage}: {s['tokens']:,} tokens, {s['seconds']:.0f}s, {s['tokens_per_s']:.0f} tok/s, "
               f"loss {s['first_loss']:.4g} -> {s['last_loss']:.4g}")
-    print(f"  held-out perplexity: teacher {ppl['teacher']:.2f}, student {ppl['student']:.2f} ({ppl['ratio']:.2f}x)")
+    for line in summary_lines(result["quality"]):
+        print(f"  {line}")
     print(f"  saved to {result['out']} (training logs, loss curves and checkpoints in {result['out']}/training)")
     if args.push_to_hub:
         from linearize.hub import push_to_hub
@@ -382,12 +407,13 @@ def main(argv=None):
     from linearize.convert.bases import BaseError
     from linearize.convert.convert import UnknownTargetError
     from linearize.convert.families import UnsupportedFamilyError
+    from linearize.convert.mixer_base import SettingError
     from linearize.convert.plan import PlanError
-
     from linearize.convert.texts import DataError
     from linearize.hub import VerificationError
 
-    errors = (UserError, BaseError, UnknownTargetError, UnsupportedFamilyError, PlanError, DataError, VerificationError)
+    errors = (UserError, BaseError, UnknownTargetError, UnsupportedFamilyError, PlanError, DataError, VerificationError,
+              SettingError)
     if argv and not argv[0].startswith("-"):
         args = build_parser().parse_args(argv)
         if args.verb in ("eval", "bench", "report", "distill", "push"):
@@ -412,7 +438,7 @@ def main(argv=None):
         summary = run_convert(args.base, args.target, args.out, keep_attention=args.keep_attention,
                               overwrite=args.overwrite, feature_dim=args.feature_dim, window=args.window,
                               recency_window=args.recency_window, recency_threshold=args.recency_threshold,
-                              recency_fraction=args.recency_fraction)
+                              recency_fraction=args.recency_fraction, decay=args.decay, rank_by=args.rank_by)
     except errors as err:
         print(f"linearize: error: {err}", file=sys.stderr)
         return 2

@@ -1,22 +1,84 @@
-"""The main job: convert -> attention transfer -> KD -> held-out perplexity of teacher and student ->
-save. It lives in the face because it joins the parts (convert, distill, evals)."""
+"""The main job: convert -> attention transfer -> KD -> quality of teacher and student -> save. It lives in
+the face because it joins the parts (convert, distill, evals).
+
+Quality is measured as ../QUALITY.md asks: the training corpus's held-out split at the training length
+(in domain), then out-of-domain corpora at the training length and at 8x it (at least 2048 tokens), per
+position bucket, and passkey and MQAR recall; teacher and student on the same windows in the same run.
+"""
 
 from linearize.distill.recipe import distill, stage_config
+
+OOD_CORPORA = ("corpus:gnu-manuals", "corpus:c-code")
+RECALL = {"passkey_lengths": (2048,), "mqar_pairs": (8, 16)}
+
+
+def eval_lengths(seq_len):
+    """The training length and 8x it, at least 2048 tokens."""
+    return (seq_len, max(8 * seq_len, 2048))
+
+
+def quality(teacher, student, tokenizer, seq_len, data=None, corpora=OOD_CORPORA, lengths=None, eval_tokens=8192,
+            passkey_lengths=RECALL["passkey_lengths"], mqar_pairs=RECALL["mqar_pairs"], log=print):
+    """In-domain held-out perplexity at ``seq_len``, out-of-domain perplexity by length and position on
+    each corpus, and recall, for teacher and student. Returns the dict the checkpoint records."""
+    from linearize.distill.data import build_blocks
+    from linearize.evals.perplexity import length_quality, perplexity
+    from linearize.evals.recall import recall_suite
+
+    _, held = build_blocks(data, tokenizer, seq_len, 0.05, 0)
+    held = held[: max(1, eval_tokens // seq_len)]
+    ind = {"teacher": perplexity(teacher, held)["perplexity"], "student": perplexity(student, held)["perplexity"]}
+    out = {"in_domain": {**ind, "ratio": ind["student"] / ind["teacher"], "seq_len": seq_len, "data": str(data or "default")}}
+    lengths = tuple(lengths or eval_lengths(seq_len))
+    out["out_of_domain"] = {}
+    for spec in corpora:
+        log(f"      {spec}: perplexity over {', '.join(map(str, lengths))}-token windows")
+        out["out_of_domain"][spec] = length_quality(teacher, student, tokenizer, spec, seq_lens=lengths,
+                                                    max_tokens=eval_tokens, split="all")
+    if passkey_lengths or mqar_pairs:
+        log(f"      recall: passkey at {', '.join(map(str, passkey_lengths))}, MQAR with "
+            f"{', '.join(map(str, mqar_pairs))} pairs")
+        out["recall"] = {role: recall_suite(model, tokenizer, passkey_lengths, mqar_pairs)
+                         for role, model in (("teacher", teacher), ("student", student))}
+    return out
+
+
+def summary_lines(q):
+    """Human lines for the main job's output and the model card."""
+    d = q["in_domain"]
+    lines = [f"in-domain held-out ({d['seq_len']}-token windows): teacher {d['teacher']:.2f}, student "
+             f"{d['student']:.2f} ({d['ratio']:.2f}x)"]
+    for spec, res in q.get("out_of_domain", {}).items():
+        for n, w in res["windows"].items():
+            buckets = " / ".join(f"{label} {b['ratio']:.2f}" for label, b in w.get("by_position", {}).items())
+            lines.append(f"{spec}, {n}-token windows: teacher {w['teacher']:.2f}, student {w['student']:.2f} "
+                         f"({w['ratio']:.2f}x); by position {buckets}")
+    if "recall" in q:
+        t, s = q["recall"]["teacher"], q["recall"]["student"]
+        lines.append("passkey " + ", ".join(f"@{n}: teacher {t['passkey'][n]:.2f}, student {s['passkey'][n]:.2f}"
+                                            for n in s["passkey"]))
+        lines.append("MQAR " + ", ".join(f"{n} pairs: teacher {t['mqar'][n]:.2f}, student {s['mqar'][n]:.2f}"
+                                         for n in s["mqar"]))
+    return lines
 
 
 def main_job(base_spec, target, out, keep_attention=None, data=None, tokens=None, seq_len=None, batch_size=None,
              grad_accum=None, save_every=None, deepspeed=None, seed=None, resume=False, eval_tokens=8192, log=print,
-             stage_overrides=None, convert_settings=None):
-    """convert -> transfer -> kd -> held-out perplexity of teacher and student -> save to ``out``.
+             stage_overrides=None, convert_settings=None, eval_corpora=OOD_CORPORA, eval_lengths=None,
+             passkey_lengths=RECALL["passkey_lengths"], mqar_pairs=RECALL["mqar_pairs"]):
+    """convert -> transfer -> kd -> quality of teacher and student -> save to ``out``.
     ``tokens`` is the budget of both stages (55% transfer, 45% kd); default: this machine's defaults.
     ``stage_overrides`` ({"transfer": {...}, "kd": {...}}; ``{"skip": True}`` leaves a stage out) and
-    ``convert_settings`` let recipes set the rest (learning rates, LoRA rank, feature dims, calibration)."""
+    ``convert_settings`` let recipes set the rest (learning rates, LoRA rank, feature dims, calibration).
+    ``eval_corpora`` (data specs), ``eval_lengths``, ``passkey_lengths`` and ``mqar_pairs`` set the
+    quality measurement (see ``quality``); it is saved as ``config.linearize["heldout_perplexity"]``."""
+    import time
+
     from linearize.convert.bases import load_base, load_tokenizer
     from linearize.convert.convert import convert
     from linearize.convert.save import save_atomic
-    from linearize.distill.data import build_blocks
-    from linearize.evals.perplexity import perplexity
 
+    t0 = time.time()
     tokenizer = load_tokenizer(base_spec)
     log(f"[1/5] loading {base_spec!r} and converting to {target}")
     teacher = load_base(base_spec)
@@ -42,16 +104,18 @@ def main_job(base_spec, target, out, keep_attention=None, data=None, tokens=None
         summaries[stage] = summary
         log(f"      {summary['steps']} steps, {summary['tokens']:,} tokens in {summary['seconds']:.0f}s "
             f"({summary['tokens_per_s']:.0f} tok/s), loss {summary['first_loss']:.4g} -> {summary['last_loss']:.4g}")
-    log("[4/5] held-out perplexity")
+    train_seconds = time.time() - t0
+    log("[4/5] quality of teacher and student")
     cfg_seq = stage_config("kd", seq_len=seq_len).seq_len
-    _, held = build_blocks(data, tokenizer, cfg_seq, 0.05, seed or 0)
-    held = held[: max(1, eval_tokens // cfg_seq)]
-    ppl = {"teacher": perplexity(teacher, held)["perplexity"], "student": perplexity(student, held)["perplexity"]}
-    ppl["ratio"] = ppl["student"] / ppl["teacher"]
-    student.config.linearize = {**student.config.linearize, "heldout_perplexity": ppl}
+    q = quality(teacher, student, tokenizer, cfg_seq, data=data, corpora=eval_corpora or (), lengths=eval_lengths,
+                eval_tokens=eval_tokens, passkey_lengths=passkey_lengths or (), mqar_pairs=mqar_pairs or (), log=log)
+    state, kv = student.cache_bytes(4096)
+    q["cost"] = {"train_tokens": sum(s["tokens"] for s in summaries.values()), "train_seconds": round(train_seconds, 1),
+                 "state_bytes_4k": state, "kv_bytes_4k": kv}
+    student.config.linearize = {**student.config.linearize, "heldout_perplexity": q}
     log(f"[5/5] saving to {out}")
     from pathlib import Path
 
     work = Path(f"{out}.work")
     save_atomic(student, tokenizer, out, extra={"training": work})
-    return {"perplexity": ppl, "stages": summaries, "out": str(out)}
+    return {"perplexity": q["in_domain"], "quality": q, "stages": summaries, "out": str(out)}

@@ -86,9 +86,9 @@ EOF
         "${PIP[@]}" --target "$SITE" "${WHEELS[@]}"
         echo "$want" > "$STAMP"
     fi
-    # The project's build needs setuptools (>=69, with bdist_wheel built in); bring one if the machine lacks it.
-    if ! "$PY" -c 'import setuptools, sys; sys.exit(int(setuptools.__version__.split(".")[0]) < 70)' 2>/dev/null; then
-        ls .whl/build/setuptools-*.whl >/dev/null 2>&1 || die "$PY lacks setuptools>=70 and .whl/build has none"
+    # The project's build needs setuptools >= 77 (SPDX license strings, bdist_wheel built in); bring one if the machine lacks it.
+    if ! "$PY" -c 'import setuptools, sys; sys.exit(int(setuptools.__version__.split(".")[0]) < 77)' 2>/dev/null; then
+        ls .whl/build/setuptools-*.whl >/dev/null 2>&1 || die "$PY lacks setuptools>=77 and .whl/build has none"
         say "installing setuptools into $BUILDTOOLS (build only)"
         "${PIP[@]}" --target "$BUILDTOOLS" .whl/build/setuptools-*.whl
     fi
@@ -117,42 +117,14 @@ fi
 
 # The project itself, built from a clean copy of the tree (a stale build/ from an earlier call could
 # otherwise ship modules deleted since).
-# Only what the build reads: pyproject.toml, the readme and the folders pyproject maps to packages.
+# Only what the build reads: pyproject.toml, setup.py (it derives the package list), the readme and the
+# folders setup.py maps to packages.
 src=$(mktemp -d)
-mapfile -t SRC_ITEMS < <("$PY" -c '
-import glob, tomllib
-cfg = tomllib.load(open("pyproject.toml", "rb"))
-items = {"pyproject.toml", cfg["project"].get("readme", "README.md")}
-items |= {d.split("/")[0] for d in cfg["tool"]["setuptools"]["package-dir"].values()}
-items |= set(glob.glob("LICENSE*"))
-print("\n".join(sorted(items)))')
-tar -cf - --exclude=__pycache__ "${SRC_ITEMS[@]}" | tar -xf - -C "$src"
+tar -cf - --exclude=__pycache__ pyproject.toml setup.py README.md linearize kernels convert distill evals | tar -xf - -C "$src"
 buildpath=$SITE${PYTHONPATH:+:$PYTHONPATH}
 [ -d "$BUILDTOOLS" ] && buildpath=$BUILDTOOLS:$buildpath
 say "installing linearize into $SITE"
 PYTHONPATH=$buildpath "${PIP[@]}" --no-build-isolation --target "$SITE" "$src"
-# Subpackages that pyproject.toml's explicit package list misses are not installed; copy them and say so.
-"$PY" - "$src" "$SITE" <<'EOF'
-import os, shutil, sys
-import tomllib
-src, site = sys.argv[1:3]
-with open(os.path.join(src, "pyproject.toml"), "rb") as f:
-    mapping = tomllib.load(f)["tool"]["setuptools"]["package-dir"]
-for pkg, rel in mapping.items():
-    for dirpath, dirnames, filenames in os.walk(os.path.join(src, rel)):
-        dirnames[:] = [d for d in dirnames if d != "__pycache__"]
-        if "__init__.py" not in filenames:
-            continue
-        sub = os.path.relpath(dirpath, os.path.join(src, rel))
-        dotted = pkg if sub == "." else pkg + "." + sub.replace(os.sep, ".")
-        if dotted in mapping and sub != ".":
-            continue
-        dest = os.path.join(site, *dotted.split("."))
-        if not os.path.isfile(os.path.join(dest, "__init__.py")):
-            print(f"[bootstrap 2] WARNING: pyproject.toml does not list {dotted}; copied it from "
-                  f"{os.path.relpath(dirpath, src)}/", file=sys.stderr)
-            shutil.copytree(dirpath, dest, ignore=shutil.ignore_patterns("__pycache__"), dirs_exist_ok=True)
-EOF
 rm -rf "$src"
 
 PYTHONPATH=$SITE${PYTHONPATH:+:$PYTHONPATH} PYTHONSAFEPATH=1 "$PY" - "$SITE" <<'EOF'

@@ -189,14 +189,23 @@ def test_main_job_on_a_tiny_base(tmp_path, capsys):
                                  num_attention_heads=6, num_key_value_heads=2, tie_word_embeddings=True)).save_pretrained(base_dir)
     tok.save_pretrained(base_dir)
     out = tmp_path / "out"
-    code = main(["--base", str(base_dir), "--to", "lolcats", "--window", "8", "--tokens", "2048", "--seq-len", "64",
-                 "--batch-size", "2", "--out", str(out)])
+    unseen = tmp_path / "unseen.txt"
+    unseen.write_text("Text of another kind than the training corpus, for the out-of-domain measurement. " * 60)
+    code = main(["--base", str(base_dir), "--to", "lolcats", "--window", "8", "--decay", "32", "--tokens", "2048",
+                 "--seq-len", "64", "--batch-size", "2", "--out", str(out), "--eval-data", str(unseen),
+                 "--eval-lengths", "64,256", "--eval-tokens", "512", "--passkey-lengths", "128", "--mqar-pairs", "4"])
     captured = capsys.readouterr()
     assert code == 0, captured.err
-    assert "held-out perplexity: teacher" in captured.out
+    assert "in-domain held-out (64-token windows): teacher" in captured.out
+    assert f"{unseen}, 256-token windows: teacher" in captured.out and "by position 0-64" in captured.out
+    assert "passkey @128: teacher" in captured.out and "MQAR 4 pairs: teacher" in captured.out
     model = AutoModelForCausalLM.from_pretrained(out)
     steps = [h["stage"] for h in model.config.linearize["history"][1:]]
-    assert steps == ["transfer", "kd"] and model.config.linearize["heldout_perplexity"]["ratio"] > 0
+    q = model.config.linearize["heldout_perplexity"]
+    assert steps == ["transfer", "kd"] and q["in_domain"]["ratio"] > 0
+    assert set(q["out_of_domain"][str(unseen)]["windows"]) == {"64", "256"}
+    assert q["cost"]["train_tokens"] > 0 and q["cost"]["state_bytes_4k"] < q["cost"]["kv_bytes_4k"]
+    assert model.config.mixers[0]["decay"] == 32
     assert (out / "training" / "transfer" / "loss_curve_transfer.png").exists()
     assert (out / "training" / "kd" / "history.json").exists() and not (tmp_path / "out.work").exists()
 
