@@ -47,6 +47,26 @@ LEVERS = {
                                 dict(target="lolcats", keep_attention="auto:4",
                                      convert_settings={"decay": 64, "rank_by": "kl"})),
 }
+
+
+def lolcats(decay=None, sinks=None, keep=None, rank_by="kl", **extra):
+    settings = {k: v for k, v in (("decay", decay), ("sinks", sinks)) if v}
+    if keep:
+        settings["rank_by"] = rank_by
+    return dict(target="lolcats", convert_settings=settings, **({"keep_attention": keep} if keep else {}), **extra)
+
+
+# Second round, after the first showed KL ranking and short decays win and passkey stays at 0 everywhere.
+LEVERS.update({
+    "lolcats-sinks4": ("+ 4 attention sinks", lolcats(sinks=4)),
+    "lolcats-decay64-sinks4": ("+ decay 64 + 4 sinks", lolcats(64, 4)),
+    "lolcats-decay64-keep8kl": ("+ decay 64 + 8 softmax layers ranked by KL", lolcats(64, None, "auto:8")),
+    "lolcats-decay64-sinks4-keep4kl": ("+ decay 64 + 4 sinks + 4 softmax layers (KL)", lolcats(64, 4, "auto:4")),
+    "lolcats-decay64-sinks4-keep8kl": ("+ decay 64 + 4 sinks + 8 softmax layers (KL)", lolcats(64, 4, "auto:8")),
+    "lolcats-decay256-sinks4-keep8kl": ("+ decay 256 + 4 sinks + 8 softmax layers (KL)", lolcats(256, 4, "auto:8")),
+    "lolcats-decay64-sinks4-keep8kl-180k": ("the same, 180k tokens", lolcats(64, 4, "auto:8", tokens=180_000)),
+    "lolcats-decay64-sinks4-keep8kl-360k": ("the same, 360k tokens", lolcats(64, 4, "auto:8", tokens=360_000)),
+})
 # Every target, all layers converted, at the same budget (targets' own defaults), plus one hybrid.
 TARGETS = {f"all-{t}": (f"{t} on every layer", dict(target=t))
            for t in ("linear", "hedgehog", "t2r", "lolcats", "supra", "mamba", "gla", "gdn")}
@@ -84,6 +104,9 @@ def run_one(name, out, tokens, eval_tokens):
     q["wall_seconds"] = round(time.time() - t0, 1)
     q["config"] = {"name": name, "what": what, **CONFIGS[name][1], "seq_len": seq_len}
     q["device"] = "cuda" if torch.cuda.is_available() else f"cpu x{torch.get_num_threads()}"
+    config = json.loads((Path(out) / f"model-{name}" / "config.json").read_text())
+    q["kept_attention"] = config["linearize"]["keep_attention"]
+    q["mixer"] = next((m for m in config["mixers"] if m), None)
     (Path(out) / f"{name}.json").write_text(json.dumps(q, indent=1))
     import shutil
 
@@ -137,6 +160,8 @@ def main():
     if args.run:
         return run_one(args.run, args.out, args.tokens, args.eval_tokens)
     names = {"all": list(CONFIGS), "targets": list(TARGETS), "levers": list(LEVERS)}.get(args.configs)
+    if args.configs.startswith("round2"):
+        names = [n for n in LEVERS if list(LEVERS).index(n) >= list(LEVERS).index("lolcats-sinks4")] + ["all-gdn"]
     names = names or [n.strip() for n in args.configs.split(",") if n.strip()]
     unknown = [n for n in names if n not in CONFIGS]
     if unknown:

@@ -36,6 +36,7 @@ class LinearizedConfig(PreTrainedConfig):
         self.mixers = mixers
         self.linearize = dict(linearize or {})
         kwargs.setdefault("sliding_window", None)  # per-layer windows override a global value, which must exist
+        kwargs.setdefault("number_of_conv_states", 1)  # likewise the number of states per cache layer
         kwargs.pop("layer_types", None)
         kwargs.pop("per_layer_config", None)
         layer_types, per_layer = self._cache_layout(base_config, mixers)
@@ -51,6 +52,8 @@ class LinearizedConfig(PreTrainedConfig):
             elif settings.get("window"):
                 layer_types.append("hybrid_sliding")
                 per_layer[i] = {"sliding_window": settings["window"]}
+                if settings.get("sinks"):
+                    per_layer[i]["number_of_conv_states"] = 2  # the linear state and the sink store
             elif len(settings.get("mamba_heads", ())) not in (0, base_config.get("num_attention_heads")):
                 layer_types.append("hybrid")  # RecurFormer: Mamba heads' state plus the other heads' KV
             else:

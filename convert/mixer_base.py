@@ -14,13 +14,16 @@ class SettingError(ValueError):
     """A conversion setting out of range; the message is the one line the CLI prints."""
 
 
-def recurrent_state(cache, layer_idx):
-    """The layer's recurrent state in the cache, or None before its first update. (The cache's own
-    get_recurrent_state keys on conv states, which not every mixer has.)"""
+SINK_STATE = 1  # a windowed mixer's attention-sink keys/values live in its cache layer's second state
+
+
+def recurrent_state(cache, layer_idx, state_idx=0):
+    """The layer's recurrent state ``state_idx`` in the cache, or None before its first update. (The
+    cache's own get_recurrent_state keys on conv states, which not every mixer has.)"""
     if cache is None:
         return None
     layer = cache.layers[layer_idx]
-    return layer.recurrent_states[0] if layer.is_recurrent_states_initialized[0] else None
+    return layer.recurrent_states[state_idx] if layer.is_recurrent_states_initialized[state_idx] else None
 
 
 def new_token_mask(attention_mask, T):

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import initialization as init
 
-from linearize.convert.mixer_base import Mixer, SettingError, new_token_mask, recurrent_state, zero_where_padding
+from linearize.convert.mixer_base import SINK_STATE, Mixer, SettingError, new_token_mask, recurrent_state, zero_where_padding
 from linearize.convert.feature_maps import FEATURE_MAPS
 from linearize.kernels.linear_attn.dispatch import linear_attn, normalized_linear_attn
 from linearize.kernels.window_attn.chunk import chunk_window_attn
@@ -39,7 +39,7 @@ class LinearAttentionMixer(Mixer):
     default_feature_dim = None
     default_decay = None
 
-    def __init__(self, config, layer_idx, feature_dim=None, window=None, decay=None, mode="auto"):
+    def __init__(self, config, layer_idx, feature_dim=None, window=None, decay=None, sinks=None, mode="auto"):
         super().__init__(config, layer_idx, mode)
         H, D = self.num_heads, self.head_dim
         self.feature_dim = feature_dim or self.default_feature_dim or D
@@ -54,6 +54,14 @@ class LinearAttentionMixer(Mixer):
             raise SettingError(f"bad --decay {self.decay!r}: a memory span in tokens, a whole number >= 16 (0 = none)")
         if self.decay:
             self.decay_logit = nn.Parameter(torch.empty(H))
+        # sinks = S: the sequence's first S tokens stay visible to every query through the window's softmax
+        # and never enter the linear state (StreamingLLM's attention sinks; LoLA keeps them too). Softmax
+        # heads park attention on the first tokens; a window without them must spread that mass elsewhere.
+        self.sinks = sinks or 0
+        if self.sinks and not self.window:
+            raise SettingError(f"--sinks needs a softmax window ({self.target} has none)")
+        if not (isinstance(self.sinks, int) and self.sinks >= 0):
+            raise SettingError(f"bad --sinks {sinks!r}: a whole number of tokens >= 0")
         fmap = FEATURE_MAPS[self.feature_map]
         self.feature_map_q = fmap(H, D, self.feature_dim)
         # A shared map is registered once, so checkpoints hold its weights once.
@@ -73,6 +81,8 @@ class LinearAttentionMixer(Mixer):
             out["window"] = self.window
         if self.decay:
             out["decay"] = self.decay
+        if self.sinks:
+            out["sinks"] = self.sinks
         return out
 
     def reset_linearize_parameters(self):
@@ -95,6 +105,7 @@ class LinearAttentionMixer(Mixer):
         if self.window:
             per_token = self.num_heads * (self.head_dim + self.feature_map_q.out_dim + self.head_dim)
             state += batch_size * (self.window - 1) * per_token * self.q_proj.weight.element_size()
+            state += batch_size * self.sinks * self.num_heads * 2 * self.head_dim * self.q_proj.weight.element_size()
         return state
 
     # -- forward --------------------------------------------------------------------------------
@@ -121,7 +132,8 @@ class LinearAttentionMixer(Mixer):
         state = recurrent_state(cache, self.layer_idx)
         log_decay = F.logsigmoid(self.decay_logit.float()) if self.decay else None
         if self.window:
-            o, state = self.window_forward(q, k, fq, fk, v, attention_mask, cache, state, log_decay)
+            o, state = self.window_forward(q, k, fq, fk, v, attention_mask, cache, state, log_decay,
+                                           kwargs.get("position_ids"))
         else:
             g = None if log_decay is None else log_decay[None, None].expand(B, T, -1)
             if self.fixed_decay:
@@ -140,7 +152,7 @@ class LinearAttentionMixer(Mixer):
             cache.update_recurrent_state(state, self.layer_idx)
         return self.o_proj(o.reshape(B, T, -1).to(hidden_states.dtype)), None
 
-    def window_forward(self, q, k, fq, fk, v, attention_mask, cache, state, log_decay=None):
+    def window_forward(self, q, k, fq, fk, v, attention_mask, cache, state, log_decay=None, position_ids=None):
         D = self.head_dim
         past = None
         if cache is not None:
@@ -150,16 +162,43 @@ class LinearAttentionMixer(Mixer):
                 past = (keys[..., :D], keys[..., D:], layer.values.transpose(1, 2))
         P = 0 if past is None else past[0].shape[1]
         key_mask = None if attention_mask is None else attention_mask[:, -(P + q.shape[1]) :]
+        sinks = None
+        if self.sinks:
+            sinks, key_mask = self.sink_keys(k, v, attention_mask, key_mask, cache, position_ids, P)
         mode = self.mode if self.mode in WINDOW_FORMS else ("recurrent" if q.shape[1] == 1 and past is not None else "chunk")
         kwargs = {"linear_mode": self.mode} if mode == "chunk" and self.mode not in WINDOW_FORMS else {}
         o, state = WINDOW_FORMS[mode](
             q, k, fq, fk, v, torch.sigmoid(self.window_factor), self.window, D**-0.5,
-            key_mask=key_mask, past=past, initial_state=state, log_decay=log_decay, **kwargs,
+            key_mask=key_mask, past=past, initial_state=state, log_decay=log_decay, sinks=sinks, **kwargs,
         )
         if cache is not None:
             # The window cache keeps keys and their features side by side; transformers trims it to window - 1.
             cache.update(torch.cat([k, fk.to(k.dtype)], -1).transpose(1, 2), v.transpose(1, 2), self.layer_idx)
         return o, state
+
+    def sink_keys(self, k, v, attention_mask, key_mask, cache, position_ids, P):
+        """(sinks for the kernel, key mask without the sink tokens). Slot s of the sink store holds the
+        token at position s of its row (positions count real tokens, so left padding is handled); the
+        store is the layer's second recurrent state in the cache."""
+        B, T = k.shape[:2]
+        S, D = self.sinks, self.head_dim
+        pos = torch.arange(T, device=k.device)[None] if position_ids is None else position_ids
+        pos = pos.to(k.device).expand(B, T)
+        valid = new_token_mask(attention_mask, T)
+        valid = torch.ones(B, T, dtype=torch.bool, device=k.device) if valid is None else valid
+        store = recurrent_state(cache, self.layer_idx, SINK_STATE)
+        if store is None:
+            store = k.new_zeros(B, S, self.num_heads, 2 * D)
+        slot = (pos[..., None] == torch.arange(S, device=k.device)) & valid[..., None]  # [B, T, S]
+        written = torch.einsum("bts,bthd->bshd", slot.to(k.dtype), torch.cat([k, v.to(k.dtype)], -1))
+        store = torch.where(slot.any(1)[..., None, None], written, store.to(k.dtype))
+        if cache is not None:
+            cache.update_recurrent_state(store, self.layer_idx, state_idx=SINK_STATE)
+        visible = torch.arange(S, device=k.device)[None, None] <= pos[..., None]  # slots fill in position order
+        key_pos = torch.cat([pos[:, :1] - P + torch.arange(P, device=k.device)[None], pos], 1)
+        not_sink = key_pos >= S
+        key_mask = not_sink if key_mask is None else key_mask.bool() & not_sink
+        return (store[..., :D], store[..., D:], visible), key_mask
 
 
 class EluLinearAttention(LinearAttentionMixer):

@@ -35,7 +35,7 @@ def check_out(out, overwrite):
 
 
 def run_convert(base, target, out, keep_attention=None, overwrite=False, feature_dim=None, window=None,
-                recency_window=None, recency_threshold=None, recency_fraction=None, decay=None, rank_by=None):
+                recency_window=None, recency_threshold=None, recency_fraction=None, decay=None, rank_by=None, sinks=None):
     """Convert ``base`` and write the checkpoint (with tokenizer) to ``out``; returns a summary dict."""
     from linearize.convert.bases import load_base, load_config, load_tokenizer
     from linearize.convert.convert import check_target, convert, new_parameter_count
@@ -54,7 +54,7 @@ def run_convert(base, target, out, keep_attention=None, overwrite=False, feature
     _stage(3, 4, f"converting to {target}")
     settings = {k: v for k, v in {"feature_dim": feature_dim, "window": window, "recency_window": recency_window,
                                   "recency_threshold": recency_threshold, "recency_fraction": recency_fraction,
-                                  "decay": decay, "rank_by": rank_by}.items() if v is not None}
+                                  "decay": decay, "rank_by": rank_by, "sinks": sinks}.items() if v is not None}
     student = convert(model, target, keep_attention=keep_attention, base_name=str(base), tokenizer=tokenizer, **settings)
     _stage(4, 4, f"saving to {out}")
     if tokenizer is None:
@@ -120,6 +120,8 @@ def add_convert_args(p, target_default=None):
     p.add_argument("--decay", type=int, default=None,
                    help="lolcats/linear/t2r/hedgehog: learned per-head decay of the linear state, initial memory "
                         "span in tokens (0 = none)")
+    p.add_argument("--sinks", type=int, default=None,
+                   help="lolcats: the first N tokens stay visible to the window's softmax (attention sinks)")
     p.add_argument("--rank-by", choices=["recency", "kl"], default=None,
                    help="auto:N: rank layers by attention recency or by the KL of converting each alone")
     p.add_argument("--recency-window", type=int, default=None,
@@ -379,7 +381,7 @@ def run_main_job(args):
     _, config = load_config(args.base)
     parse_keep_attention(args.keep_attention, config.num_hidden_layers)
     corpora = [] if args.eval_data.strip() == "none" else [c.strip() for c in args.eval_data.split(",") if c.strip()]
-    settings = {k: getattr(args, k) for k in ("feature_dim", "window", "decay", "rank_by", "recency_window",
+    settings = {k: getattr(args, k) for k in ("feature_dim", "window", "decay", "sinks", "rank_by", "recency_window",
                                               "recency_threshold", "recency_fraction") if getattr(args, k) is not None}
     t0 = time.time()
     result = main_job(args.base, args.target, out, keep_attention=args.keep_attention, data=args.data,
@@ -438,7 +440,8 @@ def main(argv=None):
         summary = run_convert(args.base, args.target, args.out, keep_attention=args.keep_attention,
                               overwrite=args.overwrite, feature_dim=args.feature_dim, window=args.window,
                               recency_window=args.recency_window, recency_threshold=args.recency_threshold,
-                              recency_fraction=args.recency_fraction, decay=args.decay, rank_by=args.rank_by)
+                              recency_fraction=args.recency_fraction, decay=args.decay, rank_by=args.rank_by,
+                              sinks=args.sinks)
     except errors as err:
         print(f"linearize: error: {err}", file=sys.stderr)
         return 2

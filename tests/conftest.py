@@ -47,7 +47,7 @@ def tiny_settings(base, target):
     """Conversion settings that exercise each target on a tiny model: a 4-token LoLCATs window (decode
     crosses it), and for RecurFormer a recency threshold at the median so layers mix both head kinds."""
     if target == "lolcats":
-        return {"window": 4, "decay": 16}
+        return {"window": 4, "decay": 16, "sinks": 2}
     if target == "recurformer":
         from linearize.convert.calibration import head_recency
 

@@ -190,3 +190,55 @@ def test_delta_rule_with_beta_one_stores_the_last_value():
     q, k, v, beta, _ = delta_inputs(T=5)
     o, _ = DELTA_FORMS["chunk"](k, k, v, torch.ones_like(beta), None, 1.0)
     assert (o - v).abs().max() < TOL
+
+
+def sink_inputs(T=45, H=3, S=4, seed=3):
+    g = torch.Generator().manual_seed(seed)
+    k_s, v_s = torch.randn(2, S, H, 8, generator=g), torch.randn(2, S, H, 5, generator=g)
+    visible = torch.arange(S)[None, None, :] <= torch.arange(T)[None, :, None]  # slot s is seen from position s on
+    visible = visible.expand(2, T, S).clone()
+    visible[1, :, 2] = False  # a slot the second row never filled
+    return k_s, v_s, visible
+
+
+@pytest.mark.parametrize("window", [1, 4, 17])
+def test_window_attn_forms_agree_with_sinks(window):
+    q, k, fq, fk, v, a, mask = window_inputs()
+    sinks = sink_inputs()
+    ref, ref_state = naive_window_attn(q, k, fq, fk, v, a, window, 0.35, key_mask=mask, log_decay=LOG_DECAY, sinks=sinks)
+    plain, _ = naive_window_attn(q, k, fq, fk, v, a, window, 0.35, key_mask=mask, log_decay=LOG_DECAY)
+    assert (ref - plain).abs().max() > 1e-2  # the sinks take part
+    for name, fn in WINDOW_FORMS.items():
+        kwargs = {"chunk_size": 8} if name == "chunk" else {}
+        o, s = fn(q, k, fq, fk, v, a, window, 0.35, key_mask=mask, log_decay=LOG_DECAY, sinks=sinks, **kwargs)
+        assert (o - ref).abs().max() < TOL, name
+        assert (s - ref_state).abs().max() < TOL, name
+
+
+def test_sinks_are_softmax_keys_beside_the_window():
+    """A window of 1 (each query sees itself) plus sinks, with the linear part switched off (factor 1), is
+    softmax attention over the query's own key and the visible sinks."""
+    q, k, fq, fk, v, _, _ = window_inputs()
+    k_s, v_s, visible = sink_inputs()
+    o, _ = chunk_window_attn(q, k, fq, fk, v, torch.ones(3), 1, 0.35, sinks=(k_s, v_s, visible))
+    keys, values = torch.cat([k[:, :, None], k_s[:, None].expand(-1, 45, -1, -1, -1)], 2), \
+        torch.cat([v[:, :, None], v_s[:, None].expand(-1, 45, -1, -1, -1)], 2)  # [B, T, 1 + S, H, *]
+    scores = torch.einsum("bthd,btshd->bths", q, keys) * 0.35
+    allowed = torch.cat([torch.ones(2, 45, 1, dtype=torch.bool), visible], -1)[:, :, None]
+    expected = torch.einsum("bths,btshv->bthv", scores.masked_fill(~allowed, -1e9).softmax(-1), values)
+    assert (o - expected).abs().max() < TOL
+
+
+def test_sink_gradients_agree():
+    grads = {}
+    for name, fn in WINDOW_FORMS.items():
+        q, k, fq, fk, v, a, mask = (x.clone().requires_grad_(x.is_floating_point()) for x in window_inputs(T=20))
+        k_s, v_s, visible = sink_inputs(T=20)
+        k_s.requires_grad_(True), v_s.requires_grad_(True)
+        kwargs = {"chunk_size": 8} if name == "chunk" else {}
+        o, _ = fn(q, k, fq, fk, v, a, 5, 0.35, key_mask=mask, log_decay=LOG_DECAY, sinks=(k_s, v_s, visible), **kwargs)
+        o.square().sum().backward()
+        grads[name] = [x.grad for x in (q, k, v, k_s, v_s)]
+    for name in ("chunk", "recurrent"):
+        for ref, got in zip(grads["naive"], grads[name]):
+            assert (ref - got).abs().max() < 1e-3 * (1 + ref.abs().max()), name

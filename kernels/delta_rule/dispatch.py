@@ -1,7 +1,7 @@
 """Pick a form for the gated delta rule: fla's Triton kernels on CUDA, the torch forms elsewhere."""
 
 from linearize.kernels.delta_rule.chunk import chunk_gated_delta
-from linearize.kernels.forms import resolve_mode
+from linearize.kernels.forms import fla_gated_backward_refused, resolve_mode
 from linearize.kernels.delta_rule.naive import naive_gated_delta
 from linearize.kernels.delta_rule.recurrent import recurrent_gated_delta
 
@@ -19,6 +19,8 @@ def fla_gated_delta():
 def gated_delta(q, k, v, beta, g=None, scale=1.0, initial_state=None, output_final_state=False, mode="auto"):
     """The gated delta rule in the form ``mode`` ('auto', 'fla', 'naive', 'chunk', 'recurrent')."""
     kernels = fla_gated_delta() if q.is_cuda else None
+    if mode == "auto" and fla_gated_backward_refused(q, k, v, beta, *(() if g is None else (g,))):
+        kernels = None  # the delta rule always runs gated in fla
     form = resolve_mode(mode, q, kernels, TORCH_FORMS, "gated-delta")
     if form != "fla":
         return TORCH_FORMS[form](q, k, v, beta, g, scale, initial_state, output_final_state)

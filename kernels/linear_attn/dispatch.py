@@ -2,7 +2,7 @@
 
 import torch
 
-from linearize.kernels.forms import resolve_mode
+from linearize.kernels.forms import fla_gated_backward_refused, resolve_mode
 from linearize.kernels.linear_attn.chunk import chunk_linear_attn
 from linearize.kernels.linear_attn.naive import naive_linear_attn
 from linearize.kernels.linear_attn.recurrent import recurrent_linear_attn
@@ -33,18 +33,6 @@ def fla_gla():
     return chunk_gla, recurrent
 
 
-def fla_gated_backward_refused():
-    """True where fla refuses the backward of gated chunk kernels: Hopper GPUs with Triton >= 3.4 and
-    < 3.7.1 and no tilelang (fla's guard against a Triton miscompile, its issue #640)."""
-    try:
-        import importlib.util
-
-        from fla.utils import IS_NVIDIA_HOPPER, TRITON_ABOVE_3_4_0, TRITON_ABOVE_3_7_1
-    except Exception:
-        return False
-    return IS_NVIDIA_HOPPER and TRITON_ABOVE_3_4_0 and not TRITON_ABOVE_3_7_1 and importlib.util.find_spec("tilelang") is None
-
-
 def linear_attn(q, k, v, g=None, scale=1.0, initial_state=None, output_final_state=False, mode="auto"):
     """Causal linear attention in the form ``mode`` ('auto', 'fla', 'naive', 'chunk', 'recurrent').
 
@@ -54,8 +42,7 @@ def linear_attn(q, k, v, g=None, scale=1.0, initial_state=None, output_final_sta
     for inference.
     """
     kernels = (fla_gla() if g is not None and g.dim() == 4 else fla_simple_gla()) if q.is_cuda else None
-    if (kernels is not None and mode == "auto" and g is not None and torch.is_grad_enabled()
-            and any(x.requires_grad for x in (q, k, v, g)) and fla_gated_backward_refused()):
+    if g is not None and mode == "auto" and fla_gated_backward_refused(q, k, v, g):
         kernels = None
     form = resolve_mode(mode, q, kernels, TORCH_FORMS, "linear-attention")
     if form != "fla":

@@ -4,11 +4,11 @@ keys delayed by ``window`` (the key a query stops seeing through the window is t
 import torch
 
 from linearize.kernels.linear_attn.dispatch import linear_attn, with_ones
-from linearize.kernels.window_attn.naive import combine, concat_past, decay_weights, fold, window_softmax
+from linearize.kernels.window_attn.naive import combine, concat_past, decay_weights, fold, softmax_part
 
 
 def chunk_window_attn(q, k, fq, fk, v, factor, window, scale, key_mask=None, past=None, initial_state=None,
-                      eps=1e-6, chunk_size=64, linear_mode="auto", log_decay=None):
+                      eps=1e-6, chunk_size=64, linear_mode="auto", log_decay=None, sinks=None):
     """Same contract as ``naive_window_attn``. With a decay the delayed key stream runs through decayed
     linear attention (one gate per head and step); a key enters it ``window`` steps late, so it is
     pre-scaled by that much decay."""
@@ -47,10 +47,10 @@ def chunk_window_attn(q, k, fq, fk, v, factor, window, scale, key_mask=None, pas
         lo = max(0, P + start - window + 1)
         qi = torch.arange(P + start, P + stop, device=q.device)[:, None]
         kj = torch.arange(lo, P + stop, device=q.device)[None, :]
-        allowed = (kj <= qi) & (kj > qi - window) & valid[:, None, None, lo : P + stop]
-        scores = torch.einsum("bthd,bshd->bhts", q[:, start:stop].float(), K[:, lo : P + stop].float()) * scale
-        p = window_softmax(scores, allowed)
-        sm_num.append(torch.einsum("bhts,bshv->bthv", p, Vv[:, lo : P + stop].float()))
-        sm_den.append(p.sum(-1).transpose(1, 2))
+        allowed = ((kj <= qi) & (kj > qi - window))[None] & valid[:, None, lo : P + stop]
+        num, den = softmax_part(q[:, start:stop], K[:, lo : P + stop], Vv[:, lo : P + stop], allowed[:, None], scale,
+                                sinks, slice(start, stop))
+        sm_num.append(num)
+        sm_den.append(den)
     o = combine(torch.cat(sm_num, 1), torch.cat(sm_den, 1), lin_num, lin_den, factor, eps)
     return o.to(dtype), state

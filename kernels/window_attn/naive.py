@@ -46,8 +46,23 @@ def window_softmax(scores, allowed):
     return (scores - m).exp()
 
 
+def softmax_part(q, K, V, allowed, scale, sinks=None, rows=slice(None)):
+    """The window's softmax numerator [B, t, H, V] and denominator [B, t, H] for queries q [B, t, H, D] over
+    keys K, V [B, s, H, *] where ``allowed`` [B | 1, 1, t, s], plus the sink keys (``sinks``: k [B, S, H, D],
+    v [B, S, H, V], visible [B, T, S], of which the query rows ``rows``) in the same softmax."""
+    scores = torch.einsum("bthd,bshd->bhts", q.float(), K.float()) * scale
+    V = V.float()
+    if sinks is not None:
+        k_s, v_s, visible = sinks
+        scores = torch.cat([scores, torch.einsum("bthd,bshd->bhts", q.float(), k_s.float()) * scale], -1)
+        allowed = torch.cat([allowed.expand(q.shape[0], 1, *allowed.shape[2:]), visible[:, None, rows]], -1)
+        V = torch.cat([V, v_s.float()], 1)
+    p = window_softmax(scores, allowed)
+    return torch.einsum("bhts,bshv->bthv", p, V), p.sum(-1).transpose(1, 2)
+
+
 def naive_window_attn(q, k, fq, fk, v, factor, window, scale, key_mask=None, past=None, initial_state=None, eps=1e-6,
-                      log_decay=None):
+                      log_decay=None, sinks=None):
     """q, k: [B, T, H, D] (rotary applied); fq, fk: [B, T, H, F] feature-mapped; v: [B, T, H, V].
 
     past: (k, fk, v) of the previous window or None; key_mask: [B, P + T] bool validity of past and new
@@ -56,6 +71,9 @@ def naive_window_attn(q, k, fq, fk, v, factor, window, scale, key_mask=None, pas
     exp(log_decay * (i - j)) for query i, so old tokens fade and the state stays the same size in
     effect however long the sequence (the window's softmax is not decayed). The state is kept at the
     time of the last query: the next call's first query sees it decayed once more.
+    sinks: (k [B, S, H, D], v [B, S, H, V], visible [B, T, S] bool) or None: keys every query may also see
+    through the softmax (StreamingLLM's attention sinks: the sequence's first tokens, kept apart by the
+    caller and left out of ``key_mask`` so they count once and never enter the linear state).
     Returns (o [B, T, H, V], state with every token that left the window).
     """
     dtype = v.dtype
@@ -70,10 +88,7 @@ def naive_window_attn(q, k, fq, fk, v, factor, window, scale, key_mask=None, pas
     kj = torch.arange(N, device=q.device)[None, :]
     in_window = (kj <= qi) & (kj > qi - window)
     is_old = kj <= qi - window
-    scores = torch.einsum("bthd,bshd->bhts", q, K) * scale
-    p = window_softmax(scores, in_window & valid[:, None, None, :])
-    sm_num = torch.einsum("bhts,bshv->bthv", p, Vv)
-    sm_den = p.sum(-1).transpose(1, 2)
+    sm_num, sm_den = softmax_part(q, K, Vv, in_window & valid[:, None, None, :], scale, sinks)
     lin = torch.einsum("bthf,bshf->bhts", fq, FK).masked_fill(~is_old, 0.0)
     if log_decay is not None:
         lin = lin * (log_decay.float()[:, None, None] * (qi - kj).clamp(min=0)).exp()

@@ -2,11 +2,11 @@
 
 import torch
 
-from linearize.kernels.window_attn.naive import combine, concat_past, decay_weights, empty_state, fold, window_softmax
+from linearize.kernels.window_attn.naive import combine, concat_past, decay_weights, empty_state, fold, softmax_part
 
 
 def recurrent_window_attn(q, k, fq, fk, v, factor, window, scale, key_mask=None, past=None, initial_state=None, eps=1e-6,
-                          log_decay=None):
+                          log_decay=None, sinks=None):
     """Same contract as ``naive_window_attn``: the state decays one step before each query reads it."""
     dtype = v.dtype
     K, FK, Vv = (x.float() for x in concat_past(past, k, fk, v))
@@ -30,13 +30,11 @@ def recurrent_window_attn(q, k, fq, fk, v, factor, window, scale, key_mask=None,
         if step is not None:
             state = state * step  # now at the time of query i
         lo = max(0, i - window + 1)
-        scores = torch.einsum("bhd,bshd->bhs", q[:, t].float(), K[:, lo : i + 1]) * scale
-        p = window_softmax(scores, valid[:, None, lo : i + 1].expand(-1, H, -1))
-        sm_num = torch.einsum("bhs,bshv->bhv", p, Vv[:, lo : i + 1])
-        sm_den = p.sum(-1)
+        sm_num, sm_den = softmax_part(q[:, t : t + 1], K[:, lo : i + 1], Vv[:, lo : i + 1],
+                                      valid[:, None, None, lo : i + 1], scale, sinks, slice(t, t + 1))
         carried = torch.einsum("bhf,bhfv->bhv", fq[:, t].float(), state)
         lin_num, lin_den = carried[..., :-1], carried[..., -1]
-        outputs.append(combine(sm_num[:, None], sm_den[:, None], lin_num[:, None], lin_den[:, None], factor, eps))
+        outputs.append(combine(sm_num, sm_den, lin_num[:, None], lin_den[:, None], factor, eps))
         keep_from = max(i + 1 - (window - 1), 0)
         if keep_from > folded:
             state = fold(state, FK[:, folded:keep_from], Vv[:, folded:keep_from], age(i, folded, keep_from))

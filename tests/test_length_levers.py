@@ -1,0 +1,53 @@
+"""The levers that keep quality at length: a decayed linear state forgets, attention sinks never leave."""
+
+import pytest
+import torch
+
+from linearize.convert.convert import convert
+from linearize.convert.mixer_base import SettingError
+from conftest import perturb_new_parameters, tiny_base
+
+
+def last_logits_moved_by_first_token(model, T=120):
+    ids = torch.randint(3, 128, (1, T), generator=torch.Generator().manual_seed(0))
+    other = ids.clone()
+    other[0, 0] = 3 if ids[0, 0] != 3 else 4
+    with torch.no_grad():
+        return (model(ids).logits[0, -1] - model(other).logits[0, -1]).abs().max().item()
+
+
+@pytest.mark.parametrize("sinks", [0, 2])
+def test_sinks_keep_the_first_tokens_and_decay_forgets_the_rest(sinks):
+    """All layers converted, window 4, a strong decay: the first token's influence on the last position
+    120 tokens later is gone, unless it is an attention sink."""
+    base = tiny_base("llama")
+    model = convert(base, "lolcats", window=4, decay=16, sinks=sinks)
+    with torch.no_grad():
+        for mixer in model.mixers().values():
+            mixer.decay_logit.fill_(-3.0)  # decay ~0.05 per token: nothing survives 100 tokens
+    moved = last_logits_moved_by_first_token(model)
+    assert (moved > 1e-3) == bool(sinks), moved
+
+
+def test_sink_store_is_in_the_cache_and_bytes_counted():
+    base = tiny_base("qwen3")
+    model = perturb_new_parameters(convert(base, "lolcats", window=4, sinks=3))
+    plain = convert(base, "lolcats", window=4)
+    assert model.cache_bytes(4096)[0] > plain.cache_bytes(4096)[0]
+    ids = torch.randint(3, 128, (2, 10), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        out = model(ids, use_cache=True)
+    store = out.cache.layers[0].recurrent_states[1]
+    assert store.shape == (2, 3, 6, 24)  # batch, sinks, heads, key + value
+
+
+@pytest.mark.parametrize("settings,message", [({"decay": 4}, "--decay"), ({"sinks": -1}, "--sinks"),
+                                              ({"decay": 2.5}, "--decay")])
+def test_bad_lever_settings_are_one_clear_error(settings, message):
+    with pytest.raises(SettingError, match=message):
+        convert(tiny_base("llama"), "lolcats", **settings)
+
+
+def test_sinks_need_a_window():
+    with pytest.raises(SettingError, match="--sinks needs a softmax window"):
+        convert(tiny_base("llama"), "hedgehog", sinks=2)
