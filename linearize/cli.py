@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-DEFAULT_TARGET = "lolcats"  # the main job's target until distillation picks its own recipe
+DEFAULT_TARGET = "lolcats"  # the main job's target; pipeline.MAIN_RECIPE holds its other defaults
 
 
 class UserError(Exception):
@@ -353,8 +353,11 @@ def build_main_parser():
 
     parser = argparse.ArgumentParser(
         prog="linearize",
-        description="The main job: convert BASE, attention transfer, end-to-end KD, held-out perplexity of teacher "
-                    "and student, save. Verbs: convert, distill, eval, bench, report (linearize VERB -h).",
+        description="The main job: convert BASE, attention transfer, end-to-end KD, quality of teacher and student "
+                    "(out-of-domain perplexity by length and position, passkey, MQAR), save. With the default target "
+                    "the recipe is lolcats --decay 256 --sinks 4 --rank-by kl --keep-attention auto:N, N = 8/30 of the "
+                    "layers (each can be overridden; --keep-attention none converts every layer). "
+                    "Verbs: convert, distill, eval, bench, report (linearize VERB -h).",
     )
     add_convert_args(parser, target_default=DEFAULT_TARGET)
     add_train_args(parser, main_job=True)
@@ -379,6 +382,14 @@ def run_main_job(args):
     out = check_out(args.out, args.overwrite or args.resume)
     check_target(args.target)
     _, config = load_config(args.base)
+    if args.target == DEFAULT_TARGET:
+        from linearize.pipeline import MAIN_RECIPE, recipe_keep_attention
+
+        for key, value in MAIN_RECIPE.items():
+            if getattr(args, key) is None:
+                setattr(args, key, value)
+        if args.keep_attention is None:
+            args.keep_attention = recipe_keep_attention(config.num_hidden_layers)
     parse_keep_attention(args.keep_attention, config.num_hidden_layers)
     corpora = [] if args.eval_data.strip() == "none" else [c.strip() for c in args.eval_data.split(",") if c.strip()]
     settings = {k: getattr(args, k) for k in ("feature_dim", "window", "decay", "sinks", "rank_by", "recency_window",

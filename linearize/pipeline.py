@@ -9,6 +9,17 @@ position bucket, and passkey and MQAR recall; teacher and student on the same wi
 from linearize.distill.recipe import distill, stage_config
 
 OOD_CORPORA = ("corpus:gnu-manuals", "corpus:c-code")
+# The main job's default recipe, chosen by benchmarks/length_ablation.py (benchmarks/smollm2/length.md):
+# LoLCATs layers with a learned decay and 4 attention sinks, and softmax attention kept in the 8 layers
+# whose lone conversion costs the most KL (8 of SmolLM2's 30; the same share of other bases' layers).
+# Applied when the target is lolcats and a setting is not given.
+MAIN_RECIPE = {"rank_by": "kl", "decay": 256, "sinks": 4}
+KEEP_SHARE = 8 / 30
+
+
+def recipe_keep_attention(num_layers):
+    """The recipe's plan for a base of ``num_layers`` layers: auto:N with N = KEEP_SHARE of them."""
+    return f"auto:{max(1, round(KEEP_SHARE * num_layers))}"
 RECALL = {"passkey_lengths": (2048,), "mqar_pairs": (8, 16)}
 
 
