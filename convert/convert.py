@@ -51,6 +51,11 @@ def convert(base, target, keep_attention=None, base_name=None, tokenizer=None, c
     """
     check_target(target)
     check_family(base.config.model_type)
+    for name, value in (("--recency-threshold", recency_threshold), ("--recency-fraction", recency_fraction)):
+        if value is not None and not (isinstance(value, (int, float)) and 0.0 <= value <= 1.0):
+            raise PlanError(f"bad {name} {value!r}: a number from 0 to 1")
+    if not (isinstance(recency_window, int) and recency_window >= 1):
+        raise PlanError(f"bad --recency-window {recency_window!r}: a whole number of tokens >= 1")
     if rank_by not in RANKINGS:
         raise PlanError(f"bad --rank-by {rank_by!r}: choose one of {', '.join(RANKINGS)}")
     num_layers = base.config.num_hidden_layers

@@ -36,6 +36,13 @@ def family(model_type):
     )
 
 
+def head_dim(config):
+    """The attention head size: ``head_dim`` where the config has one (Qwen3 sets it apart from the hidden
+    size), else hidden_size / num_attention_heads, as the family's own attention computes it. Real Qwen2
+    and many Llama/Mistral configs omit the field."""
+    return getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+
+
 def base_layer_types(base_config):
     """Attention layer types of the base (full or sliding), as transformers' cache layers name them."""
     types = getattr(base_config, "layer_types", None)

@@ -4,7 +4,7 @@ reports its new parameters and its decode-state size."""
 import torch
 from torch import nn
 
-from linearize.convert.families import family
+from linearize.convert.families import family, head_dim
 
 # The replaced attention's submodules a mixer keeps, under the same names (so base weights load by name).
 ADOPTED = ("q_proj", "k_proj", "v_proj", "o_proj", "q_norm", "k_norm")
@@ -53,7 +53,7 @@ class Mixer(nn.Module):
         self.layer_idx = layer_idx
         self.num_heads = config.num_attention_heads
         self.num_kv_heads = config.num_key_value_heads
-        self.head_dim = getattr(config, "head_dim", None) or config.hidden_size // self.num_heads
+        self.head_dim = head_dim(config)
         self.mode = mode  # 'auto', or a form ('naive', 'chunk', 'recurrent', 'fla') for tests and benchmarks
         fam = family(config.model_type)
         self.apply_rotary = fam.apply_rotary

@@ -44,9 +44,14 @@ class LinearAttentionMixer(Mixer):
         H, D = self.num_heads, self.head_dim
         self.feature_dim = feature_dim or self.default_feature_dim or D
         self.window = self.default_window if window is None else window
+        if feature_dim is not None and not (isinstance(feature_dim, int) and feature_dim >= 1):
+            raise SettingError(f"bad --feature-dim {feature_dim!r}: a whole number >= 1")
+        if not (isinstance(self.window, int) and (self.window == 0 or self.window >= 2)):
+            # A window of 1 leaves the sliding cache nothing to keep (it holds window - 1 tokens).
+            raise SettingError(f"bad --window {window!r}: a whole number of tokens >= 2 (or 0 for none)")
         # decay = M tokens: a learned per-head decay of the linear state, starting with memory spans
         # (1 / (1 - decay)) spread geometrically from M / 8 to M. Without it the linear sum grows with
-        # every token, so past the training length it swamps the window (see QUALITY.md).
+        # every token, so past the training length it swamps the window (benchmarks/smollm2/length.md).
         self.decay = self.default_decay if decay is None else (decay or None)
         if self.decay and self.fixed_decay:
             raise SettingError(f"{self.target} has fixed decays; --decay does not apply")

@@ -12,7 +12,7 @@ from transformers.masking_utils import LAYER_PATTERN_TO_MASK_FUNCTION_MAPPING
 from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
 
 from linearize.convert.configuration_linearized import LinearizedConfig
-from linearize.convert.families import family
+from linearize.convert.families import family, head_dim
 from linearize.convert.mixer_base import Mixer
 from linearize.convert.targets import build_mixer
 
@@ -166,7 +166,7 @@ class LinearizedForCausalLM(LinearizedPreTrainedModel, GenerationMixin):
     def cache_bytes(self, seq_len, batch_size=1):
         """(bytes of decode state at ``seq_len`` tokens, bytes the base's KV cache would take)."""
         base = self.model.base_config
-        kv_per_layer = 2 * batch_size * seq_len * base.num_key_value_heads * base.head_dim * self.dtype.itemsize
+        kv_per_layer = 2 * batch_size * seq_len * base.num_key_value_heads * head_dim(base) * self.dtype.itemsize
         mixers = self.mixers()
         state = sum(m.state_bytes(batch_size, seq_len) for m in mixers.values())
         state += kv_per_layer * (base.num_hidden_layers - len(mixers))

@@ -15,7 +15,8 @@ GPU = {
     "kd": dict(tokens=20_000_000, seq_len=1024, batch_size=8, grad_accum=1, lr=1e-4, warmup_steps=50,
                gradient_checkpointing=True),
 }
-CPU = {  # 120k tokens: what fits the main job (with KL ranking and the quality measurement) in 20 minutes
+CPU = {  # 120k tokens: the main job (KL ranking, training, quality measurement) in about 16 minutes on 2 cores;
+    # 160k took 19.5 minutes for the same quality (benchmarks/smollm2/main-job-cpu-160k.txt)
     "transfer": dict(tokens=66_000, seq_len=256, batch_size=4, grad_accum=1, lr=1e-2),
     "kd": dict(tokens=54_000, seq_len=256, batch_size=4, grad_accum=1, lr=1e-3),
 }

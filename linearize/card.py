@@ -57,29 +57,6 @@ def decode_state_bytes(folder, seq_len=4096):
     return model.cache_bytes(seq_len)
 
 
-def quality_table(q):
-    """Markdown lines for the main job's quality record (``pipeline.quality``)."""
-    d = q["in_domain"]
-    lines = ["| text | window | teacher ppl | this model | ratio | ratio by position |", "|---|---|---|---|---|---|",
-             f"| {d['data']} (held-out split of the training data) | {d['seq_len']} | {d['teacher']:.2f} | "
-             f"{d['student']:.2f} | {d['ratio']:.2f}x | |"]
-    for spec, res in q.get("out_of_domain", {}).items():
-        for n, w in res["windows"].items():
-            buckets = ", ".join(f"{label}: {b['ratio']:.2f}" for label, b in w.get("by_position", {}).items())
-            lines.append(f"| {spec} (out of domain) | {n} | {w['teacher']:.2f} | {w['student']:.2f} | "
-                         f"{w['ratio']:.2f}x | {buckets} |")
-    if "recall" in q:
-        t, s = q["recall"]["teacher"], q["recall"]["student"]
-        lines += ["", "| recall | teacher | this model |", "|---|---|---|"]
-        lines += [f"| passkey @{n} | {t['passkey'][n]:.2f} | {s['passkey'][n]:.2f} |" for n in s["passkey"]]
-        lines += [f"| MQAR, {n} pairs | {t['mqar'][n]:.2f} | {s['mqar'][n]:.2f} |" for n in s["mqar"]]
-    if "cost" in q:
-        c = q["cost"]
-        lines += ["", f"Training: {c['train_tokens']:,} tokens in {c['train_seconds']:.0f}s; decode state at 4k tokens "
-                      f"{c['state_bytes_4k'] / 2**20:.1f} MiB vs {c['kv_bytes_4k'] / 2**20:.1f} MiB KV cache."]
-    return lines
-
-
 def model_card(folder, repo_id=None):
     """Build the card for the checkpoint in ``folder`` (its config, and eval/bench JSON if present)."""
     folder = Path(folder)
@@ -127,8 +104,10 @@ def model_card(folder, repo_id=None):
     else:
         lines.append("Not distilled: this is the direct conversion.")
     if info.get("heldout_perplexity"):
+        from linearize.pipeline import summary_lines
+
         lines += ["", "## Quality (measured by the main job; teacher and this model on the same windows)", ""]
-        lines += quality_table(info["heldout_perplexity"])
+        lines += [f"- {line}" for line in summary_lines(info["heldout_perplexity"])]
     if results:
         lines += ["", "## Evaluation", "", report.comparison(results).strip()]
     state, kv = decode_state_bytes(folder)

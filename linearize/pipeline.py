@@ -70,6 +70,10 @@ def summary_lines(q):
                                             for n in s["passkey"]))
         lines.append("MQAR " + ", ".join(f"{n} pairs: teacher {t['mqar'][n]:.2f}, student {s['mqar'][n]:.2f}"
                                          for n in s["mqar"]))
+    if "cost" in q:
+        c = q["cost"]
+        lines.append(f"training: {c['train_tokens']:,} tokens in {c['train_seconds']:.0f}s; decode state at 4k tokens "
+                     f"{c['state_bytes_4k'] / 2**20:.1f} MiB vs {c['kv_bytes_4k'] / 2**20:.1f} MiB KV cache")
     return lines
 
 

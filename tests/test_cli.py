@@ -10,6 +10,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2Config, GPT2LM
 
 from linearize.cli import main
 from conftest import tiny_base
+from tests_helpers import LINEARIZE
 
 
 @pytest.fixture
@@ -73,7 +74,7 @@ def test_non_empty_out_needs_overwrite(tiny_dir, tmp_path, capsys):
 
 
 def test_console_script_exit_code(tmp_path):
-    proc = subprocess.run(["linearize", "convert", "--base", "llama", "--to", "nope", "--out", str(tmp_path / "o")],
+    proc = subprocess.run([LINEARIZE, "convert", "--base", "llama", "--to", "nope", "--out", str(tmp_path / "o")],
                           capture_output=True, text=True)
     assert proc.returncode == 2 and "unknown target 'nope'" in proc.stderr
     assert not (tmp_path / "o").exists()
@@ -84,7 +85,7 @@ def test_embedded_smollm2_converts_offline(tmp_path):
     """`linearize convert --base llama --to lolcats` on the real embedded SmolLM2-135M-Instruct."""
     out = tmp_path / "smol-lolcats"
     env = dict(os.environ, HF_HUB_OFFLINE="1")
-    proc = subprocess.run(["linearize", "convert", "--base", "llama", "--to", "lolcats", "--out", str(out)],
+    proc = subprocess.run([LINEARIZE, "convert", "--base", "llama", "--to", "lolcats", "--out", str(out)],
                           capture_output=True, text=True, env=env)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "converted 30/30 layers to lolcats" in proc.stdout

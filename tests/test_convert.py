@@ -124,3 +124,23 @@ def test_summary_numbers():
     # 3 layers x 6 heads x 8 x (8 + 1) fp32 state vs 3 layers x 2 (k, v) x 4096 x 2 kv heads x 8 fp32
     assert state == 3 * 6 * 8 * 9 * 4
     assert kv == 3 * 2 * 4096 * 2 * 8 * 4
+
+
+def test_qwen2_config_as_shipped_without_head_dim(tmp_path, capsys):
+    """Real Qwen2/Qwen2.5 config.json files have no head_dim: convert must size heads and the cache from
+    hidden_size / num_attention_heads, as the family's attention does."""
+    import json
+
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    from linearize.cli import main
+
+    torch.manual_seed(0)
+    base_dir = tmp_path / "qwen2"
+    Qwen2ForCausalLM(Qwen2Config(vocab_size=128, hidden_size=48, intermediate_size=96, num_hidden_layers=2,
+                                 num_attention_heads=6, num_key_value_heads=2)).save_pretrained(base_dir)
+    config = json.loads((base_dir / "config.json").read_text())
+    config.pop("head_dim", None)
+    (base_dir / "config.json").write_text(json.dumps(config))
+    assert main(["convert", "--base", str(base_dir), "--to", "lolcats", "--out", str(tmp_path / "out")]) == 0
+    assert "decode state per sequence at 4k tokens" in capsys.readouterr().out

@@ -11,7 +11,7 @@ RECIPES = sorted(f for f in os.listdir(COOKBOOK) if f.endswith(".py") and f != "
 
 
 def test_every_method_has_a_recipe():
-    assert RECIPES == ["liger_gla.py", "lolcats.py", "mamba_in_llama.py", "recurformer.py", "supra.py"]
+    assert RECIPES == ["liger_gla.py", "lolcats.py", "long_context.py", "mamba_in_llama.py", "recurformer.py", "supra.py"]
 
 
 @pytest.mark.parametrize("recipe", RECIPES)

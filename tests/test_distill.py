@@ -209,6 +209,10 @@ def test_main_job_on_a_tiny_base(tmp_path, capsys):
     mixers = [m for m in model.config.mixers if m]
     assert len(mixers) == 1 and mixers[0]["decay"] == 32 and mixers[0]["sinks"] == 4 and mixers[0]["window"] == 8
     assert model.config.linearize["plan_evidence"]["method"] == "kl"
+    from linearize.card import model_card
+
+    card = str(model_card(out))
+    assert "## Quality" in card and f"- {unseen}, 256-token windows: teacher" in card and "- passkey @128" in card
     assert (out / "training" / "transfer" / "loss_curve_transfer.png").exists()
     assert (out / "training" / "kd" / "history.json").exists() and not (tmp_path / "out.work").exists()
 

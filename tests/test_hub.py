@@ -15,6 +15,7 @@ from linearize.convert.bases import load_tokenizer
 from linearize.convert.convert import convert
 from linearize.hub import VerificationError, verify
 from fake_hub import FakeHub
+from tests_helpers import LINEARIZE
 
 TOKEN = "hf_fakeTOKEN1234567890abcdef"
 
@@ -38,7 +39,7 @@ def test_push_sends_every_file_with_card_and_no_token(ckpt, tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "HF_HUB_OFFLINE"}
     with FakeHub() as hub:
         env.update(HF_ENDPOINT=hub.url, HF_TOKEN=TOKEN, HF_HUB_DISABLE_TELEMETRY="1")
-        proc = subprocess.run(["linearize", "push", str(ckpt), "--repo-id", "me/tiny-lolcats", "--private",
+        proc = subprocess.run([LINEARIZE, "push", str(ckpt), "--repo-id", "me/tiny-lolcats", "--private",
                                "--revision", "v1"], env=env, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-2000:]
     created = hub.repos["me/tiny-lolcats"]

@@ -51,3 +51,19 @@ def test_bad_lever_settings_are_one_clear_error(settings, message):
 def test_sinks_need_a_window():
     with pytest.raises(SettingError, match="--sinks needs a softmax window"):
         convert(tiny_base("llama"), "hedgehog", sinks=2)
+
+
+@pytest.mark.parametrize("args,message", [(["--window", "1"], "bad --window 1"), (["--feature-dim", "0"], "bad --feature-dim"),
+                                          (["--decay", "3"], "bad --decay 3"), (["--sinks", "-2"], "bad --sinks"),
+                                          (["--recency-fraction", "1.5"], "bad --recency-fraction 1.5")])
+def test_degenerate_settings_exit_2_with_one_line(tmp_path, capsys, args, message):
+    """Settings that would break decoding fail before anything is written, with one line naming the value."""
+    from linearize.cli import main
+
+    base_dir = tmp_path / "tiny"
+    tiny_base("llama").save_pretrained(base_dir)
+    out = tmp_path / "out"
+    assert main(["convert", "--base", str(base_dir), "--to", "lolcats", "--out", str(out), *args]) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if "error" in line.lower()]
+    assert len(errors) == 1 and errors[0].startswith("linearize: error: ") and message in errors[0], errors
+    assert not out.exists()
