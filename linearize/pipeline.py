@@ -60,16 +60,18 @@ def summary_lines(q):
     lines = [f"in-domain held-out ({d['seq_len']}-token windows): teacher {d['teacher']:.2f}, student "
              f"{d['student']:.2f} ({d['ratio']:.2f}x)"]
     for spec, res in q.get("out_of_domain", {}).items():
-        for n, w in res["windows"].items():
-            buckets = " / ".join(f"{label} {b['ratio']:.2f}" for label, b in w.get("by_position", {}).items())
+        # Numeric order: a config reloaded from JSON has its keys sorted as strings.
+        for n, w in sorted(res["windows"].items(), key=lambda item: int(item[0])):
+            buckets = " / ".join(f"{label} {b['ratio']:.2f}" for label, b in
+                                 sorted(w.get("by_position", {}).items(), key=lambda item: int(item[0].split("-")[0])))
             lines.append(f"{spec}, {n}-token windows: teacher {w['teacher']:.2f}, student {w['student']:.2f} "
                          f"({w['ratio']:.2f}x); by position {buckets}")
     if "recall" in q:
         t, s = q["recall"]["teacher"], q["recall"]["student"]
         lines.append("passkey " + ", ".join(f"@{n}: teacher {t['passkey'][n]:.2f}, student {s['passkey'][n]:.2f}"
-                                            for n in s["passkey"]))
+                                            for n in sorted(s["passkey"], key=int)))
         lines.append("MQAR " + ", ".join(f"{n} pairs: teacher {t['mqar'][n]:.2f}, student {s['mqar'][n]:.2f}"
-                                         for n in s["mqar"]))
+                                         for n in sorted(s["mqar"], key=int)))
     if "cost" in q:
         c = q["cost"]
         lines.append(f"training: {c['train_tokens']:,} tokens in {c['train_seconds']:.0f}s; decode state at 4k tokens "

@@ -213,6 +213,7 @@ def test_main_job_on_a_tiny_base(tmp_path, capsys):
 
     card = str(model_card(out))
     assert "## Quality" in card and f"- {unseen}, 256-token windows: teacher" in card and "- passkey @128" in card
+    assert card.index(f"{unseen}, 64-token windows") < card.index(f"{unseen}, 256-token windows")  # numeric order
     assert (out / "training" / "transfer" / "loss_curve_transfer.png").exists()
     assert (out / "training" / "kd" / "history.json").exists() and not (tmp_path / "out.work").exists()
 
