@@ -96,6 +96,12 @@ def main_job(base_spec, target, out, keep_attention=None, data=None, tokens=None
     from linearize.convert.save import save_atomic
 
     t0 = time.time()
+    for spec in eval_corpora or ():
+        if str(spec).startswith("corpus:"):
+            # Fetch (or fail) now: a corpus that cannot be had must not cost a finished training run.
+            from linearize.convert.corpora import corpus_path
+
+            corpus_path(str(spec)[len("corpus:"):])
     tokenizer = load_tokenizer(base_spec)
     log(f"[1/5] loading {base_spec!r} and converting to {target}")
     teacher = load_base(base_spec)

@@ -67,3 +67,17 @@ def test_degenerate_settings_exit_2_with_one_line(tmp_path, capsys, args, messag
     errors = [line for line in capsys.readouterr().err.splitlines() if "error" in line.lower()]
     assert len(errors) == 1 and errors[0].startswith("linearize: error: ") and message in errors[0], errors
     assert not out.exists()
+
+
+def test_main_job_checks_its_eval_corpora_before_training(tmp_path, capsys):
+    """An unknown evaluation corpus fails in the first second, not after training: one line, exit 2,
+    nothing written."""
+    from linearize.cli import main
+
+    base_dir = tmp_path / "tiny"
+    tiny_base("llama").save_pretrained(base_dir)
+    out = tmp_path / "out"
+    assert main(["--base", str(base_dir), "--eval-data", "corpus:nope", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "linearize: error: unknown corpus 'nope'" in err and "[2/5] transfer" not in err
+    assert not out.exists() and not (tmp_path / "out.work").exists()
