@@ -24,40 +24,30 @@ LENGTHS = (512, 2048)
 # Levers are chosen on jargon (informal prose) only; gnu-manuals and c-code are the reported corpora.
 CORPORA = ("corpus:jargon", "corpus:gnu-manuals", "corpus:c-code")
 
-# name -> (what it tests, main_job keyword arguments)
-LEVERS = {
-    "lolcats": ("main's default: LoLCATs on every layer", dict(target="lolcats")),
-    "lolcats-decay256": ("+ learned per-head decay, spans 32-256", dict(target="lolcats", convert_settings={"decay": 256})),
-    "lolcats-decay64": ("+ learned per-head decay, spans 8-64", dict(target="lolcats", convert_settings={"decay": 64})),
-    "lolcats-seq512": ("+ 512-token training sequences", dict(target="lolcats", seq_len=512)),
-    "lolcats-keep4kl": ("+ 4 softmax layers ranked by KL", dict(target="lolcats", keep_attention="auto:4",
-                                                                    convert_settings={"rank_by": "kl"})),
-    "lolcats-decay256-keep4kl": ("+ decay 256 + 4 softmax layers ranked by KL",
-                                 dict(target="lolcats", keep_attention="auto:4",
-                                      convert_settings={"decay": 256, "rank_by": "kl"})),
-    "lolcats-decay256-keep4rec": ("+ decay 256 + 4 softmax layers ranked by recency",
-                                  dict(target="lolcats", keep_attention="auto:4",
-                                       convert_settings={"decay": 256, "rank_by": "recency"})),
-    "lolcats-decay256-keep8even": ("+ decay 256 + 8 softmax layers spread evenly (0.25)",
-                                   dict(target="lolcats", keep_attention="0.25", convert_settings={"decay": 256})),
-    "lolcats-decay256-keep8kl": ("+ decay 256 + 8 softmax layers ranked by KL",
-                                 dict(target="lolcats", keep_attention="auto:8",
-                                      convert_settings={"decay": 256, "rank_by": "kl"})),
-    "lolcats-decay64-keep4kl": ("+ decay 64 + 4 softmax layers ranked by KL",
-                                dict(target="lolcats", keep_attention="auto:4",
-                                     convert_settings={"decay": 64, "rank_by": "kl"})),
-}
-
-
 def lolcats(decay=None, sinks=None, keep=None, rank_by="kl", **extra):
+    """main_job arguments for a LoLCATs config: decay span, sinks, an auto:N plan ranked by ``rank_by``."""
     settings = {k: v for k, v in (("decay", decay), ("sinks", sinks)) if v}
-    if keep:
+    if keep and keep.startswith("auto:"):
         settings["rank_by"] = rank_by
     return dict(target="lolcats", convert_settings=settings, **({"keep_attention": keep} if keep else {}), **extra)
 
 
+# name -> (what it tests, main_job keyword arguments)
+LEVERS = {
+    "lolcats": ("main's default: LoLCATs on every layer", lolcats()),
+    "lolcats-decay256": ("+ learned per-head decay, spans 32-256", lolcats(256)),
+    "lolcats-decay64": ("+ learned per-head decay, spans 8-64", lolcats(64)),
+    "lolcats-seq512": ("+ 512-token training sequences", lolcats(seq_len=512)),
+    "lolcats-keep4kl": ("+ 4 softmax layers ranked by KL", lolcats(keep="auto:4")),
+    "lolcats-decay256-keep4kl": ("+ decay 256 + 4 softmax layers ranked by KL", lolcats(256, keep="auto:4")),
+    "lolcats-decay256-keep4rec": ("+ decay 256 + 4 softmax layers ranked by recency",
+                                  lolcats(256, keep="auto:4", rank_by="recency")),
+    "lolcats-decay256-keep8even": ("+ decay 256 + 8 softmax layers spread evenly (0.25)", lolcats(256, keep="0.25")),
+    "lolcats-decay256-keep8kl": ("+ decay 256 + 8 softmax layers ranked by KL", lolcats(256, keep="auto:8")),
+    "lolcats-decay64-keep4kl": ("+ decay 64 + 4 softmax layers ranked by KL", lolcats(64, keep="auto:4")),
+}
 # Second round, after the first showed KL ranking and short decays win and passkey stays at 0 everywhere.
-LEVERS.update({
+ROUND2 = {
     "lolcats-sinks4": ("+ 4 attention sinks", lolcats(sinks=4)),
     "lolcats-decay64-sinks4": ("+ decay 64 + 4 sinks", lolcats(64, 4)),
     "lolcats-decay64-keep8kl": ("+ decay 64 + 8 softmax layers ranked by KL", lolcats(64, None, "auto:8")),
@@ -66,7 +56,8 @@ LEVERS.update({
     "lolcats-decay256-sinks4-keep8kl": ("+ decay 256 + 4 sinks + 8 softmax layers (KL)", lolcats(256, 4, "auto:8")),
     "lolcats-decay64-sinks4-keep8kl-180k": ("the same, 180k tokens", lolcats(64, 4, "auto:8", tokens=180_000)),
     "lolcats-decay64-sinks4-keep8kl-360k": ("the same, 360k tokens", lolcats(64, 4, "auto:8", tokens=360_000)),
-})
+}
+LEVERS.update(ROUND2)
 # Every target, all layers converted, at the same budget (targets' own defaults), plus one hybrid.
 TARGETS = {f"all-{t}": (f"{t} on every layer", dict(target=t))
            for t in ("linear", "hedgehog", "t2r", "lolcats", "supra", "mamba", "gla", "gdn")}
@@ -160,8 +151,8 @@ def main():
     if args.run:
         return run_one(args.run, args.out, args.tokens, args.eval_tokens)
     names = {"all": list(CONFIGS), "targets": list(TARGETS), "levers": list(LEVERS)}.get(args.configs)
-    if args.configs.startswith("round2"):
-        names = [n for n in LEVERS if list(LEVERS).index(n) >= list(LEVERS).index("lolcats-sinks4")] + ["all-gdn"]
+    if args.configs == "round2":
+        names = [*ROUND2, "all-gdn"]
     names = names or [n.strip() for n in args.configs.split(",") if n.strip()]
     unknown = [n for n in names if n not in CONFIGS]
     if unknown:
