@@ -3,7 +3,7 @@ below it (a hand-written list once left `linearize.kernels.delta_rule` out of th
 
 from setuptools import find_packages, setup
 
-ROOTS = {"linearize": "linearize", "linearize.kernels": "kernels", "linearize.convert": "convert",
+ROOTS = {"linearize": "linearize", "linearize.kernels": "kernels", "linearize.data": "data", "linearize.convert": "convert",
          "linearize.distill": "distill", "linearize.evals": "evals"}
 packages = [name for root, folder in ROOTS.items() for name in [root] + [f"{root}.{p}" for p in find_packages(folder)]]
 setup(packages=packages, package_dir=ROOTS)

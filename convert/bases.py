@@ -15,6 +15,7 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
 from linearize.convert.families import FAMILIES, check_family
+from linearize.data.cache import cache_dir
 
 EMBEDDED = "SmolLM2-135M-Instruct"
 # Family aliases: the embedded model where there is one, else a small instruct model on the Hub.
@@ -29,13 +30,6 @@ ALIASES = {
 
 class BaseError(ValueError):
     """A base that cannot be resolved or loaded; the message is the one line the CLI prints."""
-
-
-def cache_dir():
-    """$LINEARIZE_CACHE, else $XDG_CACHE_HOME/linearize, else ~/.cache/linearize."""
-    if os.environ.get("LINEARIZE_CACHE"):
-        return Path(os.environ["LINEARIZE_CACHE"])
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "linearize"
 
 
 def embedded_gguf():
@@ -129,4 +123,4 @@ def load_tokenizer(spec):
     return AutoTokenizer.from_pretrained(source)
 
 
-__all__ = ["ALIASES", "BaseError", "FAMILIES", "cache_dir", "load_base", "load_tokenizer", "resolve_base"]
+__all__ = ["ALIASES", "BaseError", "FAMILIES", "load_base", "load_tokenizer", "resolve_base"]

@@ -11,7 +11,7 @@ import random
 
 import torch
 
-from linearize.convert.texts import stdlib_documents
+from linearize.data.texts import stdlib_documents
 
 DEFAULT_WINDOW = 64
 DEFAULT_THRESHOLD = 0.9

@@ -5,7 +5,7 @@ import torch
 from linearize.convert.configuration_linearized import LinearizedConfig
 from linearize.convert.families import check_family
 from linearize.convert.targets import MIXERS
-from linearize.convert.modeling_linearized import LinearizedForCausalLM
+from linearize.convert.auto import LinearizedForCausalLM  # registers the Auto classes too
 from linearize.convert.calibration import (DEFAULT_THRESHOLD, DEFAULT_WINDOW, calibration_ids, fresh_mixer,
                                            head_recency, layer_kl, rank_by_kl)
 from linearize.convert.plan import PlanError, auto_count, parse_keep_attention
@@ -25,11 +25,11 @@ def check_target(target):
 
 
 def versions():
+    import importlib.metadata
+
     import transformers
 
-    from linearize import __version__
-
-    return {"linearize": __version__, "transformers": transformers.__version__, "torch": torch.__version__}
+    return {"linearize": importlib.metadata.version("linearize"), "transformers": transformers.__version__, "torch": torch.__version__}
 
 
 def convert(base, target, keep_attention=None, base_name=None, tokenizer=None, calibration=None,

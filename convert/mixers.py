@@ -14,11 +14,7 @@ from transformers import initialization as init
 from linearize.convert.mixer_base import SINK_STATE, Mixer, SettingError, new_token_mask, recurrent_state, zero_where_padding
 from linearize.convert.feature_maps import FEATURE_MAPS
 from linearize.kernels.linear_attn.dispatch import linear_attn, normalized_linear_attn
-from linearize.kernels.window_attn.chunk import chunk_window_attn
-from linearize.kernels.window_attn.naive import naive_window_attn
-from linearize.kernels.window_attn.recurrent import recurrent_window_attn
-
-WINDOW_FORMS = {"naive": naive_window_attn, "chunk": chunk_window_attn, "recurrent": recurrent_window_attn}
+from linearize.kernels.window_attn.dispatch import window_attn
 
 
 def retnet_log_decays(num_heads):
@@ -170,12 +166,8 @@ class LinearAttentionMixer(Mixer):
         sinks = None
         if self.sinks:
             sinks, key_mask = self.sink_keys(k, v, attention_mask, key_mask, cache, position_ids, P)
-        mode = self.mode if self.mode in WINDOW_FORMS else ("recurrent" if q.shape[1] == 1 and past is not None else "chunk")
-        kwargs = {"linear_mode": self.mode} if mode == "chunk" and self.mode not in WINDOW_FORMS else {}
-        o, state = WINDOW_FORMS[mode](
-            q, k, fq, fk, v, torch.sigmoid(self.window_factor), self.window, D**-0.5,
-            key_mask=key_mask, past=past, initial_state=state, log_decay=log_decay, sinks=sinks, **kwargs,
-        )
+        o, state = window_attn(q, k, fq, fk, v, torch.sigmoid(self.window_factor), self.window, D**-0.5, mode=self.mode,
+                               key_mask=key_mask, past=past, initial_state=state, log_decay=log_decay, sinks=sinks)
         if cache is not None:
             # The window cache keeps keys and their features side by side; transformers trims it to window - 1.
             cache.update(torch.cat([k, fk.to(k.dtype)], -1).transpose(1, 2), v.transpose(1, 2), self.layer_idx)

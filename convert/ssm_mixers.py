@@ -1,8 +1,6 @@
 """State-space mixers built from attention: Mamba-2 layers (MambaInLlama) and per-head RecurFormer hybrids.
 
-Mamba-2's SSD recurrence, h_t = exp(dt_t A) h_{t-1} + dt_t B_t x_t^T, y_t = C_t^T h_t + D x_t, is
-linear attention with queries C, keys dt*B, values x and a per-head log decay dt*A; it runs on the
-same kernels (``linear_attn``: torch forms, fla's simple-GLA on CUDA).
+Both run Mamba-2's SSD scan (``kernels.ssd``), which is linear attention with a per-head decay.
 """
 
 import math
@@ -13,15 +11,7 @@ from torch import nn
 from transformers import initialization as init
 
 from linearize.convert.mixer_base import Mixer, new_token_mask, recurrent_state, zero_where_padding
-from linearize.kernels.linear_attn.dispatch import linear_attn
-
-
-def ssd(C, B, x, dt, A_log, D, initial_state=None, output_final_state=False, mode="auto"):
-    """Mamba-2's selective scan as linear attention. C, B: [b, t, h, n]; x: [b, t, h, p]; dt: [b, t, h] > 0."""
-    g = -torch.exp(A_log.float()) * dt.float()
-    y, state = linear_attn(C, B * dt[..., None].to(B.dtype), x, g=g, scale=1.0, initial_state=initial_state,
-                           output_final_state=output_final_state, mode=mode)
-    return y + D.to(y.dtype)[:, None] * x, state
+from linearize.kernels.ssd.dispatch import ssd
 
 
 def init_dt_bias(dt_bias, dt_min=1e-3, dt_max=1e-1):

@@ -1,4 +1,4 @@
-"""Training data: documents from any source ``convert.texts`` reads, instruction rows through the base
+"""Training data: documents from any source ``data.texts`` reads, instruction rows through the base
 tokenizer's chat template, a held-out split by document (never trained on), packing to fixed-length
 blocks, and a seeded order."""
 
@@ -6,7 +6,7 @@ import random
 
 import torch
 
-from linearize.convert.texts import DataError, load_rows, split_documents, text_column
+from linearize.data.texts import DataError, load_rows, split_documents, text_column
 
 
 def documents(spec=None, tokenizer=None, split="train", text_field=None):

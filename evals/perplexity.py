@@ -11,7 +11,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from linearize.convert.texts import DataError, load_texts, split_documents
+from linearize.data.texts import DataError, load_texts, split_documents
 
 DEFAULT_BUCKETS = (0, 64, 256, 1024, 4096)
 SPLITS = ("heldout", "all")

@@ -21,7 +21,7 @@ def load_model(spec, dtype=None):
     path = Path(str(spec)).expanduser()
     config = path / "config.json"
     if config.exists() and json.loads(config.read_text()).get("model_type") == "linearized":
-        from linearize.convert.modeling_linearized import LinearizedForCausalLM
+        from linearize.convert.auto import LinearizedForCausalLM
 
         model = LinearizedForCausalLM.from_pretrained(path, dtype=dtype or torch.float32).eval()
         has_tokenizer = any((path / f).exists() for f in ("tokenizer.json", "tokenizer_config.json"))

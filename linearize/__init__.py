@@ -1,17 +1,35 @@
-"""linearize: convert pretrained HuggingFace transformers into linear-attention and hybrid models."""
+"""linearize: convert pretrained HuggingFace transformers into linear-attention and hybrid models.
 
-__version__ = "0.1.0"
+The top level is lazy: ``import linearize`` loads nothing else, and each name below imports its part on
+first use (so ``linearize.kernels`` loads without transformers' model code). Using the model classes,
+``convert`` or ``load_base`` registers converted checkpoints with transformers' Auto classes.
+"""
 
-from transformers import AutoConfig, AutoModel, AutoModelForCausalLM  # noqa: E402
+import importlib
+import importlib.metadata
 
-from linearize.convert.configuration_linearized import LinearizedConfig  # noqa: E402
-from linearize.convert.modeling_linearized import LinearizedForCausalLM, LinearizedModel  # noqa: E402
+__version__ = importlib.metadata.version("linearize")
 
-# With linearize imported, converted checkpoints load through plain from_pretrained (no remote code).
-AutoConfig.register(LinearizedConfig.model_type, LinearizedConfig, exist_ok=True)
-AutoModel.register(LinearizedConfig, LinearizedModel, exist_ok=True)
-AutoModelForCausalLM.register(LinearizedConfig, LinearizedForCausalLM, exist_ok=True)
+_LAZY = {
+    "LinearizedConfig": "linearize.convert.auto",
+    "LinearizedForCausalLM": "linearize.convert.auto",
+    "LinearizedModel": "linearize.convert.auto",
+    "convert": "linearize.api",
+    "distill": "linearize.api",
+    "load_base": "linearize.api",
+    "load_tokenizer": "linearize.api",
+    "TARGETS": "linearize.api",
+}
+__all__ = list(_LAZY)
 
-from linearize.api import convert, load_base, TARGETS  # noqa: E402
 
-__all__ = ["LinearizedConfig", "LinearizedForCausalLM", "LinearizedModel", "convert", "load_base", "TARGETS"]
+def __getattr__(name):
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value  # later lookups skip __getattr__
+        return value
+    raise AttributeError(f"module 'linearize' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(list(globals()) + list(_LAZY))

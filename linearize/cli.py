@@ -186,6 +186,12 @@ def build_parser():
     push.add_argument("--revision", default=None, help="branch to push to (created if missing)")
     push.add_argument("--dry-run", action="store_true", help="verify and list what would be uploaded; upload nothing")
 
+    cor = sub.add_parser("corpora", help="list or fetch the out-of-domain corpora (built from Debian packages)")
+    cor.add_argument("action", choices=["list", "fetch"])
+    cor.add_argument("names", nargs="*", help="corpora to fetch (default: all)")
+    cor.add_argument("--force", action="store_true", help="fetch again even if present")
+    cor.add_argument("--count-tokens", action="store_true", help="also count SmolLM2 tokens per corpus")
+
     rep = sub.add_parser("report", help="one comparison table from several eval/bench JSON results")
     rep.add_argument("results", nargs="+", help="JSON files written by eval or bench")
     rep.add_argument("--out", default=None, help="write the markdown here (default: print it)")
@@ -336,6 +342,35 @@ def run_push(args):
     push_to_hub(args.folder, args.repo_id, private=args.private, revision=args.revision, dry_run=args.dry_run)
 
 
+def run_corpora(args):
+    import json
+
+    from linearize.data import corpora
+
+    if args.action == "list":
+        for name, spec in corpora.CORPORA.items():
+            print(f"{name}: {spec['what']} (Debian: {', '.join(f'{p} {v}' for p, v in spec['versions'].items())})")
+        return
+    unknown = [n for n in args.names if n not in corpora.CORPORA]
+    if unknown:
+        raise UserError(f"unknown corpus {unknown[0]!r}: choose from {', '.join(corpora.CORPORA)}")
+    tokenizer = None
+    if args.count_tokens:
+        from linearize.convert.bases import load_tokenizer
+
+        tokenizer = load_tokenizer("llama")
+    for name in args.names or list(corpora.CORPORA):
+        path = corpora.fetch(name, force=args.force)
+        info = json.loads((path / "SOURCE").read_text())
+        line = (f"{name}: {info['documents']} documents, {info['characters']:,} characters from "
+                f"{', '.join(f'{p} {v}' for p, v in info['packages'].items())} -> {path}")
+        if tokenizer is not None:
+            texts = [p.read_text(encoding="utf-8") for p in sorted(path.glob("*.txt"))]
+            tokens = sum(len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"])
+            line += f" ({tokens:,} SmolLM2 tokens)"
+        print(line, flush=True)
+
+
 def run_report(args):
     from linearize.evals import report
 
@@ -357,7 +392,7 @@ def build_main_parser():
                     "(out-of-domain perplexity by length and position, passkey, MQAR), save. With the default target "
                     "the recipe is lolcats --decay 64 --sinks 4 --rank-by kl --keep-attention auto:N, N = 8/30 of the "
                     "layers (each can be overridden; --keep-attention none converts every layer). "
-                    "Verbs: convert, distill, eval, bench, report (linearize VERB -h).",
+                    "Verbs: convert, distill, eval, bench, report, push, corpora (linearize VERB -h).",
     )
     add_convert_args(parser, target_default=DEFAULT_TARGET)
     add_train_args(parser, main_job=True)
@@ -422,17 +457,17 @@ def main(argv=None):
     from linearize.convert.families import UnsupportedFamilyError
     from linearize.convert.mixer_base import SettingError
     from linearize.convert.plan import PlanError
-    from linearize.convert.texts import DataError
+    from linearize.data.texts import DataError
     from linearize.hub import VerificationError
 
     errors = (UserError, BaseError, UnknownTargetError, UnsupportedFamilyError, PlanError, DataError, VerificationError,
               SettingError)
     if argv and not argv[0].startswith("-"):
         args = build_parser().parse_args(argv)
-        if args.verb in ("eval", "bench", "report", "distill", "push"):
+        if args.verb in ("eval", "bench", "report", "distill", "push", "corpora"):
             try:
                 {"eval": run_eval, "bench": run_bench, "report": run_report, "distill": run_distill,
-                 "push": run_push}[args.verb](args)
+                 "push": run_push, "corpora": run_corpora}[args.verb](args)
             except errors as err:
                 print(f"linearize: error: {err}", file=sys.stderr)
                 return 2

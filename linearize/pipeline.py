@@ -99,7 +99,7 @@ def main_job(base_spec, target, out, keep_attention=None, data=None, tokens=None
     for spec in eval_corpora or ():
         if str(spec).startswith("corpus:"):
             # Fetch (or fail) now: a corpus that cannot be had must not cost a finished training run.
-            from linearize.convert.corpora import corpus_path
+            from linearize.data.corpora import corpus_path
 
             corpus_path(str(spec)[len("corpus:"):])
     tokenizer = load_tokenizer(base_spec)

@@ -4,4 +4,4 @@
 # once; later runs reuse them. Pass --count-tokens to print SmolLM2 token counts, --force to refetch.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-exec "${PYTHON:-.venv/bin/python}" -m linearize.convert.corpora fetch "$@"
+exec "$(dirname "${PYTHON:-.venv/bin/python}")/linearize" corpora fetch "$@"

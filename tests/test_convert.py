@@ -4,7 +4,7 @@ import pytest
 import torch
 from transformers import DynamicCache
 
-import linearize  # noqa: F401  (registers the Auto classes)
+import linearize.convert.auto  # noqa: F401  (registers the Auto classes)
 from linearize.convert.convert import convert
 from linearize.convert.targets import MIXERS
 from linearize.convert.plan import PlanError, parse_keep_attention

@@ -8,8 +8,8 @@ import subprocess
 
 import pytest
 
-from linearize.convert import corpora
-from linearize.convert.texts import DataError, load_texts
+from linearize.data import corpora
+from linearize.data.texts import DataError, load_texts
 
 pytestmark = pytest.mark.skipif(shutil.which("dpkg-deb") is None, reason="needs dpkg-deb (Debian/Ubuntu)")
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from linearize.convert.convert import convert
-from linearize.convert.texts import DataError
+from linearize.data.texts import DataError
 from linearize.distill.data import build_blocks, documents, pack
 from linearize.distill.recipe import distill
 from linearize.distill.trainer import TrainConfig, latest_checkpoint, train

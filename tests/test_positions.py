@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from linearize.cli import main
-from linearize.convert.texts import DataError, split_documents
+from linearize.data.texts import DataError, split_documents
 from linearize.evals.perplexity import (DEFAULT_BUCKETS, bucket_ranges, corpus_tokens, heldout_ids, length_quality,
                                         perplexity, position_nll)
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-import linearize  # noqa: F401
+import linearize.convert.auto  # noqa: F401  (registers the Auto classes)
 from linearize.convert.convert import convert
 from conftest import perturb_new_parameters, tiny_base, tiny_settings
 from tests_helpers import assert_close

@@ -8,8 +8,8 @@ turned into plain text and written as one ``.txt`` file per document into
 ``<cache>/corpora/<name>/`` (atomically: a temporary folder, then a rename), with a ``SOURCE`` file
 (JSON) recording the packages and the versions found.
 
-Use a corpus anywhere data is taken: ``--data corpus:gnu-manuals`` (see ``convert.texts.load_rows``),
-or its folder. Fetch all of them ahead of time with ``python -m linearize.convert.corpora fetch``.
+Use a corpus anywhere data is taken: ``--data corpus:gnu-manuals`` (see ``data.texts.load_rows``),
+or its folder. Fetch all of them ahead of time with ``linearize corpora fetch``.
 """
 
 import gzip
@@ -22,8 +22,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from linearize.convert.bases import cache_dir
-from linearize.convert.texts import DataError
+from linearize.data.cache import cache_dir
+from linearize.data.texts import DataError
 
 # ---------------------------------------------------------------------------------------------------
 # Text extraction, one function per source format. Each takes the root of the unpacked packages and
@@ -225,42 +225,3 @@ def corpus_path(name):
 def source(name):
     """What the fetched corpus ``name`` is: its SOURCE record (packages with the versions found)."""
     return json.loads((corpus_path(name) / "SOURCE").read_text())
-
-
-def main(argv=None):
-    """``python -m linearize.convert.corpora [list | fetch [NAME ...] [--force] [--count-tokens]]``."""
-    argv = sys.argv[1:] if argv is None else list(argv)
-    verb = argv[0] if argv else "list"
-    if verb == "list":
-        for name, spec in CORPORA.items():
-            print(f"{name}: {spec['what']} (Debian: {', '.join(f'{p} {v}' for p, v in spec['versions'].items())})")
-        return 0
-    if verb != "fetch":
-        print(f"corpora: error: unknown command {verb!r}: use list or fetch [NAME ...] [--force] [--count-tokens]",
-              file=sys.stderr)
-        return 2
-    names = [a for a in argv[1:] if not a.startswith("--")] or list(CORPORA)
-    tokenizer = None
-    if "--count-tokens" in argv:
-        from linearize.convert.bases import load_tokenizer
-
-        tokenizer = load_tokenizer("llama")
-    try:
-        for name in names:
-            path = fetch(name, force="--force" in argv)
-            info = json.loads((path / "SOURCE").read_text())
-            line = (f"{name}: {info['documents']} documents, {info['characters']:,} characters from "
-                    f"{', '.join(f'{p} {v}' for p, v in info['packages'].items())} -> {path}")
-            if tokenizer is not None:
-                texts = [p.read_text(encoding="utf-8") for p in sorted(path.glob("*.txt"))]
-                tokens = sum(len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"])
-                line += f" ({tokens:,} SmolLM2 tokens)"
-            print(line, flush=True)
-    except DataError as err:
-        print(f"corpora: error: {err}", file=sys.stderr)
-        return 2
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -49,14 +49,14 @@ def stdlib_documents(min_chars=200):
 
 def load_rows(spec, split="train"):
     """A ``datasets.Dataset`` from a local file or folder, a named corpus ``corpus:NAME`` (see
-    ``convert.corpora``), or a hub dataset ``name`` / ``name:config`` (its ``split``); the offline
+    ``data.corpora``), or a hub dataset ``name`` / ``name:config`` (its ``split``); the offline
     default is a one-column ("text") dataset of ``stdlib_documents()``."""
     import datasets
 
     if spec is None or spec == "default":
         return datasets.Dataset.from_dict({"text": stdlib_documents()})
     if str(spec).startswith("corpus:"):  # a named out-of-domain corpus, fetched on first use
-        from linearize.convert.corpora import corpus_path
+        from linearize.data.corpora import corpus_path
 
         spec = corpus_path(str(spec)[len("corpus:"):])
     path = Path(str(spec)).expanduser()

@@ -1,0 +1,21 @@
+"""Pick a form for LoLCATs' window + linear attention: chunked for prefill and training, recurrent for
+one-token steps after a prefill. Its linear part runs through ``linear_attn``'s dispatch (fla on CUDA)."""
+
+from linearize.kernels.window_attn.chunk import chunk_window_attn
+from linearize.kernels.window_attn.naive import naive_window_attn
+from linearize.kernels.window_attn.recurrent import recurrent_window_attn
+
+TORCH_FORMS = {"naive": naive_window_attn, "chunk": chunk_window_attn, "recurrent": recurrent_window_attn}
+
+
+def window_attn(q, k, fq, fk, v, factor, window, scale, mode="auto", **kwargs):
+    """Window + linear attention in the form ``mode``: a torch form name, or 'auto'/'fla' (chunked, or
+    recurrent for a single query after cached keys; the chunked form's linear part then runs in ``mode``).
+    kwargs: ``naive_window_attn``'s (key_mask, past, initial_state, log_decay, sinks, ...)."""
+    if mode in TORCH_FORMS:
+        return TORCH_FORMS[mode](q, k, fq, fk, v, factor, window, scale, **kwargs)
+    if mode not in ("auto", "fla"):
+        raise ValueError(f"unknown window-attention mode {mode!r}; use one of auto, fla, {', '.join(TORCH_FORMS)}")
+    if q.shape[1] == 1 and kwargs.get("past") is not None:
+        return recurrent_window_attn(q, k, fq, fk, v, factor, window, scale, **kwargs)
+    return chunk_window_attn(q, k, fq, fk, v, factor, window, scale, linear_mode=mode, **kwargs)
