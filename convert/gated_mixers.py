@@ -5,7 +5,8 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import initialization as init
 
-from linearize.convert.mixer_base import Mixer, new_token_mask, recurrent_state, zero_where_padding
+from linearize.convert.state_cache import get_state, set_state
+from linearize.convert.mixer_base import Mixer, new_token_mask, zero_where_padding
 from linearize.convert.ssm_mixers import init_dt_bias
 from linearize.kernels.delta_rule.dispatch import gated_delta
 from linearize.kernels.linear_attn.dispatch import normalized_linear_attn
@@ -41,10 +42,9 @@ class GLAAttention(Mixer):
         cos, sin = position_embeddings
         q, k = self.apply_rotary(q, k, cos, sin, unsqueeze_dim=2)
         fq, fk = F.elu(q) + 1, zero_where_padding(F.elu(k) + 1, valid)
-        o, state = normalized_linear_attn(fq, fk, v, g=g, initial_state=recurrent_state(cache, self.layer_idx),
+        o, state = normalized_linear_attn(fq, fk, v, g=g, initial_state=get_state(cache, self.layer_idx),
                                           output_final_state=cache is not None, mode=self.mode)
-        if cache is not None:
-            cache.update_recurrent_state(state, self.layer_idx)
+        set_state(cache, self.layer_idx, state)
         return self.o_proj(o.reshape(B, T, -1).to(hidden_states.dtype)), None
 
 
@@ -89,10 +89,9 @@ class GatedDeltaNetAttention(Mixer):
         dt = F.softplus(self.a_proj(hidden_states).float() + self.dt_bias.float())
         g = zero_where_padding(-torch.exp(self.A_log.float()) * dt, valid)
         o, state = gated_delta(q, k, v, beta, g, scale=self.head_dim**-0.5,
-                               initial_state=recurrent_state(cache, self.layer_idx),
+                               initial_state=get_state(cache, self.layer_idx),
                                output_final_state=cache is not None, mode=self.mode)
-        if cache is not None:
-            cache.update_recurrent_state(state, self.layer_idx)
+        set_state(cache, self.layer_idx, state)
         o = o.float()
         o = o * torch.rsqrt(o.pow(2).mean(-1, keepdim=True) + 1e-6) * self.norm_weight.float()
         return self.o_proj(o.reshape(B, T, -1).to(hidden_states.dtype)), None

@@ -17,15 +17,6 @@ class SettingError(ValueError):
 SINK_STATE = 1  # a windowed mixer's attention-sink keys/values live in its cache layer's second state
 
 
-def recurrent_state(cache, layer_idx, state_idx=0):
-    """The layer's recurrent state ``state_idx`` in the cache, or None before its first update. (The
-    cache's own get_recurrent_state keys on conv states, which not every mixer has.)"""
-    if cache is None:
-        return None
-    layer = cache.layers[layer_idx]
-    return layer.recurrent_states[state_idx] if layer.is_recurrent_states_initialized[state_idx] else None
-
-
 def new_token_mask(attention_mask, T):
     """The 2D padding mask's entries for the T new tokens (bool), or None."""
     if attention_mask is None:

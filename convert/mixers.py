@@ -2,8 +2,8 @@
 
 Every mixer keeps the base attention's q/k/v/o projections (and Qwen3's per-head q/k norms) under
 the same names, takes the same call as the attention module and returns ``(output, None)``. Its
-state lives in transformers' cache: ``update_recurrent_state`` for the linear state, and for the
-sliding-window hybrid the window's keys and values in the same layer (``hybrid_sliding``).
+state lives in transformers' cache (``convert.state_cache``): the linear state as the layer's recurrent
+state, and for the sliding-window hybrid the window's keys and values in the same layer (``hybrid_sliding``).
 """
 
 import torch
@@ -11,7 +11,8 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import initialization as init
 
-from linearize.convert.mixer_base import SINK_STATE, Mixer, SettingError, new_token_mask, recurrent_state, zero_where_padding
+from linearize.convert.state_cache import get_state, set_state, update_window
+from linearize.convert.mixer_base import SINK_STATE, Mixer, SettingError, new_token_mask, zero_where_padding
 from linearize.convert.feature_maps import FEATURE_MAPS
 from linearize.kernels.linear_attn.dispatch import linear_attn, normalized_linear_attn
 from linearize.kernels.window_attn.dispatch import window_attn
@@ -130,7 +131,7 @@ class LinearAttentionMixer(Mixer):
         B, T, _ = hidden_states.shape
         q, k, fq, fk, v = self.project(hidden_states, position_embeddings)
         fk = zero_where_padding(fk, new_token_mask(attention_mask, T))  # padding must not enter the state
-        state = recurrent_state(cache, self.layer_idx)
+        state = get_state(cache, self.layer_idx)
         log_decay = F.logsigmoid(self.decay_logit.float()) if self.decay else None
         if self.window:
             o, state = self.window_forward(q, k, fq, fk, v, attention_mask, cache, state, log_decay,
@@ -149,29 +150,21 @@ class LinearAttentionMixer(Mixer):
             else:
                 o, state = normalized_linear_attn(fq, fk, v, g=g, initial_state=state,
                                                   output_final_state=cache is not None, mode=self.mode)
-        if cache is not None:
-            cache.update_recurrent_state(state, self.layer_idx)
+        set_state(cache, self.layer_idx, state)
         return self.o_proj(o.reshape(B, T, -1).to(hidden_states.dtype)), None
 
     def window_forward(self, q, k, fq, fk, v, attention_mask, cache, state, log_decay=None, position_ids=None):
         D = self.head_dim
-        past = None
-        if cache is not None:
-            layer = cache.layers[self.layer_idx]
-            if getattr(layer, "keys", None) is not None and layer.keys.shape[-2] > 0:
-                keys = layer.keys.transpose(1, 2)
-                past = (keys[..., :D], keys[..., D:], layer.values.transpose(1, 2))
+        # The window cache keeps keys and their features side by side; transformers trims it to window - 1.
+        keys, values = update_window(cache, self.layer_idx, torch.cat([k, fk.to(k.dtype)], -1), v)
+        past = None if keys is None else (keys[..., :D], keys[..., D:], values)
         P = 0 if past is None else past[0].shape[1]
         key_mask = None if attention_mask is None else attention_mask[:, -(P + q.shape[1]) :]
         sinks = None
         if self.sinks:
             sinks, key_mask = self.sink_keys(k, v, attention_mask, key_mask, cache, position_ids, P)
-        o, state = window_attn(q, k, fq, fk, v, torch.sigmoid(self.window_factor), self.window, D**-0.5, mode=self.mode,
-                               key_mask=key_mask, past=past, initial_state=state, log_decay=log_decay, sinks=sinks)
-        if cache is not None:
-            # The window cache keeps keys and their features side by side; transformers trims it to window - 1.
-            cache.update(torch.cat([k, fk.to(k.dtype)], -1).transpose(1, 2), v.transpose(1, 2), self.layer_idx)
-        return o, state
+        return window_attn(q, k, fq, fk, v, torch.sigmoid(self.window_factor), self.window, D**-0.5, mode=self.mode,
+                           key_mask=key_mask, past=past, initial_state=state, log_decay=log_decay, sinks=sinks)
 
     def sink_keys(self, k, v, attention_mask, key_mask, cache, position_ids, P):
         """(sinks for the kernel, key mask without the sink tokens). Slot s of the sink store holds the
@@ -183,14 +176,13 @@ class LinearAttentionMixer(Mixer):
         pos = pos.to(k.device).expand(B, T)
         valid = new_token_mask(attention_mask, T)
         valid = torch.ones(B, T, dtype=torch.bool, device=k.device) if valid is None else valid
-        store = recurrent_state(cache, self.layer_idx, SINK_STATE)
+        store = get_state(cache, self.layer_idx, SINK_STATE)
         if store is None:
             store = k.new_zeros(B, S, self.num_heads, 2 * D)
         slot = (pos[..., None] == torch.arange(S, device=k.device)) & valid[..., None]  # [B, T, S]
         written = torch.einsum("bts,bthd->bshd", slot.to(k.dtype), torch.cat([k, v.to(k.dtype)], -1))
         store = torch.where(slot.any(1)[..., None, None], written, store.to(k.dtype))
-        if cache is not None:
-            cache.update_recurrent_state(store, self.layer_idx, state_idx=SINK_STATE)
+        set_state(cache, self.layer_idx, store, SINK_STATE)
         visible = torch.arange(S, device=k.device)[None, None] <= pos[..., None]  # slots fill in position order
         key_pos = torch.cat([pos[:, :1] - P + torch.arange(P, device=k.device)[None], pos], 1)
         not_sink = key_pos >= S

@@ -13,6 +13,7 @@ from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutpu
 
 from linearize.convert.configuration_linearized import LinearizedConfig
 from linearize.convert.families import family, head_dim
+from linearize.convert.state_cache import advance, prepare, seen_tokens
 from linearize.convert.mixer_base import Mixer
 from linearize.convert.targets import build_mixer
 
@@ -80,6 +81,7 @@ class LinearizedModel(LinearizedPreTrainedModel):
             inputs_embeds = self.embed_tokens(input_ids)
         if use_cache and cache is None:
             cache = DynamicCache(config=self.config)
+        cache = prepare(cache)
         T = inputs_embeds.shape[1]
         past = seen_tokens(cache)
         if position_ids is None:
@@ -105,22 +107,8 @@ class LinearizedModel(LinearizedPreTrainedModel):
                 hidden_states, attention_mask=layer_mask, position_ids=position_ids, cache=cache,
                 use_cache=use_cache, position_embeddings=position_embeddings, **kwargs,
             )
-        if cache is not None:
-            cache.linearize_seen_tokens = past + T
+        advance(cache, T)
         return BaseModelOutputWithPast(last_hidden_state=self.norm(hidden_states), cache=cache)
-
-
-def seen_tokens(cache):
-    """Tokens already in the cache. A cache of recurrent layers only has no length of its own, so the
-    model keeps a count on it (``linearize_seen_tokens``)."""
-    if cache is None:
-        return 0
-    if hasattr(cache, "linearize_seen_tokens"):
-        return cache.linearize_seen_tokens
-    try:
-        return cache.get_seq_length()
-    except ValueError:
-        return 0
 
 
 class LinearizedForCausalLM(LinearizedPreTrainedModel, GenerationMixin):

@@ -10,7 +10,8 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import initialization as init
 
-from linearize.convert.mixer_base import Mixer, new_token_mask, recurrent_state, zero_where_padding
+from linearize.convert.state_cache import get_state, set_state
+from linearize.convert.mixer_base import Mixer, new_token_mask, zero_where_padding
 from linearize.kernels.ssd.dispatch import ssd
 
 
@@ -84,14 +85,13 @@ class MambaMixer(Mixer):
         C = C.view(Bsz, T, H, D)
         dt = F.softplus(self.dt_proj(hidden_states).float() + self.dt_bias.float())
         dt = zero_where_padding(dt, valid)  # a padded step neither writes nor decays the state
-        y, state = ssd(C, Bm, x, dt, self.A_log, self.D, recurrent_state(cache, self.layer_idx),
+        y, state = ssd(C, Bm, x, dt, self.A_log, self.D, get_state(cache, self.layer_idx),
                        cache is not None, self.mode)
         if self.gate:
             z = self.z_proj(hidden_states).view(Bsz, T, H, D)
             y = (y.float() * F.silu(z.float()))
             y = y * torch.rsqrt(y.pow(2).mean(-1, keepdim=True) + 1e-6) * self.norm_weight.float().view(H, D)
-        if cache is not None:
-            cache.update_recurrent_state(state, self.layer_idx)
+        set_state(cache, self.layer_idx, state)
         return self.o_proj(y.reshape(Bsz, T, H * D).to(hidden_states.dtype)), None
 
     def causal_conv(self, xbc, cache):
@@ -155,10 +155,9 @@ class RecurFormerAttention(Mixer):
         kv_idx = [h // groups for h in mh]
         dt = zero_where_padding(F.softplus(self.dt_proj(hidden_states).float() + self.dt_bias.float()), valid)
         y, state = ssd(q[:, :, mh], k[:, :, kv_idx], v[:, :, kv_idx], dt, self.A_log, self.D,
-                       recurrent_state(cache, self.layer_idx), cache is not None, self.mode)
+                       get_state(cache, self.layer_idx), cache is not None, self.mode)
         out[:, :, mh] = y.to(out.dtype)
-        if cache is not None:
-            cache.update_recurrent_state(state, self.layer_idx)
+        set_state(cache, self.layer_idx, state)
         if self.attn_heads:
             out[:, :, self.attn_heads] = self.attend(q, k, v, position_embeddings, attention_mask, cache).to(out.dtype)
         return self.o_proj(out.reshape(Bsz, T, -1)), None

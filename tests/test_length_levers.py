@@ -37,7 +37,7 @@ def test_sink_store_is_in_the_cache_and_bytes_counted():
     ids = torch.randint(3, 128, (2, 10), generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         out = model(ids, use_cache=True)
-    store = out.cache.layers[0].recurrent_states[1]
+    store = out.cache.get_recurrent_state(0, 1)
     assert store.shape == (2, 3, 6, 24)  # batch, sinks, heads, key + value
 
 
