@@ -1,4 +1,5 @@
-"""The three forms of each recurrence agree (fp32, 1e-4), including state carried across chunks and calls."""
+"""The three forms of each recurrence agree (fp32, 1e-4), including state carried across chunks and calls, and
+in gradients: every form and each dispatch's 'auto' give the naive form's gradient of every input (end of file)."""
 
 import pytest
 import torch
@@ -86,21 +87,6 @@ def test_window_attn_forms_agree(window, decay):
         o, s = fn(q, k, fq, fk, v, a, window, 0.35, key_mask=mask, log_decay=ld, **kwargs)
         assert (o - ref).abs().max() < TOL, name
         assert (s - ref_state).abs().max() < TOL, name
-
-
-def test_window_attn_decay_gradients_agree():
-    """Chunked and recurrent forms give the naive form's gradients, the decay's included."""
-    grads = {}
-    for name, fn in WINDOW_FORMS.items():
-        q, k, fq, fk, v, a, mask = (x.clone().requires_grad_(x.is_floating_point()) for x in window_inputs(T=30))
-        ld = LOG_DECAY.clone().requires_grad_(True)
-        kwargs = {"chunk_size": 8} if name == "chunk" else {}
-        o, s = fn(q, k, fq, fk, v, a, 6, 0.35, key_mask=mask, log_decay=ld, **kwargs)
-        (o.square().sum() + s.sum()).backward()
-        grads[name] = [x.grad for x in (q, k, fq, fk, v, a, ld)]
-    for name in ("chunk", "recurrent"):
-        for ref, got in zip(grads["naive"], grads[name]):
-            assert (ref - got).abs().max() < 1e-3 * (1 + ref.abs().max()), name
 
 
 def test_window_attn_decay_forgets_old_tokens():
@@ -229,16 +215,222 @@ def test_sinks_are_softmax_keys_beside_the_window():
     assert (o - expected).abs().max() < TOL
 
 
-def test_sink_gradients_agree():
-    grads = {}
-    for name, fn in WINDOW_FORMS.items():
-        q, k, fq, fk, v, a, mask = (x.clone().requires_grad_(x.is_floating_point()) for x in window_inputs(T=20))
-        k_s, v_s, visible = sink_inputs(T=20)
-        k_s.requires_grad_(True), v_s.requires_grad_(True)
-        kwargs = {"chunk_size": 8} if name == "chunk" else {}
-        o, _ = fn(q, k, fq, fk, v, a, 5, 0.35, key_mask=mask, log_decay=LOG_DECAY, sinks=(k_s, v_s, visible), **kwargs)
-        o.square().sum().backward()
-        grads[name] = [x.grad for x in (q, k, v, k_s, v_s)]
-    for name in ("chunk", "recurrent"):
-        for ref, got in zip(grads["naive"], grads[name]):
-            assert (ref - got).abs().max() < 1e-3 * (1 + ref.abs().max()), name
+
+# --- Gradients: every form against the naive one, in outputs, final state and every input's gradient ---------
+#
+# The kernels compute in float32 whatever the inputs' dtype (they call .float()), so these checks run in
+# float32: an error of at most GRAD_TOL times the reference's largest entry, plus 1e-5 (observed: under 1e-5
+# relative, under 2e-6 where a gradient is about 0). Scaling any one gradient by 1 + 1e-3 fails them.
+
+from functools import partial  # noqa: E402
+
+from linearize.kernels.delta_rule.dispatch import gated_delta  # noqa: E402
+from linearize.kernels.linear_attn.chunk import chunk_linear_attn  # noqa: E402
+from linearize.kernels.ssd.dispatch import ssd  # noqa: E402
+from linearize.kernels.window_attn.dispatch import window_attn  # noqa: E402
+
+GRAD_TOL = 1e-4
+CHUNK = 8  # the chunked forms' chunk size below
+LENGTHS = [1, 7, 16, 21]  # one token, part of a chunk, whole chunks, chunks and a remainder
+
+
+def randn(*shape, seed):
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed))
+
+
+def rand(*shape, seed):
+    return torch.rand(*shape, generator=torch.Generator().manual_seed(seed))
+
+
+def run_with_grads(call, inputs, seed=123):
+    """call(**inputs) -> (output, final state); backprop a fixed random cotangent through both and return the
+    output, the state and the gradient of every floating input (zeros where none reached it)."""
+    leaves = {n: x.detach().clone().requires_grad_(x.is_floating_point()) for n, x in inputs.items()}
+    out, state = call(**leaves)
+    assert out.dtype == torch.float32 and state is not None
+    do, ds = randn(*out.shape, seed=seed), randn(*state.shape, seed=seed + 1)
+    ((out * do).sum() + (state * ds).sum()).backward()
+    results = {"output": out.detach(), "final state": state.detach()}
+    for n, x in leaves.items():
+        if x.is_floating_point():
+            results[f"d{n}"] = torch.zeros_like(x) if x.grad is None else x.grad
+    return results
+
+
+def assert_forms_agree(calls, inputs, tol=GRAD_TOL):
+    """calls: {form: callable}, the first the reference. Every other form must give its output, final state and
+    gradients to within tol of the largest reference entry, plus 1e-5 (rounding where a gradient cancels to about 0)."""
+    (ref_name, ref_call), *others = calls.items()
+    ref = run_with_grads(ref_call, inputs)
+    assert all(torch.isfinite(x).all() for x in ref.values())
+    for name, call in others:
+        got = run_with_grads(call, inputs)
+        assert got.keys() == ref.keys()
+        for what, expected in ref.items():
+            err = (got[what] - expected).abs().max().item()
+            bound = tol * expected.abs().max().item() + 1e-5
+            assert err <= bound, f"{name} vs {ref_name}: {what} differs by {err:.3g} (bound {bound:.3g})"
+
+
+def gate(kind, B, T, H, K, seed):
+    """Log gates: none, one per head [B, T, H], or one per key dimension [B, T, H, K]."""
+    return {"none": None, "head": -rand(B, T, H, seed=seed) * 0.5, "key": -rand(B, T, H, K, seed=seed) * 0.5}[kind]
+
+
+def linear_inputs(T, gated, initial, B=2, H=2, K=4, V=3, positive=False):
+    make = (lambda *s, seed: rand(*s, seed=seed) + 0.1) if positive else randn
+    inputs = {"q": make(B, T, H, K, seed=1), "k": make(B, T, H, K, seed=2), "v": randn(B, T, H, V, seed=3)}
+    if gated != "none":
+        inputs["g"] = gate(gated, B, T, H, K, seed=4)
+    if initial:  # positive, so a normaliser column in it stays a normaliser
+        inputs["initial_state"] = rand(B, H, K, V + positive, seed=5)
+    return inputs
+
+
+def use_chunk_size(monkeypatch, chunk_size=CHUNK):
+    """Make the dispatch's chunked form use small chunks, so short sequences span several."""
+    from linearize.kernels.linear_attn import dispatch
+
+    monkeypatch.setitem(dispatch.TORCH_FORMS, "chunk", partial(chunk_linear_attn, chunk_size=chunk_size))
+
+
+@pytest.mark.parametrize("initial", [False, True])
+@pytest.mark.parametrize("gated", ["none", "head", "key"])
+@pytest.mark.parametrize("T", LENGTHS)
+def test_linear_attn_gradients(T, gated, initial):
+    def form(name, **kw):
+        return lambda **x: TORCH_FORMS[name](**x, scale=0.7, output_final_state=True, **kw)
+
+    calls = {"naive": form("naive"), "chunk": form("chunk", chunk_size=CHUNK), "recurrent": form("recurrent")}
+    assert_forms_agree(calls, linear_inputs(T, gated, initial))
+
+
+@pytest.mark.parametrize("gated", ["none", "head", "key"])
+@pytest.mark.parametrize("T", [1, 21])
+def test_normalized_linear_attn_gradients(T, gated, monkeypatch):
+    use_chunk_size(monkeypatch)
+
+    def form(name):
+        return lambda **x: normalized_linear_attn(**x, output_final_state=True, mode=name)
+
+    calls = {name: form(name) for name in TORCH_FORMS}
+    assert_forms_agree(calls, linear_inputs(T, gated, initial=True, positive=True))
+
+
+def window_grad_inputs(T, window, decay, sinks, context, B=2, H=2, D=4, F=5, V=3, S=3):
+    """Inputs of the window forms. context: 'plain' (no mask, no past), 'mask' (left padding in the second row)
+    or 'past' (the previous window, up to window - 1 tokens, a linear state, and a mask over both)."""
+    P = min(window - 1, 6) if context == "past" else 0
+    x = {"q": randn(B, T, H, D, seed=1), "k": randn(B, T, H, D, seed=2), "fq": rand(B, T, H, F, seed=3),
+         "fk": rand(B, T, H, F, seed=4), "v": randn(B, T, H, V, seed=5), "factor": torch.tensor([0.3, 0.8])}
+    if context != "plain":
+        mask = torch.ones(B, P + T, dtype=torch.bool)
+        mask[1, : min(3, P + T - 1)] = False
+        x["key_mask"] = mask
+    if context == "past":
+        x["initial_state"] = rand(B, H, F, V + 1, seed=6)
+        if P:
+            x.update(past_k=randn(B, P, H, D, seed=7), past_fk=rand(B, P, H, F, seed=8),
+                     past_v=randn(B, P, H, V, seed=9))
+    if decay:
+        x["log_decay"] = torch.tensor([0.9, 0.7]).log()
+    if sinks:
+        visible = (torch.arange(S)[None, :] <= torch.arange(T)[:, None]).expand(B, T, S).clone()
+        visible[1, :, 1] = False
+        x.update(sink_k=randn(B, S, H, D, seed=10), sink_v=randn(B, S, H, V, seed=11), sink_visible=visible)
+    return x
+
+
+def window_call(fn, window, **kw):
+    """Adapts a window form to flat inputs (past_* and sink_* gathered into its tuples)."""
+    def call(q, k, fq, fk, v, factor, **x):
+        if "past_k" in x:
+            x["past"] = (x.pop("past_k"), x.pop("past_fk"), x.pop("past_v"))
+        if "sink_k" in x:
+            x["sinks"] = (x.pop("sink_k"), x.pop("sink_v"), x.pop("sink_visible"))
+        return fn(q, k, fq, fk, v, factor, window, 0.35, **x, **kw)
+    return call
+
+
+@pytest.mark.parametrize("context", ["plain", "mask", "past"])
+@pytest.mark.parametrize("sinks", [False, True])
+@pytest.mark.parametrize("decay", [False, True])
+@pytest.mark.parametrize("T,window", [(1, 1), (1, 4), (7, 1), (7, 30), (21, 4), (21, 9)])
+def test_window_attn_gradients(T, window, decay, sinks, context):
+    calls = {"naive": window_call(naive_window_attn, window),
+             "chunk": window_call(chunk_window_attn, window, chunk_size=CHUNK),
+             "recurrent": window_call(recurrent_window_attn, window)}
+    assert_forms_agree(calls, window_grad_inputs(T, window, decay, sinks, context))
+
+
+def delta_grad_inputs(T, gated, initial, B=2, H=2, K=4, V=3):
+    x = {"q": randn(B, T, H, K, seed=1), "k": torch.nn.functional.normalize(randn(B, T, H, K, seed=2), dim=-1),
+         "v": randn(B, T, H, V, seed=3), "beta": rand(B, T, H, seed=4)}
+    if gated:
+        x["g"] = gate("head", B, T, H, K, seed=5)
+    if initial:
+        x["initial_state"] = randn(B, H, K, V, seed=6) * 0.3
+    return x
+
+
+@pytest.mark.parametrize("initial", [False, True])
+@pytest.mark.parametrize("gated", [False, True])
+@pytest.mark.parametrize("T", LENGTHS)
+def test_gated_delta_gradients(T, gated, initial):
+    def form(name, **kw):
+        return lambda **x: DELTA_FORMS[name](**x, scale=0.5, output_final_state=True, **kw)
+
+    calls = {"naive": form("naive"), "chunk": form("chunk", chunk_size=CHUNK), "recurrent": form("recurrent")}
+    assert_forms_agree(calls, delta_grad_inputs(T, gated, initial))
+
+
+def ssd_inputs(T, initial, b=2, h=2, n=4, p=3):
+    x = {"C": randn(b, T, h, n, seed=1), "B": randn(b, T, h, n, seed=2), "x": randn(b, T, h, p, seed=3),
+         "dt": rand(b, T, h, seed=4) * 0.5 + 0.05, "A_log": randn(h, seed=5) * 0.5, "D": randn(h, seed=6)}
+    if initial:
+        x["initial_state"] = randn(b, h, n, p, seed=7)
+    return x
+
+
+@pytest.mark.parametrize("initial", [False, True])
+@pytest.mark.parametrize("T", [1, 21])
+def test_ssd_gradients(T, initial, monkeypatch):
+    use_chunk_size(monkeypatch)
+
+    def form(name):
+        return lambda **x: ssd(**x, output_final_state=True, mode=name)
+
+    assert_forms_agree({name: form(name) for name in TORCH_FORMS}, ssd_inputs(T, initial))
+
+
+# 'auto' on CPU (the chunked form, default chunk size, for prefill; the recurrent one for a single token) gives the
+# naive form's values and gradients through each dispatch function.
+
+@pytest.mark.parametrize("T", [1, 70])
+def test_linear_attn_auto_gradients(T):
+    def form(mode):
+        return lambda **x: linear_attn(**x, scale=0.7, output_final_state=True, mode=mode)
+
+    assert_forms_agree({"naive": form("naive"), "auto": form("auto")}, linear_inputs(T, "head", initial=True))
+
+
+@pytest.mark.parametrize("T,context", [(1, "past"), (21, "mask"), (70, "past")])
+def test_window_attn_auto_gradients(T, context):
+    calls = {"naive": window_call(window_attn, 4, mode="naive"), "auto": window_call(window_attn, 4, mode="auto")}
+    assert_forms_agree(calls, window_grad_inputs(T, 4, True, True, context))
+
+
+@pytest.mark.parametrize("T", [1, 70])
+def test_gated_delta_auto_gradients(T):
+    def form(mode):
+        return lambda **x: gated_delta(**x, scale=0.5, output_final_state=True, mode=mode)
+
+    assert_forms_agree({"naive": form("naive"), "auto": form("auto")}, delta_grad_inputs(T, True, True))
+
+
+@pytest.mark.parametrize("T", [1, 70])
+def test_ssd_auto_gradients(T):
+    def form(mode):
+        return lambda **x: ssd(**x, output_final_state=True, mode=mode)
+
+    assert_forms_agree({"naive": form("naive"), "auto": form("auto")}, ssd_inputs(T, True))
