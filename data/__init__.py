@@ -1,2 +1,3 @@
 """Text for training and evaluation: the data loader the distillation and evaluation stages share
-(``texts``), the out-of-domain corpora (``corpora``) and the cache folder (``cache``)."""
+(``texts``), the one way from documents to token windows they share (``packing``), the out-of-domain
+corpora (``corpora``) and the cache folder (``cache``)."""

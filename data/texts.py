@@ -1,5 +1,7 @@
 """Text sources, through ``datasets``: local files and folders (.txt, .jsonl, .json, .parquet), hub
-datasets (``id``, ``id:config``, with a split), and the offline default corpus.
+datasets (``id``, ``id:config``, with a split), and the offline default corpus. ``documents`` reads any
+of them (chat rows through the chat template) and ``split_documents`` holds documents out; ``data.packing``
+turns them into token windows, the same way for training and for evaluation.
 
 The offline default is the documentation installed with Python itself (standard-library module and
 member docstrings): it exists on every machine, needs no network, mixes English prose with code, and
@@ -89,16 +91,28 @@ def text_column(rows, spec, text_field=None):
     return field
 
 
-def load_texts(spec=None, split="train", text_field=None):
-    """A list of documents from ``spec`` (see ``load_rows``); JSON rows give ``text_field`` or the first
-    of text/content/document. Chat and prompt/response rows are formatted by ``distill.data``."""
+def documents(spec=None, tokenizer=None, split="train", text_field=None):
+    """The documents of ``spec`` (see ``load_rows``) as strings: the one reading of a source that training and
+    evaluation share. Rows with ``messages`` (chat) or ``prompt``/``response`` (instruction) are rendered with
+    ``tokenizer``'s chat template; other rows give ``text_field`` or the first of text/content/document."""
     rows = load_rows(spec, split)
+    cols = set(rows.column_names)
+    if "messages" in cols or {"prompt", "response"} <= cols:
+        if tokenizer is None or not getattr(tokenizer, "chat_template", None):
+            raise DataError(f"{str(spec)!r} holds chat/instruction rows, which need a tokenizer with a chat template")
+        out = []
+        for row in rows:
+            messages = row["messages"] if "messages" in cols else [
+                {"role": "user", "content": row["prompt"]}, {"role": "assistant", "content": row["response"]}]
+            out.append(tokenizer.apply_chat_template(messages, tokenize=False))
+        return out
     field = text_column(rows, spec, text_field)
     return [t for t in rows[field] if isinstance(t, str) and t.strip()]
 
 
 def split_documents(docs, heldout_fraction=0.05, seed=0):
-    """(train, heldout): a seeded split by document, so no held-out text is ever trained on."""
+    """(train, heldout): a seeded split by document, so no held-out text is ever trained on. Training and
+    evaluation split with the one seed ``data.packing.SPLIT_SEED``."""
     import random
 
     order = list(range(len(docs)))

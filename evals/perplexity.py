@@ -11,46 +11,9 @@ import math
 import torch
 import torch.nn.functional as F
 
-from linearize.data.texts import DataError, load_texts, split_documents
+from linearize.data.packing import HELDOUT_FRACTION, SPLITS, heldout_ids  # noqa: F401 (the evaluation windows)
 
 DEFAULT_BUCKETS = (0, 64, 256, 1024, 4096)
-SPLITS = ("heldout", "all")
-
-
-def corpus_tokens(tokenizer, data=None, heldout_fraction=0.05, seed=0, split="heldout"):
-    """The token ids of ``data``'s text, documents joined by the EOS token: for ``split="heldout"`` the
-    seeded held-out split by document that training never sees; for ``split="all"`` every document
-    (for corpora that training never saw). Deterministic: the same ids for every model."""
-    if split not in SPLITS:
-        raise DataError(f"unknown split {split!r}: choose from {', '.join(SPLITS)}")
-    docs = load_texts(data)
-    if split == "heldout":
-        _, docs = split_documents(docs, heldout_fraction, seed)
-    eos = tokenizer.eos_token or ""
-    return tokenizer(eos.join(docs), add_special_tokens=False)["input_ids"] if docs else []
-
-
-def windows(ids, seq_len, max_tokens, what="text"):
-    """[N, seq_len] non-overlapping windows from the start of ``ids``: N = max_tokens // seq_len, at least
-    one, at most as many as the text holds. Raises DataError if it holds not even one."""
-    if seq_len < 2:
-        raise DataError(f"sequence length {seq_len} is too short: a window needs at least 2 tokens")
-    n = min(max(1, max_tokens // seq_len), len(ids) // seq_len)
-    if n == 0:
-        raise DataError(f"{what} has {len(ids)} tokens, fewer than one window of {seq_len}")
-    return torch.tensor(ids[: n * seq_len]).view(n, seq_len)
-
-
-def heldout_ids(tokenizer, data=None, seq_len=512, max_tokens=16384, heldout_fraction=0.05, seed=0, split="heldout"):
-    """[N, seq_len] token ids of evaluation text, cut to about ``max_tokens`` (at least one window): for the
-    default corpus (or any ``data``) the seeded held-out split by document that training never sees
-    (``split="heldout"``), or every document of ``data`` (``split="all"``: out-of-domain corpora)."""
-    ids = corpus_tokens(tokenizer, data, heldout_fraction, seed, split)
-    return windows(ids, seq_len, max_tokens, what=f"the {split} text of {_name(data)}")
-
-
-def _name(data):
-    return "the default corpus" if data is None else repr(str(data))
 
 
 def bucket_ranges(buckets, positions):
@@ -115,19 +78,19 @@ def perplexity(model, ids, batch_size=4, buckets=None):
 
 
 def length_quality(teacher, student, tokenizer, data, seq_lens=(256, 2048), max_tokens=8192,
-                   buckets=DEFAULT_BUCKETS, split="all", batch_size=1, heldout_fraction=0.05, seed=0):
+                   buckets=DEFAULT_BUCKETS, split="all", batch_size=1, heldout_fraction=HELDOUT_FRACTION):
     """Teacher and student on the same windows of ``data`` at each window length in ``seq_lens``
     (``max_tokens`` per length, at least one window): overall perplexity, per position bucket, and the
     per-position mean NLL, with the student/teacher ratios. ``split="all"`` uses every document (for a
-    corpus neither model was trained on), ``"heldout"`` the held-out split.
+    corpus neither model was trained on), ``"heldout"`` the held-out split; the windows are
+    ``data.packing.heldout_ids``'s, the ones ``linearize eval`` measures.
 
     Returns {"data", "split", "windows": {str(seq_len): {"teacher", "student", "ratio", "tokens",
     "by_position": {label: {"teacher", "student", "ratio"}}, "position_nll": {"teacher", "student"}}}}.
     """
-    ids = corpus_tokens(tokenizer, data, heldout_fraction, seed, split)
     result = {"data": str(data), "split": split, "windows": {}}
     for seq_len in seq_lens:
-        batch = windows(ids, seq_len, max_tokens, what=f"the {split} text of {_name(data)}")
+        batch = heldout_ids(tokenizer, data, seq_len, max_tokens, split, heldout_fraction)
         t = perplexity(teacher, batch, batch_size, buckets)
         s = perplexity(student, batch, batch_size, buckets)
         pairs = {label: (t["by_position"][label]["perplexity"], s["by_position"][label]["perplexity"])

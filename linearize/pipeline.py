@@ -32,12 +32,11 @@ def quality(teacher, student, tokenizer, seq_len, data=None, corpora=OOD_CORPORA
             passkey_lengths=RECALL["passkey_lengths"], mqar_pairs=RECALL["mqar_pairs"], log=print):
     """In-domain held-out perplexity at ``seq_len``, out-of-domain perplexity by length and position on
     each corpus, and recall, for teacher and student. Returns the dict the checkpoint records."""
-    from linearize.distill.data import build_blocks
-    from linearize.evals.perplexity import length_quality, perplexity
+    from linearize.evals.perplexity import heldout_ids, length_quality, perplexity
     from linearize.evals.recall import recall_suite
 
-    _, held = build_blocks(data, tokenizer, seq_len, 0.05, 0)
-    held = held[: max(1, eval_tokens // seq_len)]
+    # The windows `linearize eval CKPT --seq-len seq_len --max-tokens eval_tokens` measures: the same number.
+    held = heldout_ids(tokenizer, data, seq_len, eval_tokens)
     ind = {"teacher": perplexity(teacher, held)["perplexity"], "student": perplexity(student, held)["perplexity"]}
     out = {"in_domain": {**ind, "ratio": ind["student"] / ind["teacher"], "seq_len": seq_len, "data": str(data or "default")}}
     lengths = tuple(lengths or eval_lengths(seq_len))

@@ -9,7 +9,7 @@ import subprocess
 import pytest
 
 from linearize.data import corpora
-from linearize.data.texts import DataError, load_texts
+from linearize.data.texts import DataError, documents
 
 pytestmark = pytest.mark.skipif(shutil.which("dpkg-deb") is None, reason="needs dpkg-deb (Debian/Ubuntu)")
 
@@ -80,7 +80,7 @@ def fake_archive(tmp_path, monkeypatch):
 
 
 def test_gnu_manuals_from_debs_one_document_per_info_node(fake_archive, tmp_path):
-    docs = load_texts("corpus:gnu-manuals")
+    docs = documents("corpus:gnu-manuals")
     folder = tmp_path / "cache" / "corpora" / "gnu-manuals"
     names = sorted(p.name for p in folder.glob("*.txt"))
     assert names == ["0000-standards-Preface.txt", "0001-maintain-Getting_Help.txt", "0002-bash-What_is_Bash_.txt"]
@@ -92,13 +92,13 @@ def test_gnu_manuals_from_debs_one_document_per_info_node(fake_archive, tmp_path
     assert source["documents"] == 3
     assert fake_archive == ["gnu-standards", "bash-doc"]
     # fetched once: later uses read the folder, and the folder path works as data too
-    assert load_texts("corpus:gnu-manuals") == docs and fake_archive == ["gnu-standards", "bash-doc"]
-    assert load_texts(str(folder)) == docs
+    assert documents("corpus:gnu-manuals") == docs and fake_archive == ["gnu-standards", "bash-doc"]
+    assert documents(str(folder)) == docs
     assert not [p for p in folder.parent.iterdir() if p.name.startswith(".")]  # no temporary folders left
 
 
 def test_c_code_from_deb_one_document_per_source_file(fake_archive, tmp_path):
-    docs = load_texts("corpus:c-code")
+    docs = documents("corpus:c-code")
     names = sorted(p.name for p in (tmp_path / "cache" / "corpora" / "c-code").glob("*.txt"))
     assert names == ["0000-zlib.h.txt", "0001-zpipe.c.txt"]
     assert docs[1].startswith("/* zpipe.c") and "int main(void)" in docs[1]
@@ -108,13 +108,13 @@ def test_failed_fetch_leaves_nothing(fake_archive, tmp_path, monkeypatch):
     monkeypatch.setitem(corpora.CORPORA, "broken", dict(corpora.CORPORA["gnu-manuals"],
                                                          packages=("gnu-standards", "missing-package")))
     with pytest.raises(DataError, match="cannot download Debian package 'missing-package'"):
-        load_texts("corpus:broken")
+        documents("corpus:broken")
     assert list((tmp_path / "cache" / "corpora").iterdir()) == []
 
 
 def test_unknown_corpus_names_the_known_ones(fake_archive):
     with pytest.raises(DataError) as err:
-        load_texts("corpus:unknown")
+        documents("corpus:unknown")
     message = str(err.value)
     assert "unknown corpus 'unknown'" in message and "\n" not in message
     assert all(name in message for name in corpora.CORPORA)

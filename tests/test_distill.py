@@ -12,8 +12,9 @@ import pytest
 import torch
 
 from linearize.convert.convert import convert
-from linearize.data.texts import DataError
-from linearize.distill.data import build_blocks, documents, pack
+from linearize.data.packing import pack, windows
+from linearize.data.texts import DataError, documents
+from linearize.distill.data import build_blocks
 from linearize.distill.recipe import distill
 from linearize.distill.trainer import TrainConfig, latest_checkpoint, train
 from conftest import perturb_new_parameters, tiny_base
@@ -164,7 +165,7 @@ def test_data_packing_split_and_chat_template(tmp_path):
     held_numbers = {t for t in tok.decode(held_a.flatten()).split() if t.rstrip(".").isdigit()}
     train_numbers = {t for t in tok.decode(train_a.flatten()).split() if t.rstrip(".").isdigit()}
     assert held_numbers and not held_numbers & train_numbers  # split by document: no overlap
-    assert pack(["a b", "c"], tok, 2).shape[1] == 2
+    assert windows(pack(["a b", "c"], tok), 2).shape[1] == 2
     chat = tmp_path / "chat.jsonl"
     chat.write_text(json.dumps({"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]})
                     + "\n" + json.dumps({"messages": [{"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "4"}]}) + "\n")

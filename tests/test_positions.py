@@ -9,8 +9,9 @@ import torch
 
 from linearize.cli import main
 from linearize.data.texts import DataError, split_documents
-from linearize.evals.perplexity import (DEFAULT_BUCKETS, bucket_ranges, corpus_tokens, heldout_ids, length_quality,
-                                        perplexity, position_nll)
+from linearize.data.packing import text_ids
+from linearize.evals.perplexity import (DEFAULT_BUCKETS, bucket_ranges, heldout_ids, length_quality, perplexity,
+                                        position_nll)
 
 
 class Scripted(torch.nn.Module):
@@ -99,12 +100,12 @@ def write_corpus(folder, n_docs, words=120):
 
 def test_split_all_uses_every_document_and_heldout_one_split(tokenizer, tmp_path):
     docs = write_corpus(tmp_path / "c", 20)
-    eos = tokenizer.eos_token
-    every = corpus_tokens(tokenizer, tmp_path / "c", split="all")
-    assert every == tokenizer(eos.join(docs), add_special_tokens=False)["input_ids"]
+    ids = lambda doc: tokenizer(doc, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]  # noqa: E731
+    every = text_ids(tokenizer, tmp_path / "c", split="all").tolist()
+    assert every == [t for doc in docs for t in ids(doc)]  # each document's ids, then EOS
     _, held = split_documents(docs, 0.05, 0)
     assert len(held) == 1
-    assert corpus_tokens(tokenizer, tmp_path / "c") == tokenizer(held[0], add_special_tokens=False)["input_ids"]
+    assert text_ids(tokenizer, tmp_path / "c").tolist() == ids(held[0])
     # deterministic: the same windows every call (teacher and student)
     a = heldout_ids(tokenizer, tmp_path / "c", seq_len=64, max_tokens=512, split="all")
     assert torch.equal(a, heldout_ids(tokenizer, tmp_path / "c", seq_len=64, max_tokens=512, split="all"))
