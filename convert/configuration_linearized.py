@@ -25,21 +25,24 @@ class LinearizedConfig(PreTrainedConfig):
 
     def __init__(self, base_config=None, mixers=None, linearize=None, **kwargs):
         base_config = dict(base_config or {})
-        self.base_config = base_config
+        # One source: the mirrored fields live at the top level only (where resize_token_embeddings and
+        # generation change and read them); the rest of the base's fields stay in base_config.
         for key in MIRRORED:
             if key in base_config:
-                kwargs.setdefault(key, base_config[key])
-        kwargs.setdefault("num_hidden_layers", base_config.get("num_hidden_layers", 0))
+                kwargs.setdefault(key, base_config.pop(key))
+        self.base_config = base_config
+        kwargs.setdefault("num_hidden_layers", 0)
         mixers = list(mixers) if mixers is not None else [None] * kwargs["num_hidden_layers"]
         if len(mixers) != kwargs["num_hidden_layers"]:
             raise ValueError(f"mixers has {len(mixers)} entries for {kwargs['num_hidden_layers']} layers")
         self.mixers = mixers
         self.linearize = dict(linearize or {})
+        full = {**base_config, **{k: kwargs[k] for k in MIRRORED if k in kwargs}}
         kwargs.setdefault("sliding_window", None)  # per-layer windows override a global value, which must exist
         kwargs.setdefault("number_of_conv_states", 1)  # likewise the number of states per cache layer
         kwargs.pop("layer_types", None)
         kwargs.pop("per_layer_config", None)
-        layer_types, per_layer = self._cache_layout(base_config, mixers)
+        layer_types, per_layer = self._cache_layout(full, mixers)
         super().__init__(layer_types=layer_types, per_layer_config=per_layer or None, **kwargs)
 
     @staticmethod
@@ -61,8 +64,9 @@ class LinearizedConfig(PreTrainedConfig):
         return layer_types, per_layer
 
     def get_base_config(self):
-        """The base family's own config object, from which its decoder layers are built."""
-        base = _base(self.base_config)
+        """The base family's own config object, from which its decoder layers are built: base_config plus
+        the mirrored fields as they are now at the top level."""
+        base = _base({**self.base_config, **{k: vars(self)[k] for k in MIRRORED if k in vars(self)}})
         base._attn_implementation = self._attn_implementation
         return base
 
