@@ -29,12 +29,15 @@ def stage_config(stage, **overrides):
 
 
 def distill(student, teacher, tokenizer, out, stage="transfer", data=None, resume=False, heldout_fraction=0.05,
-            save=True, **overrides):
+            save=True, log=None, **overrides):
     """Run one stage and (with ``save``) write the distilled checkpoint to ``out`` atomically.
 
     Training state (checkpoints, TensorBoard logs, the loss curve) lives in ``<out>.work/<stage>``
-    while the run goes on, so ``resume=True`` finds it after an interruption; on success it moves into
-    ``out/training/<stage>``. Returns the stage summary (also appended to the checkpoint's history).
+    while the run goes on, so ``resume=True`` finds it after an interruption and continues from its
+    newest checkpoint (written by default every tenth of the stage and at least every 30 minutes; see
+    ``TrainConfig.save_every`` and ``save_minutes``), logging where from, or that there is none; on
+    success it moves into ``out/training/<stage>``. Returns the stage summary (also appended to the
+    checkpoint's history). ``log`` takes the resume lines (default: stderr).
     """
     import json
     from pathlib import Path
@@ -51,7 +54,7 @@ def distill(student, teacher, tokenizer, out, stage="transfer", data=None, resum
 
         shutil.rmtree(work)
     work.mkdir(parents=True, exist_ok=True)
-    trained, summary, history = train(student, teacher, blocks, cfg, work, resume=resume)
+    trained, summary, history = train(student, teacher, blocks, cfg, work, resume=resume, log=log)
     summary["data"] = str(data or "default")
     (work / "history.json").write_text(json.dumps(history))
     entry = {k: summary[k] for k in ("stage", "steps", "tokens", "seconds", "first_loss", "last_loss", "data")}

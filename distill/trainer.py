@@ -1,11 +1,12 @@
 """The trainer: one loop for both stages, on accelerate (one process or DDP) or the DeepSpeed engine (ZeRO-2/3),
 with gradient accumulation and checkpointing, an LR schedule, clipping, teacher outputs computed on
-the fly, atomic checkpoints every N steps and exact resume, a progress bar, TensorBoard logs and a
-loss-curve PNG.
+the fly, atomic checkpoints and exact resume, a progress bar, TensorBoard logs and a loss-curve PNG.
 
-Checkpoints are written to ``checkpoints/.tmp-step-N`` and renamed to ``checkpoints/step-N`` only
-once complete (``state.json`` is written last), so a run killed mid-write never leaves a checkpoint
-that resume would load.
+Checkpoints are on by default: every tenth of the stage's optimizer steps (``save_every=None``) and at
+least every 30 minutes (``save_minutes``), so a killed run loses at most that much work. Each is written
+to ``checkpoints/.tmp-step-N`` and renamed to ``checkpoints/step-N`` only once complete (``state.json``
+is written last), so a run killed mid-write never leaves a checkpoint that resume would load; once a
+newer one is complete the older ones are deleted (resume needs only the newest).
 """
 
 import dataclasses
@@ -14,6 +15,7 @@ import json
 import math
 import os
 import shutil
+import sys
 import time
 from pathlib import Path
 
@@ -36,7 +38,8 @@ class TrainConfig:
     min_lr_ratio: float = 0.1  # cosine decays to lr * min_lr_ratio
     max_grad_norm: float = 1.0
     seed: int = 0
-    save_every: int = 0  # optimizer steps between checkpoints (0: only at the end)
+    save_every: int | None = None  # optimizer steps between checkpoints (None: a tenth of the stage's; 0: not by steps)
+    save_minutes: float = 30.0  # also checkpoint when this many minutes passed since the last one (0: not by time)
     temperature: float = 1.0  # kd
     top_k: int | None = None  # kd: KL over the teacher's top-k tokens
     ce_weight: float = 0.0  # kd: weight of next-token cross-entropy
@@ -80,6 +83,12 @@ class KDObjective(nn.Module):
         return loss, {}
 
 
+# Settings whose change makes a resumed run differ from the one that wrote the checkpoint.
+RESUME_KEYS = ("stage", "tokens", "seq_len", "batch_size", "grad_accum", "lr", "weight_decay", "warmup_steps",
+               "min_lr_ratio", "max_grad_norm", "seed", "temperature", "top_k", "ce_weight", "train", "lora_r",
+               "lora_alpha", "lora_targets")
+
+
 def latest_checkpoint(out):
     """The newest complete checkpoint folder under ``out/checkpoints`` (with state.json), or None."""
     root = Path(out) / "checkpoints"
@@ -87,7 +96,13 @@ def latest_checkpoint(out):
     return max(done, key=lambda p: int(p.name.split("-")[1]), default=None)
 
 
-def save_checkpoint(run, scheduler, out, step, history):
+def checkpoint_interval(cfg, steps):
+    """Optimizer steps between checkpoints: ``cfg.save_every``, or a tenth of the stage's ``steps`` when None."""
+    return max(1, steps // 10) if cfg.save_every is None else cfg.save_every
+
+
+def save_checkpoint(run, scheduler, out, step, history, extra=None):
+    """Write ``checkpoints/step-<step>`` atomically, then delete the older complete checkpoints."""
     root = Path(out) / "checkpoints"
     final, tmp = root / f"step-{step}", root / f".tmp-step-{step}"
     if run.is_main_process:
@@ -98,8 +113,13 @@ def save_checkpoint(run, scheduler, out, step, history):
     if run.is_main_process:
         if scheduler is not None:
             torch.save(scheduler.state_dict(), tmp / "scheduler_lr.pt")
-        (tmp / "state.json").write_text(json.dumps({"step": step, "history": history}))  # written last
+        state = {"step": step, "history": history, **(extra or {})}
+        (tmp / "state.json").write_text(json.dumps(state))  # written last
         os.replace(tmp, final)
+        for old in [*root.glob("step-*"), *root.glob(".tmp-step-*")]:  # older ones, and writes a kill cut short
+            number = old.name.rsplit("-", 1)[1]
+            if number.isdigit() and int(number) < step:
+                shutil.rmtree(old, ignore_errors=True)
     run.barrier()
 
 
@@ -269,8 +289,10 @@ class AccelerateRun:
         self.acc.end_training()
 
 
-def train(student, teacher, blocks, cfg, out, resume=False, progress=True):
-    """Run one stage on ``blocks`` [N, seq_len]; returns (trained student with LoRA merged, summary, history)."""
+def train(student, teacher, blocks, cfg, out, resume=False, progress=True, log=None):
+    """Run one stage on ``blocks`` [N, seq_len]; returns (trained student with LoRA merged, summary, history).
+    With ``resume`` it continues from the newest complete checkpoint under ``out`` and logs which (path, step,
+    tokens seen), or logs that there is none and starts fresh. ``log`` takes those lines (default: stderr)."""
     from accelerate.utils import set_seed
     from tqdm.auto import tqdm
     from transformers import get_cosine_schedule_with_warmup
@@ -299,14 +321,30 @@ def train(student, teacher, blocks, cfg, out, resume=False, progress=True):
     else:
         run = AccelerateRun(objective, optimizer, dataset, cfg, cuda, out)
     teacher.to(run.device).eval().requires_grad_(False)
+    if log is None:
+        def log(line):
+            print(line, file=sys.stderr, flush=True)
+    say = log if run.is_main_process else (lambda line: None)
 
     step, history = 0, []
+    tokens_per_step = per_step * cfg.seq_len
     if resume and (ckpt := latest_checkpoint(out)) is not None:
         run.load(ckpt)
         if scheduler is not None:
             scheduler.load_state_dict(torch.load(ckpt / "scheduler_lr.pt"))
         state = json.loads((ckpt / "state.json").read_text())
         step, history = state["step"], state["history"]
+        say(f"{cfg.stage}: resuming from {ckpt} at step {step} of {steps} "
+            f"({step * tokens_per_step:,} of {steps * tokens_per_step:,} tokens seen)")
+        changed = {k: (v, cfg.to_dict().get(k)) for k, v in state.get("config", {}).items()
+                   if k in RESUME_KEYS and cfg.to_dict().get(k) != v}
+        if changed:
+            say(f"{cfg.stage}: warning: settings differ from the checkpoint's (then -> now): "
+                + ", ".join(f"{k} {a} -> {b}" for k, (a, b) in changed.items()))
+    elif resume:
+        say(f"{cfg.stage}: nothing to resume (no complete checkpoint in {out / 'checkpoints'}); starting fresh")
+    every = checkpoint_interval(cfg, steps)
+    last_save = time.time()
     bar = tqdm(total=steps, initial=step, desc=cfg.stage, disable=not (progress and run.is_local_main_process))
     t0, tokens_done, running, seen = time.time(), 0, 0.0, []
     objective.train()
@@ -331,8 +369,14 @@ def train(student, teacher, blocks, cfg, out, resume=False, progress=True):
         run.log({"loss": loss_value, "lr": lr, **{f"layer_{i}": v for i, v in record.get("layers", {}).items()}}, step)
         bar.set_postfix(loss=f"{loss_value:.4g}", tok_s=f"{tokens_done / max(time.time() - t0, 1e-9):.0f}")
         bar.update(1)
-        if cfg.save_every and step % cfg.save_every == 0 and step < steps:
-            save_checkpoint(run, scheduler, out, step, history)
+        due = bool(every) and step % every == 0
+        if cfg.save_minutes and not due:
+            due = time.time() - last_save >= 60 * cfg.save_minutes
+            if run.num_processes > 1:  # every process must agree: the write has barriers
+                due = run.mean(float(due)) > 0
+        if due and step < steps:
+            save_checkpoint(run, scheduler, out, step, history, extra={"config": cfg.to_dict()})
+            last_save = time.time()
     bar.close()
     elapsed = time.time() - t0
     seen = run.gather(torch.cat(seen)).cpu().tolist() if seen else []

@@ -215,10 +215,19 @@ def add_train_args(p, main_job=False):
         p.add_argument("--top-k", type=int, default=None)
         p.add_argument("--ce-weight", type=float, default=None)
         p.add_argument("--gradient-checkpointing", action="store_true", default=None)
-    p.add_argument("--save-every", type=int, default=None, help="optimizer steps between checkpoints")
+    p.add_argument("--save-every", type=int, default=None,
+                   help="optimizer steps between resumable checkpoints (default: a tenth of each stage's steps; "
+                        "0: none by step count); only the newest is kept")
+    p.add_argument("--save-minutes", type=float, default=None,
+                   help="also checkpoint when this many minutes passed since the last checkpoint (default 30; 0: "
+                        "none by time)")
     p.add_argument("--deepspeed", default=None, help="DeepSpeed config JSON (distill/configs/zero2.json, zero3.json)")
     p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--resume", action="store_true", help="continue from the newest complete checkpoint")
+    p.add_argument("--resume", action="store_true",
+                   help="continue an interrupted run in the same --out " + (
+                       "(stages that finished are not rerun: their saved students load; the unfinished one continues "
+                       "from its newest complete checkpoint)" if main_job else "from its newest complete checkpoint")
+                        + "; it says what it resumed from, or that there is nothing to resume and it starts fresh")
 
 
 def _ints(text, flag):
@@ -327,7 +336,8 @@ def run_distill(args):
     teacher = load_base(teacher_spec)
     overrides = {k: getattr(args, k, None) for k in ("tokens", "seq_len", "batch_size", "grad_accum", "lr", "train",
                                                       "lora_r", "lora_alpha", "temperature", "top_k", "ce_weight",
-                                                      "gradient_checkpointing", "save_every", "deepspeed", "seed")}
+                                                      "gradient_checkpointing", "save_every", "save_minutes",
+                                                      "deepspeed", "seed")}
     summary = distill(student, teacher, tokenizer, out, stage=args.stage, data=args.data, resume=args.resume,
                       **overrides)
     print(f"{args.stage}: {summary['steps']} steps, {summary['tokens']:,} tokens, {summary['tokens_per_s']:.0f} tok/s, "
@@ -432,7 +442,8 @@ def run_main_job(args):
     t0 = time.time()
     result = main_job(args.base, args.target, out, keep_attention=args.keep_attention, data=args.data,
                       tokens=args.tokens, seq_len=args.seq_len, batch_size=args.batch_size, grad_accum=args.grad_accum,
-                      save_every=args.save_every, deepspeed=args.deepspeed, seed=args.seed, resume=args.resume,
+                      save_every=args.save_every, save_minutes=args.save_minutes, deepspeed=args.deepspeed,
+                      seed=args.seed, resume=args.resume,
                       log=lambda m: print(m, file=sys.stderr, flush=True), convert_settings=settings,
                       eval_corpora=corpora, eval_lengths=_ints(args.eval_lengths, "--eval-lengths") or None,
                       eval_tokens=args.eval_tokens, passkey_lengths=_ints(args.passkey_lengths, "--passkey-lengths"),

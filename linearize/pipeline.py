@@ -81,20 +81,40 @@ def summary_lines(q):
 def main_job(base_spec, target, out, keep_attention=None, data=None, tokens=None, seq_len=None, batch_size=None,
              grad_accum=None, save_every=None, deepspeed=None, seed=None, resume=False, eval_tokens=8192, log=print,
              stage_overrides=None, convert_settings=None, eval_corpora=OOD_CORPORA, eval_lengths=None,
-             passkey_lengths=RECALL["passkey_lengths"], mqar_pairs=RECALL["mqar_pairs"]):
+             passkey_lengths=RECALL["passkey_lengths"], mqar_pairs=RECALL["mqar_pairs"], save_minutes=None):
     """convert -> transfer -> kd -> quality of teacher and student -> save to ``out``.
     ``tokens`` is the budget of both stages (55% transfer, 45% kd); default: this machine's defaults.
     ``stage_overrides`` ({"transfer": {...}, "kd": {...}}; ``{"skip": True}`` leaves a stage out) and
     ``convert_settings`` let recipes set the rest (learning rates, LoRA rank, feature dims, calibration).
     ``eval_corpora`` (data specs), ``eval_lengths``, ``passkey_lengths`` and ``mqar_pairs`` set the
-    quality measurement (see ``quality``); it is saved as ``config.linearize["heldout_perplexity"]``."""
+    quality measurement (see ``quality``); it is saved as ``config.linearize["heldout_perplexity"]``.
+
+    Work in progress lives in ``<out>.work``: each stage's checkpoints (``save_every`` steps, default a
+    tenth of the stage, and ``save_minutes``, default 30) and, once a stage finishes, its student in
+    ``<out>.work/results/<stage>``. With ``resume`` a finished stage is not rerun (its saved student is
+    loaded, and the conversion is not redone), an unfinished one continues from its newest checkpoint,
+    and the log says which; without it, ``<out>.work`` is cleared first."""
+    import json
+    import shutil
     import time
+    from pathlib import Path
 
     from linearize.convert.bases import load_base, load_tokenizer
     from linearize.convert.convert import convert
     from linearize.convert.save import save_atomic
 
     t0 = time.time()
+    work = Path(f"{out}.work")
+    stages = ((2, "transfer"), (3, "kd"))
+    finished = {}  # stage -> its saved result, for stages an earlier run finished
+    if resume and not work.exists():
+        log(f"resume: nothing to resume from ({work} does not exist); starting fresh")
+        resume = False
+    elif resume:
+        finished = {stage: work / "results" / stage for _, stage in stages
+                    if (work / "results" / stage / "summary.json").exists()}
+    elif work.exists():
+        shutil.rmtree(work)
     for spec in eval_corpora or ():
         if str(spec).startswith("corpus:"):
             # Fetch (or fail) now: a corpus that cannot be had must not cost a finished training run.
@@ -102,17 +122,30 @@ def main_job(base_spec, target, out, keep_attention=None, data=None, tokens=None
 
             corpus_path(str(spec)[len("corpus:"):])
     tokenizer = load_tokenizer(base_spec)
-    log(f"[1/5] loading {base_spec!r} and converting to {target}")
     teacher = load_base(base_spec)
-    student = convert(teacher, target, keep_attention=keep_attention, base_name=str(base_spec), tokenizer=tokenizer,
-                      **(convert_settings or {}))
+    latest = [stage for _, stage in stages if stage in finished][-1:]  # the last finished stage's student goes on
+    if latest:
+        from linearize.convert.auto import LinearizedForCausalLM
+
+        log(f"[1/5] loading {base_spec!r}; the {target} conversion is in the {latest[0]} stage's saved result")
+        student = LinearizedForCausalLM.from_pretrained(finished[latest[0]], dtype=teacher.dtype).eval()
+    else:
+        log(f"[1/5] loading {base_spec!r} and converting to {target}")
+        student = convert(teacher, target, keep_attention=keep_attention, base_name=str(base_spec),
+                          tokenizer=tokenizer, **(convert_settings or {}))
     common = dict(seq_len=seq_len, batch_size=batch_size, grad_accum=grad_accum, save_every=save_every,
-                  deepspeed=deepspeed, seed=seed)
+                  save_minutes=save_minutes, deepspeed=deepspeed, seed=seed)
     budgets = {"transfer": None, "kd": None} if tokens is None else {"transfer": int(tokens * 0.55),
                                                                      "kd": tokens - int(tokens * 0.55)}
-    summaries = {}
-    for n, stage in ((2, "transfer"), (3, "kd")):
+    summaries, trained_here, earlier_seconds = {}, False, 0.0
+    for n, stage in stages:
         overrides = dict((stage_overrides or {}).get(stage, {}))
+        if stage in finished:
+            summaries[stage] = json.loads((finished[stage] / "summary.json").read_text())
+            earlier_seconds += summaries[stage]["seconds"]
+            loaded = f"; its student loaded from {finished[stage]}" if stage == latest[0] else f" ({finished[stage]})"
+            log(f"[{n}/5] {stage}: finished in an earlier run, not rerun{loaded}")
+            continue
         if overrides.pop("skip", False) or (stage == "transfer" and not student.mixers()):
             log(f"[{n}/5] {stage}: skipped")
             continue
@@ -120,13 +153,24 @@ def main_job(base_spec, target, out, keep_attention=None, data=None, tokens=None
             log(f"[{n}/5] {stage}: skipped ({target} adds no parameters)")
             continue
         log(f"[{n}/5] {stage}")
-        summary = distill(student, teacher, tokenizer, out, stage=stage, data=data, resume=resume, save=False,
+        summary = distill(student, teacher, tokenizer, out, stage=stage, data=data, resume=resume, save=False, log=log,
                           **{**common, "tokens": budgets[stage], **overrides})
-        student = summary.pop("model")
+        student, trained_here = summary.pop("model"), True
         summaries[stage] = summary
+        # The finished stage's student, so that a resumed run loads it instead of training the stage again.
+        (work / "results").mkdir(parents=True, exist_ok=True)
+        (work / "results" / f".{stage}-summary.json").write_text(json.dumps(summary))
+        save_atomic(student, None, work / "results" / stage,
+                    extra={"summary.json": work / "results" / f".{stage}-summary.json"})
         log(f"      {summary['steps']} steps, {summary['tokens']:,} tokens in {summary['seconds']:.0f}s "
             f"({summary['tokens_per_s']:.0f} tok/s), loss {summary['first_loss']:.4g} -> {summary['last_loss']:.4g}")
-    train_seconds = time.time() - t0
+    train_seconds = time.time() - t0 + earlier_seconds
+    if latest and not trained_here:  # where training would have put them
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        teacher.to(device)
+        student.to(device)
     log("[4/5] quality of teacher and student")
     cfg_seq = stage_config("kd", seq_len=seq_len).seq_len
     q = quality(teacher, student, tokenizer, cfg_seq, data=data, corpora=eval_corpora or (), lengths=eval_lengths,
@@ -136,8 +180,7 @@ def main_job(base_spec, target, out, keep_attention=None, data=None, tokens=None
                  "state_bytes_4k": state, "kv_bytes_4k": kv}
     student.config.linearize = {**student.config.linearize, "heldout_perplexity": q}
     log(f"[5/5] saving to {out}")
-    from pathlib import Path
-
-    work = Path(f"{out}.work")
-    save_atomic(student, tokenizer, out, extra={"training": work})
+    # The stages' training logs and checkpoints go with the checkpoint; their saved students are dropped.
+    save_atomic(student, tokenizer, out, extra={f"training/{stage}": work / stage for _, stage in stages})
+    shutil.rmtree(work, ignore_errors=True)
     return {"perplexity": q["in_domain"], "quality": q, "stages": summaries, "out": str(out)}

@@ -70,7 +70,8 @@ def test_kd_with_lora_lowers_loss_and_saves_a_merged_model(tmp_path):
     script = textwrap.dedent("""
         import sys
         sys.modules["peft"] = None  # loading must not need peft
-        import torch, linearize
+        import torch
+        from linearize import LinearizedForCausalLM  # registers the Auto classes
         from transformers import AutoModelForCausalLM
         model = AutoModelForCausalLM.from_pretrained(sys.argv[1])
         ref = torch.load(sys.argv[2])
