@@ -2,29 +2,26 @@ import os
 
 import pytest
 import torch
-from transformers import (LlamaConfig, LlamaForCausalLM, MistralConfig, MistralForCausalLM, Qwen2Config,
-                          Qwen2ForCausalLM, Qwen3Config, Qwen3ForCausalLM)
+from transformers import AutoModelForCausalLM
+
+from hub_configs import DEFAULT_FOR_FAMILY, HUB_CONFIGS, SIZES, hub_config
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach for the Hub
 
 FAMILIES = ("llama", "mistral", "qwen2", "qwen3")
-COMMON = dict(vocab_size=128, hidden_size=48, intermediate_size=96, num_hidden_layers=3, num_attention_heads=6,
-              num_key_value_heads=2, max_position_embeddings=256, pad_token_id=0, eos_token_id=1, bos_token_id=2)
+HUB_BASES = tuple(HUB_CONFIGS)  # every hub-shaped base; each family name stands for one of them
+COMMON = dict(SIZES, pad_token_id=0, eos_token_id=1, bos_token_id=2)  # sizes for bases built by hand
 
 
 def tiny_base(family, seed=0, layers=3):
-    """A tiny random base with GQA (6 query heads, 2 KV heads); qwen3 gets head_dim 12 != hidden / heads."""
+    """A tiny random base built from the config.json of a real Hub checkpoint of ``family`` (see
+    tests/hub_configs.py), sizes scaled down: GQA with 6 query heads and 2 KV heads, head_dim as the
+    shipped file has it (absent for Mistral and Qwen2; qwen3 keeps 12 != hidden / heads). ``family`` is a
+    family name (its default base, ``DEFAULT_FOR_FAMILY``) or a ``HUB_BASES`` name. Weights are float32,
+    as ``from_pretrained(..., dtype=torch.float32)`` (what ``linearize convert`` does) would load them."""
+    config = hub_config(family, layers=layers)
     torch.manual_seed(seed)
-    kw = dict(COMMON, num_hidden_layers=layers)
-    if family == "llama":
-        model = LlamaForCausalLM(LlamaConfig(**kw))
-    elif family == "mistral":
-        model = MistralForCausalLM(MistralConfig(**kw, sliding_window=None))
-    elif family == "qwen2":
-        model = Qwen2ForCausalLM(Qwen2Config(**kw))
-    else:
-        model = Qwen3ForCausalLM(Qwen3Config(**kw, head_dim=12))
-    return model.eval()
+    return AutoModelForCausalLM.from_config(config, dtype=torch.float32).eval()
 
 
 def perturb_new_parameters(model, scale=0.3, seed=1):
@@ -40,6 +37,12 @@ def perturb_new_parameters(model, scale=0.3, seed=1):
 
 @pytest.fixture(params=FAMILIES)
 def family(request):
+    return request.param
+
+
+@pytest.fixture(params=[name for name in HUB_BASES if name not in DEFAULT_FOR_FAMILY.values()])
+def other_hub_base(request):
+    """The hub-shaped bases the ``family`` fixture does not stand for."""
     return request.param
 
 
