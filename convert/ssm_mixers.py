@@ -24,7 +24,9 @@ def init_dt_bias(dt_bias, dt_min=1e-3, dt_max=1e-1):
 class MambaMixer(Mixer):
     """A Mamba-2 (SSD) layer initialised from attention: C <- q_proj, B <- k_proj, x <- v_proj and
     out_proj <- o_proj, keeping GQA (B and x grouped per KV head); new: the dt projection, A_log, D,
-    a short causal depthwise convolution over [x, B, C] and a gated RMSNorm on the output.
+    a short causal depthwise convolution over [C, B, x] and a gated RMSNorm on the output (per head, with
+    epsilon ``norm_eps``, by default the base's ``rms_norm_eps``: so the layer is exactly transformers'
+    GraniteMoeHybrid Mamba-2 layer, which ``convert.export_native`` writes it as).
 
     Wang et al., "The Mamba in the Llama: Distilling and Accelerating Hybrid Models", NeurIPS 2024;
     Dao & Gu, "Transformers are SSMs" (Mamba-2), ICML 2024.
@@ -32,11 +34,12 @@ class MambaMixer(Mixer):
 
     target = "mamba"
 
-    def __init__(self, config, layer_idx, conv_kernel=4, gate=True, mode="auto"):
+    def __init__(self, config, layer_idx, conv_kernel=4, gate=True, norm_eps=None, mode="auto"):
         super().__init__(config, layer_idx, mode)
         H, Hkv, D, hidden = self.num_heads, self.num_kv_heads, self.head_dim, config.hidden_size
         self.conv_kernel = conv_kernel
         self.gate = gate
+        self.norm_eps = float(config.rms_norm_eps if norm_eps is None else norm_eps)
         self.dt_proj = nn.Linear(hidden, H, bias=False)
         self.dt_bias = nn.Parameter(torch.empty(H))
         self.A_log = nn.Parameter(torch.empty(H))
@@ -51,7 +54,7 @@ class MambaMixer(Mixer):
         self.reset_linearize_parameters()
 
     def settings(self):
-        return {**super().settings(), "conv_kernel": self.conv_kernel, "gate": self.gate}
+        return {**super().settings(), "conv_kernel": self.conv_kernel, "gate": self.gate, "norm_eps": self.norm_eps}
 
     def reset_linearize_parameters(self):
         init.zeros_(self.dt_proj.weight)  # dt starts at dt_bias, a spread of time scales per head
@@ -90,7 +93,7 @@ class MambaMixer(Mixer):
         if self.gate:
             z = self.z_proj(hidden_states).view(Bsz, T, H, D)
             y = (y.float() * F.silu(z.float()))
-            y = y * torch.rsqrt(y.pow(2).mean(-1, keepdim=True) + 1e-6) * self.norm_weight.float().view(H, D)
+            y = y * torch.rsqrt(y.pow(2).mean(-1, keepdim=True) + self.norm_eps) * self.norm_weight.float().view(H, D)
         set_state(cache, self.layer_idx, state)
         return self.o_proj(y.reshape(Bsz, T, H * D).to(hidden_states.dtype)), None
 

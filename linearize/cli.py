@@ -195,6 +195,11 @@ def build_parser():
     rep = sub.add_parser("report", help="one comparison table from several eval/bench JSON results")
     rep.add_argument("results", nargs="+", help="JSON files written by eval or bench")
     rep.add_argument("--out", default=None, help="write the markdown here (default: print it)")
+
+    exp = sub.add_parser("export", help="write a mamba checkpoint as transformers' own GraniteMoeHybrid (no remote code)")
+    exp.add_argument("folder", help="converted checkpoint folder (target mamba; llama, mistral or qwen2 base)")
+    exp.add_argument("--out", required=True, help="output directory for the GraniteMoeHybrid checkpoint")
+    exp.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
     return parser
 
 
@@ -352,6 +357,19 @@ def run_push(args):
     push_to_hub(args.folder, args.repo_id, private=args.private, revision=args.revision, dry_run=args.dry_run)
 
 
+def run_export(args):
+    from linearize.convert.export_native import ExportError, export_native
+
+    if not Path(args.folder).is_dir():
+        raise UserError(f"no such checkpoint folder: {args.folder!r}")
+    out = check_out(args.out, args.overwrite)
+    try:
+        out = export_native(args.folder, out)
+    except ExportError as err:
+        raise UserError(str(err)) from None
+    print(f"exported {args.folder} as GraniteMoeHybrid to {out}")
+
+
 def run_corpora(args):
     import json
 
@@ -402,7 +420,7 @@ def build_main_parser():
                     "(out-of-domain perplexity by length and position, passkey, MQAR), save. With the default target "
                     "the recipe is lolcats --decay 64 --sinks 4 --rank-by kl --keep-attention auto:N, N = 8/30 of the "
                     "layers (each can be overridden; --keep-attention none converts every layer). "
-                    "Verbs: convert, distill, eval, bench, report, push, corpora (linearize VERB -h).",
+                    "Verbs: convert, distill, eval, bench, report, push, export, corpora (linearize VERB -h).",
     )
     add_convert_args(parser, target_default=DEFAULT_TARGET)
     add_train_args(parser, main_job=True)
@@ -475,10 +493,10 @@ def main(argv=None):
               SettingError)
     if argv and not argv[0].startswith("-"):
         args = build_parser().parse_args(argv)
-        if args.verb in ("eval", "bench", "report", "distill", "push", "corpora"):
+        if args.verb in ("eval", "bench", "report", "distill", "push", "corpora", "export"):
             try:
                 {"eval": run_eval, "bench": run_bench, "report": run_report, "distill": run_distill,
-                 "push": run_push, "corpora": run_corpora}[args.verb](args)
+                 "push": run_push, "corpora": run_corpora, "export": run_export}[args.verb](args)
             except errors as err:
                 print(f"linearize: error: {err}", file=sys.stderr)
                 return 2

@@ -1,0 +1,306 @@
+"""Native export: a converted model whose mixers are all Mamba-2 (``mamba``), on a Llama, Mistral or Qwen2
+base, written as transformers' own GraniteMoeHybrid architecture (``model_type: granitemoehybrid``), so it
+loads with plain ``AutoModelForCausalLM.from_pretrained(folder)``, no remote code, and serving engines that
+register GraniteMoeHybrid run it.
+
+The mapping is exact (same function, not an approximation):
+
+- kept softmax layers: GraniteMoeHybrid attention with ``attention_multiplier = head_dim**-0.5`` (its
+  scaling), RoPE (``position_embedding_type="rope"``, the base's ``rope_parameters``), the base's q/k/v/o
+  weights; Qwen2's q/k/v biases through ``attention_bias`` (o_proj's bias is then zero);
+- MLPs: a dense gated MLP (``num_local_experts=0``, ``shared_intermediate_size`` = the base's
+  intermediate size): ``shared_mlp.input_linear`` = [gate_proj; up_proj] (the host applies the activation
+  to the first half), ``output_linear`` = down_proj;
+- Mamba layers: one ``in_proj`` = [z, x, B, C, dt] rows = [z_proj, v_proj, k_proj, q_proj, dt_proj], with
+  the KV-head rows of x and B repeated to the query heads (GQA) and ``mamba_n_groups`` = heads, so B, C
+  and the gated norm are per head; ``mamba_d_state`` = ``mamba_d_head`` = head_dim; the depthwise conv over
+  x|B|C reordered from ours (C|B|x) and repeated likewise; ``mamba_proj_bias`` carries Qwen2's q/k/v biases
+  (zero for the z and dt rows); A_log, D, dt_bias and the norm weight as they are;
+- embedding, residual and logits multipliers 1.
+"""
+
+import json
+import os
+from pathlib import Path
+
+import torch
+
+from linearize.convert.configuration_linearized import LinearizedConfig
+from linearize.convert.families import base_layer_types, head_dim
+from linearize.convert.save import atomic_folder
+
+FAMILIES = ("llama", "mistral", "qwen2")
+TARGET = "mamba"
+SUPPORTED = (f"native export (GraniteMoeHybrid) supports target {TARGET!r} (every converted layer a Mamba-2 mixer, "
+             f"the others softmax attention) on {', '.join(FAMILIES[:-1])} or {FAMILIES[-1]} bases")
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
+
+
+class ExportError(ValueError):
+    """A model that cannot be written natively; the message is the one line the CLI prints."""
+
+
+def _load(model_or_dir):
+    """(converted model, source folder or None)."""
+    if not isinstance(model_or_dir, (str, os.PathLike)):
+        return model_or_dir, None
+    folder = Path(model_or_dir).expanduser()
+    config = folder / "config.json"
+    if not config.is_file():
+        raise ExportError(f"{str(model_or_dir)!r} is not a converted checkpoint folder (no config.json)")
+    model_type = json.loads(config.read_text()).get("model_type")
+    if model_type != "linearized":
+        raise ExportError(f"{str(model_or_dir)!r} is a {model_type!r} model, not a linearize checkpoint; {SUPPORTED}")
+    check_exportable(json.loads(config.read_text()))  # refuse before loading any weights
+    from linearize.convert.auto import LinearizedForCausalLM
+
+    return LinearizedForCausalLM.from_pretrained(folder, dtype="auto").eval(), folder
+
+
+def check_exportable(config):
+    """Raise ExportError (one line naming what is supported) unless ``config`` (a LinearizedConfig, or the
+    dict of its config.json) maps exactly onto GraniteMoeHybrid."""
+    if isinstance(config, dict):
+        config = LinearizedConfig.from_dict(config)
+    family = config.base_config.get("model_type")
+    if family not in FAMILIES:
+        raise ExportError(f"cannot export a {family!r} base: {SUPPORTED}")
+    mixers = config.mixers
+    targets = sorted({m["target"] for m in mixers if m})
+    if targets and targets != [TARGET]:
+        raise ExportError(f"cannot export target{'s' if len(targets) > 1 else ''} {', '.join(map(repr, targets))}: "
+                          f"{SUPPORTED}")
+    base = config.get_base_config()
+    for i, m in enumerate(mixers):
+        if m and (not m.get("conv_kernel", 4) or not m.get("gate", True)):
+            raise ExportError(f"layer {i}: a mamba mixer without its convolution or gated norm (conv_kernel="
+                              f"{m.get('conv_kernel', 4)}, gate={m.get('gate', True)}) has no GraniteMoeHybrid form; "
+                              "export supports the default mamba mixer (conv_kernel >= 1, gate on)")
+        if m and m.get("norm_eps") is not None and float(m["norm_eps"]) != float(base.rms_norm_eps):
+            raise ExportError(f"layer {i}: the mamba gated norm's epsilon {m['norm_eps']} differs from rms_norm_eps "
+                              f"{base.rms_norm_eps}, which GraniteMoeHybrid uses for both; export needs them equal")
+    kernels = {m.get("conv_kernel", 4) for m in mixers if m}
+    if len(kernels) > 1:
+        raise ExportError(f"mamba layers with different conv_kernel sizes {sorted(kernels)}: GraniteMoeHybrid has one "
+                          "mamba_d_conv; export supports one size")
+    heads, dim, hidden = base.num_attention_heads, head_dim(base), base.hidden_size
+    if heads * dim != hidden:
+        raise ExportError(f"heads x head_dim = {heads} x {dim} = {heads * dim} differs from hidden_size {hidden}; "
+                          "GraniteMoeHybrid (as transformers and vLLM build it) needs them equal")
+    if getattr(base, "hidden_act", "silu") != "silu":
+        raise ExportError(f"hidden_act {base.hidden_act!r}: the Mamba layer's convolution uses the model's "
+                          "activation, so export supports 'silu' only")
+    if getattr(base, "mlp_bias", False):
+        raise ExportError("mlp_bias=True: GraniteMoeHybrid's MLP has no biases; export supports bias-free MLPs")
+    types = base_layer_types(base)
+    sliding = [i for i, m in enumerate(mixers) if not m and types[i] != "full_attention"]
+    if sliding:
+        raise ExportError(f"kept attention layer{'s' if len(sliding) > 1 else ''} {sliding} use"
+                          f"{'' if len(sliding) > 1 else 's'} a sliding window; GraniteMoeHybrid's attention is full, "
+                          "so export supports kept layers with full attention only (convert those layers too, or use "
+                          "a base without sliding windows)")
+
+
+def native_config(model):
+    """The GraniteMoeHybridConfig of a converted model.
+
+    Pass-through layer: transformers' GraniteMoeHybrid (5.x) cannot run with a cache when no layer is attention
+    (its mask code asks the cache for a length that only attention layers keep). An all-Mamba export therefore
+    gets one more layer, last: attention whose projections and MLP are zero, so it adds exactly 0 to the
+    residual stream (the function is unchanged), and whose KV cache (one layer's worth, of zeros) gives the
+    cache its length."""
+    from transformers import GraniteMoeHybridConfig
+
+    check_exportable(model.config)
+    base = model.config.get_base_config()
+    H, Hkv, D = base.num_attention_heads, base.num_key_value_heads, head_dim(base)
+    mixers = model.config.mixers
+    kernel = next((m.get("conv_kernel", 4) for m in mixers if m), 4)
+    bias = any(getattr(model.model.layers[i].self_attn, n).bias is not None
+               for i in range(base.num_hidden_layers) for n in ("q_proj", "k_proj", "v_proj", "o_proj"))
+    config = GraniteMoeHybridConfig(
+        vocab_size=base.vocab_size, hidden_size=base.hidden_size, intermediate_size=base.intermediate_size,
+        shared_intermediate_size=base.intermediate_size, num_local_experts=0,
+        num_hidden_layers=base.num_hidden_layers + all(mixers), num_attention_heads=H, num_key_value_heads=Hkv,
+        hidden_act="silu", max_position_embeddings=base.max_position_embeddings,
+        initializer_range=base.initializer_range, rms_norm_eps=base.rms_norm_eps,
+        pad_token_id=base.pad_token_id, bos_token_id=base.bos_token_id, eos_token_id=base.eos_token_id,
+        tie_word_embeddings=bool(base.tie_word_embeddings), rope_parameters=dict(base.rope_parameters),
+        attention_bias=bias, attention_dropout=float(getattr(base, "attention_dropout", 0.0) or 0.0),
+        embedding_multiplier=1.0, logits_scaling=1.0, residual_multiplier=1.0, attention_multiplier=D ** -0.5,
+        position_embedding_type="rope",
+        layer_types=["linear_attention" if m else "full_attention" for m in mixers] + (
+            ["full_attention"] if all(mixers) else []),  # the pass-through layer
+        mamba_n_heads=H, mamba_n_groups=H, mamba_d_state=D, mamba_d_head=D, mamba_d_conv=kernel,
+        mamba_expand=1, mamba_conv_bias=True, mamba_proj_bias=bias,
+    )
+    config.architectures = ["GraniteMoeHybridForCausalLM"]
+    config.dtype = model.dtype
+    return config
+
+
+def _per_head(t, heads, groups):
+    """Rows [heads * D, ...] of KV heads repeated to ``heads * groups`` query heads (GQA)."""
+    return t.reshape(heads, -1, *t.shape[1:]).repeat_interleave(groups, 0).reshape(-1, *t.shape[1:])
+
+
+def native_state_dict(model, config):
+    """The converted model's tensors under GraniteMoeHybrid's names and layout."""
+    base = model.model.base_config
+    H, Hkv, D = base.num_attention_heads, base.num_key_value_heads, head_dim(base)
+    G = H // Hkv
+    sd = {"model.embed_tokens.weight": model.model.embed_tokens.weight, "model.norm.weight": model.model.norm.weight}
+    if not config.tie_word_embeddings:
+        sd["lm_head.weight"] = model.lm_head.weight
+
+    like = model.model.embed_tokens.weight
+
+    def zeros(*shape):
+        return torch.zeros(shape, dtype=like.dtype, device=like.device)
+
+    def bias(linear):
+        return linear.bias if linear.bias is not None else zeros(linear.out_features)
+
+    if len(config.layer_types) > len(model.model.layers):  # the pass-through layer (native_config), last
+        p, hidden, inner = f"model.layers.{len(model.model.layers)}.", base.hidden_size, base.intermediate_size
+        sd[p + "input_layernorm.weight"] = torch.ones_like(like[0])
+        sd[p + "post_attention_layernorm.weight"] = torch.ones_like(like[0])
+        sd[p + "shared_mlp.input_linear.weight"] = zeros(2 * inner, hidden)
+        sd[p + "shared_mlp.output_linear.weight"] = zeros(hidden, inner)
+        for n, rows in (("q_proj", H * D), ("k_proj", Hkv * D), ("v_proj", Hkv * D), ("o_proj", hidden)):
+            sd[p + f"self_attn.{n}.weight"] = zeros(rows, hidden if n != "o_proj" else H * D)
+            if config.attention_bias:
+                sd[p + f"self_attn.{n}.bias"] = zeros(rows)
+    for i, layer in enumerate(model.model.layers):
+        p = f"model.layers.{i}."
+        sd[p + "input_layernorm.weight"] = layer.input_layernorm.weight
+        sd[p + "post_attention_layernorm.weight"] = layer.post_attention_layernorm.weight
+        mlp = layer.mlp
+        sd[p + "shared_mlp.input_linear.weight"] = torch.cat([mlp.gate_proj.weight, mlp.up_proj.weight])
+        sd[p + "shared_mlp.output_linear.weight"] = mlp.down_proj.weight
+        attn = layer.self_attn
+        if config.layer_types[i] == "full_attention":
+            for n in ("q_proj", "k_proj", "v_proj", "o_proj"):
+                sd[p + f"self_attn.{n}.weight"] = getattr(attn, n).weight
+                if config.attention_bias:
+                    sd[p + f"self_attn.{n}.bias"] = bias(getattr(attn, n))
+            continue
+        m = p + "mamba."
+        sd[m + "in_proj.weight"] = torch.cat([attn.z_proj.weight, _per_head(attn.v_proj.weight, Hkv, G),
+                                              _per_head(attn.k_proj.weight, Hkv, G), attn.q_proj.weight,
+                                              attn.dt_proj.weight])
+        if config.mamba_proj_bias:
+            sd[m + "in_proj.bias"] = torch.cat([zeros(H * D), _per_head(bias(attn.v_proj), Hkv, G),
+                                                _per_head(bias(attn.k_proj), Hkv, G), bias(attn.q_proj), zeros(H)])
+            sd[m + "out_proj.bias"] = bias(attn.o_proj)
+        C, B, x = torch.split(attn.conv_weight, [H * D, Hkv * D, Hkv * D])
+        sd[m + "conv1d.weight"] = torch.cat([_per_head(x, Hkv, G), _per_head(B, Hkv, G), C])[:, None]
+        C, B, x = torch.split(attn.conv_bias, [H * D, Hkv * D, Hkv * D])
+        sd[m + "conv1d.bias"] = torch.cat([_per_head(x, Hkv, G), _per_head(B, Hkv, G), C])
+        sd[m + "dt_bias"], sd[m + "A_log"], sd[m + "D"] = attn.dt_bias, attn.A_log, attn.D
+        sd[m + "norm.weight"] = attn.norm_weight
+        sd[m + "out_proj.weight"] = attn.o_proj.weight
+    return {k: v.detach().contiguous() for k, v in sd.items()}
+
+
+def native_model(model):
+    """A GraniteMoeHybridForCausalLM computing what the converted ``model`` computes."""
+    from transformers import GraniteMoeHybridForCausalLM
+
+    config = native_config(model)
+    with torch.device("meta"):
+        native = GraniteMoeHybridForCausalLM(config)
+    sd = native_state_dict(model, config)
+    missing, unexpected = native.load_state_dict(sd, strict=False, assign=True)
+    missing = [k for k in missing if not (config.tie_word_embeddings and k == "lm_head.weight")]
+    if missing or unexpected:
+        raise RuntimeError(f"weights did not map onto GraniteMoeHybrid: missing {missing[:5]}, "
+                           f"unexpected {unexpected[:5]}")
+    if config.tie_word_embeddings:
+        native.tie_weights()
+    # The rotary frequencies are a computed (non-persistent) buffer: build them for real.
+    native.model.rotary_emb = type(native.model.rotary_emb)(config).to(model.device)
+    meta = [n for n, t in [*native.named_parameters(), *native.named_buffers()] if t.is_meta]
+    if meta:
+        raise RuntimeError(f"GraniteMoeHybrid tensors left unset: {meta[:5]}")
+    return native.eval()
+
+
+def model_card(config, source, layers, name="PATH"):
+    """A short README.md: what the folder is and which engines run it (``layers``: the converted model's)."""
+    kinds = config.layer_types[:layers]
+    mamba = sum(t == "linear_attention" for t in kinds)
+    kept = [i for i, t in enumerate(kinds) if t != "linear_attention"]
+    origin = f" from `{source}`" if source else ""
+    notes = []
+    if len(config.layer_types) > layers:
+        notes.append(f"Layer {layers} is a pass-through attention layer (zero output and MLP projections: it adds "
+                     "exactly 0), added because transformers' GraniteMoeHybrid cannot run with a cache when no "
+                     "layer is attention; it keeps one layer's KV cache (of zeros).")
+    if config.mamba_proj_bias:
+        notes.append("Left padding: transformers' GraniteMoeHybrid zeroes padded inputs before the Mamba input "
+                     "projection, whose biases (the base's q/k/v biases) then reach the convolution from padded "
+                     "positions, so in transformers a left-padded row differs slightly from the same row alone; "
+                     "inputs without padding are exact.")
+    notes = "".join(f"\n{n}\n" for n in notes)
+    return f"""---
+library_name: transformers
+tags: [linearize, mamba2, hybrid, granitemoehybrid]
+---
+
+# {name}
+
+A [linearize](https://pypi.org/project/linearize/) checkpoint{origin} exported to transformers' own
+**GraniteMoeHybrid** architecture (`model_type: granitemoehybrid`): {mamba} of {layers} layers are Mamba-2 layers
+converted from attention{f", layers {kept} keep softmax attention" if kept else ""}. The weights are those of the
+converted model, laid out as GraniteMoeHybrid's (dense gated MLPs, RoPE, all multipliers 1), so it computes the
+same function with no remote code.
+{notes}
+```python
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+model = AutoModelForCausalLM.from_pretrained("{name}")
+tokenizer = AutoTokenizer.from_pretrained("{name}")
+```
+
+Engines: transformers runs GraniteMoeHybrid natively (linearize's tests check that exports give the converted
+model's logits and greedy tokens there). vLLM and SGLang list GraniteMoeHybrid among their supported models (a
+claim from their model lists; exports have not been run on them).
+"""
+
+
+def export_native(model_or_dir, out, tokenizer=None):
+    """Write ``model_or_dir`` (a converted model, or its checkpoint folder) to ``out`` as GraniteMoeHybrid:
+    safetensors, config, generation config, the tokenizer (``tokenizer``, or the source folder's) and a
+    README.md. Atomic: written to a temporary sibling folder, renamed into place when complete. Raises
+    ExportError (one line) for models that do not map exactly. Returns ``out`` as a Path."""
+    from transformers import AutoTokenizer, GenerationConfig
+
+    model, folder = _load(model_or_dir)
+    native = native_model(model)
+    if tokenizer is None and folder is not None and any((folder / f).exists() for f in TOKENIZER_FILES):
+        tokenizer = AutoTokenizer.from_pretrained(folder)
+    if folder is not None and (folder / "generation_config.json").exists():
+        generation = GenerationConfig.from_pretrained(folder)
+    else:
+        generation = getattr(model, "generation_config", None) or GenerationConfig.from_model_config(native.config)
+    out = Path(out)
+    with atomic_folder(out) as tmp:
+        native.generation_config = generation
+        native.save_pretrained(tmp)
+        # As IBM's own checkpoints write them, for engines that read these fields (vLLM and SGLang look layers
+        # up by "mamba" / "attention"; SGLang's config reads rope_theta / rope_scaling): transformers maps the
+        # layer names to its "linear_attention" / "full_attention" and the rope fields to rope_parameters.
+        path = tmp / "config.json"
+        written = json.loads(path.read_text())
+        written["layer_types"] = ["mamba" if t == "linear_attention" else "attention"
+                                  for t in native.config.layer_types]
+        rope = dict(native.config.rope_parameters)
+        written["rope_theta"] = rope.pop("rope_theta")
+        written["rope_scaling"] = rope if rope.get("rope_type", "default") != "default" else None
+        path.write_text(json.dumps(written, indent=2, sort_keys=True) + "\n")
+        if tokenizer is not None:
+            tokenizer.save_pretrained(tmp)
+        (tmp / "README.md").write_text(model_card(native.config, folder or model.config.linearize.get("base"),
+                                                          len(model.model.layers), out.name))
+    return out
