@@ -5,11 +5,14 @@
   pass of the teacher. Each layer's loss reaches only its own mixer: no backpropagation through the
   network. Only the parameters the conversion added train.
 - kd: KL divergence from the teacher's next-token distribution (temperature, optional top-k) plus
-  optional cross-entropy, training LoRA adapters (peft) or chosen parameter groups.
+  optional cross-entropy, training LoRA adapters (peft) or chosen parameter groups. ``kd_loss`` is the
+  reference on full [batch, seq, vocab] logits; training uses ``chunked_kd_loss``, the same loss from the
+  final hidden states, a chunk of tokens at a time, so no full-vocabulary tensor spans the batch.
 """
 
 import torch
 import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
 
 TRAINABLE = ("lora", "new", "lora+new", "attention", "mlp", "all")
 
@@ -67,6 +70,58 @@ def kd_loss(student_logits, teacher_logits, temperature=1.0, top_k=None, ce_weig
                              input_ids[:, 1:].reshape(-1))
         return kl + ce_weight * ce
     return kl
+
+
+def causal_lm_parts(model):
+    """(decoder, output head) of a causal LM, also through a peft wrapper: the decoder returns the final
+    (normed) hidden states, the head maps them to logits, as the model's own forward does. Refuses a model
+    whose forward rescales or soft-caps the head's output (no family linearize converts does)."""
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model  # peft
+    for name in ("final_logit_softcapping", "logit_scale", "logits_scaling"):
+        value = getattr(inner.config, name, None)
+        if value not in (None, 1, 1.0):
+            raise ValueError(f"{name}={value}: chunked KD takes logits straight from the output head, so needs none")
+    return inner.base_model, inner.get_output_embeddings()
+
+
+def _kd_chunk(student_hidden, teacher_hidden, targets, student_head, teacher_head, temperature, top_k):
+    """(summed KL, summed cross-entropy) over one chunk of tokens [n, hidden]; see ``chunked_kd_loss``."""
+    with torch.no_grad():
+        t = teacher_head(teacher_hidden).float() / temperature
+    logits = student_head(student_hidden).float()
+    s = logits / temperature
+    if top_k:
+        idx = t.topk(top_k, dim=-1).indices
+        s, t = s.gather(-1, idx), t.gather(-1, idx)
+    log_p_t, log_p_s = t.log_softmax(-1), s.log_softmax(-1)
+    kl = (log_p_t.exp() * (log_p_t - log_p_s)).sum()
+    ce = F.cross_entropy(logits, targets, reduction="sum") if targets is not None else logits.new_zeros(())
+    return kl, ce
+
+
+def chunked_kd_loss(student_hidden, teacher_hidden, student_head, teacher_head, temperature=1.0, top_k=None,
+                    ce_weight=0.0, input_ids=None, chunk=1024):
+    """``kd_loss(student_head(student_hidden), teacher_head(teacher_hidden), ...)`` (same options, same
+    value and gradients up to float rounding) without the [batch, seq, vocab] logits: the batch's
+    [batch, seq, hidden] states are flattened to tokens and taken ``chunk`` tokens at a time; each chunk's
+    teacher and student logits are made, reduced to a sum and freed before the next. The chunk is
+    checkpointed, so backward remakes its logits (the teacher's too, under no_grad) instead of keeping
+    them: peak memory is O(chunk x vocab). The heads are called as modules (peft, ZeRO-3 hooks apply)."""
+    B, T, _ = student_hidden.shape
+    hs, ht = student_hidden.reshape(B * T, -1), teacher_hidden.reshape(B * T, -1)
+    with_ce = bool(ce_weight) and input_ids is not None
+    # The target of each token is the next one; the last token of each sequence has none (ignored).
+    targets = F.pad(input_ids[:, 1:], (0, 1), value=-100).reshape(-1) if with_ce else None
+    kl_sum = ce_sum = 0.0
+    for a in range(0, B * T, chunk):
+        part = slice(a, a + chunk)
+        kl, ce = checkpoint(_kd_chunk, hs[part], ht[part], targets[part] if with_ce else None, student_head,
+                            teacher_head, temperature, top_k, use_reentrant=False, preserve_rng_state=False)
+        kl_sum, ce_sum = kl_sum + kl, ce_sum + ce
+    loss = kl_sum / (B * T) * temperature**2
+    if with_ce:
+        return loss + ce_weight * ce_sum / (B * (T - 1))
+    return loss
 
 
 def new_parameters(student):

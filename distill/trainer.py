@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from linearize.distill.stages import kd_loss, merge, select_trainable, transfer_loss
+from linearize.distill.stages import causal_lm_parts, chunked_kd_loss, merge, select_trainable, transfer_loss
 
 
 @dataclasses.dataclass
@@ -43,6 +43,7 @@ class TrainConfig:
     temperature: float = 1.0  # kd
     top_k: int | None = None  # kd: KL over the teacher's top-k tokens
     ce_weight: float = 0.0  # kd: weight of next-token cross-entropy
+    kd_chunk: int = 1024  # kd: tokens whose logits are made at once (memory: kd_chunk x vocab, not batch x seq x vocab)
     train: str = "lora"  # kd: lora | new | lora+new | attention | mlp | all
     lora_r: int = 8
     lora_alpha: int = 16
@@ -69,6 +70,9 @@ class TransferObjective(nn.Module):
 
 
 class KDObjective(nn.Module):
+    """KD from final hidden states: the decoders run whole, the output heads chunk by chunk inside
+    ``chunked_kd_loss``, so the full [batch, seq, vocab] logits never exist."""
+
     def __init__(self, student, teacher, cfg):
         super().__init__()
         self.student = student
@@ -76,10 +80,14 @@ class KDObjective(nn.Module):
         self.cfg = cfg
 
     def forward(self, input_ids):
+        teacher_decoder, teacher_head = causal_lm_parts(self._teacher[0])
+        decoder, head = causal_lm_parts(self.student)
         with torch.no_grad():
-            teacher_logits = self._teacher[0](input_ids).logits
-        logits = self.student(input_ids=input_ids).logits
-        loss = kd_loss(logits, teacher_logits, self.cfg.temperature, self.cfg.top_k, self.cfg.ce_weight, input_ids)
+            teacher_hidden = teacher_decoder(input_ids=input_ids, use_cache=False).last_hidden_state
+        hidden = decoder(input_ids=input_ids, use_cache=False).last_hidden_state
+        cfg = self.cfg
+        loss = chunked_kd_loss(hidden, teacher_hidden, head, teacher_head, cfg.temperature, cfg.top_k, cfg.ce_weight,
+                               input_ids, cfg.kd_chunk)
         return loss, {}
 
 
