@@ -7,6 +7,8 @@ first use (so ``linearize.kernels`` loads without transformers' model code). Usi
 
 import importlib
 import importlib.metadata
+import sys
+import types
 
 __version__ = importlib.metadata.version("linearize")
 
@@ -33,3 +35,17 @@ def __getattr__(name):
 
 def __dir__():
     return sorted(list(globals()) + list(_LAZY))
+
+
+class _Face(types.ModuleType):
+    """``linearize.convert`` and ``linearize.distill`` are the API's functions, and also the names of subpackages:
+    importing a subpackage would rebind the name to it, so that rebinding is skipped (the subpackage itself
+    stays importable: ``from linearize.convert.bases import load_base``)."""
+
+    def __setattr__(self, name, value):
+        if name in ("convert", "distill") and isinstance(value, types.ModuleType):
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Face

@@ -59,8 +59,8 @@ import importlib, pkgutil, sys
 import linearize
 assert set(sys.modules) & {"transformers", "torch"} == set(), "import linearize loaded " + str(
     sorted(set(sys.modules) & {"transformers", "torch"}))
-import {package}
-for m in pkgutil.walk_packages({package}.__path__, "{package}."):
+package = importlib.import_module("{package}")  # (linearize.convert the attribute is the API function)
+for m in pkgutil.walk_packages(package.__path__, "{package}."):
     importlib.import_module(m.name)
 print("\\n".join(sorted(sys.modules)))
 """
@@ -81,3 +81,16 @@ def test_lower_parts_load_without_the_upper_ones(package, forbidden):
     assert out.returncode == 0, out.stderr[-2000:]
     loaded = set(out.stdout.split())
     assert not [m for m in loaded if any(m == f or m.startswith(f + ".") for f in forbidden)]
+
+
+def test_api_names_stay_functions_whatever_was_imported_first():
+    """`convert` and `distill` name both API functions and subpackages; importing the subpackages first
+    (as any use of the API does) must not turn `from linearize import convert` into a module."""
+    script = ("import linearize.convert.bases, linearize.distill.trainer\n"
+              "from linearize import TARGETS, convert, distill, load_base\n"
+              "import linearize\n"
+              "assert callable(convert) and callable(distill) and callable(load_base), (convert, distill)\n"
+              "assert linearize.convert is convert and type(convert).__name__ == 'function'\n"
+              "from linearize.convert.plan import parse_keep_attention\n")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd="/")
+    assert out.returncode == 0, out.stderr[-2000:]
