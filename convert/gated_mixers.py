@@ -6,7 +6,7 @@ from torch import nn
 from transformers import initialization as init
 
 from linearize.convert.state_cache import get_state, set_state
-from linearize.convert.mixer_base import Mixer, new_token_mask, zero_where_padding
+from linearize.convert.mixer_base import Mixer, SettingError, new_token_mask, zero_where_padding
 from linearize.convert.ssm_mixers import init_dt_bias
 from linearize.kernels.delta_rule.dispatch import gated_delta
 from linearize.kernels.linear_attn.dispatch import normalized_linear_attn
@@ -49,49 +49,121 @@ class GLAAttention(Mixer):
 
 
 class GatedDeltaNetAttention(Mixer):
-    """Gated delta rule on the attention's q/k/v/o (k and v repeated to the query heads, q and k
-    L2-normalised), plus small new projections: beta (write strength) and the decay's a_proj with
-    Mamba-style A_log and dt_bias; a per-head RMSNorm on the output.
+    """Gated DeltaNet on the attention's q/k/v/o, laid out as transformers' Qwen3-Next linear-attention layer
+    (so ``convert.export_native`` writes it as one by renaming and repeating weights):
 
-    Yang, Kautz & Hatamizadeh, "Gated Delta Networks: Improving Mamba2 with Delta Rule", ICLR 2025.
+    - q, k, v from the attention's projections (on Qwen3, q and k scaled by the q/k norms' weights: see below);
+    - a short causal depthwise convolution over q|k|v (``conv_kernel`` taps, no bias) and SiLU; its state
+      is kept in the cache's conv state;
+    - k and v repeated from the KV heads to the query heads, q and k L2-normalised (``x / sqrt(|x|^2 + 1e-6)``,
+      the host's form), the delta rule scaled by head_dim**-0.5;
+    - beta = sigmoid(b_proj(x)) and decay g = -exp(A_log) * softplus(a_proj(x) + dt_bias), both projections
+      without bias (the host's in_proj_ba has none);
+    - the output: a per-head RMSNorm (epsilon ``norm_eps``, by default the base's ``rms_norm_eps``, as the
+      host's) with weight ``norm_weight``, then times silu(z_proj(x)) (``gate``), then o_proj.
+
+    Init: the convolution is the identity (current-token tap 1, as Mamba's), a_proj and b_proj zero (beta
+    0.5). The gate has no bias in the host, so silu(z) cannot start at a constant: z_proj starts at N(0, 0.02)
+    as Mamba's does, so a fresh layer's output is small (about 0.2x the attention's on SmolLM2) and not yet
+    aligned with it; the attention-transfer stage learns it. Qwen3's q/k norms: an RMSNorm is not linear, so
+    it cannot sit before the convolution as the host's layer needs; only its weight is kept (a per-channel
+    scale, folded into the projection on export), and the RMS division it drops is a per-head scale, which
+    the L2 norm would remove without the convolution.
+
+    ``conv_kernel=0`` and ``gate=False`` give the layer without convolution (nor SiLU) and without gate;
+    such layers have no Qwen3-Next form.
+
+    Yang, Kautz & Hatamizadeh, "Gated Delta Networks: Improving Mamba2 with Delta Rule", ICLR 2025;
+    Qwen Team, Qwen3-Next (transformers' ``qwen3_next``), 2025.
     """
 
     target = "gdn"
 
-    def __init__(self, config, layer_idx, mode="auto"):
+    def __init__(self, config, layer_idx, conv_kernel=4, gate=True, norm_eps=None, mode="auto"):
         super().__init__(config, layer_idx, mode)
-        H, hidden = self.num_heads, config.hidden_size
+        H, Hkv, D, hidden = self.num_heads, self.num_kv_heads, self.head_dim, config.hidden_size
+        if isinstance(conv_kernel, bool) or not isinstance(conv_kernel, int) or conv_kernel < 0:
+            raise SettingError(f"bad conv_kernel {conv_kernel!r}: a whole number of taps >= 0 (0: no convolution)")
+        self.conv_kernel = conv_kernel
+        self.gate = bool(gate)
+        self.norm_eps = float(config.rms_norm_eps if norm_eps is None else norm_eps)
         self.a_proj = nn.Linear(hidden, H, bias=False)
-        self.b_proj = nn.Linear(hidden, H, bias=True)
+        self.b_proj = nn.Linear(hidden, H, bias=False)
         self.A_log = nn.Parameter(torch.empty(H))
         self.dt_bias = nn.Parameter(torch.empty(H))
-        self.norm_weight = nn.Parameter(torch.empty(self.head_dim))
+        self.norm_weight = nn.Parameter(torch.empty(D))
+        self.conv_channels = (H + 2 * Hkv) * D  # q, k, v (k and v before their repeat to the query heads)
+        if self.conv_kernel:
+            self.conv_weight = nn.Parameter(torch.empty(self.conv_channels, self.conv_kernel))
+        if self.gate:
+            self.z_proj = nn.Linear(hidden, H * D, bias=False)
         self.reset_linearize_parameters()
+
+    def settings(self):
+        return {**super().settings(), "conv_kernel": self.conv_kernel, "gate": self.gate, "norm_eps": self.norm_eps}
 
     def reset_linearize_parameters(self):
         init.zeros_(self.a_proj.weight)
-        init.zeros_(self.b_proj.weight)
-        init.zeros_(self.b_proj.bias)  # beta starts at 0.5
+        init.zeros_(self.b_proj.weight)  # beta starts at 0.5
         init.copy_(self.A_log, torch.log(torch.linspace(1.0, 16.0, self.num_heads)))
         init_dt_bias(self.dt_bias)
         init.ones_(self.norm_weight)
+        if self.conv_kernel:
+            init.copy_(self.conv_weight, F.one_hot(torch.full((self.conv_channels,), self.conv_kernel - 1),
+                                                   self.conv_kernel).float())
+        if self.gate:
+            init.normal_(self.z_proj.weight, std=0.02)
 
     def state_bytes(self, batch_size=1, seq_len=0):
-        return batch_size * self.num_heads * self.head_dim * self.head_dim * 4
+        conv = batch_size * self.conv_channels * self.conv_kernel * self.q_proj.weight.element_size()
+        return batch_size * self.num_heads * self.head_dim * self.head_dim * 4 + conv
+
+    def projections(self, hidden_states):
+        """q [B, T, H, D], k and v [B, T, Hkv, D]: linear in the input (Qwen3's q/k norms as their weights)."""
+        B, T, _ = hidden_states.shape
+        q = self.q_proj(hidden_states).view(B, T, self.num_heads, self.head_dim)
+        k = self.k_proj(hidden_states).view(B, T, self.num_kv_heads, self.head_dim)
+        v = self.v_proj(hidden_states).view(B, T, self.num_kv_heads, self.head_dim)
+        if self.q_norm is not None:
+            q, k = q * self.q_norm.weight.to(q.dtype), k * self.k_norm.weight.to(k.dtype)
+        return q, k, v
 
     def forward(self, hidden_states, position_embeddings=None, attention_mask=None, cache=None, **kwargs):
         B, T, _ = hidden_states.shape
+        H, Hkv, D = self.num_heads, self.num_kv_heads, self.head_dim
         valid = new_token_mask(attention_mask, T)
-        q, k, v = self.qkv(hidden_states)
+        q, k, v = self.projections(hidden_states)
+        if self.conv_kernel:
+            qkv = zero_where_padding(torch.cat([q.flatten(2), k.flatten(2), v.flatten(2)], -1), valid)
+            qkv = F.silu(self.causal_conv(qkv, cache))
+            q, k, v = torch.split(qkv, [H * D, Hkv * D, Hkv * D], dim=-1)
+            q, k, v = q.view(B, T, H, D), k.view(B, T, Hkv, D), v.view(B, T, Hkv, D)
         k, v = self.repeat_kv(k, v)
-        q, k = F.normalize(q.float(), dim=-1), F.normalize(k.float(), dim=-1)
+        q, k = l2norm(q.float()), l2norm(k.float())
         beta = zero_where_padding(torch.sigmoid(self.b_proj(hidden_states).float()), valid)
         dt = F.softplus(self.a_proj(hidden_states).float() + self.dt_bias.float())
         g = zero_where_padding(-torch.exp(self.A_log.float()) * dt, valid)
-        o, state = gated_delta(q, k, v, beta, g, scale=self.head_dim**-0.5,
+        o, state = gated_delta(q, k, v, beta, g, scale=D**-0.5,
                                initial_state=get_state(cache, self.layer_idx),
                                output_final_state=cache is not None, mode=self.mode)
         set_state(cache, self.layer_idx, state)
         o = o.float()
-        o = o * torch.rsqrt(o.pow(2).mean(-1, keepdim=True) + 1e-6) * self.norm_weight.float()
+        o = o * torch.rsqrt(o.pow(2).mean(-1, keepdim=True) + self.norm_eps) * self.norm_weight.float()
+        if self.gate:
+            o = o * F.silu(self.z_proj(hidden_states).float().view(B, T, H, D))
         return self.o_proj(o.reshape(B, T, -1).to(hidden_states.dtype)), None
+
+    def causal_conv(self, x, cache):
+        """Depthwise causal convolution over time of x [B, T, C]; the cache's conv state holds the last inputs."""
+        T = x.shape[1]
+        seq = x.transpose(1, 2)  # [B, C, T]
+        if cache is not None:
+            seq = cache.update_conv_state(seq, self.layer_idx, conv_kernel_size=self.conv_kernel)
+        seq = F.pad(seq, (self.conv_kernel - 1, 0))
+        out = F.conv1d(seq, self.conv_weight.to(seq.dtype)[:, None], groups=self.conv_channels)
+        return out[..., -T:].transpose(1, 2)
+
+
+def l2norm(x, eps=1e-6):
+    """x / sqrt(|x|^2 + eps) over the last dimension (fla's and transformers' Qwen3-Next form)."""
+    return x * torch.rsqrt(x.pow(2).sum(-1, keepdim=True) + eps)

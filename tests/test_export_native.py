@@ -1,5 +1,6 @@
-"""Native export: mamba checkpoints written as transformers' own GraniteMoeHybrid load where linearize is absent,
-without remote code, and compute what the converted model computes (logits, cached greedy decoding)."""
+"""Native export: mamba checkpoints written as transformers' own GraniteMoeHybrid, and gdn checkpoints on Qwen3 as
+its Qwen3-Next, load where linearize is absent, without remote code, and compute what the converted model computes
+(logits, cached greedy decoding)."""
 
 import json
 import subprocess
@@ -16,10 +17,13 @@ from linearize.convert.export_native import ExportError, export_native
 from conftest import perturb_new_parameters, tiny_base
 from tests_helpers import assert_close
 
-# (case, base, keep_attention): every family, all layers converted and hybrid. The default Mistral base slides
-# its attention (refused where a layer keeps it, below), so the Mistral hybrid uses v0.3 (no window).
-CASES = [("llama-all", "llama", None), ("llama-hybrid", "llama", "1"), ("mistral-all", "mistral", None),
-         ("mistral-hybrid", "mistral-v0.3", "1"), ("qwen2-all", "qwen2", None), ("qwen2-hybrid", "qwen2", "0")]
+# (case, base, target, keep_attention): every supported pair, all layers converted and hybrid. The default Mistral
+# base slides its attention (refused where a layer keeps it, below), so the Mistral hybrid uses v0.3 (no window).
+CASES = [("llama-all", "llama", "mamba", None), ("llama-hybrid", "llama", "mamba", "1"),
+         ("mistral-all", "mistral", "mamba", None), ("mistral-hybrid", "mistral-v0.3", "mamba", "1"),
+         ("qwen2-all", "qwen2", "mamba", None), ("qwen2-hybrid", "qwen2", "mamba", "0"),
+         ("qwen3-gdn-all", "qwen3", "gdn", None), ("qwen3-gdn-hybrid", "qwen3", "gdn", "1")]
+HOST_TYPE = {"mamba": "granitemoehybrid", "gdn": "qwen3_next"}
 PAD = 3  # left padding of the second row in the padded batch
 
 # A fresh interpreter where `import linearize` fails, as on a machine with only torch + transformers.
@@ -56,13 +60,17 @@ HOST = textwrap.dedent("""
 """)
 
 
-def _with_biases(base, seed=5):
-    """Random q/k/v biases (a fresh Qwen2 has zero ones), so their mapping is exercised."""
+def _perturb_base(base, seed=5):
+    """Random q/k/v biases (a fresh Qwen2 has zero ones) and norm weights (fresh ones are all 1: Qwen3's q/k norm
+    weights are folded into the Gated DeltaNet projections, and every norm is zero-centred in Qwen3-Next), so
+    their mapping is exercised."""
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, p in base.named_parameters():
             if name.endswith(".bias"):
                 p.copy_(torch.randn(p.shape, generator=g) * 0.5)
+            elif "norm" in name:
+                p.copy_(1 + torch.randn(p.shape, generator=g) * 0.3)
     return base
 
 
@@ -73,8 +81,8 @@ def exported(tmp_path_factory):
     root = tmp_path_factory.mktemp("native")
     folders, refs = {}, {}
     g = torch.Generator().manual_seed(0)
-    for case, base, keep in CASES:
-        model = perturb_new_parameters(convert(_with_biases(tiny_base(base)), "mamba", keep_attention=keep))
+    for case, base, target, keep in CASES:
+        model = perturb_new_parameters(convert(_perturb_base(tiny_base(base)), target, keep_attention=keep))
         folder = export_native(model, root / case)
         ids = torch.randint(3, 128, (1, 20), generator=g)
         batch = torch.randint(3, 128, (2, 10), generator=g)
@@ -91,12 +99,12 @@ def exported(tmp_path_factory):
     return {case: (refs[case], torch.load(f"{folders[case]}.host.pt"), root / case) for case in folders}
 
 
-@pytest.mark.parametrize("case", [c[0] for c in CASES])
-def test_exported_model_matches_in_plain_transformers(exported, case):
+@pytest.mark.parametrize("case,target", [(c[0], c[2]) for c in CASES])
+def test_exported_model_matches_in_plain_transformers(exported, case, target):
     ref, host, folder = exported[case]
-    assert host["model_type"] == "granitemoehybrid"
-    assert host["module"].startswith("transformers.models.granitemoehybrid"), host["module"]
-    assert json.loads((folder / "config.json").read_text())["model_type"] == "granitemoehybrid"
+    assert host["model_type"] == HOST_TYPE[target]
+    assert host["module"].startswith(f"transformers.models.{HOST_TYPE[target]}"), host["module"]
+    assert json.loads((folder / "config.json").read_text())["model_type"] == HOST_TYPE[target]
     assert not list(folder.glob("*.py"))  # no remote code shipped
     assert_close(host["logits"], ref["logits"], 1e-4)
     assert torch.equal(host["generated"], ref["generated"])
@@ -127,6 +135,38 @@ def test_export_layout(exported):
     assert "pass-through" in (exported["qwen2-all"][2] / "README.md").read_text()
 
 
+def test_qwen3_next_export_layout(exported):
+    """Qwen3-Next's fields as the mapping sets them: dense MLPs everywhere, full rotary, one linear-attention head
+    per query head, zero-centred norms stored as w - 1, the kept attention's gate rows zero and o_proj doubled."""
+    from safetensors.torch import load_file
+
+    _, _, folder = exported["qwen3-gdn-hybrid"]
+    config = json.loads((folder / "config.json").read_text())
+    assert config["layer_types"] == ["linear_attention", "full_attention", "linear_attention"]
+    assert config["mlp_only_layers"] == [0, 1, 2] and config["num_experts"] == 0
+    assert config["partial_rotary_factor"] == 1.0 and config["rope_parameters"]["partial_rotary_factor"] == 1.0
+    assert config["linear_num_key_heads"] == config["linear_num_value_heads"] == config["num_attention_heads"] == 6
+    assert config["linear_key_head_dim"] == config["linear_value_head_dim"] == config["head_dim"] == 12
+    assert config["linear_conv_kernel_dim"] == 4 and config["architectures"] == ["Qwen3NextForCausalLM"]
+    sd = load_file(folder / "model.safetensors")
+    model = perturb_new_parameters(convert(_perturb_base(tiny_base("qwen3")), "gdn", keep_attention="1"))  # as exported
+    attn, gdn = model.model.layers[1].self_attn, model.model.layers[0].self_attn
+    assert torch.equal(sd["model.norm.weight"], model.model.norm.weight - 1)
+    assert torch.equal(sd["model.layers.1.self_attn.k_norm.weight"], attn.k_norm.weight - 1)
+    q = sd["model.layers.1.self_attn.q_proj.weight"].view(6, 2, 12, -1)
+    assert torch.equal(q[:, 0].reshape(72, -1), attn.q_proj.weight) and not q[:, 1].any()  # [query; gate] per head
+    assert torch.equal(sd["model.layers.1.self_attn.o_proj.weight"], 2 * attn.o_proj.weight)
+    assert torch.equal(sd["model.layers.0.linear_attn.norm.weight"], gdn.norm_weight)  # not zero-centred
+    qkvz = sd["model.layers.0.linear_attn.in_proj_qkvz.weight"].view(6, 4, 12, -1)  # [q; k; v; z] per head
+    assert torch.equal(qkvz[:, 3].reshape(72, -1), gdn.z_proj.weight)
+    assert torch.equal(qkvz[3, 2], gdn.v_proj.weight[12:24])  # head 3 reads KV head 1 (3 query heads per KV head)
+    ba = sd["model.layers.0.linear_attn.in_proj_ba.weight"].view(6, 2, -1)  # [b; a] per head
+    assert torch.equal(ba[:, 0], gdn.b_proj.weight) and torch.equal(ba[:, 1], gdn.a_proj.weight)
+    all_linear = json.loads((exported["qwen3-gdn-all"][2] / "config.json").read_text())
+    assert all_linear["layer_types"] == ["linear_attention"] * 3 + ["full_attention"]
+    assert "pass-through" in (exported["qwen3-gdn-all"][2] / "README.md").read_text()
+
+
 def test_cli_exports_a_checkpoint_folder(tmp_path, capsys):
     src, out = tmp_path / "mamba", tmp_path / "native"
     model = perturb_new_parameters(convert(tiny_base("llama"), "mamba", keep_attention="-1"))
@@ -141,14 +181,16 @@ def test_cli_exports_a_checkpoint_folder(tmp_path, capsys):
     assert "pass --overwrite" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("base,target,keep,expected", [
-    ("llama", "gla", None, "cannot export target 'gla'"),
-    ("qwen3", "mamba", None, "cannot export a 'qwen3' base"),
-    ("mistral", "mamba", "1", "sliding window"),
+@pytest.mark.parametrize("base,target,keep,settings,expected", [
+    ("llama", "gla", None, {}, "cannot export target 'gla'"),
+    ("qwen3", "mamba", None, {}, "cannot export target 'mamba' on a 'qwen3' base"),
+    ("llama", "gdn", None, {}, "cannot export target 'gdn' on a 'llama' base"),
+    ("mistral", "mamba", "1", {}, "sliding window"),
+    ("qwen3", "gdn", "1", {"gate": False}, "has no Qwen3-Next form"),
 ])
-def test_cli_refuses_unsupported_models(tmp_path, capsys, base, target, keep, expected):
+def test_cli_refuses_unsupported_models(tmp_path, capsys, base, target, keep, settings, expected):
     src, out = tmp_path / "src", tmp_path / "native"
-    convert(tiny_base(base), target, keep_attention=keep).save_pretrained(src)
+    convert(tiny_base(base), target, keep_attention=keep, **settings).save_pretrained(src)
     capsys.readouterr()
     assert main(["export", str(src), "--out", str(out)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
@@ -158,8 +200,30 @@ def test_cli_refuses_unsupported_models(tmp_path, capsys, base, target, keep, ex
 
 
 def test_api_refuses_with_one_line():
-    with pytest.raises(ExportError, match=r"native export \(GraniteMoeHybrid\) supports target 'mamba'"):
+    with pytest.raises(ExportError, match=r"native export supports target 'mamba' on llama, mistral or qwen2 bases "
+                                          r"\(as GraniteMoeHybrid\) and target 'gdn' on qwen3 bases \(as Qwen3-Next\)"):
         export_native(convert(tiny_base("llama"), "lolcats", window=4), "/nonexistent/never-written")
+
+
+@pytest.mark.parametrize("settings,expected", [
+    ({"conv_kernel": 0}, "without its convolution or output gate"),
+    ({"norm_eps": 1e-5}, "differs from rms_norm_eps"),
+])
+def test_gdn_without_a_qwen3_next_form_is_refused(settings, expected):
+    with pytest.raises(ExportError, match=expected):
+        export_native(convert(tiny_base("qwen3"), "gdn", **settings), "/nonexistent/never-written")
+
+
+def test_gdn_checkpoint_folder_exports(tmp_path):
+    """From a saved folder (loaded back with linearize), as the CLI does."""
+    src = tmp_path / "gdn"
+    model = perturb_new_parameters(convert(tiny_base("qwen3"), "gdn", keep_attention="-1"))
+    model.save_pretrained(src)
+    native = AutoModelForCausalLM.from_pretrained(export_native(src, tmp_path / "native"))
+    assert type(native).__name__ == "Qwen3NextForCausalLM"
+    ids = torch.randint(3, 128, (1, 12))
+    with torch.no_grad():
+        assert_close(native(ids, use_cache=False).logits, model(ids).logits, 1e-4)
 
 
 @pytest.mark.slow
