@@ -28,8 +28,25 @@ ALIASES = {
 }
 
 
+DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
+
+
 class BaseError(ValueError):
     """A base that cannot be resolved or loaded; the message is the one line the CLI prints."""
+
+
+def resolve_dtype(dtype="auto"):
+    """The torch dtype a run computes in, from ``--dtype``: "auto" (or None) is bfloat16 where CUDA is
+    available and float32 otherwise; "bfloat16", "float16", "float32" (or a torch dtype) as given.
+    Raises BaseError, one line naming the bad value and the accepted ones."""
+    if dtype is None or dtype == "auto":
+        return torch.bfloat16 if torch.cuda.is_available() else torch.float32
+    if isinstance(dtype, torch.dtype) and dtype in DTYPES.values():
+        return dtype
+    if isinstance(dtype, str) and dtype in DTYPES:
+        return DTYPES[dtype]
+    raise BaseError(f"unknown dtype {str(dtype)!r}: choose auto (bfloat16 on CUDA, float32 on CPU), "
+                    f"{', '.join(DTYPES)}")
 
 
 def embedded_gguf():
@@ -106,11 +123,13 @@ def load_config(spec):
     return source, config
 
 
-def load_base(spec, dtype=None):
-    """Load a base causal LM of a supported family (one of FAMILIES); raises BaseError or
-    UnsupportedFamilyError with a one-line message."""
+def load_base(spec, dtype="auto"):
+    """Load a base causal LM of a supported family (one of FAMILIES) in ``dtype`` (see ``resolve_dtype``:
+    auto is bfloat16 on CUDA, float32 on CPU); raises BaseError or UnsupportedFamilyError with a one-line
+    message."""
+    dtype = resolve_dtype(dtype)
     source, config = load_config(spec)
-    model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype or torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype)
     model.config._name_or_path = EMBEDDED if str(spec) in ALIASES and ALIASES[str(spec)] == EMBEDDED else str(spec)
     return model.eval()
 
@@ -123,4 +142,4 @@ def load_tokenizer(spec):
     return AutoTokenizer.from_pretrained(source)
 
 
-__all__ = ["ALIASES", "BaseError", "FAMILIES", "load_base", "load_tokenizer", "resolve_base"]
+__all__ = ["ALIASES", "BaseError", "DTYPES", "FAMILIES", "load_base", "load_tokenizer", "resolve_base", "resolve_dtype"]

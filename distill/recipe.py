@@ -57,7 +57,7 @@ def distill(student, teacher, tokenizer, out, stage="transfer", data=None, resum
     trained, summary, history = train(student, teacher, blocks, cfg, work, resume=resume, log=log)
     summary["data"] = str(data or "default")
     (work / "history.json").write_text(json.dumps(history))
-    entry = {k: summary[k] for k in ("stage", "steps", "tokens", "seconds", "first_loss", "last_loss", "data")}
+    entry = {k: summary[k] for k in ("stage", "steps", "tokens", "seconds", "first_loss", "last_loss", "data", "dtype")}
     entry["lr"], entry["train"] = cfg.lr, cfg.train if stage == "kd" else "new parameters"
     trained.config.linearize = {**trained.config.linearize,
                                 "history": [*trained.config.linearize.get("history", []), entry]}

@@ -42,15 +42,22 @@ class AttentionCapture:
             h.remove()
 
 
-def transfer_loss(student, teacher, input_ids, attention_mask=None):
-    """(mean MSE over converted layers, {layer: loss}) for one batch."""
+def transfer_loss(student, teacher, input_ids, attention_mask=None, dtype=None):
+    """(mean MSE over converted layers, {layer: loss}) for one batch. The teacher may compute in another
+    dtype than the student: each mixer takes the teacher's layer input (hidden states, rotary cos/sin) in
+    ``dtype``, the student's compute dtype (default: that of its input embeddings), and the MSE to the
+    teacher's attention output is taken in fp32."""
     mixers = student.mixers()
+    if dtype is None:
+        dtype = student.get_input_embeddings().weight.dtype
     with torch.no_grad(), AttentionCapture(teacher, mixers) as records:
         teacher(input_ids, attention_mask=attention_mask)
     losses = {}
     for i, mixer in mixers.items():
         hidden, position_embeddings, target = records[i]
-        out, _ = mixer(hidden, position_embeddings=position_embeddings, attention_mask=attention_mask)
+        if position_embeddings is not None:
+            position_embeddings = tuple(t.to(dtype) for t in position_embeddings)
+        out, _ = mixer(hidden.to(dtype), position_embeddings=position_embeddings, attention_mask=attention_mask)
         losses[i] = F.mse_loss(out.float(), target.float())
     return torch.stack(list(losses.values())).mean(), {i: v.detach() for i, v in losses.items()}
 

@@ -2,6 +2,15 @@
 with gradient accumulation and checkpointing, an LR schedule, clipping, teacher outputs computed on
 the fly, atomic checkpoints and exact resume, a progress bar, TensorBoard logs and a loss-curve PNG.
 
+Precision: the student computes in the dtype it was loaded in (``--dtype``; bf16 on CUDA, fp32 on CPU),
+the teacher in its own (the same one in a run, but the stages accept any pair). The parameters a stage
+trains are held in fp32 (``TrainedInFP32``): the optimizer updates fp32 weights with fp32 moments, and the
+modules that own them hand the model's dtype on, so everything else computes in the model's dtype;
+recurrent states and normalisers accumulate in fp32 inside the kernels. No autocast: the kernels' fp32
+accumulation is never overridden. Under DeepSpeed with ``"bf16": {"enabled": "auto"}`` (on for a bf16
+student) the engine casts the student to bf16 and keeps the fp32 master weights in its optimizer. The
+trained student comes back wholly in its dtype.
+
 Checkpoints are on by default: every tenth of the stage's optimizer steps (``save_every=None``) and at
 least every 30 minutes (``save_minutes``), so a killed run loses at most that much work. Each is written
 to ``checkpoints/.tmp-step-N`` and renamed to ``checkpoints/step-N`` only once complete (``state.json``
@@ -49,24 +58,101 @@ class TrainConfig:
     lora_alpha: int = 16
     lora_targets: tuple = ("q_proj", "k_proj", "v_proj", "o_proj")
     gradient_checkpointing: bool = False
-    mixed_precision: str = "auto"  # auto: bf16 on CUDA, fp32 on CPU
+    mixed_precision: str = "no"  # accelerate's autocast on top of the models' dtype (--dtype): no, bf16, fp16
     deepspeed: str | None = None  # a DeepSpeed JSON config (distill/configs/zero2.json, zero3.json)
 
     def to_dict(self):
         return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
 
 
+def compute_dtype(model):
+    """The dtype a model computes in: that of its input embeddings (the dtype it was loaded in)."""
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model  # peft
+    return inner.get_input_embeddings().weight.dtype
+
+
+def _cast_floating(value, dtype):
+    if isinstance(value, torch.Tensor):
+        return value.to(dtype) if value.is_floating_point() and value.dtype != dtype else value
+    if isinstance(value, tuple):
+        return tuple(_cast_floating(v, dtype) for v in value)
+    return value
+
+
+class _CastInputs:
+    """Forward pre-hook: floating inputs to the dtype of the module's weights (fp32, or bf16 once DeepSpeed's
+    engine has cast the module)."""
+
+    def __call__(self, module, args):
+        dtype = next(p.dtype for p in module.parameters(recurse=False) if p.is_floating_point())
+        return _cast_floating(args, dtype)
+
+
+class _CastOutputs(_CastInputs):
+    """Forward hook: floating outputs to ``dtype``."""
+
+    def __init__(self, dtype):
+        self.dtype = dtype
+
+    def __call__(self, module, args, output):
+        return _cast_floating(output, self.dtype)
+
+
+# torch layers whose forward needs its input in its weights' dtype: a trained one computes in fp32.
+_TORCH_LAYERS = (nn.Linear, nn.Embedding, nn.Conv1d, nn.LayerNorm, nn.GroupNorm)
+
+
+class TrainedInFP32:
+    """Hold the trained parameters of a model that computes in ``dtype`` (bf16 or fp16) in fp32: the
+    optimizer then updates fp32 weights (no bf16 rounding of small updates) with fp32 moments. Each
+    module that owns one hands ``dtype`` on: a torch layer (Linear, Embedding, ...) takes its input in
+    fp32 and its output is cast back; other modules (mixers, feature maps, norms) already cast their
+    parameters to their input's dtype where they use them, and their output is cast to ``dtype`` where
+    type promotion made it fp32. peft's LoRA adapters are fp32 already (peft casts them so) and take care
+    of their own casts. ``restore()`` removes the hooks and casts every parameter back to ``dtype``."""
+
+    def __init__(self, model, dtype):
+        self.model, self.dtype = model, dtype
+        if dtype == torch.float32:
+            return
+        trained = {id(p) for p in model.parameters() if p.requires_grad and p.dtype != torch.float32}
+        for module in model.modules():  # every owner of a trained parameter (a tied one has two)
+            if not any(id(p) in trained for p in module.parameters(recurse=False)):
+                continue
+            if isinstance(module, _TORCH_LAYERS):
+                module.register_forward_pre_hook(_CastInputs())
+            module.register_forward_hook(_CastOutputs(dtype))
+        for p in model.parameters():
+            if id(p) in trained:
+                p.data = p.data.float()
+
+    def restore(self, model=None):
+        """Remove the hooks and cast the parameters to the compute dtype, in ``model`` (default: the one
+        given; the trained model may be another object, such as the copy ZeRO-3's weights are gathered into)."""
+        model = self.model if model is None else model
+        for m in {*self.model.modules(), *model.modules()}:
+            for hooks in (m._forward_pre_hooks, m._forward_hooks):
+                for key in [k for k, h in hooks.items() if isinstance(h, _CastInputs)]:
+                    del hooks[key]
+        if self.dtype != torch.float32:
+            for p in model.parameters():
+                if p.is_floating_point() and p.dtype != self.dtype:
+                    p.data = p.data.to(self.dtype)
+        return model
+
+
 class TransferObjective(nn.Module):
     """The student as the trained module; the teacher is held outside the module tree so DDP and ZeRO
     neither wrap nor shard it."""
 
-    def __init__(self, student, teacher):
+    def __init__(self, student, teacher, dtype=None):
         super().__init__()
         self.student = student
         self._teacher = (teacher,)
+        self.dtype = dtype
 
     def forward(self, input_ids):
-        return transfer_loss(self.student, self._teacher[0], input_ids)
+        return transfer_loss(self.student, self._teacher[0], input_ids, dtype=self.dtype)
 
 
 class KDObjective(nn.Module):
@@ -148,8 +234,9 @@ def plot_losses(history, path):
     plt.close(fig)
 
 
-def deepspeed_config(cfg, cuda):
-    """The DeepSpeed JSON config with its "auto" values filled from the TrainConfig."""
+def deepspeed_config(cfg, dtype):
+    """The DeepSpeed JSON config with its "auto" values filled from the TrainConfig; bf16 (fp16) is
+    enabled where the student computes in bf16 (fp16)."""
     ds = json.loads(Path(cfg.deepspeed).read_text())
     auto = {"train_micro_batch_size_per_gpu": cfg.batch_size, "gradient_accumulation_steps": cfg.grad_accum,
             "gradient_clipping": cfg.max_grad_norm}
@@ -158,7 +245,7 @@ def deepspeed_config(cfg, cuda):
             ds[key] = value
     for key in ("bf16", "fp16"):
         if isinstance(ds.get(key), dict) and ds[key].get("enabled") == "auto":
-            ds[key]["enabled"] = bool(cuda) and key == "bf16"
+            ds[key]["enabled"] = dtype == {"bf16": torch.bfloat16, "fp16": torch.float16}[key]
     ds.pop("train_batch_size", None)
     return ds
 
@@ -169,7 +256,7 @@ class DeepSpeedRun:
     rank and world size there; the engine itself runs ZeRO-2/3 over gloo on CPU under torchrun, and
     over NCCL on GPUs, so one path serves both and CPU tests prove it.)"""
 
-    def __init__(self, objective, optimizer, scheduler, dataset, cfg, cuda, out):
+    def __init__(self, objective, optimizer, scheduler, dataset, cfg, cuda, out, dtype=torch.float32):
         import copy
 
         import deepspeed
@@ -177,7 +264,7 @@ class DeepSpeedRun:
 
         deepspeed.init_distributed(dist_backend="nccl" if cuda else "gloo")
         self.rank, self.num_processes = torch.distributed.get_rank(), torch.distributed.get_world_size()
-        config = deepspeed_config(cfg, cuda)
+        config = deepspeed_config(cfg, dtype)
         # ZeRO-3 partitions the student's weights in place: keep a plain copy to load the result into.
         self.template = copy.deepcopy(objective.student) if config["zero_optimization"].get("stage") == 3 else None
         self.engine, self.optimizer, _, _ = deepspeed.initialize(model=objective, optimizer=optimizer,
@@ -244,12 +331,17 @@ class AccelerateRun:
     """accelerate behind the loop's calls: one process, or DDP (NCCL on CUDA, gloo on CPU) under
     ``accelerate launch`` or torchrun."""
 
-    def __init__(self, objective, optimizer, dataset, cfg, cuda, out):
+    def __init__(self, objective, optimizer, dataset, cfg, cuda, out, dtype=torch.float32):
         from accelerate import Accelerator
+        from accelerate.utils import AutocastKwargs
 
-        precision = ("bf16" if cuda else "no") if cfg.mixed_precision == "auto" else cfg.mixed_precision
+        precision = "no" if cfg.mixed_precision == "auto" else cfg.mixed_precision  # "auto": before --dtype
+        handlers = []
+        if precision == "no" and dtype == torch.float16 and cuda:
+            # An fp16 student needs loss scaling: accelerate's fp16 scaler, its autocast off.
+            precision, handlers = "fp16", [AutocastKwargs(enabled=False)]
         self.acc = acc = Accelerator(cpu=not cuda, gradient_accumulation_steps=cfg.grad_accum, mixed_precision=precision,
-                                     log_with="tensorboard", project_dir=str(out))
+                                     log_with="tensorboard", project_dir=str(out), kwargs_handlers=handlers)
         loader = torch.utils.data.DataLoader(dataset, batch_size=cfg.batch_size, shuffle=False)
         self.objective, self.optimizer, self.loader = acc.prepare(objective, optimizer, loader)
         self.params = [p for p in objective.parameters() if p.requires_grad]
@@ -312,10 +404,13 @@ def train(student, teacher, blocks, cfg, out, resume=False, progress=True, log=N
     per_step = cfg.batch_size * cfg.grad_accum * world  # sequences per optimizer step
     steps = max(1, min(cfg.tokens // (per_step * cfg.seq_len), len(blocks) // per_step))
     blocks = blocks[: steps * per_step, : cfg.seq_len]
+    dtype = compute_dtype(student)
     model = select_trainable(student, cfg.stage, cfg.train, cfg.lora_r, cfg.lora_alpha, cfg.lora_targets)
+    fp32 = TrainedInFP32(model, dtype)
     if cfg.gradient_checkpointing:
         student.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    objective = TransferObjective(model, teacher) if cfg.stage == "transfer" else KDObjective(model, teacher, cfg)
+    objective = (TransferObjective(model, teacher, dtype) if cfg.stage == "transfer"
+                 else KDObjective(model, teacher, cfg))
     params = [p for p in objective.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = get_cosine_schedule_with_warmup(optimizer, cfg.warmup_steps, steps)
@@ -324,10 +419,10 @@ def train(student, teacher, blocks, cfg, out, resume=False, progress=True, log=N
         scheduler.lr_lambdas[0] = lambda s: floor + (1 - floor) * base_lambda(s)
     dataset = torch.utils.data.TensorDataset(blocks, torch.arange(len(blocks)))  # with indices: who saw what
     if cfg.deepspeed:
-        run = DeepSpeedRun(objective, optimizer, scheduler, dataset, cfg, cuda, out)
+        run = DeepSpeedRun(objective, optimizer, scheduler, dataset, cfg, cuda, out, dtype)
         scheduler = None  # the engine steps it
     else:
-        run = AccelerateRun(objective, optimizer, dataset, cfg, cuda, out)
+        run = AccelerateRun(objective, optimizer, dataset, cfg, cuda, out, dtype)
     teacher.to(run.device).eval().requires_grad_(False)
     if log is None:
         def log(line):
@@ -389,12 +484,12 @@ def train(student, teacher, blocks, cfg, out, resume=False, progress=True, log=N
     elapsed = time.time() - t0
     seen = run.gather(torch.cat(seen)).cpu().tolist() if seen else []
     run.end()
-    trained = merge(run.trained())
+    trained = fp32.restore(merge(run.trained()))
     if run.is_main_process and history:
         plot_losses(history, out / f"loss_curve_{cfg.stage}.png")
     summary = {"stage": cfg.stage, "steps": step, "tokens": steps * per_step * cfg.seq_len,
                "seconds": elapsed, "tokens_per_s": tokens_done / max(elapsed, 1e-9),
                "first_loss": history[0]["loss"] if history else None, "last_loss": history[-1]["loss"] if history else None,
                "config": cfg.to_dict(), "samples_seen": seen, "processes": run.num_processes,
-               "distributed": run.distributed_type}
+               "distributed": run.distributed_type, "dtype": str(dtype).removeprefix("torch.")}
     return trained, summary, history

@@ -35,21 +35,24 @@ def check_out(out, overwrite):
 
 
 def run_convert(base, target, out, keep_attention=None, overwrite=False, feature_dim=None, window=None,
-                recency_window=None, recency_threshold=None, recency_fraction=None, decay=None, rank_by=None, sinks=None):
-    """Convert ``base`` and write the checkpoint (with tokenizer) to ``out``; returns a summary dict."""
-    from linearize.convert.bases import load_base, load_config, load_tokenizer
+                recency_window=None, recency_threshold=None, recency_fraction=None, decay=None, rank_by=None, sinks=None,
+                dtype="auto"):
+    """Convert ``base`` loaded in ``dtype`` (see ``--dtype``) and write the checkpoint (with tokenizer, its
+    weights in that dtype) to ``out``; returns a summary dict."""
+    from linearize.convert.bases import load_base, load_config, load_tokenizer, resolve_dtype
     from linearize.convert.convert import check_target, convert, new_parameter_count
     from linearize.convert.plan import parse_keep_attention
     from linearize.convert.save import save_atomic
 
+    dtype = resolve_dtype(dtype)
     out = check_out(out, overwrite)
     check_target(target)
     t0 = time.time()
     _stage(1, 4, f"resolving base {base!r}")
     _, config = load_config(base)
     parse_keep_attention(keep_attention, config.num_hidden_layers)  # fail before loading any weights
-    _stage(2, 4, f"loading {config.model_type} base ({config.num_hidden_layers} layers)")
-    model = load_base(base)
+    _stage(2, 4, f"loading {config.model_type} base ({config.num_hidden_layers} layers) in {_dtype_name(dtype)}")
+    model = load_base(base, dtype=dtype)
     tokenizer = load_tokenizer(base)
     _stage(3, 4, f"converting to {target}")
     settings = {k: v for k, v in {"feature_dim": feature_dim, "window": window, "recency_window": recency_window,
@@ -64,6 +67,7 @@ def run_convert(base, target, out, keep_attention=None, overwrite=False, feature
     return {
         "out": str(out),
         "target": target,
+        "dtype": _dtype_name(dtype),
         "layers_converted": len(student.mixers()),
         "layers": config.num_hidden_layers,
         "kept_attention": student.config.linearize["keep_attention"],
@@ -104,7 +108,18 @@ def print_summary(s):
     ratio = s["kv_bytes_4k"] / max(s["state_bytes_4k"], 1)
     print(f"decode state per sequence at 4k tokens: {_fmt_bytes(s['state_bytes_4k'])} "
           f"vs {_fmt_bytes(s['kv_bytes_4k'])} KV cache ({ratio:.1f}x smaller)")
-    print(f"saved to {s['out']} in {s['seconds']:.1f}s")
+    print(f"saved to {s['out']} ({s['dtype']}) in {s['seconds']:.1f}s")
+
+
+def _dtype_name(dtype):
+    return str(dtype).removeprefix("torch.")
+
+
+def add_dtype_arg(p):
+    p.add_argument("--dtype", default="auto",
+                   help="weights and compute of teacher and student: auto (bfloat16 on CUDA, float32 on CPU; the "
+                        "default), bfloat16, float16 or float32; recurrent states and normalisers accumulate in fp32 "
+                        "and trained parameters are held in fp32 whatever it is")
 
 
 def add_convert_args(p, target_default=None):
@@ -138,6 +153,7 @@ def build_parser():
     sub = parser.add_subparsers(dest="verb")
     conv = sub.add_parser("convert", help="convert a base model into a (hybrid) linear-attention model")
     add_convert_args(conv)
+    add_dtype_arg(conv)
     conv.add_argument("--out", required=True, help="output directory for the checkpoint")
 
     ev = sub.add_parser("eval", help="perplexity, teacher agreement, recall and lm-eval tasks")
@@ -162,6 +178,7 @@ def build_parser():
     ev.add_argument("--limit", type=int, default=None, help="lm-eval: examples per task")
     ev.add_argument("--passkey-lengths", default="256,512,1024")
     ev.add_argument("--out", default="eval-results", help="folder for eval.json and eval.md")
+    add_dtype_arg(ev)
 
     be = sub.add_parser("bench", help="prefill and decode speed, cache and peak memory vs context length")
     be.add_argument("model", help="converted checkpoint folder, or any --base value")
@@ -170,11 +187,13 @@ def build_parser():
     be.add_argument("--decode-tokens", type=int, default=32)
     be.add_argument("--repeats", type=int, default=5)
     be.add_argument("--out", default="bench-results", help="folder for bench.json, bench.md and bench.png")
+    add_dtype_arg(be)
 
     dis = sub.add_parser("distill", help="train a converted model: attention transfer or end-to-end KD")
     dis.add_argument("model", help="converted checkpoint folder")
     dis.add_argument("--stage", required=True, choices=["transfer", "kd"])
     add_train_args(dis)
+    add_dtype_arg(dis)
     dis.add_argument("--teacher", default=None, help="teacher base (default: the base the model was converted from)")
     dis.add_argument("--out", required=True, help="output folder for the distilled checkpoint")
     dis.add_argument("--overwrite", action="store_true")
@@ -255,10 +274,12 @@ def parse_buckets(text):
 
 
 def run_eval(args):
+    from linearize.convert.bases import resolve_dtype
     from linearize.evals import report
     from linearize.evals.perplexity import DEFAULT_BUCKETS, SPLITS, heldout_ids
     from linearize.evals.suite import SUITES, add_ratios, evaluate, load_model, max_positions
 
+    dtype = resolve_dtype(args.dtype)
     suite = [s.strip() for s in args.suite.split(",") if s.strip()]
     if set(suite) - set(SUITES):
         raise UserError(f"unknown --suite {args.suite!r}: choose from {', '.join(SUITES)}")
@@ -278,8 +299,8 @@ def run_eval(args):
         if limit is not None and args.seq_len > limit:
             raise UserError(f"--seq-len {args.seq_len} is longer than {spec!r} takes "
                             f"(max_position_embeddings {limit}); use at most {limit}")
-    teacher = load_model(args.teacher) if args.teacher else None
-    student = load_model(args.model)
+    teacher = load_model(args.teacher, dtype=dtype) if args.teacher else None
+    student = load_model(args.model, dtype=dtype)
     ids = None
     if "ppl" in suite or "agreement" in suite:  # the same windows for teacher and student
         ids = heldout_ids(student[1], args.data, seq_len=args.seq_len, max_tokens=args.max_tokens, split=args.split)
@@ -293,8 +314,9 @@ def run_eval(args):
     results.append(evaluate(*student, teacher=teacher[0] if teacher else None, **kwargs))
     if teacher is not None:
         add_ratios(results[-1], results[0])
-    for r in results:
+    for r, (model, _, _) in zip(results, [m for m in (teacher, student) if m is not None]):
         r["text"] = {"data": str(args.data or "default"), "split": args.split, "seq_len": args.seq_len}
+        r["dtype"] = _dtype_name(model.dtype)
     curves = {r["name"]: r["quality"]["position_nll"] for r in results if "position_nll" in r["quality"]}
     if len(curves) < len(results) and curves:  # a teacher and student of the same name
         curves = {f"{r.get('role') or 'student'}: {r['name']}": r["quality"]["position_nll"] for r in results}
@@ -309,17 +331,19 @@ def run_eval(args):
 
 
 def run_bench(args):
+    from linearize.convert.bases import resolve_dtype
     from linearize.evals import report
     from linearize.evals.bench import bench, plot
     from linearize.evals.suite import load_model
 
+    dtype = resolve_dtype(args.dtype)
     contexts = _ints(args.contexts, "--contexts")
     results = []
     for spec in [s for s in (args.teacher, args.model) if s]:
-        model, _, name = load_model(spec)
-        print(f"benchmarking {name} at {contexts}", file=sys.stderr, flush=True)
+        model, _, name = load_model(spec, dtype=dtype)
+        print(f"benchmarking {name} at {contexts} in {_dtype_name(dtype)}", file=sys.stderr, flush=True)
         results.append({"name": name, "speed": bench(model, contexts, args.decode_tokens, args.repeats),
-                        "device": str(model.device)})
+                        "device": str(model.device), "dtype": _dtype_name(model.dtype)})
         del model
     paths = report.write(results, args.out, "bench")
     plot({r["name"]: r["speed"] for r in results}, Path(args.out) / "bench.png")
@@ -329,16 +353,18 @@ def run_bench(args):
 
 def run_distill(args):
     from linearize.api import distill
+    from linearize.convert.bases import resolve_dtype
     from linearize.evals.suite import load_model
 
+    dtype = resolve_dtype(args.dtype)
     out = check_out(args.out, args.overwrite or args.resume)
-    student, tokenizer, _ = load_model(args.model)
+    student, tokenizer, _ = load_model(args.model, dtype=dtype)
     teacher_spec = args.teacher or student.config.linearize.get("base")
     if not teacher_spec:
         raise UserError("the checkpoint does not record its base; pass --teacher")
     from linearize.convert.bases import load_base
 
-    teacher = load_base(teacher_spec)
+    teacher = load_base(teacher_spec, dtype=dtype)
     overrides = {k: getattr(args, k, None) for k in ("tokens", "seq_len", "batch_size", "grad_accum", "lr", "train",
                                                       "lora_r", "lora_alpha", "temperature", "top_k", "ce_weight",
                                                       "gradient_checkpointing", "save_every", "save_minutes",
@@ -424,6 +450,7 @@ def build_main_parser():
     )
     add_convert_args(parser, target_default=DEFAULT_TARGET)
     add_train_args(parser, main_job=True)
+    add_dtype_arg(parser)
     parser.add_argument("--out", default=None, help="output directory (default: ./linearized-<base>-<target>)")
     parser.add_argument("--push-to-hub", default=None, metavar="REPO", help="push the result to this Hub repo")
     parser.add_argument("--eval-data", default=",".join(OOD_CORPORA),
@@ -437,11 +464,12 @@ def build_main_parser():
 
 
 def run_main_job(args):
-    from linearize.convert.bases import load_config
+    from linearize.convert.bases import load_config, resolve_dtype
     from linearize.convert.convert import check_target
     from linearize.convert.plan import parse_keep_attention
     from linearize.pipeline import main_job, summary_lines
 
+    dtype = resolve_dtype(args.dtype)
     out = check_out(args.out, args.overwrite or args.resume)
     check_target(args.target)
     _, config = load_config(args.base)
@@ -461,12 +489,12 @@ def run_main_job(args):
     result = main_job(args.base, args.target, out, keep_attention=args.keep_attention, data=args.data,
                       tokens=args.tokens, seq_len=args.seq_len, batch_size=args.batch_size, grad_accum=args.grad_accum,
                       save_every=args.save_every, save_minutes=args.save_minutes, deepspeed=args.deepspeed,
-                      seed=args.seed, resume=args.resume,
+                      seed=args.seed, resume=args.resume, dtype=dtype,
                       log=lambda m: print(m, file=sys.stderr, flush=True), convert_settings=settings,
                       eval_corpora=corpora, eval_lengths=_ints(args.eval_lengths, "--eval-lengths") or None,
                       eval_tokens=args.eval_tokens, passkey_lengths=_ints(args.passkey_lengths, "--passkey-lengths"),
                       mqar_pairs=_ints(args.mqar_pairs, "--mqar-pairs"))
-    print(f"linearized {args.base} -> {args.target} in {time.time() - t0:.0f}s")
+    print(f"linearized {args.base} -> {args.target} ({_dtype_name(dtype)}) in {time.time() - t0:.0f}s")
     for stage, s in result["stages"].items():
         print(f"  {stage}: {s['tokens']:,} tokens, {s['seconds']:.0f}s, {s['tokens_per_s']:.0f} tok/s, "
               f"loss {s['first_loss']:.4g} -> {s['last_loss']:.4g}")
@@ -516,7 +544,7 @@ def main(argv=None):
                               overwrite=args.overwrite, feature_dim=args.feature_dim, window=args.window,
                               recency_window=args.recency_window, recency_threshold=args.recency_threshold,
                               recency_fraction=args.recency_fraction, decay=args.decay, rank_by=args.rank_by,
-                              sinks=args.sinks)
+                              sinks=args.sinks, dtype=args.dtype)
     except errors as err:
         print(f"linearize: error: {err}", file=sys.stderr)
         return 2

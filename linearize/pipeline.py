@@ -81,13 +81,17 @@ def summary_lines(q):
 def main_job(base_spec, target, out, keep_attention=None, data=None, tokens=None, seq_len=None, batch_size=None,
              grad_accum=None, save_every=None, deepspeed=None, seed=None, resume=False, eval_tokens=8192, log=print,
              stage_overrides=None, convert_settings=None, eval_corpora=OOD_CORPORA, eval_lengths=None,
-             passkey_lengths=RECALL["passkey_lengths"], mqar_pairs=RECALL["mqar_pairs"], save_minutes=None):
+             passkey_lengths=RECALL["passkey_lengths"], mqar_pairs=RECALL["mqar_pairs"], save_minutes=None,
+             dtype="auto"):
     """convert -> transfer -> kd -> quality of teacher and student -> save to ``out``.
     ``tokens`` is the budget of both stages (55% transfer, 45% kd); default: this machine's defaults.
     ``stage_overrides`` ({"transfer": {...}, "kd": {...}}; ``{"skip": True}`` leaves a stage out) and
     ``convert_settings`` let recipes set the rest (learning rates, LoRA rank, feature dims, calibration).
     ``eval_corpora`` (data specs), ``eval_lengths``, ``passkey_lengths`` and ``mqar_pairs`` set the
     quality measurement (see ``quality``); it is saved as ``config.linearize["heldout_perplexity"]``.
+    ``dtype`` is the run's (``--dtype``): teacher and student load, train and are measured in it (auto:
+    bfloat16 on CUDA, float32 on CPU; trained parameters are held in fp32, see ``distill.trainer``), and
+    the checkpoint is saved in it.
 
     Work in progress lives in ``<out>.work``: each stage's checkpoints (``save_every`` steps, default a
     tenth of the stage, and ``save_minutes``, default 30) and, once a stage finishes, its student in
@@ -99,10 +103,11 @@ def main_job(base_spec, target, out, keep_attention=None, data=None, tokens=None
     import time
     from pathlib import Path
 
-    from linearize.convert.bases import load_base, load_tokenizer
+    from linearize.convert.bases import load_base, load_tokenizer, resolve_dtype
     from linearize.convert.convert import convert
     from linearize.convert.save import save_atomic
 
+    dtype = resolve_dtype(dtype)
     t0 = time.time()
     work = Path(f"{out}.work")
     stages = ((2, "transfer"), (3, "kd"))
@@ -122,15 +127,16 @@ def main_job(base_spec, target, out, keep_attention=None, data=None, tokens=None
 
             corpus_path(str(spec)[len("corpus:"):])
     tokenizer = load_tokenizer(base_spec)
-    teacher = load_base(base_spec)
+    teacher = load_base(base_spec, dtype=dtype)
     latest = [stage for _, stage in stages if stage in finished][-1:]  # the last finished stage's student goes on
     if latest:
         from linearize.convert.auto import LinearizedForCausalLM
 
-        log(f"[1/5] loading {base_spec!r}; the {target} conversion is in the {latest[0]} stage's saved result")
+        log(f"[1/5] loading {base_spec!r} in {str(dtype).removeprefix('torch.')}; the {target} conversion is in "
+            f"the {latest[0]} stage's saved result")
         student = LinearizedForCausalLM.from_pretrained(finished[latest[0]], dtype=teacher.dtype).eval()
     else:
-        log(f"[1/5] loading {base_spec!r} and converting to {target}")
+        log(f"[1/5] loading {base_spec!r} in {str(dtype).removeprefix('torch.')} and converting to {target}")
         student = convert(teacher, target, keep_attention=keep_attention, base_name=str(base_spec),
                           tokenizer=tokenizer, **(convert_settings or {}))
     common = dict(seq_len=seq_len, batch_size=batch_size, grad_accum=grad_accum, save_every=save_every,
