@@ -204,6 +204,8 @@ def build_parser():
     push.add_argument("--private", action="store_true")
     push.add_argument("--revision", default=None, help="branch to push to (created if missing)")
     push.add_argument("--dry-run", action="store_true", help="verify and list what would be uploaded; upload nothing")
+    push.add_argument("--native", action="store_true",
+                      help="publish as the architecture transformers ships (see `linearize export`): no remote code")
 
     cor = sub.add_parser("corpora", help="list or fetch the out-of-domain corpora (built from Debian packages)")
     cor.add_argument("action", choices=["list", "fetch"])
@@ -215,7 +217,8 @@ def build_parser():
     rep.add_argument("results", nargs="+", help="JSON files written by eval or bench")
     rep.add_argument("--out", default=None, help="write the markdown here (default: print it)")
 
-    exp = sub.add_parser("export", help="write a mamba checkpoint as transformers' own GraniteMoeHybrid (no remote code)")
+    exp = sub.add_parser("export", help="write a checkpoint as an architecture transformers ships (no remote code): "
+                                        "mamba -> GraniteMoeHybrid, gdn on Qwen3 -> Qwen3-Next")
     exp.add_argument("folder", help="converted checkpoint folder (target mamba; llama, mistral or qwen2 base)")
     exp.add_argument("--out", required=True, help="output directory for the GraniteMoeHybrid checkpoint")
     exp.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
@@ -358,6 +361,8 @@ def run_distill(args):
 
     dtype = resolve_dtype(args.dtype)
     out = check_out(args.out, args.overwrite or args.resume)
+    if args.export == "native":
+        check_out(f"{out}-native", args.overwrite or args.resume)
     student, tokenizer, _ = load_model(args.model, dtype=dtype)
     teacher_spec = args.teacher or student.config.linearize.get("base")
     if not teacher_spec:
@@ -380,20 +385,20 @@ def run_push(args):
 
     if not Path(args.folder).is_dir():
         raise UserError(f"no such checkpoint folder: {args.folder!r}")
-    push_to_hub(args.folder, args.repo_id, private=args.private, revision=args.revision, dry_run=args.dry_run)
+    push_to_hub(args.folder, args.repo_id, private=args.private, revision=args.revision, dry_run=args.dry_run,
+                native=args.native)
 
 
 def run_export(args):
-    from linearize.convert.export_native import ExportError, export_native
+    import json
+
+    from linearize.convert.export_native import HOST_NAMES, export_native
 
     if not Path(args.folder).is_dir():
         raise UserError(f"no such checkpoint folder: {args.folder!r}")
-    out = check_out(args.out, args.overwrite)
-    try:
-        out = export_native(args.folder, out)
-    except ExportError as err:
-        raise UserError(str(err)) from None
-    print(f"exported {args.folder} as GraniteMoeHybrid to {out}")
+    out = export_native(args.folder, check_out(args.out, args.overwrite))
+    host = HOST_NAMES[json.loads((Path(out) / "config.json").read_text())["model_type"]]
+    print(f"exported {args.folder} as {host} to {out}")
 
 
 def run_corpora(args):
@@ -453,6 +458,10 @@ def build_main_parser():
     add_dtype_arg(parser)
     parser.add_argument("--out", default=None, help="output directory (default: ./linearized-<base>-<target>)")
     parser.add_argument("--push-to-hub", default=None, metavar="REPO", help="push the result to this Hub repo")
+    parser.add_argument("--export", choices=["none", "native"], default="none",
+                        help="native: also write OUT-native, the result as an architecture transformers ships "
+                             "(see `linearize export`; refused before training if the target/base has none), "
+                             "and push that folder with --push-to-hub")
     parser.add_argument("--eval-data", default=",".join(OOD_CORPORA),
                         help="out-of-domain corpora measured after training, comma separated data specs, or 'none'")
     parser.add_argument("--eval-lengths", default="",
@@ -471,6 +480,8 @@ def run_main_job(args):
 
     dtype = resolve_dtype(args.dtype)
     out = check_out(args.out, args.overwrite or args.resume)
+    if args.export == "native":
+        check_out(f"{out}-native", args.overwrite or args.resume)
     check_target(args.target)
     _, config = load_config(args.base)
     if args.target == DEFAULT_TARGET:
@@ -493,7 +504,9 @@ def run_main_job(args):
                       log=lambda m: print(m, file=sys.stderr, flush=True), convert_settings=settings,
                       eval_corpora=corpora, eval_lengths=_ints(args.eval_lengths, "--eval-lengths") or None,
                       eval_tokens=args.eval_tokens, passkey_lengths=_ints(args.passkey_lengths, "--passkey-lengths"),
-                      mqar_pairs=_ints(args.mqar_pairs, "--mqar-pairs"))
+                      mqar_pairs=_ints(args.mqar_pairs, "--mqar-pairs"),
+                      export=None if args.export == "none" else args.export)
+    native = result.get("native")
     print(f"linearized {args.base} -> {args.target} ({_dtype_name(dtype)}) in {time.time() - t0:.0f}s")
     for stage, s in result["stages"].items():
         print(f"  {stage}: {s['tokens']:,} tokens, {s['seconds']:.0f}s, {s['tokens_per_s']:.0f} tok/s, "
@@ -501,10 +514,12 @@ def run_main_job(args):
     for line in summary_lines(result["quality"]):
         print(f"  {line}")
     print(f"  saved to {result['out']} (training logs, loss curves and checkpoints in {result['out']}/training)")
+    if native:
+        print(f"  exported natively to {native} (loads with plain transformers, no remote code)")
     if args.push_to_hub:
         from linearize.hub import push_to_hub
 
-        push_to_hub(result["out"], args.push_to_hub)
+        push_to_hub(native or result["out"], args.push_to_hub, native=native is not None)
 
 
 def main(argv=None):
@@ -515,10 +530,11 @@ def main(argv=None):
     from linearize.convert.mixer_base import SettingError
     from linearize.convert.plan import PlanError
     from linearize.data.texts import DataError
+    from linearize.convert.export_native import ExportError
     from linearize.hub import VerificationError
 
     errors = (UserError, BaseError, UnknownTargetError, UnsupportedFamilyError, PlanError, DataError, VerificationError,
-              SettingError)
+              SettingError, ExportError)
     if argv and not argv[0].startswith("-"):
         args = build_parser().parse_args(argv)
         if args.verb in ("eval", "bench", "report", "distill", "push", "corpora", "export"):

@@ -20,7 +20,8 @@ LOAD_CHECK = textwrap.dedent("""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
     folder = sys.argv[1]
-    model = AutoModelForCausalLM.from_pretrained(folder, trust_remote_code=True)
+    # A native export must load as the architecture transformers ships: no remote code allowed.
+    model = AutoModelForCausalLM.from_pretrained(folder, trust_remote_code=sys.argv[2] == "remote")
     tok = AutoTokenizer.from_pretrained(folder)
     ids = tok("The capital of France is", return_tensors="pt")
     out = model.generate(**ids, max_new_tokens=4, do_sample=False)
@@ -43,9 +44,10 @@ def files_to_upload(folder):
     return sorted(r for r in rels if not any(fnmatch(r, pat) for pat in IGNORE))
 
 
-def verify(folder, timeout=600):
-    """Check that ``folder`` loads in a fresh process without linearize, generates, and holds only
-    safetensors weights. Returns the files to upload; raises VerificationError."""
+def verify(folder, timeout=600, remote_code=True):
+    """Check that ``folder`` loads in a fresh process without linearize (with remote code, or for a native
+    export without it), generates, and holds only safetensors weights. Returns the files to upload;
+    raises VerificationError."""
     folder = Path(folder)
     if not (folder / "config.json").exists():
         raise VerificationError(f"{str(folder)!r} is not a checkpoint folder (no config.json)")
@@ -56,24 +58,46 @@ def verify(folder, timeout=600):
                                 "weights are pushed")
     if not any(f.endswith(".safetensors") for f in files):
         raise VerificationError(f"{str(folder)!r} has no safetensors weights")
-    proc = subprocess.run([sys.executable, "-I", "-c", LOAD_CHECK, str(folder.resolve())], capture_output=True,
-                          text=True, timeout=timeout)
+    proc = subprocess.run([sys.executable, "-I", "-c", LOAD_CHECK, str(folder.resolve()),
+                           "remote" if remote_code else "native"], capture_output=True, text=True, timeout=timeout)
     if proc.returncode != 0 or not proc.stdout.strip().endswith("ok"):
         last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
         raise VerificationError(f"{str(folder)!r} does not load and generate without linearize: {last}")
     return files
 
 
+def is_native(folder):
+    """Whether ``folder`` holds a native export (an architecture transformers ships), not a linearize checkpoint."""
+    import json
+
+    return json.loads((Path(folder) / "config.json").read_text()).get("model_type") != "linearized"
+
+
 def push_to_hub(folder, repo_id, private=False, revision=None, dry_run=False, token=None,
-                commit_message="Upload linearized model", log=print):
+                commit_message="Upload linearized model", log=print, native=False):
     """Verify ``folder``, write its model card, then (unless ``dry_run``) create ``repo_id`` and upload the
-    folder in one commit. Returns {"files": [...], "url": ... or None}."""
+    folder in one commit. ``native``: publish the checkpoint as the architecture transformers ships
+    (``convert.export_native``): a linearize checkpoint is exported to a temporary folder first, a folder
+    that already is a native export is pushed as it is; either must load without remote code.
+    Returns {"files": [...], "url": ... or None}."""
+    import tempfile
+
+    if native and not is_native(folder):
+        from linearize.convert.export_native import export_native
+
+        with tempfile.TemporaryDirectory() as tmp:
+            exported = export_native(folder, Path(tmp) / Path(folder).name)
+            log(f"exported {folder} natively for the push")
+            return push_to_hub(exported, repo_id, private, revision, dry_run, token, commit_message, log, native=True)
     from huggingface_hub import HfApi
 
-    from linearize.card import model_card
+    if native:  # export_native wrote its own card
+        files = verify(folder, remote_code=False)
+    else:
+        from linearize.card import model_card
 
-    model_card(folder, repo_id).save(Path(folder) / "README.md")
-    files = verify(folder)
+        model_card(folder, repo_id).save(Path(folder) / "README.md")
+        files = verify(folder)
     if dry_run:
         log(f"dry run: {str(folder)!r} verified; would upload {len(files)} files to {repo_id}"
             + (f"@{revision}" if revision else "") + (" (private)" if private else ""))

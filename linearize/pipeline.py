@@ -82,7 +82,7 @@ def main_job(base_spec, target, out, keep_attention=None, data=None, tokens=None
              grad_accum=None, save_every=None, deepspeed=None, seed=None, resume=False, eval_tokens=8192, log=print,
              stage_overrides=None, convert_settings=None, eval_corpora=OOD_CORPORA, eval_lengths=None,
              passkey_lengths=RECALL["passkey_lengths"], mqar_pairs=RECALL["mqar_pairs"], save_minutes=None,
-             dtype="auto"):
+             dtype="auto", export=None):
     """convert -> transfer -> kd -> quality of teacher and student -> save to ``out``.
     ``tokens`` is the budget of both stages (55% transfer, 45% kd); default: this machine's defaults.
     ``stage_overrides`` ({"transfer": {...}, "kd": {...}}; ``{"skip": True}`` leaves a stage out) and
@@ -91,7 +91,9 @@ def main_job(base_spec, target, out, keep_attention=None, data=None, tokens=None
     quality measurement (see ``quality``); it is saved as ``config.linearize["heldout_perplexity"]``.
     ``dtype`` is the run's (``--dtype``): teacher and student load, train and are measured in it (auto:
     bfloat16 on CUDA, float32 on CPU; trained parameters are held in fp32, see ``distill.trainer``), and
-    the checkpoint is saved in it.
+    the checkpoint is saved in it. ``export="native"`` also writes ``<out>-native``, the result as the
+    architecture transformers ships (``convert.export_native``); a target/base with none is refused right
+    after conversion, before any training.
 
     Work in progress lives in ``<out>.work``: each stage's checkpoints (``save_every`` steps, default a
     tenth of the stage, and ``save_minutes``, default 30) and, once a stage finishes, its student in
@@ -139,6 +141,10 @@ def main_job(base_spec, target, out, keep_attention=None, data=None, tokens=None
         log(f"[1/5] loading {base_spec!r} in {str(dtype).removeprefix('torch.')} and converting to {target}")
         student = convert(teacher, target, keep_attention=keep_attention, base_name=str(base_spec),
                           tokenizer=tokenizer, **(convert_settings or {}))
+    if export == "native":
+        from linearize.convert.export_native import check_exportable
+
+        check_exportable(student.config)  # before any training
     common = dict(seq_len=seq_len, batch_size=batch_size, grad_accum=grad_accum, save_every=save_every,
                   save_minutes=save_minutes, deepspeed=deepspeed, seed=seed)
     budgets = {"transfer": None, "kd": None} if tokens is None else {"transfer": int(tokens * 0.55),
@@ -189,4 +195,10 @@ def main_job(base_spec, target, out, keep_attention=None, data=None, tokens=None
     # The stages' training logs and checkpoints go with the checkpoint; their saved students are dropped.
     save_atomic(student, tokenizer, out, extra={f"training/{stage}": work / stage for _, stage in stages})
     shutil.rmtree(work, ignore_errors=True)
-    return {"perplexity": q["in_domain"], "quality": q, "stages": summaries, "out": str(out)}
+    result = {"perplexity": q["in_domain"], "quality": q, "stages": summaries, "out": str(out)}
+    if export == "native":
+        from linearize.convert.export_native import export_native
+
+        result["native"] = str(export_native(out, f"{out}-native", tokenizer=tokenizer))
+        log(f"      exported natively to {result['native']}")
+    return result
