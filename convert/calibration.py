@@ -75,11 +75,9 @@ def rank_layers(recency, n):
 
 
 def fresh_mixer(target_cls, attention, config, layer_idx, **settings):
-    """A mixer of ``target_cls`` around ``attention``'s projections, its new parameters at their init."""
+    """A mixer of ``target_cls`` around ``attention``'s projections, its new parameters at their init (built on
+    the meta device and materialised by ``from_attention``: no throwaway projections)."""
     mixer = target_cls.from_attention(attention, config, layer_idx, **settings)
-    for module in mixer.modules():
-        if hasattr(module, "reset_linearize_parameters"):
-            module.reset_linearize_parameters()
     return mixer.to(attention.q_proj.weight.device, attention.q_proj.weight.dtype).eval()
 
 

@@ -3,7 +3,7 @@
 import torch
 
 from linearize.convert.configuration_linearized import LinearizedConfig
-from linearize.convert.families import check_family
+from linearize.convert.families import check_family, family
 from linearize.convert.targets import MIXERS
 from linearize.convert.auto import LinearizedForCausalLM  # registers the Auto classes too
 from linearize.convert.calibration import (DEFAULT_THRESHOLD, DEFAULT_WINDOW, calibration_ids, fresh_mixer,
@@ -34,7 +34,7 @@ def versions():
 
 def convert(base, target, keep_attention=None, base_name=None, tokenizer=None, calibration=None,
             recency_window=DEFAULT_WINDOW, recency_threshold=DEFAULT_THRESHOLD, recency_fraction=None,
-            rank_by="recency", **mixer_settings):
+            rank_by="recency", copy=True, seed=0, **mixer_settings):
     """Return a ``LinearizedForCausalLM`` made from ``base`` (a loaded HF causal LM).
 
     target: one of ``MIXERS``; keep_attention: a plan spec (see ``convert.plan``); mixer_settings:
@@ -48,6 +48,13 @@ def convert(base, target, keep_attention=None, base_name=None, tokenizer=None, c
 
     ``rank_by="kl"`` ranks layers for ``auto:N`` by measured quality instead: the KL from the base of
     the base with only that layer converted (fresh mixer), on longer calibration windows (``layer_kl``).
+
+    The converted model is built on the meta device and takes the base's tensors (``build``): with
+    ``copy=True`` (the default) copies of them, so the base stays an independent model (a teacher);
+    with ``copy=False`` the base's own storage, so conversion costs no second copy of the weights, but
+    the base must not be used afterwards: training or merging into the converted model would change it.
+    The new parameters are initialised from ``seed`` (the caller's random state is left as it was), so
+    the same base and settings give the same model.
     """
     check_target(target)
     check_family(base.config.model_type)
@@ -68,7 +75,9 @@ def convert(base, target, keep_attention=None, base_name=None, tokenizer=None, c
                                 "tokenizer= (default texts) or calibration= (token ids)")
             calibration = calibration_ids(tokenizer, num_samples=KL_SAMPLES[0], seq_len=KL_SAMPLES[1])
         cls = MIXERS[target]
-        kl = layer_kl(base, calibration, lambda attn, i: fresh_mixer(cls, attn, base.config, i, **mixer_settings))
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            kl = layer_kl(base, calibration, lambda attn, i: fresh_mixer(cls, attn, base.config, i, **mixer_settings))
         kept = rank_by_kl(kl, n_auto)
         evidence = {"method": "kl", "samples": list(calibration.shape), "kl": [round(x, 5) for x in kl.tolist()]}
     elif target == "recurformer" or n_auto is not None:
@@ -94,7 +103,8 @@ def convert(base, target, keep_attention=None, base_name=None, tokenizer=None, c
             heads = [h for h, r in enumerate(recency[i].tolist()) if r >= recency_threshold]
             mixers.append(None if i in kept or not heads else {"target": target, "mamba_heads": heads})
     else:
-        template = MIXERS[target](base.config, 0, **mixer_settings)
+        with torch.device("meta"):  # only for its settings (and to check them): nothing allocated
+            template = MIXERS[target](base.config, 0, **mixer_settings)
         mixers = [None if i in kept else template.settings() for i in range(num_layers)]
     if evidence is not None:
         evidence["kept_layers"] = kept
@@ -112,13 +122,95 @@ def convert(base, target, keep_attention=None, base_name=None, tokenizer=None, c
         },
     )
     config._attn_implementation = base.config._attn_implementation
-    model = LinearizedForCausalLM(config)
-    missing, unexpected = model.load_state_dict(base.state_dict(), strict=False)
-    new = {f"model.layers.{i}.self_attn.{n}" for i, m in model.mixers().items() for n in m.new_parameter_names()}
-    if unexpected or set(missing) - new:
-        raise RuntimeError(f"weights did not map onto the converted model: missing {sorted(set(missing) - new)[:5]}, "
-                           f"unexpected {sorted(unexpected)[:5]}")
-    return model.to(base.dtype).eval()
+    return build(config, base, copy=copy, seed=seed)
+
+
+def new_parameter_names(model):
+    """Full names of the parameters the conversion added (the mixers' new parameters)."""
+    return {f"model.layers.{i}.self_attn.{n}" for i, m in model.mixers().items() for n in m.new_parameter_names()}
+
+
+def check_mapping(model, base_names):
+    """Every tensor of the converted model is a base tensor of the same name or a new parameter, and every base
+    tensor has a place: else a RuntimeError naming a few of the odd ones out."""
+    names = set(model.state_dict())
+    missing, unexpected = names - set(base_names), set(base_names) - names
+    if unexpected or missing - new_parameter_names(model):
+        raise RuntimeError(f"weights did not map onto the converted model: missing "
+                           f"{sorted(missing - new_parameter_names(model))[:5]}, unexpected {sorted(unexpected)[:5]}")
+
+
+@torch.no_grad()
+def init_new_parameters(model, seed=0, init_on=None):
+    """Initialise the mixers' new parameters from ``seed``, layer by layer (each mixer's own init, children
+    first), on a forked random state: the same values whatever was drawn before, and nothing drawn after moves.
+    ``init_on``: see ``Mixer.init_new_parameters``."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        for _, mixer in sorted(model.mixers().items()):
+            mixer.init_new_parameters(init_on=init_on)
+
+
+def build(config, base, copy=True, seed=0, meta=True):
+    """The ``LinearizedForCausalLM`` of ``config`` holding ``base``'s tensors (by name) and new parameters
+    initialised from ``seed``, in the base's dtype, on its device, in eval mode.
+
+    meta=True: built on the meta device, so nothing is allocated that is thrown away: the base's tensors are
+    put in place as they are (``copy=False``: the base's own storage, shared from now on) or as one clone each
+    (``copy=True``); the new parameters get memory where the base is, in its dtype, and are initialised on the
+    CPU in the default dtype (as the eager build does) a layer at a time and copied in; the rotary embedding
+    (whose buffers are not saved) is rebuilt. Peak memory: the base, the new parameters, one layer's new
+    parameters in the default dtype (and, with ``copy=True``, the clones).
+
+    meta=False: the reference the meta build is tested against (tests/test_meta_convert.py), which it
+    equals bit for bit: the whole model allocated and initialised by transformers, the base's tensors
+    copied in, the new parameters initialised from ``seed``. About twice the base's memory at the peak.
+    """
+    base_state = base.state_dict()
+    if not meta:
+        model = LinearizedForCausalLM(config)
+        check_mapping(model, base_state)
+        model.load_state_dict(base_state, strict=False)
+        init_new_parameters(model, seed)
+        return in_dtype(model, base.dtype)
+    with torch.device("meta"):
+        model = LinearizedForCausalLM(config)
+    check_mapping(model, base_state)
+    device = next(iter(base_state.values())).device
+    tied = set(model.all_tied_weights_keys)  # given their source's tensor by tie_weights below
+    clones = {}
+
+    def take(t):
+        if not copy:
+            return t
+        key = (t.untyped_storage().data_ptr(), t.storage_offset(), t.shape, t.stride(), t.dtype)
+        if key not in clones:  # tensors that alias in the base alias in the copy
+            clones[key] = t.clone()
+        return clones[key]
+
+    model.load_state_dict({k: take(v) for k, v in base_state.items() if k not in tied}, strict=False, assign=True)
+    del base_state, clones
+    model.tie_weights()
+    # The new parameters: their memory on the base's device in its dtype, all of it first; then each is
+    # initialised on the CPU in the default dtype (as the eager build does) and copied in, a layer at a time.
+    for _, mixer in model.mixers().items():
+        mixer.materialize_new_parameters(device, dtype=base.dtype)
+    init_new_parameters(model, seed, init_on="cpu")
+    inner = model.model
+    inner.rotary_emb = family(inner.base_config.model_type).rotary(config=inner.base_config)  # its buffers, computed
+    left = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
+    if left:
+        raise RuntimeError(f"converted model built on the meta device has tensors left there: {left[:5]}")
+    return in_dtype(model.to(device), base.dtype)
+
+
+def in_dtype(model, dtype):
+    """``model`` in eval mode with its parameters in ``dtype``; its buffers (the rotary inverse frequencies)
+    stay in fp32, as from_pretrained keeps them: in bf16 their rounding would shift rotary angles by about
+    position x 2e-3 rad, so a trained model and its reload would disagree."""
+    for p in model.parameters():
+        p.data = p.data.to(dtype)
+    return model.eval()
 
 
 def new_parameter_count(model):

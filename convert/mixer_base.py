@@ -33,6 +33,20 @@ def zero_where_padding(x, valid):
     return torch.where(valid.view(*valid.shape, *([1] * (x.dim() - 2))), x, torch.zeros_like(x))
 
 
+def materialize(module, device, dtype=None):
+    """Replace ``module``'s own tensors that are on the meta device by tensors on ``device`` of the same shape
+    and dtype (floats: ``dtype`` if given), floats filled with NaN and integers with 0 (their values are for an
+    init to set)."""
+    for store in (module._parameters, module._buffers):
+        for name, t in list(store.items()):
+            if t is None or not t.is_meta:
+                continue
+            floating = t.is_floating_point()
+            real = torch.full(t.shape, float("nan") if floating else 0, device=device,
+                              dtype=dtype if floating and dtype else t.dtype)
+            store[name] = nn.Parameter(real, requires_grad=t.requires_grad) if isinstance(t, nn.Parameter) else real
+
+
 class Mixer(nn.Module):
     """Base of all mixers: q/k/v/o (and Qwen3's q/k norms) are the family attention's own modules."""
 
@@ -56,12 +70,66 @@ class Mixer(nn.Module):
 
     @classmethod
     def from_attention(cls, attention, config, layer_idx, **settings):
-        """Build the mixer around an attention module's own projections (weights shared, not copied)."""
-        mixer = cls(config, layer_idx, **settings)
+        """Build the mixer around an attention module's own projections (weights shared, not copied).
+
+        The mixer is built on the meta device, so no projections are allocated only to be replaced; its new
+        parameters then get memory on the CPU, in the default dtype, and their init (``init_new_parameters``,
+        drawing from torch's global generator)."""
+        with torch.device("meta"):
+            mixer = cls(config, layer_idx, **settings)
         for name in ADOPTED:
             if getattr(attention, name, None) is not None:
                 setattr(mixer, name, getattr(attention, name))
+            elif getattr(mixer, name, None) is not None:
+                raise ValueError(f"{type(attention).__name__} has no {name} for a {cls.target} mixer to adopt")
+        mixer.materialize_new_parameters()
+        mixer.init_new_parameters()
         return mixer
+
+    def new_modules(self):
+        """This mixer and its submodules that hold its new parameters (the adopted modules left out), children
+        before parents: the order in which transformers' ``initialize_weights`` visits modules."""
+
+        def walk(module, top):
+            for name, child in module.named_children():
+                if not (top and name in ADOPTED):
+                    yield from walk(child, False)
+            yield module
+
+        return list(walk(self, True))
+
+    def materialize_new_parameters(self, device="cpu", dtype=None):
+        """Give the new parameters and buffers that are on the meta device memory on ``device`` (floats in
+        ``dtype`` if given), filled with NaN (integers: 0) until ``init_new_parameters`` sets them, so a
+        parameter no init covers cannot pass unseen."""
+        for module in self.new_modules():
+            materialize(module, device, dtype=dtype)
+
+    @torch.no_grad()
+    def init_new_parameters(self, init_on=None):
+        """Initialise every parameter the conversion adds: each new module's ``reset_linearize_parameters``,
+        children first. The adopted q/k/v/o are not touched.
+
+        init_on: a device on which the new floating tensors are initialised in the default dtype and then
+        copied into place (cast to theirs): the values an init there followed by a cast would give, with only
+        this mixer's new parameters in the default dtype as scratch."""
+        scratch = []
+        if init_on is not None:
+            for module in self.new_modules():
+                for store in (module._parameters, module._buffers):
+                    for name, t in store.items():
+                        if t is not None and t.is_floating_point():
+                            tmp = torch.full(t.shape, float("nan"), dtype=torch.get_default_dtype(), device=init_on)
+                            if isinstance(t, nn.Parameter):
+                                tmp = nn.Parameter(tmp, requires_grad=t.requires_grad)
+                            store[name] = tmp
+                            scratch.append((store, name, t))
+        for module in self.new_modules():
+            if hasattr(module, "reset_linearize_parameters"):
+                module.reset_linearize_parameters()
+        for store, name, t in scratch:
+            t.copy_(store[name])
+            store[name] = t
 
     def settings(self):
         """What the checkpoint's config records to rebuild this mixer (``target`` plus options)."""

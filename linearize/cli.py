@@ -58,7 +58,9 @@ def run_convert(base, target, out, keep_attention=None, overwrite=False, feature
     settings = {k: v for k, v in {"feature_dim": feature_dim, "window": window, "recency_window": recency_window,
                                   "recency_threshold": recency_threshold, "recency_fraction": recency_fraction,
                                   "decay": decay, "rank_by": rank_by, "sinks": sinks}.items() if v is not None}
-    student = convert(model, target, keep_attention=keep_attention, base_name=str(base), tokenizer=tokenizer, **settings)
+    # The base is not used again here: the converted model takes its tensors instead of copying them.
+    student = convert(model, target, keep_attention=keep_attention, base_name=str(base), tokenizer=tokenizer,
+                      copy=False, **settings)
     _stage(4, 4, f"saving to {out}")
     if tokenizer is None:
         print("note: the base has no tokenizer; the checkpoint is saved without one", file=sys.stderr)

@@ -126,6 +126,24 @@ def test_load_base_and_resolve_dtype(tiny_dirs, monkeypatch):
     assert resolve_dtype("auto") == torch.bfloat16 and resolve_dtype(None) == torch.bfloat16
 
 
+def test_bf16_conversion_keeps_rotary_frequencies_in_fp32_as_its_reload_does(tiny_dirs, tmp_path):
+    """A bf16 student computes the rotary angles the base and its own reload compute (fp32 inverse
+    frequencies): otherwise training and the reloaded checkpoint would disagree, more with position."""
+    from transformers import AutoModelForCausalLM
+
+    from linearize.api import load_base
+
+    base = load_base(tiny_dirs, dtype="bfloat16")
+    student = convert(base, "lolcats", keep_attention="0")
+    assert student.dtype == torch.bfloat16
+    assert student.model.rotary_emb.inv_freq.dtype == base.model.rotary_emb.inv_freq.dtype == torch.float32
+    student.save_pretrained(tmp_path / "s")
+    reloaded = AutoModelForCausalLM.from_pretrained(tmp_path / "s")
+    ids = random_blocks(1, 200, seed=1)
+    with torch.no_grad():
+        assert torch.equal(reloaded(ids).logits, student(ids).logits)
+
+
 def test_convert_in_bfloat16_saves_and_reloads_bf16(tiny_dirs, tmp_path, capsys):
     from transformers import AutoModelForCausalLM
 
