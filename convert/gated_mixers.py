@@ -6,7 +6,7 @@ from torch import nn
 from transformers import initialization as init
 
 from linearize.convert.state_cache import get_state, set_state
-from linearize.convert.mixer_base import Mixer, SettingError, new_token_mask, zero_where_padding
+from linearize.convert.mixer_base import Mixer, SettingError, causal_conv, new_token_mask, zero_where_padding
 from linearize.convert.ssm_mixers import init_dt_bias
 from linearize.kernels.delta_rule.dispatch import gated_delta
 from linearize.kernels.linear_attn.dispatch import normalized_linear_attn
@@ -135,7 +135,7 @@ class GatedDeltaNetAttention(Mixer):
         q, k, v = self.projections(hidden_states)
         if self.conv_kernel:
             qkv = zero_where_padding(torch.cat([q.flatten(2), k.flatten(2), v.flatten(2)], -1), valid)
-            qkv = F.silu(self.causal_conv(qkv, cache))
+            qkv = F.silu(causal_conv(qkv, self.conv_weight, None, cache, self.layer_idx))
             q, k, v = torch.split(qkv, [H * D, Hkv * D, Hkv * D], dim=-1)
             q, k, v = q.view(B, T, H, D), k.view(B, T, Hkv, D), v.view(B, T, Hkv, D)
         k, v = self.repeat_kv(k, v)
@@ -153,15 +153,6 @@ class GatedDeltaNetAttention(Mixer):
             o = o * F.silu(self.z_proj(hidden_states).float().view(B, T, H, D))
         return self.o_proj(o.reshape(B, T, -1).to(hidden_states.dtype)), None
 
-    def causal_conv(self, x, cache):
-        """Depthwise causal convolution over time of x [B, T, C]; the cache's conv state holds the last inputs."""
-        T = x.shape[1]
-        seq = x.transpose(1, 2)  # [B, C, T]
-        if cache is not None:
-            seq = cache.update_conv_state(seq, self.layer_idx, conv_kernel_size=self.conv_kernel)
-        seq = F.pad(seq, (self.conv_kernel - 1, 0))
-        out = F.conv1d(seq, self.conv_weight.to(seq.dtype)[:, None], groups=self.conv_channels)
-        return out[..., -T:].transpose(1, 2)
 
 
 def l2norm(x, eps=1e-6):

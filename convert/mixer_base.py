@@ -2,6 +2,7 @@
 reports its new parameters and its decode-state size."""
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from linearize.convert.families import family, head_dim
@@ -45,6 +46,18 @@ def materialize(module, device, dtype=None):
             real = torch.full(t.shape, float("nan") if floating else 0, device=device,
                               dtype=dtype if floating and dtype else t.dtype)
             store[name] = nn.Parameter(real, requires_grad=t.requires_grad) if isinstance(t, nn.Parameter) else real
+
+
+def causal_conv(x, weight, bias, cache, layer_idx):
+    """Depthwise causal convolution over time of x [B, T, C] with ``weight`` [C, K] (and ``bias`` [C] or None);
+    the layer's conv state in the cache holds the last inputs (Mamba's and Gated DeltaNet's short conv)."""
+    T, K = x.shape[1], weight.shape[1]
+    seq = x.transpose(1, 2)  # [B, C, T]
+    if cache is not None:
+        seq = cache.update_conv_state(seq, layer_idx, conv_kernel_size=K)
+    seq = F.pad(seq, (K - 1, 0))
+    out = F.conv1d(seq, weight.to(seq.dtype)[:, None], None if bias is None else bias.to(seq.dtype), groups=weight.shape[0])
+    return out[..., -T:].transpose(1, 2)
 
 
 class Mixer(nn.Module):

@@ -11,7 +11,7 @@ from torch import nn
 from transformers import initialization as init
 
 from linearize.convert.state_cache import get_state, set_state
-from linearize.convert.mixer_base import Mixer, new_token_mask, zero_where_padding
+from linearize.convert.mixer_base import Mixer, causal_conv, new_token_mask, zero_where_padding
 from linearize.kernels.ssd.dispatch import ssd
 
 
@@ -82,7 +82,7 @@ class MambaMixer(Mixer):
         q, k, v = self.qkv(hidden_states)
         xbc = zero_where_padding(torch.cat([q.flatten(2), k.flatten(2), v.flatten(2)], -1), valid)
         if self.conv_kernel:
-            xbc = F.silu(self.causal_conv(xbc, cache))
+            xbc = F.silu(causal_conv(xbc, self.conv_weight, self.conv_bias, cache, self.layer_idx))
         C, Bm, x = torch.split(xbc, [H * D, Hkv * D, Hkv * D], dim=-1)
         Bm, x = self.repeat_kv(Bm.view(Bsz, T, Hkv, D), x.view(Bsz, T, Hkv, D))
         C = C.view(Bsz, T, H, D)
@@ -97,15 +97,6 @@ class MambaMixer(Mixer):
         set_state(cache, self.layer_idx, state)
         return self.o_proj(y.reshape(Bsz, T, H * D).to(hidden_states.dtype)), None
 
-    def causal_conv(self, xbc, cache):
-        """Depthwise causal convolution over time; the cache's conv state holds the last inputs."""
-        T = xbc.shape[1]
-        seq = xbc.transpose(1, 2)  # [B, C, T]
-        if cache is not None:
-            seq = cache.update_conv_state(seq, self.layer_idx, conv_kernel_size=self.conv_kernel)
-        seq = F.pad(seq, (self.conv_kernel - 1, 0))
-        out = F.conv1d(seq, self.conv_weight.to(seq.dtype)[:, None], self.conv_bias.to(seq.dtype), groups=self.conv_channels)
-        return out[..., -T:].transpose(1, 2)
 
 
 class RecurFormerAttention(Mixer):

@@ -363,8 +363,6 @@ def run_distill(args):
 
     dtype = resolve_dtype(args.dtype)
     out = check_out(args.out, args.overwrite or args.resume)
-    if args.export == "native":
-        check_out(f"{out}-native", args.overwrite or args.resume)
     student, tokenizer, _ = load_model(args.model, dtype=dtype)
     teacher_spec = args.teacher or student.config.linearize.get("base")
     if not teacher_spec:
