@@ -71,15 +71,11 @@ def make_base(folder, dtype="float32"):
     folder = Path(folder)
     if (folder / "config.json").exists():
         return folder
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
-    try:
-        code = MAKE_BASE.replace("__CONFIG__", repr(LLAMA_3_2_1B))
-        subprocess.run([sys.executable, "-c", code, str(tmp), dtype], check=True)
-        os.replace(tmp, folder)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    from linearize.convert.save import atomic_folder
+
+    with atomic_folder(folder) as tmp:
+        subprocess.run([sys.executable, "-c", MAKE_BASE.replace("__CONFIG__", repr(LLAMA_3_2_1B)), str(tmp), dtype],
+                       check=True)
     return folder
 
 
