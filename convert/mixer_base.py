@@ -28,10 +28,10 @@ def new_token_mask(attention_mask, T):
 
 
 def zero_where_padding(x, valid):
-    """x [B, T, ...] with padded positions set to 0 (where(), not a product, so NaNs cannot leak)."""
+    """x [B, T, ...] with padded positions set to 0 (filled, not multiplied, so NaNs cannot leak)."""
     if valid is None:
         return x
-    return torch.where(valid.view(*valid.shape, *([1] * (x.dim() - 2))), x, torch.zeros_like(x))
+    return x.masked_fill(~valid.view(*valid.shape, *([1] * (x.dim() - 2))), 0)
 
 
 def materialize(module, device, dtype=None):

@@ -15,7 +15,7 @@ from linearize.convert.state_cache import get_state, set_state, update_window
 from linearize.convert.mixer_base import SINK_STATE, Mixer, SettingError, new_token_mask, zero_where_padding
 from linearize.convert.feature_maps import FEATURE_MAPS
 from linearize.kernels.linear_attn.dispatch import linear_attn, normalized_linear_attn
-from linearize.kernels.window_attn.dispatch import window_attn
+from linearize.kernels.window_attn.dispatch import window_attn, window_attn_step
 
 
 def retnet_log_decays(num_heads):
@@ -154,17 +154,22 @@ class LinearAttentionMixer(Mixer):
         return self.o_proj(o.reshape(B, T, -1).to(hidden_states.dtype)), None
 
     def window_forward(self, q, k, fq, fk, v, attention_mask, cache, state, log_decay=None, position_ids=None):
-        D = self.head_dim
+        D, T = self.head_dim, q.shape[1]
         # The window cache keeps keys and their features side by side; transformers trims it to window - 1.
         keys, values = update_window(cache, self.layer_idx, torch.cat([k, fk.to(k.dtype)], -1), v)
-        past = None if keys is None else (keys[..., :D], keys[..., D:], values)
-        P = 0 if past is None else past[0].shape[1]
-        key_mask = None if attention_mask is None else attention_mask[:, -(P + q.shape[1]) :]
+        P = 0 if keys is None else keys.shape[1] - T
+        key_mask = None if attention_mask is None else attention_mask[:, -(P + T) :]
         sinks = None
         if self.sinks:
             sinks, key_mask = self.sink_keys(k, v, attention_mask, key_mask, cache, position_ids, P)
-        return window_attn(q, k, fq, fk, v, torch.sigmoid(self.window_factor), self.window, D**-0.5, mode=self.mode,
-                           key_mask=key_mask, past=past, initial_state=state, log_decay=log_decay, sinks=sinks)
+        factor, scale = torch.sigmoid(self.window_factor), D**-0.5
+        if T == 1 and keys is not None and self.mode in ("auto", "fla"):
+            # Decode reads the cached window in place (a token's step is op overhead, not FLOPs).
+            return window_attn_step(q, fq, keys[..., :D], keys[..., D:], values, factor, self.window, scale,
+                                    key_mask=key_mask, initial_state=state, log_decay=log_decay, sinks=sinks)
+        past = None if not P else (keys[:, :P, :, :D], keys[:, :P, :, D:], values[:, :P])
+        return window_attn(q, k, fq, fk, v, factor, self.window, scale, mode=self.mode, key_mask=key_mask, past=past,
+                           initial_state=state, log_decay=log_decay, sinks=sinks)
 
     def sink_keys(self, k, v, attention_mask, key_mask, cache, position_ids, P):
         """(sinks for the kernel, key mask without the sink tokens). Slot s of the sink store holds the
@@ -180,11 +185,16 @@ class LinearAttentionMixer(Mixer):
         if store is None:
             store = k.new_zeros(B, S, self.num_heads, 2 * D)
         slot = (pos[..., None] == torch.arange(S, device=k.device)) & valid[..., None]  # [B, T, S]
-        written = torch.einsum("bts,bthd->bshd", slot.to(k.dtype), torch.cat([k, v.to(k.dtype)], -1))
-        store = torch.where(slot.any(1)[..., None, None], written, store.to(k.dtype))
+        kv = torch.cat([k, v.to(k.dtype)], -1)
+        if T == 1:  # decode: the token fills its slot, if it has one, by a broadcast
+            store = torch.where(slot.transpose(1, 2)[..., None], kv, store.to(k.dtype))
+            key_pos = pos - P + torch.arange(P + 1, device=k.device)
+        else:
+            written = torch.einsum("bts,bthd->bshd", slot.to(k.dtype), kv)
+            store = torch.where(slot.any(1)[..., None, None], written, store.to(k.dtype))
+            key_pos = torch.cat([pos[:, :1] - P + torch.arange(P, device=k.device)[None], pos], 1)
         set_state(cache, self.layer_idx, store, SINK_STATE)
         visible = torch.arange(S, device=k.device)[None, None] <= pos[..., None]  # slots fill in position order
-        key_pos = torch.cat([pos[:, :1] - P + torch.arange(P, device=k.device)[None], pos], 1)
         not_sink = key_pos >= S
         key_mask = not_sink if key_mask is None else key_mask.bool() & not_sink
         return (store[..., :D], store[..., D:], visible), key_mask

@@ -115,12 +115,10 @@ def set_state(cache, layer_idx, state, state_idx=0):
 
 
 def update_window(cache, layer_idx, keys, values):
-    """Add the new keys/values [B, T, H, D] to the layer's sliding window; returns the window's earlier
-    keys and values [B, P, H, D] (P < window), or (None, None) when it holds none."""
+    """Add the new keys/values [B, T, H, D] to the layer's sliding window; returns the window's earlier keys
+    and values followed by the new ones, [B, P + T, H, D] (P < window; views of the cache), or (None, None)
+    without a cache."""
     if cache is None:
         return None, None
-    T = keys.shape[1]
     full_k, full_v = cache.update(keys.transpose(1, 2), values.transpose(1, 2), layer_idx)
-    if full_k.shape[-2] == T:
-        return None, None
-    return full_k[:, :, :-T].transpose(1, 2), full_v[:, :, :-T].transpose(1, 2)
+    return full_k.transpose(1, 2), full_v.transpose(1, 2)

@@ -7,7 +7,7 @@ import torch
 from linearize.kernels.linear_attn.dispatch import TORCH_FORMS, linear_attn, normalized_linear_attn
 from linearize.kernels.window_attn.chunk import chunk_window_attn
 from linearize.kernels.window_attn.naive import naive_window_attn
-from linearize.kernels.window_attn.recurrent import recurrent_window_attn
+from linearize.kernels.window_attn.recurrent import recurrent_window_attn, step_window_attn
 
 TOL = 1e-4
 
@@ -73,6 +73,13 @@ def window_inputs(seed=0, T=45, H=3):
 WINDOW_FORMS = {"naive": naive_window_attn, "chunk": chunk_window_attn, "recurrent": recurrent_window_attn}
 
 
+def step_as_form(q, k, fq, fk, v, factor, window, scale, past=None, **kwargs):
+    """The decode step under the forms' contract: the window is the past plus the one new token."""
+    if past is not None:
+        k, fk, v = (torch.cat([p, x], 1) for p, x in zip(past, (k, fk, v)))
+    return step_window_attn(q, fq, k, fk, v, factor, window, scale, **kwargs)
+
+
 LOG_DECAY = torch.log(torch.tensor([0.97, 0.8, 0.999]))  # one per head of window_inputs
 
 
@@ -102,9 +109,10 @@ def test_window_attn_decay_forgets_old_tokens():
         assert ((o1[:, -1] - o2[:, -1]).abs().max() > 1e-3) == moved
 
 
+@pytest.mark.parametrize("step", [recurrent_window_attn, step_as_form], ids=["recurrent", "step"])
 @pytest.mark.parametrize("decay", [False, True])
 @pytest.mark.parametrize("window,split", [(4, 20), (17, 9), (17, 30), (64, 20)])
-def test_window_attn_prefill_then_decode(window, split, decay):
+def test_window_attn_prefill_then_decode(window, split, decay, step):
     """Prefill with the chunked form, then continue token by token with the previous window and state."""
     q, k, fq, fk, v, a, mask = window_inputs()
     ld = LOG_DECAY if decay else None
@@ -115,9 +123,8 @@ def test_window_attn_prefill_then_decode(window, split, decay):
     for t in range(split, q.shape[1]):
         P = min(t, window - 1)
         past = (k[:, t - P : t], fk[:, t - P : t], v[:, t - P : t]) if P else None
-        o, state = recurrent_window_attn(q[:, t : t + 1], k[:, t : t + 1], fq[:, t : t + 1], fk[:, t : t + 1],
-                                         v[:, t : t + 1], a, window, 0.35, key_mask=mask[:, t - P : t + 1],
-                                         past=past, initial_state=state, log_decay=ld)
+        o, state = step(q[:, t : t + 1], k[:, t : t + 1], fq[:, t : t + 1], fk[:, t : t + 1], v[:, t : t + 1], a,
+                        window, 0.35, key_mask=mask[:, t - P : t + 1], past=past, initial_state=state, log_decay=ld)
         outs.append(o)
     assert (torch.cat(outs, 1) - ref[:, split:]).abs().max() < TOL
     assert (state - ref_state).abs().max() < TOL
@@ -360,6 +367,8 @@ def test_window_attn_gradients(T, window, decay, sinks, context):
     calls = {"naive": window_call(naive_window_attn, window),
              "chunk": window_call(chunk_window_attn, window, chunk_size=CHUNK),
              "recurrent": window_call(recurrent_window_attn, window)}
+    if T == 1:  # decode: the one-query step against the window that holds its token
+        calls["step"] = window_call(step_as_form, window)
     assert_forms_agree(calls, window_grad_inputs(T, window, decay, sinks, context))
 
 

@@ -41,6 +41,28 @@ def test_sink_store_is_in_the_cache_and_bytes_counted():
     assert store.shape == (2, 3, 6, 24)  # batch, sinks, heads, key + value
 
 
+def test_decode_fills_the_sink_slots_a_short_prompt_left_empty():
+    """Left-padded prompts of 1 and 4 tokens with 3 sinks: the first row's sinks 1 and 2 are written by
+    single-token decode steps, which must give what a cache-free forward of each row alone gives."""
+    base = tiny_base("llama")
+    model = perturb_new_parameters(convert(base, "lolcats", window=4, decay=16, sinks=3))
+    g = torch.Generator().manual_seed(5)
+    rows = [torch.randint(3, 128, (n,), generator=g) for n in (1, 4)]
+    steps = torch.randint(3, 128, (2, 6), generator=g)
+    ids = torch.stack([torch.cat([torch.zeros(4 - len(r), dtype=torch.long), r]) for r in rows])
+    mask = (torch.arange(4)[None] >= torch.tensor([[3], [0]])).long()
+    with torch.no_grad():
+        out = model(ids, attention_mask=mask, use_cache=True)
+        logits = []
+        for t in range(steps.shape[1]):
+            mask = torch.cat([mask, torch.ones(2, 1, dtype=torch.long)], 1)
+            out = model(steps[:, t : t + 1], attention_mask=mask, cache=out.cache, use_cache=True)
+            logits.append(out.logits[:, -1])
+        for i, r in enumerate(rows):
+            alone = model(torch.cat([r, steps[i]])[None]).logits[0, len(r):]
+            assert (torch.stack(logits, 1)[i] - alone).abs().max() < 1e-4
+
+
 @pytest.mark.parametrize("settings,message", [({"decay": 4}, "--decay"), ({"sinks": -1}, "--sinks"),
                                               ({"decay": 2.5}, "--decay")])
 def test_bad_lever_settings_are_one_clear_error(settings, message):

@@ -1,9 +1,10 @@
 """Pick a form for LoLCATs' window + linear attention: chunked for prefill and training, recurrent for
-one-token steps after a prefill. Its linear part runs through ``linear_attn``'s dispatch (fla on CUDA)."""
+one-token steps after a prefill. Its linear part runs through ``linear_attn``'s dispatch (fla on CUDA).
+Decoding from a cache calls ``window_attn_step``, which reads the cached window in place."""
 
 from linearize.kernels.window_attn.chunk import chunk_window_attn
 from linearize.kernels.window_attn.naive import naive_window_attn
-from linearize.kernels.window_attn.recurrent import recurrent_window_attn
+from linearize.kernels.window_attn.recurrent import recurrent_window_attn, step_window_attn
 
 TORCH_FORMS = {"naive": naive_window_attn, "chunk": chunk_window_attn, "recurrent": recurrent_window_attn}
 
@@ -19,3 +20,6 @@ def window_attn(q, k, fq, fk, v, factor, window, scale, mode="auto", **kwargs):
     if q.shape[1] == 1 and kwargs.get("past") is not None:
         return recurrent_window_attn(q, k, fq, fk, v, factor, window, scale, **kwargs)
     return chunk_window_attn(q, k, fq, fk, v, factor, window, scale, linear_mode=mode, **kwargs)
+
+
+window_attn_step = step_window_attn  # torch on every device: one query costs ops, not FLOPs
