@@ -13,8 +13,10 @@ architecture can run it. Two pairs map exactly (same function, not an approximat
 - Mamba layers: one ``in_proj`` = [z, x, B, C, dt] rows = [z_proj, v_proj, k_proj, q_proj, dt_proj], with
   the KV-head rows of x and B repeated to the query heads (GQA) and ``mamba_n_groups`` = heads, so B, C
   and the gated norm are per head; ``mamba_d_state`` = ``mamba_d_head`` = head_dim; the depthwise conv over
-  x|B|C reordered from ours (C|B|x) and repeated likewise; ``mamba_proj_bias`` carries Qwen2's q/k/v biases
-  (zero for the z and dt rows); A_log, D, dt_bias and the norm weight as they are;
+  x|B|C reordered from ours (C|B|x) and repeated likewise; no ``in_proj`` bias: the q/k/v biases go into the
+  conv's bias as our mixer adds them (``MambaMixer.relative_to_zero_state``), so the host, which zeroes padded
+  hidden states before ``in_proj``, sees zeros at padded positions and left padding stays exact
+  (``mamba_proj_bias`` only where o_proj has a bias); A_log, D, dt_bias and the norm weight as they are;
 - embedding, residual and logits multipliers 1.
 
 ``gdn`` on a Qwen3 base -> Qwen3-Next (``model_type: qwen3_next``):
@@ -166,6 +168,7 @@ def _granite_config(model):
     kernel = next((m.get("conv_kernel", 4) for m in mixers if m), 4)
     bias = any(getattr(model.model.layers[i].self_attn, n).bias is not None
                for i in range(base.num_hidden_layers) for n in ("q_proj", "k_proj", "v_proj", "o_proj"))
+    out_bias = any(model.model.layers[i].self_attn.o_proj.bias is not None for i, m in enumerate(mixers) if m)
     config = GraniteMoeHybridConfig(
         vocab_size=base.vocab_size, hidden_size=base.hidden_size, intermediate_size=base.intermediate_size,
         shared_intermediate_size=base.intermediate_size, num_local_experts=0,
@@ -180,7 +183,7 @@ def _granite_config(model):
         layer_types=["linear_attention" if m else "full_attention" for m in mixers] + (
             ["full_attention"] if all(mixers) else []),  # the pass-through layer
         mamba_n_heads=H, mamba_n_groups=H, mamba_d_state=D, mamba_d_head=D, mamba_d_conv=kernel,
-        mamba_expand=1, mamba_conv_bias=True, mamba_proj_bias=bias,
+        mamba_expand=1, mamba_conv_bias=True, mamba_proj_bias=out_bias,
     )
     config.architectures = ["GraniteMoeHybridForCausalLM"]
     config.dtype = model.dtype
@@ -237,13 +240,14 @@ def _granite_state_dict(model, config):
         sd[m + "in_proj.weight"] = torch.cat([attn.z_proj.weight, _per_head(attn.v_proj.weight, Hkv, G),
                                               _per_head(attn.k_proj.weight, Hkv, G), attn.q_proj.weight,
                                               attn.dt_proj.weight])
-        if config.mamba_proj_bias:
-            sd[m + "in_proj.bias"] = torch.cat([zeros(H * D), _per_head(bias(attn.v_proj), Hkv, G),
-                                                _per_head(bias(attn.k_proj), Hkv, G), bias(attn.q_proj), zeros(H)])
+        if config.mamba_proj_bias:  # for o_proj's bias; the q/k/v biases are in the conv's bias
+            sd[m + "in_proj.bias"] = zeros(sd[m + "in_proj.weight"].shape[0])
             sd[m + "out_proj.bias"] = bias(attn.o_proj)
         C, B, x = torch.split(attn.conv_weight, [H * D, Hkv * D, Hkv * D])
         sd[m + "conv1d.weight"] = torch.cat([_per_head(x, Hkv, G), _per_head(B, Hkv, G), C])[:, None]
-        C, B, x = torch.split(attn.conv_bias, [H * D, Hkv * D, Hkv * D])
+        with torch.no_grad():  # the bias our mixer's convolution adds, q/k/v biases included
+            conv_bias = attn.relative_to_zero_state(zeros(1, 1, attn.conv_channels))[1].to(like.dtype)
+        C, B, x = torch.split(conv_bias, [H * D, Hkv * D, Hkv * D])
         sd[m + "conv1d.bias"] = torch.cat([_per_head(x, Hkv, G), _per_head(B, Hkv, G), C])
         sd[m + "dt_bias"], sd[m + "A_log"], sd[m + "D"] = attn.dt_bias, attn.A_log, attn.D
         sd[m + "norm.weight"] = attn.norm_weight
@@ -387,11 +391,6 @@ def model_card(config, source, layers, name="PATH"):
         notes.append(f"Layer {layers} is a pass-through attention layer (zero output and MLP projections: it adds "
                      "exactly 0), added because transformers' GraniteMoeHybrid cannot run with a cache when no "
                      "layer is attention; it keeps one layer's KV cache (of zeros).")
-    if config.mamba_proj_bias:
-        notes.append("Left padding: transformers' GraniteMoeHybrid zeroes padded inputs before the Mamba input "
-                     "projection, whose biases (the base's q/k/v biases) then reach the convolution from padded "
-                     "positions, so in transformers a left-padded row differs slightly from the same row alone; "
-                     "inputs without padding are exact.")
     notes = "".join(f"\n{n}\n" for n in notes)
     return f"""---
 library_name: transformers

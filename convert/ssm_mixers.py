@@ -75,14 +75,36 @@ class MambaMixer(Mixer):
         conv = batch_size * self.conv_channels * self.conv_kernel * self.q_proj.weight.element_size()
         return ssm + conv
 
+    def project(self, hidden_states):
+        """[C, B, x] = the q/k/v projections (with their biases), [B, T, (H + 2 Hkv) D]."""
+        return torch.cat([t.flatten(2) for t in self.qkv(hidden_states)], -1)
+
+    def relative_to_zero_state(self, xbc):
+        """(xbc - p0, the convolution's bias), p0 the projection of a zero hidden state (the q/k/v biases).
+
+        Padded positions and those before the sequence count as zero hidden states, so their conv inputs are p0,
+        not 0: the conv runs on xbc - p0 (zero history) and p0's share, p0 * sum(taps), joins its bias. That is
+        the conv of the biased projections from the K-th token on, and at every token at init (identity tap); and
+        it is what GraniteMoeHybrid computes (it zeroes padded hidden states before its input projection) with
+        that projection unbiased and this bias as its conv's (``convert.export_native``), so left padding is exact
+        there too. p0 comes from calling the projections, so LoRA wrappers and ZeRO-3 gathering apply."""
+        bias = self.conv_bias
+        if not any(getattr(getattr(self, n), "bias", None) is not None for n in ("q_proj", "k_proj", "v_proj")):
+            return xbc, bias  # p0 = 0 (Qwen3's q/k norms map 0 to 0)
+        p0 = self.project(xbc.new_zeros(1, 1, self.config.hidden_size))
+        bias = bias.float() + self.conv_weight.float().sum(-1) * p0.view(-1).float()
+        return xbc - p0, bias
+
     def forward(self, hidden_states, position_embeddings=None, attention_mask=None, cache=None, **kwargs):
         Bsz, T, _ = hidden_states.shape
         H, Hkv, D = self.num_heads, self.num_kv_heads, self.head_dim
         valid = new_token_mask(attention_mask, T)
-        q, k, v = self.qkv(hidden_states)
-        xbc = zero_where_padding(torch.cat([q.flatten(2), k.flatten(2), v.flatten(2)], -1), valid)
+        xbc = self.project(hidden_states)
         if self.conv_kernel:
-            xbc = F.silu(causal_conv(xbc, self.conv_weight, self.conv_bias, cache, self.layer_idx))
+            xbc, bias = self.relative_to_zero_state(xbc)
+            xbc = F.silu(causal_conv(zero_where_padding(xbc, valid), self.conv_weight, bias, cache, self.layer_idx))
+        else:
+            xbc = zero_where_padding(xbc, valid)
         C, Bm, x = torch.split(xbc, [H * D, Hkv * D, Hkv * D], dim=-1)
         Bm, x = self.repeat_kv(Bm.view(Bsz, T, Hkv, D), x.view(Bsz, T, Hkv, D))
         C = C.view(Bsz, T, H, D)

@@ -233,6 +233,7 @@ from functools import partial  # noqa: E402
 
 from linearize.kernels.delta_rule.dispatch import gated_delta  # noqa: E402
 from linearize.kernels.linear_attn.chunk import chunk_linear_attn  # noqa: E402
+from linearize.kernels.ssd.chunk import chunk_ssd  # noqa: E402
 from linearize.kernels.ssd.dispatch import ssd  # noqa: E402
 from linearize.kernels.window_attn.dispatch import window_attn  # noqa: E402
 
@@ -402,14 +403,15 @@ def ssd_inputs(T, initial, b=2, h=2, n=4, p=3):
 
 
 @pytest.mark.parametrize("initial", [False, True])
-@pytest.mark.parametrize("T", [1, 21])
-def test_ssd_gradients(T, initial, monkeypatch):
-    use_chunk_size(monkeypatch)
-
+@pytest.mark.parametrize("T", LENGTHS)
+def test_ssd_gradients(T, initial):
+    """The naive and recurrent forms (through linear_attn) and Mamba-2's own chunked form (``chunk_ssd``)."""
     def form(name):
         return lambda **x: ssd(**x, output_final_state=True, mode=name)
 
-    assert_forms_agree({name: form(name) for name in TORCH_FORMS}, ssd_inputs(T, initial))
+    calls = {name: form(name) for name in TORCH_FORMS}
+    calls["chunk"] = lambda **x: chunk_ssd(**x, output_final_state=True, chunk_size=CHUNK)
+    assert_forms_agree(calls, ssd_inputs(T, initial))
 
 
 # 'auto' on CPU (the chunked form, default chunk size, for prefill; the recurrent one for a single token) gives the
@@ -437,7 +439,7 @@ def test_gated_delta_auto_gradients(T):
     assert_forms_agree({"naive": form("naive"), "auto": form("auto")}, delta_grad_inputs(T, True, True))
 
 
-@pytest.mark.parametrize("T", [1, 70])
+@pytest.mark.parametrize("T", [1, 70, 300])  # 300: Mamba-2's chunked form's default chunks (256) and a remainder
 def test_ssd_auto_gradients(T):
     def form(mode):
         return lambda **x: ssd(**x, output_final_state=True, mode=mode)
