@@ -8,10 +8,13 @@ which counts everything the process touched: Python, torch, the loaded base (fil
 safetensors included), the converted model, the save. The ratio is peak RSS / the base's weight bytes
 (tied embeddings counted once).
 
-    python benchmarks/convert_memory.py [--dtype float32] [--targets lolcats mamba] [--md FILE]
+    python benchmarks/convert_memory.py [--dtype float32] [--targets lolcats mamba] [--md FILE] [--shape SHAPE]
 
 Rows: `load and read` (the floor: importing linearize, loading the base and reading each weight once), then
 `linearize convert --base DIR --to TARGET --out OUT` for each target.
+
+This file also holds what benchmarks/scale_rehearsal.py builds on: the real shapes (``SHAPES``), the random
+base (``random_base``, ``make_base``) and the peak-RSS measurement of a child process (``peak_rss``).
 """
 
 import argparse
@@ -24,6 +27,8 @@ import tempfile
 import time
 from pathlib import Path
 
+HERE = Path(__file__).resolve().parent
+
 # meta-llama/Llama-3.2-1B-Instruct's config.json (sizes, rope, tie), as shipped.
 LLAMA_3_2_1B = {
     "architectures": ["LlamaForCausalLM"], "attention_bias": False, "attention_dropout": 0.0, "bos_token_id": 128000,
@@ -35,23 +40,81 @@ LLAMA_3_2_1B = {
                      "original_max_position_embeddings": 8192, "rope_type": "llama3"},
     "rope_theta": 500000.0, "tie_word_embeddings": True, "use_cache": True, "vocab_size": 128256,
 }
+# meta-llama/Llama-3.1-8B's config.json: no head_dim (4096 / 32 = 128), untied, llama3 rope scaling by 8.
+LLAMA_3_1_8B = {
+    "architectures": ["LlamaForCausalLM"], "attention_bias": False, "attention_dropout": 0.0, "bos_token_id": 128000,
+    "eos_token_id": 128001, "hidden_act": "silu", "hidden_size": 4096, "initializer_range": 0.02,
+    "intermediate_size": 14336, "max_position_embeddings": 131072, "mlp_bias": False, "model_type": "llama",
+    "num_attention_heads": 32, "num_hidden_layers": 32, "num_key_value_heads": 8, "pretraining_tp": 1,
+    "rms_norm_eps": 1e-05,
+    "rope_scaling": {"factor": 8.0, "high_freq_factor": 4.0, "low_freq_factor": 1.0,
+                     "original_max_position_embeddings": 8192, "rope_type": "llama3"},
+    "rope_theta": 500000.0, "tie_word_embeddings": False, "use_cache": True, "vocab_size": 128256,
+}
+# Qwen/Qwen3-1.7B's and Qwen/Qwen3-8B's config.json: head_dim 128 given, q/k norms (in the architecture), 1.7B
+# tied, 8B untied.
+QWEN3_1_7B = {
+    "architectures": ["Qwen3ForCausalLM"], "attention_bias": False, "attention_dropout": 0.0, "bos_token_id": 151643,
+    "eos_token_id": 151645, "head_dim": 128, "hidden_act": "silu", "hidden_size": 2048, "initializer_range": 0.02,
+    "intermediate_size": 6144, "max_position_embeddings": 40960, "max_window_layers": 28, "model_type": "qwen3",
+    "num_attention_heads": 16, "num_hidden_layers": 28, "num_key_value_heads": 8, "rms_norm_eps": 1e-06,
+    "rope_scaling": None, "rope_theta": 1000000, "sliding_window": None, "tie_word_embeddings": True,
+    "use_cache": True, "use_sliding_window": False, "vocab_size": 151936,
+}
+QWEN3_8B = {**QWEN3_1_7B, "hidden_size": 4096, "intermediate_size": 12288, "max_window_layers": 36,
+            "num_attention_heads": 32, "num_hidden_layers": 36, "tie_word_embeddings": False}
 
-MAKE_BASE = r"""
-import sys, torch
-from transformers import AutoModelForCausalLM, LlamaConfig
-config = LlamaConfig(**__CONFIG__)
-with torch.device("meta"):
-    model = AutoModelForCausalLM.from_config(config, dtype=getattr(torch, sys.argv[2]))
-model.to_empty(device="cpu")
-g = torch.Generator().manual_seed(0)
-with torch.no_grad():
-    for name, p in model.named_parameters():
-        if p.dim() == 1:
-            p.fill_(1.0)  # RMSNorm weights
-        else:
-            p.normal_(0.0, 0.02, generator=g)
-model.tie_weights()
-model.save_pretrained(sys.argv[1])
+TINY = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2,
+            vocab_size=512, bos_token_id=0, eos_token_id=1)
+
+
+def tiny(config):
+    """``config`` shrunk, every field kept (head_dim only where the file has one): the shapes of the scripts' dry
+    runs and tests."""
+    small = {**config, **TINY}
+    if "head_dim" in config:
+        small["head_dim"] = 16
+    if "max_window_layers" in config:
+        small["max_window_layers"] = TINY["num_hidden_layers"]
+    return small
+
+
+SHAPES = {"llama-1b": LLAMA_3_2_1B, "llama-8b": LLAMA_3_1_8B, "qwen3-1.7b": QWEN3_1_7B, "qwen3-8b": QWEN3_8B,
+          "tiny-llama": tiny(LLAMA_3_2_1B), "tiny-qwen3": tiny(QWEN3_1_7B)}
+
+
+def random_base(config, dtype="float32", device="cpu", seed=0):
+    """A causal LM of ``config``'s shape (a config.json dict) with random weights (normal, std 0.02; norms 1).
+    Built on the meta device and given memory once on ``device``, where it is filled: an 8B shape costs one
+    copy of its weights and no CPU-side initialisation. Same seed, device and dtype: the same weights."""
+    import copy
+
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    fields = copy.deepcopy(config)  # transformers rewrites rope_scaling in place
+    cfg = AutoConfig.for_model(fields.pop("model_type"), **fields)
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(cfg, dtype=getattr(torch, dtype))
+    model.to_empty(device=device)
+    g = torch.Generator(device=device).manual_seed(seed)
+    with torch.no_grad():
+        for _, p in model.named_parameters():
+            if p.dim() == 1:
+                p.fill_(1.0)  # RMSNorm weights
+            else:
+                p.normal_(0.0, 0.02, generator=g)
+    # to_empty left the buffers that are not saved (the rotary frequencies) uninitialised: compute them.
+    model.model.rotary_emb = type(model.model.rotary_emb)(config=cfg).to(device)
+    model.tie_weights()
+    return model.eval()
+
+
+MAKE_BASE = """
+import json, sys
+sys.path.insert(0, sys.argv[4])
+from convert_memory import random_base
+random_base(json.loads(sys.argv[3]), sys.argv[2]).save_pretrained(sys.argv[1])
 """
 
 
@@ -66,16 +129,21 @@ with torch.no_grad():
 """
 
 
-def make_base(folder, dtype="float32"):
-    """The random 1B-shaped base as an HF folder (safetensors in ``dtype``), made once (atomically)."""
+def base_dir(shape, dtype):
+    """Where the random base of ``shape`` in ``dtype`` is kept between runs (made once)."""
+    return Path(tempfile.gettempdir()) / "linearize-bench" / f"{shape}-random-{dtype}"
+
+
+def make_base(folder, dtype="float32", config=LLAMA_3_2_1B):
+    """The random base of ``config``'s shape as an HF folder (safetensors in ``dtype``), made once (atomically),
+    in a child process so that this one never holds it."""
     folder = Path(folder)
     if (folder / "config.json").exists():
         return folder
     from linearize.convert.save import atomic_folder
 
     with atomic_folder(folder) as tmp:
-        subprocess.run([sys.executable, "-c", MAKE_BASE.replace("__CONFIG__", repr(LLAMA_3_2_1B)), str(tmp), dtype],
-                       check=True)
+        subprocess.run([sys.executable, "-c", MAKE_BASE, str(tmp), dtype, json.dumps(config), str(HERE)], check=True)
     return folder
 
 
@@ -95,6 +163,13 @@ def weight_bytes(folder):
     return total
 
 
+def linearize_cli():
+    """The `linearize` command of this interpreter's environment (beside it, or on PATH where pip put it elsewhere,
+    as `pip install --target` does)."""
+    beside = Path(sys.executable).with_name("linearize")
+    return [str(beside) if beside.exists() else shutil.which("linearize") or "linearize"]
+
+
 def peak_rss(cmd):
     """(peak RSS in bytes, seconds) of ``cmd`` run as one child process."""
     t0 = time.time()
@@ -110,16 +185,16 @@ def peak_rss(cmd):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--base-dir", help="where the random base is kept (made once); default: under the temp dir")
+    p.add_argument("--shape", default="llama-1b", choices=list(SHAPES), help="whose config.json (default llama-1b)")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"],
                    help="the base's dtype on disk, and (passed as --dtype unless float32) the one it is loaded in")
     p.add_argument("--targets", nargs="+", default=["lolcats", "mamba"])
     p.add_argument("--md", help="append the table to this markdown file")
     p.add_argument("--label", default="", help="a note for the table's heading (e.g. the commit measured)")
     args = p.parse_args(argv)
-    base = make_base(args.base_dir or os.path.join(tempfile.gettempdir(), "linearize-bench",
-                                                   f"llama-3.2-1b-random-{args.dtype}"), args.dtype)
+    base = make_base(args.base_dir or base_dir(args.shape, args.dtype), args.dtype, SHAPES[args.shape])
     wbytes = weight_bytes(base)
-    linearize = [str(Path(sys.executable).with_name("linearize"))]
+    linearize = linearize_cli()
     rows = []
     load = [sys.executable, "-c", READ_BASE, str(base), args.dtype]
     dtype_arg = [] if args.dtype == "float32" else ["--dtype", args.dtype]
@@ -136,7 +211,7 @@ def main(argv=None):
         rows.append((f"`linearize convert --to {target}{' '.join(['', *dtype_arg])}`", rss, secs))
         print(f"{target}: peak RSS {rss / 2**30:.2f} GiB ({rss / wbytes:.3f}x) in {secs:.0f}s", flush=True)
     lines = [f"### {args.label or 'measurement'}", "",
-             f"base: random Llama-3.2-1B shape, {args.dtype} on disk and in memory, weights {wbytes:,} bytes "
+             f"base: random {args.shape} shape, {args.dtype} on disk and in memory, weights {wbytes:,} bytes "
              f"({wbytes / 2**30:.2f} GiB)", "",
              "| run | peak RSS | peak RSS / base weights | seconds |", "|---|---|---|---|"]
     lines += [f"| {name} | {rss / 2**30:.2f} GiB | {rss / wbytes:.3f}x | {secs:.0f} |" for name, rss, secs in rows]
