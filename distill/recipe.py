@@ -4,6 +4,10 @@ perplexity of teacher and student.
 The GPU defaults follow the anchors' recipes (LoLCATs: attention transfer of feature maps and mixing
 factors at lr 1e-2, then LoRA r=8 on q/k/v/o at lr 1e-4; tens of millions of tokens on an 8B model).
 The CPU defaults are a budget that finishes on the embedded 135M model within 20 minutes on 2 cores.
+Attention transfer is streamed on GPUs (memory is the limit there: one mixer's activations at a time, so a
+base whose mixers' activations do not fit together still trains) and whole on CPU, where the same losses
+and gradients come a little sooner: streaming replays each mixer's forward in backward (3% more time per
+step on 2 cores for a fifth of the activation memory, benchmarks/transfer_memory.md).
 """
 
 import torch
@@ -11,13 +15,14 @@ import torch
 from linearize.distill.trainer import TrainConfig
 
 GPU = {
-    "transfer": dict(tokens=20_000_000, seq_len=1024, batch_size=8, grad_accum=1, lr=1e-2, warmup_steps=50),
+    "transfer": dict(tokens=20_000_000, seq_len=1024, batch_size=8, grad_accum=1, lr=1e-2, warmup_steps=50,
+                     transfer_mode="streamed"),
     "kd": dict(tokens=20_000_000, seq_len=1024, batch_size=8, grad_accum=1, lr=1e-4, warmup_steps=50,
                gradient_checkpointing=True),
 }
 CPU = {  # 120k tokens: the main job (KL ranking, training, quality measurement) in about 16 minutes on 2 cores;
     # 160k took 19.5 minutes for the same quality (benchmarks/smollm2/main-job-cpu-160k.txt)
-    "transfer": dict(tokens=66_000, seq_len=256, batch_size=4, grad_accum=1, lr=1e-2),
+    "transfer": dict(tokens=66_000, seq_len=256, batch_size=4, grad_accum=1, lr=1e-2, transfer_mode="whole"),
     "kd": dict(tokens=54_000, seq_len=256, batch_size=4, grad_accum=1, lr=1e-3),
 }
 

@@ -3,7 +3,11 @@
 - transfer (LoLCATs' attention transfer): for every converted layer, MSE between the mixer's output
   and the frozen softmax attention's output on the same layer input, both taken from one forward
   pass of the teacher. Each layer's loss reaches only its own mixer: no backpropagation through the
-  network. Only the parameters the conversion added train.
+  network. Only the parameters the conversion added train. Two forms, same losses and gradients:
+  ``whole`` runs the teacher (logits included) with hooks recording every converted layer, then every
+  mixer, so all mixers' graphs are alive until backward; ``streamed`` walks the teacher's decoder a layer
+  at a time, up to the last converted layer, and checkpoints each mixer's loss, so backward replays one
+  mixer at a time from its saved input (``streamed_transfer_loss``).
 - kd: KL divergence from the teacher's next-token distribution (temperature, optional top-k) plus
   optional cross-entropy, training LoRA adapters (peft) or chosen parameter groups. ``kd_loss`` is the
   reference on full [batch, seq, vocab] logits; training uses ``chunked_kd_loss``, the same loss from the
@@ -15,6 +19,7 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
 TRAINABLE = ("lora", "new", "lora+new", "attention", "mlp", "all")
+TRANSFER_MODES = ("streamed", "whole")
 
 
 class AttentionCapture:
@@ -42,11 +47,16 @@ class AttentionCapture:
             h.remove()
 
 
-def transfer_loss(student, teacher, input_ids, attention_mask=None, dtype=None):
+def transfer_loss(student, teacher, input_ids, attention_mask=None, dtype=None, mode="whole"):
     """(mean MSE over converted layers, {layer: loss}) for one batch. The teacher may compute in another
     dtype than the student: each mixer takes the teacher's layer input (hidden states, rotary cos/sin) in
     ``dtype``, the student's compute dtype (default: that of its input embeddings), and the MSE to the
-    teacher's attention output is taken in fp32."""
+    teacher's attention output is taken in fp32. ``mode``: "whole" (here) or "streamed"
+    (``streamed_transfer_loss``): the same value and gradients."""
+    if mode not in TRANSFER_MODES:
+        raise ValueError(f"unknown transfer mode {mode!r}: choose one of {', '.join(TRANSFER_MODES)}")
+    if mode == "streamed":
+        return streamed_transfer_loss(student, teacher, input_ids, attention_mask, dtype)
     mixers = student.mixers()
     if dtype is None:
         dtype = student.get_input_embeddings().weight.dtype
@@ -59,6 +69,61 @@ def transfer_loss(student, teacher, input_ids, attention_mask=None, dtype=None):
             position_embeddings = tuple(t.to(dtype) for t in position_embeddings)
         out, _ = mixer(hidden.to(dtype), position_embeddings=position_embeddings, attention_mask=attention_mask)
         losses[i] = F.mse_loss(out.float(), target.float())
+    return torch.stack(list(losses.values())).mean(), {i: v.detach() for i, v in losses.items()}
+
+
+@torch.no_grad()  # on a generator, torch applies it around each step and restores the caller's mode at yields
+def teacher_attention_io(teacher, input_ids, attention_mask=None, layers=()):
+    """Walk the teacher's decoder a layer at a time, as its own forward does (embeddings, masks, rotary
+    embeddings, then each decoder layer), and yield (i, attention input, position embeddings, attention
+    output) for each layer in ``layers``, in order; it stops after the last of them (no later layer, no
+    final norm, no logits). Only the running hidden states and the yielded layer's tensors are alive at once."""
+    from transformers.masking_utils import LAYER_PATTERN_TO_MASK_FUNCTION_MAPPING
+
+    from linearize.convert.families import base_layer_types
+
+    wanted = set(layers)
+    if not wanted:
+        return
+    decoder, config = teacher.model, teacher.config
+    hidden = decoder.embed_tokens(input_ids)
+    position_ids = torch.arange(hidden.shape[1], device=hidden.device)[None]
+    types = base_layer_types(config)
+    masks = {kind: LAYER_PATTERN_TO_MASK_FUNCTION_MAPPING[kind](config=config, inputs_embeds=hidden,
+                                                                  attention_mask=attention_mask, cache=None,
+                                                                  position_ids=position_ids)
+             for kind in set(types[: max(wanted) + 1])}
+    position_embeddings = decoder.rotary_emb(hidden, position_ids)
+    for i, layer in enumerate(decoder.layers[: max(wanted) + 1]):
+        with AttentionCapture(teacher, [i] if i in wanted else []) as records:
+            hidden = layer(hidden, attention_mask=masks[types[i]], position_embeddings=position_embeddings,
+                           position_ids=position_ids, cache=None, use_cache=False)
+        if i in wanted:
+            yield (i, *records.pop(i))
+
+
+def _layer_transfer_loss(mixer, hidden, position_embeddings, target, attention_mask):
+    out, _ = mixer(hidden, position_embeddings=position_embeddings, attention_mask=attention_mask)
+    return F.mse_loss(out.float(), target.float())
+
+
+def streamed_transfer_loss(student, teacher, input_ids, attention_mask=None, dtype=None):
+    """``transfer_loss`` (same value, same gradients) a layer at a time: the teacher is walked layer by layer
+    (``teacher_attention_io``), and each converted layer's MSE is taken as soon as its teacher layer has run,
+    checkpointed: only the layer's input and target are kept, not the mixer's activations. The trainer's one
+    backward then replays the mixers one at a time, last layer first (each loss reaches only its own mixer),
+    so one mixer's graph is alive at a time, and the teacher never runs past the last converted layer. The
+    price is one extra forward of each mixer. Works under every runner (accelerate, DDP, DeepSpeed ZeRO-2/3):
+    it is one loss with one backward, as ``whole``'s."""
+    mixers = student.mixers()
+    if dtype is None:
+        dtype = student.get_input_embeddings().weight.dtype
+    losses = {}
+    for i, hidden, position_embeddings, target in teacher_attention_io(teacher, input_ids, attention_mask, mixers):
+        if position_embeddings is not None:
+            position_embeddings = tuple(t.to(dtype) for t in position_embeddings)
+        losses[i] = checkpoint(_layer_transfer_loss, mixers[i], hidden.to(dtype), position_embeddings, target,
+                               attention_mask, use_reentrant=False)
     return torch.stack(list(losses.values())).mean(), {i: v.detach() for i, v in losses.items()}
 
 

@@ -16,8 +16,27 @@ least every 30 minutes (``save_minutes``), so a killed run loses at most that mu
 to ``checkpoints/.tmp-step-N`` and renamed to ``checkpoints/step-N`` only once complete (``state.json``
 is written last), so a run killed mid-write never leaves a checkpoint that resume would load; once a
 newer one is complete the older ones are deleted (resume needs only the newest).
+
+DeepSpeed (``DeepSpeedRun``). ZeRO-2 shards the optimizer state and gradients; every rank holds the whole
+student and the whole teacher, both in the run's dtype. ZeRO-3 also shards the student's weights, and then
+the teacher's too: the teacher goes through an inference-only ZeRO-3 engine (``deepspeed.initialize`` with no
+optimizer: DeepSpeed's ``DeepSpeedZeRoOffload``), each rank keeping 1/N of its weights in the run's dtype and
+gathering each module's weights only around its forward, as the student's are. Why sharded rather than a
+whole copy per rank: ZeRO-3 is what one runs when a student does not fit a rank whole, and the teacher is
+the same model, so a whole teacher per rank would cost as much as the student ZeRO-3 just sharded (an 8B
+bf16 teacher is 16 GB per GPU, a 70B one does not fit an 80 GB GPU at all); the price is gathering the
+teacher's weights in each forward, the traffic the student's forward already has. Under ZeRO-2 the gathers
+would buy nothing, so the teacher stays whole per rank. At the end of a ZeRO-3 stage the trained weights
+are consolidated by DeepSpeed (``engine._zero3_consolidated_16bit_state_dict()``, what ``save_16bit_model``
+writes: the module's weights in the run's dtype, gathered a layer at a time to rank 0), sent from rank 0 to
+the others a tensor at a time, and put into a skeleton of the student made before training with its
+tensors on the meta device (no memory): no rank ever holds a second whole copy of the student during
+training. The 16-bit consolidation, not ``zero_to_fp32``'s fp32 masters: the trained model comes back in the
+run's dtype anyway, and the module's weights are exactly the masters rounded to it (in an fp32 run, the
+masters themselves).
 """
 
+import copy
 import dataclasses
 import itertools
 import json
@@ -31,12 +50,14 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from linearize.distill.stages import causal_lm_parts, chunked_kd_loss, merge, select_trainable, transfer_loss
+from linearize.distill.stages import (TRANSFER_MODES, causal_lm_parts, chunked_kd_loss, merge, select_trainable,
+                                      transfer_loss)
 
 
 @dataclasses.dataclass
 class TrainConfig:
     stage: str = "transfer"  # transfer | kd
+    transfer_mode: str = "streamed"  # transfer: streamed (a teacher layer, one mixer's graph at a time) | whole
     tokens: int = 50_000  # training tokens (global), rounded down to whole optimizer steps
     seq_len: int = 512
     batch_size: int = 2  # sequences per micro-batch per process
@@ -142,17 +163,23 @@ class TrainedInFP32:
 
 
 class TransferObjective(nn.Module):
-    """The student as the trained module; the teacher is held outside the module tree so DDP and ZeRO
-    neither wrap nor shard it."""
+    """The student as the trained module; the teacher is held outside the module tree so DDP and the
+    student's ZeRO engine neither wrap nor shard it (ZeRO-3 shards it in an engine of its own). ``mode``:
+    streamed or whole (``stages.transfer_loss``)."""
 
-    def __init__(self, student, teacher, dtype=None):
+    def __init__(self, student, teacher, dtype=None, mode="streamed"):
         super().__init__()
         self.student = student
         self._teacher = (teacher,)
         self.dtype = dtype
+        self.mode = mode
+
+    @property
+    def teacher(self):
+        return self._teacher[0]
 
     def forward(self, input_ids):
-        return transfer_loss(self.student, self._teacher[0], input_ids, dtype=self.dtype)
+        return transfer_loss(self.student, self.teacher, input_ids, dtype=self.dtype, mode=self.mode)
 
 
 class KDObjective(nn.Module):
@@ -165,8 +192,12 @@ class KDObjective(nn.Module):
         self._teacher = (teacher,)
         self.cfg = cfg
 
+    @property
+    def teacher(self):
+        return self._teacher[0]
+
     def forward(self, input_ids):
-        teacher_decoder, teacher_head = causal_lm_parts(self._teacher[0])
+        teacher_decoder, teacher_head = causal_lm_parts(self.teacher)
         decoder, head = causal_lm_parts(self.student)
         with torch.no_grad():
             teacher_hidden = teacher_decoder(input_ids=input_ids, use_cache=False).last_hidden_state
@@ -234,10 +265,31 @@ def plot_losses(history, path):
     plt.close(fig)
 
 
+GATHER_ON_SAVE = "stage3_gather_16bit_weights_on_model_save"
+
+
+def check_deepspeed_config(path):
+    """The DeepSpeed config at ``path`` as a dict; ValueError (one line) if it is missing, not a JSON object, or a
+    ZeRO-3 config with stage3_gather_16bit_weights_on_model_save false: the trained student is consolidated from
+    the shards at the end of each stage."""
+    try:
+        ds = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise ValueError(f"--deepspeed {path}: not a readable JSON config ({type(err).__name__}: {err})") from None
+    if not isinstance(ds, dict):
+        raise ValueError(f"--deepspeed {path}: not a JSON object")
+    zero = ds.get("zero_optimization") or {}
+    if zero.get("stage") == 3 and zero.get(GATHER_ON_SAVE, "auto") not in ("auto", True):
+        raise ValueError(f"--deepspeed {path}: {GATHER_ON_SAVE} is {zero[GATHER_ON_SAVE]!r}; ZeRO-3 needs true (or "
+                         f"auto): the trained student is consolidated from the shards at the end of each stage")
+    return ds
+
+
 def deepspeed_config(cfg, dtype):
     """The DeepSpeed JSON config with its "auto" values filled from the TrainConfig; bf16 (fp16) is
-    enabled where the student computes in bf16 (fp16)."""
-    ds = json.loads(Path(cfg.deepspeed).read_text())
+    enabled where the student computes in bf16 (fp16). ZeRO-3 consolidates the trained weights at the end
+    of the stage, so its stage3_gather_16bit_weights_on_model_save is on (``check_deepspeed_config``)."""
+    ds = check_deepspeed_config(cfg.deepspeed)
     auto = {"train_micro_batch_size_per_gpu": cfg.batch_size, "gradient_accumulation_steps": cfg.grad_accum,
             "gradient_clipping": cfg.max_grad_norm}
     for key, value in auto.items():
@@ -247,7 +299,60 @@ def deepspeed_config(cfg, dtype):
         if isinstance(ds.get(key), dict) and ds[key].get("enabled") == "auto":
             ds[key]["enabled"] = dtype == {"bf16": torch.bfloat16, "fp16": torch.float16}[key]
     ds.pop("train_batch_size", None)
+    zero = ds.setdefault("zero_optimization", {})
+    if zero.get("stage") == 3:
+        zero[GATHER_ON_SAVE] = True
     return ds
+
+
+def teacher_deepspeed_config(config, dtype):
+    """The config of the teacher's inference-only ZeRO-3 engine: the student's ZeRO-3 settings, no optimizer,
+    scheduler or clipping (it trains nothing), bf16/fp16 as the teacher's ``dtype`` (so it is not cast)."""
+    keep = ("train_micro_batch_size_per_gpu", "gradient_accumulation_steps", "zero_optimization", "steps_per_print",
+            "wall_clock_breakdown")
+    ds = {k: copy.deepcopy(v) for k, v in config.items() if k in keep}
+    ds["bf16"], ds["fp16"] = {"enabled": dtype == torch.bfloat16}, {"enabled": dtype == torch.float16}
+    return ds
+
+
+def copy_with_parameters(module, tensor_of):
+    """A deep copy of ``module`` whose parameters are new Parameters holding ``tensor_of(parameter)`` (same
+    requires_grad; a tied parameter stays one). Buffers (the rotary frequencies: small, never sharded by ZeRO)
+    are copied."""
+    memo = {id(p): nn.Parameter(tensor_of(p), requires_grad=p.requires_grad) for p in module.parameters()}
+    return copy.deepcopy(module, memo)
+
+
+def meta_skeleton(module):
+    """``module``'s modules, names, shapes, dtypes and ties with its parameters on the meta device: no memory."""
+    return copy_with_parameters(module, lambda p: torch.empty_like(p, device="meta"))
+
+
+def broadcast_state(state, device):
+    """Rank 0's ``state`` (a state dict; None on the other ranks) on every rank, sent a tensor at a time as
+    bytes (so any dtype goes over gloo and NCCL, through ``device``), tensors that alias on rank 0 (tied
+    weights) aliasing on every rank. Rank 0 keeps its own tensors."""
+    dist = torch.distributed
+    rank = dist.get_rank()
+    if dist.get_world_size() == 1:
+        return state
+    header = [None]
+    if rank == 0:
+        first = {}
+        header[0] = [(key, first.setdefault(id(t), key), tuple(t.shape), t.dtype) for key, t in state.items()]
+    dist.broadcast_object_list(header, src=0, device=device)
+    out = {}
+    for key, source, shape, dtype in header[0]:
+        if source != key:
+            out[key] = out[source]
+            continue
+        if rank == 0:
+            data = state[key].contiguous().reshape(-1).view(torch.uint8).to(device)
+        else:
+            data = torch.empty(math.prod(shape) * dtype.itemsize, dtype=torch.uint8, device=device)
+        dist.broadcast(data, 0)
+        out[key] = state[key] if rank == 0 else data.cpu().view(dtype).reshape(shape)
+    return out
 
 
 class DeepSpeedRun:
@@ -257,18 +362,32 @@ class DeepSpeedRun:
     over NCCL on GPUs, so one path serves both and CPU tests prove it.)"""
 
     def __init__(self, objective, optimizer, scheduler, dataset, cfg, cuda, out, dtype=torch.float32):
-        import copy
-
         import deepspeed
         from torch.utils.tensorboard import SummaryWriter
 
         deepspeed.init_distributed(dist_backend="nccl" if cuda else "gloo")
         self.rank, self.num_processes = torch.distributed.get_rank(), torch.distributed.get_world_size()
         config = deepspeed_config(cfg, dtype)
-        # ZeRO-3 partitions the student's weights in place: keep a plain copy to load the result into.
-        self.template = copy.deepcopy(objective.student) if config["zero_optimization"].get("stage") == 3 else None
+        self.zero3 = config["zero_optimization"].get("stage") == 3
+        # ZeRO-3 partitions the student in place; the trained weights come back into this (meta: no memory).
+        self.skeleton = meta_skeleton(objective.student) if self.zero3 else None
         self.engine, self.optimizer, _, _ = deepspeed.initialize(model=objective, optimizer=optimizer,
                                                                  lr_scheduler=scheduler, config=config)
+        # The teacher, inference only (see the module docstring): whole on this rank's device under ZeRO-2;
+        # under ZeRO-3 sharded by an engine of its own. Its weights move into a copy that engine shards (the
+        # caller's teacher keeps its modules, its parameters empty until ``end`` puts them back whole), so
+        # that no rank keeps a whole teacher while training.
+        self.objective, self.teacher = objective, objective.teacher
+        if self.zero3:
+            shadow = copy_with_parameters(self.teacher, lambda p: p.data)  # the same storage
+            for p in self.teacher.parameters():
+                p.data = torch.empty(0, dtype=p.dtype, device=p.device)
+            objective._teacher = (shadow,)
+            teacher_config = teacher_deepspeed_config(config, compute_dtype(self.teacher))
+            self.teacher_engine = deepspeed.initialize(model=shadow, config=teacher_config)[0]
+            self.teacher_engine.eval()
+        else:
+            self.teacher.to(self.engine.device)
         self.writer = SummaryWriter(str(Path(out) / cfg.stage)) if self.rank == 0 else None
         self.device = self.engine.device
         sampler = torch.utils.data.distributed.DistributedSampler(dataset, self.num_processes, self.rank, shuffle=False)
@@ -308,23 +427,37 @@ class DeepSpeedRun:
         self.engine.load_checkpoint(str(path), tag="state")
 
     def trained(self):
-        """The student with its full weights (gathered from the ZeRO-3 shards where needed)."""
-        student = self.engine.module.student
-        if self.template is None:
-            return student
-        import deepspeed
+        """The student with its full weights, on every rank (under ZeRO-3, as ``end`` consolidated them)."""
+        return self.engine.module.student if not self.zero3 else self.skeleton
 
-        with deepspeed.zero.GatheredParameters(list(student.parameters()), modifier_rank=None):
-            state = {k: v.detach().clone().cpu() for k, v in student.state_dict().items()}
-        self.template.load_state_dict(state)
-        return self.template
+    def _consolidated(self, engine):
+        """The whole state dict of ``engine``'s module on every rank, on the CPU: DeepSpeed consolidates it on
+        rank 0 (every rank takes part, a layer at a time), rank 0 sends it to the others."""
+        return broadcast_state(engine._zero3_consolidated_16bit_state_dict(), self.device)
 
     def barrier(self):
         torch.distributed.barrier()
 
     def end(self):
+        """Close the logs; under ZeRO-3 also put the trained student into the skeleton and the teacher's weights
+        back into the caller's teacher (whole, on this rank's device), and remove the engines' hooks."""
         if self.writer is not None:
             self.writer.close()
+        if not self.zero3:
+            return
+        prefix = "student."  # the engine's module is the objective
+        state = self._consolidated(self.engine)
+        student = self.skeleton
+        student.load_state_dict({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}, assign=True)
+        inner = student.get_base_model() if hasattr(student, "get_base_model") else student  # peft
+        inner.tie_weights()  # assign gave tied names one tensor in two Parameters: one Parameter again
+        state = self._consolidated(self.teacher_engine)
+        for name, p in self.teacher.named_parameters():  # a tied parameter once
+            p.data = state[name].to(self.device)
+        self.teacher.to(self.device)  # its buffers
+        self.objective._teacher = (self.teacher,)
+        for engine in (self.engine, self.teacher_engine):
+            engine.destroy()
 
 
 class AccelerateRun:
@@ -342,6 +475,7 @@ class AccelerateRun:
             precision, handlers = "fp16", [AutocastKwargs(enabled=False)]
         self.acc = acc = Accelerator(cpu=not cuda, gradient_accumulation_steps=cfg.grad_accum, mixed_precision=precision,
                                      log_with="tensorboard", project_dir=str(out), kwargs_handlers=handlers)
+        objective.teacher.to(acc.device)  # whole on each process, inference only
         loader = torch.utils.data.DataLoader(dataset, batch_size=cfg.batch_size, shuffle=False)
         self.objective, self.optimizer, self.loader = acc.prepare(objective, optimizer, loader)
         self.params = [p for p in objective.parameters() if p.requires_grad]
@@ -409,7 +543,10 @@ def train(student, teacher, blocks, cfg, out, resume=False, progress=True, log=N
     fp32 = TrainedInFP32(model, dtype)
     if cfg.gradient_checkpointing:
         student.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    objective = (TransferObjective(model, teacher, dtype) if cfg.stage == "transfer"
+    if cfg.transfer_mode not in TRANSFER_MODES:
+        raise ValueError(f"unknown transfer mode {cfg.transfer_mode!r}: choose one of {', '.join(TRANSFER_MODES)}")
+    teacher.eval().requires_grad_(False)
+    objective = (TransferObjective(model, teacher, dtype, cfg.transfer_mode) if cfg.stage == "transfer"
                  else KDObjective(model, teacher, cfg))
     params = [p for p in objective.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -423,7 +560,6 @@ def train(student, teacher, blocks, cfg, out, resume=False, progress=True, log=N
         scheduler = None  # the engine steps it
     else:
         run = AccelerateRun(objective, optimizer, dataset, cfg, cuda, out, dtype)
-    teacher.to(run.device).eval().requires_grad_(False)
     if log is None:
         def log(line):
             print(line, file=sys.stderr, flush=True)

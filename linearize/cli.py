@@ -251,6 +251,10 @@ def add_train_args(p, main_job=False):
                    help="also checkpoint when this many minutes passed since the last checkpoint (default 30; 0: "
                         "none by time)")
     p.add_argument("--deepspeed", default=None, help="DeepSpeed config JSON (distill/configs/zero2.json, zero3.json)")
+    p.add_argument("--transfer-mode", choices=["streamed", "whole"], default=None,
+                   help="attention transfer: streamed (the teacher walked a layer at a time, one mixer's activations "
+                        "alive at once; the default on CUDA) or whole (the teacher's whole forward, every mixer's graph "
+                        "kept until backward; the default on CPU, where it is faster); the same losses and gradients")
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--resume", action="store_true",
                    help="continue an interrupted run in the same --out " + (
@@ -356,6 +360,17 @@ def run_bench(args):
     print(f"results: {paths[0]}, {paths[1]} and {Path(args.out) / 'bench.png'}")
 
 
+def check_deepspeed(path):
+    """A --deepspeed config that cannot be used is refused before any model loads."""
+    if path is not None:
+        from linearize.distill.trainer import check_deepspeed_config
+
+        try:
+            check_deepspeed_config(path)
+        except ValueError as err:
+            raise UserError(str(err)) from None
+
+
 def run_distill(args):
     from linearize.api import distill
     from linearize.convert.bases import resolve_dtype
@@ -363,6 +378,7 @@ def run_distill(args):
 
     dtype = resolve_dtype(args.dtype)
     out = check_out(args.out, args.overwrite or args.resume)
+    check_deepspeed(args.deepspeed)
     student, tokenizer, _ = load_model(args.model, dtype=dtype)
     teacher_spec = args.teacher or student.config.linearize.get("base")
     if not teacher_spec:
@@ -373,7 +389,7 @@ def run_distill(args):
     overrides = {k: getattr(args, k, None) for k in ("tokens", "seq_len", "batch_size", "grad_accum", "lr", "train",
                                                       "lora_r", "lora_alpha", "temperature", "top_k", "ce_weight",
                                                       "gradient_checkpointing", "save_every", "save_minutes",
-                                                      "deepspeed", "seed")}
+                                                      "deepspeed", "seed", "transfer_mode")}
     summary = distill(student, teacher, tokenizer, out, stage=args.stage, data=args.data, resume=args.resume,
                       **overrides)
     print(f"{args.stage}: {summary['steps']} steps, {summary['tokens']:,} tokens, {summary['tokens_per_s']:.0f} tok/s, "
@@ -480,6 +496,7 @@ def run_main_job(args):
 
     dtype = resolve_dtype(args.dtype)
     out = check_out(args.out, args.overwrite or args.resume)
+    check_deepspeed(args.deepspeed)
     if args.export == "native":
         check_out(f"{out}-native", args.overwrite or args.resume)
     check_target(args.target)
@@ -500,7 +517,7 @@ def run_main_job(args):
     result = main_job(args.base, args.target, out, keep_attention=args.keep_attention, data=args.data,
                       tokens=args.tokens, seq_len=args.seq_len, batch_size=args.batch_size, grad_accum=args.grad_accum,
                       save_every=args.save_every, save_minutes=args.save_minutes, deepspeed=args.deepspeed,
-                      seed=args.seed, resume=args.resume, dtype=dtype,
+                      seed=args.seed, resume=args.resume, dtype=dtype, transfer_mode=args.transfer_mode,
                       log=lambda m: print(m, file=sys.stderr, flush=True), convert_settings=settings,
                       eval_corpora=corpora, eval_lengths=_ints(args.eval_lengths, "--eval-lengths") or None,
                       eval_tokens=args.eval_tokens, passkey_lengths=_ints(args.passkey_lengths, "--passkey-lengths"),

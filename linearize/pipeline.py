@@ -82,7 +82,7 @@ def main_job(base_spec, target, out, keep_attention=None, data=None, tokens=None
              grad_accum=None, save_every=None, deepspeed=None, seed=None, resume=False, eval_tokens=8192, log=print,
              stage_overrides=None, convert_settings=None, eval_corpora=OOD_CORPORA, eval_lengths=None,
              passkey_lengths=RECALL["passkey_lengths"], mqar_pairs=RECALL["mqar_pairs"], save_minutes=None,
-             dtype="auto", export=None):
+             dtype="auto", export=None, transfer_mode=None):
     """convert -> transfer -> kd -> quality of teacher and student -> save to ``out``.
     ``tokens`` is the budget of both stages (55% transfer, 45% kd); default: this machine's defaults.
     ``stage_overrides`` ({"transfer": {...}, "kd": {...}}; ``{"skip": True}`` leaves a stage out) and
@@ -93,7 +93,8 @@ def main_job(base_spec, target, out, keep_attention=None, data=None, tokens=None
     bfloat16 on CUDA, float32 on CPU; trained parameters are held in fp32, see ``distill.trainer``), and
     the checkpoint is saved in it. ``export="native"`` also writes ``<out>-native``, the result as the
     architecture transformers ships (``convert.export_native``); a target/base with none is refused right
-    after conversion, before any training.
+    after conversion, before any training. ``transfer_mode`` is the transfer stage's form ("streamed" or
+    "whole"; default: streamed on CUDA, whole on CPU, see ``distill.recipe``).
 
     Work in progress lives in ``<out>.work``: each stage's checkpoints (``save_every`` steps, default a
     tenth of the stage, and ``save_minutes``, default 30) and, once a stage finishes, its student in
@@ -146,7 +147,7 @@ def main_job(base_spec, target, out, keep_attention=None, data=None, tokens=None
 
         check_exportable(student.config)  # before any training
     common = dict(seq_len=seq_len, batch_size=batch_size, grad_accum=grad_accum, save_every=save_every,
-                  save_minutes=save_minutes, deepspeed=deepspeed, seed=seed)
+                  save_minutes=save_minutes, deepspeed=deepspeed, seed=seed, transfer_mode=transfer_mode)
     budgets = {"transfer": None, "kd": None} if tokens is None else {"transfer": int(tokens * 0.55),
                                                                      "kd": tokens - int(tokens * 0.55)}
     summaries, trained_here, earlier_seconds = {}, False, 0.0

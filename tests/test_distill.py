@@ -195,7 +195,8 @@ def test_main_job_on_a_tiny_base(tmp_path, capsys):
     unseen.write_text("Text of another kind than the training corpus, for the out-of-domain measurement. " * 60)
     code = main(["--base", str(base_dir), "--to", "lolcats", "--window", "8", "--decay", "32", "--tokens", "2048",
                  "--seq-len", "64", "--batch-size", "2", "--out", str(out), "--eval-data", str(unseen),
-                 "--eval-lengths", "64,256", "--eval-tokens", "512", "--passkey-lengths", "128", "--mqar-pairs", "4"])
+                 "--eval-lengths", "64,256", "--eval-tokens", "512", "--passkey-lengths", "128", "--mqar-pairs", "4",
+                 "--transfer-mode", "streamed"])
     captured = capsys.readouterr()
     assert code == 0, captured.err
     assert "in-domain held-out (64-token windows): teacher" in captured.out
@@ -218,6 +219,13 @@ def test_main_job_on_a_tiny_base(tmp_path, capsys):
     assert card.index(f"{unseen}, 64-token windows") < card.index(f"{unseen}, 256-token windows")  # numeric order
     assert (out / "training" / "transfer" / "loss_curve_transfer.png").exists()
     assert (out / "training" / "kd" / "history.json").exists() and not (tmp_path / "out.work").exists()
+    assert recorded_config(out, "transfer")["transfer_mode"] == "streamed"  # --transfer-mode reached the trainer
+
+
+def recorded_config(out, stage):
+    """The TrainConfig a stage recorded in its (newest) checkpoint."""
+    (state,) = (out / "training" / stage / "checkpoints").glob("step-*/state.json")
+    return json.loads(state.read_text())["config"]
 
 
 def test_distill_verb_trains_a_saved_checkpoint_and_resumes(tmp_path, capsys):
@@ -240,8 +248,13 @@ def test_distill_verb_trains_a_saved_checkpoint_and_resumes(tmp_path, capsys):
     assert "transfer: 8 steps" in capsys.readouterr().out
     model = AutoModelForCausalLM.from_pretrained(out)
     assert model.config.linearize["history"][-1]["stage"] == "transfer"
-    assert (out / "training" / "transfer" / "checkpoints").exists()
+    assert recorded_config(out, "transfer")["transfer_mode"] == "whole"  # the CPU default
     assert main(args) == 2 and "pass --overwrite" in capsys.readouterr().err  # out exists now
+    bad = tmp_path / "zero3-nogather.json"
+    bad.write_text(json.dumps({"zero_optimization": {"stage": 3, "stage3_gather_16bit_weights_on_model_save": False}}))
+    assert main([*args[:-1], str(tmp_path / "y"), "--deepspeed", str(bad)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "stage3_gather_16bit_weights_on_model_save is False; ZeRO-3 needs true" in err
     assert main(["distill", str(ckpt), "--stage", "transfer", "--data", str(tmp_path / "nope.jsonl"),
                  "--out", str(tmp_path / "x")]) == 2
     assert "unknown data" in capsys.readouterr().err
