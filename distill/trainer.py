@@ -416,6 +416,7 @@ class DeepSpeedRun:
         return t.item() / self.num_processes
 
     def gather(self, t):
+        t = t.to(self.device)  # NCCL moves only CUDA tensors
         out = [torch.zeros_like(t) for _ in range(self.num_processes)]
         torch.distributed.all_gather(out, t)
         return torch.stack(out, 1).flatten()  # interleaved as the sampler dealt them

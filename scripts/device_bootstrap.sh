@@ -120,7 +120,7 @@ fi
 # Only what the build reads: pyproject.toml, setup.py (it derives the package list), the readme and the
 # folders setup.py maps to packages.
 src=$(mktemp -d)
-tar -cf - --exclude=__pycache__ pyproject.toml setup.py README.md linearize kernels convert distill evals | tar -xf - -C "$src"
+tar -cf - --exclude=__pycache__ pyproject.toml setup.py README.md linearize kernels convert distill evals data | tar -xf - -C "$src"
 buildpath=$SITE${PYTHONPATH:+:$PYTHONPATH}
 [ -d "$BUILDTOOLS" ] && buildpath=$BUILDTOOLS:$buildpath
 say "installing linearize into $SITE"

@@ -19,12 +19,15 @@
 # On the device machine: each call < 10 minutes, 30 device-minutes a session (machine start included), and what
 # the bootstrap installs lives only while the machine stays warm (30 s after a call): make the calls back to back.
 # Prepare here once: `bash scripts/gpu_scale.sh --prepare` (DeepSpeed and its pure-Python needs as wheels in
-# .whl-ds; .whl and .carry2 as scripts/device_bootstrap.sh says). Planned, about 27 device-minutes:
+# .whl-ds; .whl and .carry2 as scripts/device_bootstrap.sh says). Timeouts as measured on an H200 on 2026-11-26
+# (benchmarks/gpu-h200/: the 1B search, the main job and both bench runs outran the first, shorter ones), about
+# 29 device-minutes:
 #   1. carry .whl .carry2/smollm2.part-aa:  bash scripts/device_bootstrap.sh 1                           (~1 min)
-#   2. carry .carry2/smollm2.part-ab:  bash scripts/device_bootstrap.sh 2 && bash scripts/gpu_scale.sh llama-1b llama-8b
-#   3. no carry:  bash scripts/device_bootstrap.sh 2 && bash scripts/gpu_scale.sh mainjob bench        (<10 min)
-#   4. carry .whl-ds:  bash scripts/device_bootstrap.sh 2 && bash scripts/gpu_scale.sh zero            (~6 min)
-#   then, with time left: qwen3-1.7b (~4 min), qwen3-8b (~5 min).
+#   2. carry .carry2/smollm2.part-ab:  bash scripts/device_bootstrap.sh 2 && bash scripts/gpu_scale.sh llama-8b (~5 min)
+#   3. no carry:  bash scripts/device_bootstrap.sh 2 && bash scripts/gpu_scale.sh llama-1b mainjob       (~9 min)
+#   4. no carry:  bash scripts/device_bootstrap.sh 2 && bash scripts/gpu_scale.sh bench                  (<10 min)
+#   5. carry .whl-ds:  bash scripts/device_bootstrap.sh 2 && bash scripts/gpu_scale.sh zero            (~4 min)
+#   then, with time left: qwen3-1.7b (~5 min), qwen3-8b (~5 min).
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
@@ -129,7 +132,7 @@ for section in "${SECTIONS[@]}"; do
     say "=== $section"
     echo -e "\n## $section\n" >> "$TABLES"
     case "$section" in
-    llama-1b|qwen3-1.7b) rehearse 200 "$section" "${REHEARSE[@]}" ;;
+    llama-1b|qwen3-1.7b) rehearse 300 "$section" "${REHEARSE[@]}" ;;
     llama-8b|qwen3-8b) rehearse 300 "$section" "${REHEARSE[@]}" ;;
     zero)
         if [ "$CPU" = 0 ] && ! "$PY" -c 'import deepspeed' 2>/dev/null; then
@@ -146,7 +149,7 @@ for section in "${SECTIONS[@]}"; do
     mainjob)
         rm -rf "$STUDENT"
         start=$(wc -l < "$LOG")
-        run 220 "${LINEARIZE[@]}" --base llama --out "$STUDENT" "${MAINJOB[@]}" --eval-data none --save-minutes 0 \
+        run 260 "${LINEARIZE[@]}" --base llama --out "$STUDENT" "${MAINJOB[@]}" --eval-data none --save-minutes 0 \
             --save-every 0
         { echo '```'; tail -n +"$((start + 1))" "$LOG" | grep -E "^(linearized|  (transfer|kd): |  in-domain|  passkey|  MQAR)"
           echo '```'; } >> "$TABLES"
@@ -157,11 +160,11 @@ for section in "${SECTIONS[@]}"; do
             run 200 "${LINEARIZE[@]}" convert --base llama --to lolcats --decay 64 --sinks 4 "${PLAN[@]}" \
                 --out "$STUDENT" --overwrite
         fi
-        run 150 "${LINEARIZE[@]}" bench "$STUDENT" --teacher llama --contexts "$CONTEXTS" "${DECODE[@]}" \
+        run 280 "${LINEARIZE[@]}" bench "$STUDENT" --teacher llama --contexts "$CONTEXTS" "${DECODE[@]}" \
             --out "$WORK/bench"
         [ -f "$WORK/bench/bench.md" ] && cat "$WORK/bench/bench.md" >> "$TABLES"
         [ -f "$WORK/bench/bench.json" ] && { tr -d '\n' < "$WORK/bench/bench.json"; echo; } >> "$RESULTS"
-        run 200 "$PY" benchmarks/scale_rehearsal.py --bench-models llama "$STUDENT" --bench-contexts "$CONTEXTS" \
+        run 300 "$PY" benchmarks/scale_rehearsal.py --bench-models llama "$STUDENT" --bench-contexts "$CONTEXTS" \
             "${BENCH_MAX[@]}" --json "$WORK/b.json"
         collect "$WORK/b.json"
         ;;

@@ -76,3 +76,22 @@ def test_two_processes_match_one(tmp_path_factory, stage, mode, port):
             assert s["whole_weight_bytes"] == 0
         else:  # the measure sees whole models: the teacher (whole per rank) and the student
             assert s["whole_weight_bytes"] >= s["teacher"]
+
+
+def test_deepspeed_gather_sends_from_the_rank_device(monkeypatch):
+    """NCCL refuses CPU tensors (the H200 run failed so at the end of every stage): the seen-sample ids, kept on
+    the CPU, must reach all_gather on the run's device. gloo (the tests above) takes either, so this checks the
+    call itself, with the meta device standing in for CUDA."""
+    from linearize.distill.trainer import DeepSpeedRun
+
+    run = object.__new__(DeepSpeedRun)  # only what gather reads
+    run.device, run.num_processes = torch.device("meta"), 2
+    sent = []
+
+    def all_gather(out, t):
+        sent.append(t.device)
+        assert all(o.device == t.device for o in out)
+
+    monkeypatch.setattr(torch.distributed, "all_gather", all_gather)
+    gathered = run.gather(torch.arange(3))
+    assert sent == [torch.device("meta")] and gathered.shape == (6,)
