@@ -166,7 +166,9 @@ class LinearAttentionMixer(Mixer):
         if T == 1 and keys is not None and self.mode in ("auto", "fla"):
             # Decode reads the cached window in place (a token's step is op overhead, not FLOPs).
             return window_attn_step(q, fq, keys[..., :D], keys[..., D:], values, factor, self.window, scale,
-                                    key_mask=key_mask, initial_state=state, log_decay=log_decay, sinks=sinks)
+                                    key_mask=key_mask, initial_state=state, log_decay=log_decay, sinks=sinks,
+                                    inplace=state is not None and state.dtype == torch.float32
+                                    and not torch.is_grad_enabled())
         past = None if not P else (keys[:, :P, :, :D], keys[:, :P, :, D:], values[:, :P])
         return window_attn(q, k, fq, fk, v, factor, self.window, scale, mode=self.mode, key_mask=key_mask, past=past,
                            initial_state=state, log_decay=log_decay, sinks=sinks)

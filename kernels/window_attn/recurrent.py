@@ -48,38 +48,53 @@ def recurrent_window_attn(q, k, fq, fk, v, factor, window, scale, key_mask=None,
 
 
 def step_window_attn(q, fq, keys, fkeys, values, factor, window, scale, key_mask=None, initial_state=None, eps=1e-6,
-                     log_decay=None, sinks=None):
+                     log_decay=None, sinks=None, inplace=False):
     """Decode: one query q [B, 1, H, D] (fq [B, 1, H, F]) against ``keys``, ``fkeys``, ``values`` [B, N, H, *], the
     window with the query's own token last (N <= window), as the cache holds it: views of the cache's
     [B, H, N, *] tensors are read in place, nothing is concatenated. key_mask: [B, N] or None; sinks as in
     ``naive_window_attn`` for this query. Equals ``recurrent_window_attn`` on the last token with the first
-    N - 1 as ``past``, in a few batched ops instead of per-token Python (decode latency is op overhead)."""
-    N = keys.shape[1]
-    K, V = keys.float().transpose(1, 2), values.float().transpose(1, 2)  # [B, H, N, *]
-    qh = q.float().transpose(1, 2) * scale  # [B, H, 1, D]
-    scores = qh @ K.transpose(-1, -2)  # [B, H, 1, N]
-    allowed = None if key_mask is None else key_mask.bool()[:, None, None, :]
+    N - 1 as ``past``. A decode step's time is its op count, views included, so every product is one bmm over
+    the B * H heads on 3D views (matmul's broadcasting of 4D operands costs more views than the product).
+    ``inplace``: decay and update an fp32 ``initial_state`` in place and return it (a decode cache's state,
+    without autograd: the state is the step's largest tensor, and the cache would copy a new one back into it)."""
+    B, N, H, D = keys.shape
+    BH = B * H
+
+    def heads(x):  # [B, N, H, *] -> [B * H, N, *] in fp32: a view of the cache's head-major tensors
+        return x.transpose(1, 2).reshape(BH, x.shape[1], x.shape[3]).float()
+
+    K, V = heads(keys), heads(values)
+    scores = torch.bmm(q.reshape(BH, 1, D).float() * scale, K.transpose(1, 2))  # [BH, 1, N]
     if sinks is not None:
         k_s, v_s, visible = sinks
-        scores = torch.cat([scores, qh @ k_s.float().transpose(1, 2).transpose(-1, -2)], -1)
-        window_ok = scores.new_ones(scores.shape[0], 1, 1, N, dtype=torch.bool) if allowed is None else allowed
-        allowed = torch.cat([window_ok, visible[:, None].bool()], -1)
-        V = torch.cat([V, v_s.float().transpose(1, 2)], 2)
-    if allowed is not None:
-        scores = scores.masked_fill(~allowed, float("-inf"))
-    p = (scores - scores.amax(-1, keepdim=True).nan_to_num(neginf=0.0)).exp()  # no allowed key: zeros
-    softmax = p @ F.pad(V, (0, 1), value=1.0)  # [B, H, 1, V + 1]: numerator and sum, like the state's columns
+        scores = torch.cat([scores, torch.bmm(q.reshape(BH, 1, D).float() * scale, heads(k_s).transpose(1, 2))], -1)
+        window_ok = scores.new_ones(B, N, dtype=torch.bool) if key_mask is None else key_mask.bool()
+        allowed = torch.cat([window_ok, visible[:, 0].bool()], -1)  # [B, N + S]
+        V = torch.cat([V, heads(v_s)], 1)
+    else:
+        allowed = None if key_mask is None else key_mask.bool()
+    if allowed is None:  # the query's own key is always there: the row's max is finite
+        p = (scores - scores.amax(-1, keepdim=True)).exp_()
+    else:
+        scores = scores.view(B, H, 1, -1).masked_fill(~allowed[:, None, None], float("-inf")).view(BH, 1, -1)
+        p = (scores - scores.amax(-1, keepdim=True).nan_to_num(neginf=0.0)).exp_()  # no allowed key: zeros
+    Fd, Vd = fkeys.shape[-1], V.shape[-1]
     state = empty_state(fkeys, values) if initial_state is None else initial_state.float()
-    if log_decay is not None:
-        state = state * log_decay.float().exp()[None, :, None, None]  # now at the time of this query
-    linear = fq.float().transpose(1, 2) @ state  # [B, H, 1, V + 1]
-    mixed = torch.lerp(linear, softmax, factor.float()[None, :, None, None])  # a * softmax + (1 - a) * linear
-    o = (mixed[..., :-1] / (mixed[..., -1:] + eps)).transpose(1, 2)
+    if log_decay is not None:  # now at the time of this query
+        decay = log_decay.float().exp()[None, :, None, None]
+        state = state.mul_(decay) if inplace else state * decay
+    linear = torch.bmm(fq.reshape(BH, 1, Fd).float(), state.reshape(BH, Fd, Vd + 1))  # [BH, 1, V + 1]
+    a = factor.float()[None].expand(B, H).reshape(BH, 1, 1)
+    num = torch.lerp(linear[..., :Vd], torch.bmm(p, V), a)  # a * softmax + (1 - a) * linear
+    den = torch.lerp(linear[..., Vd:], p.sum(-1, keepdim=True), a)
+    o = (num / (den + eps)).view(B, 1, H, Vd)
     if N == window:  # the oldest key leaves the window: into the state, aged window - 1 steps
         fk = fkeys[:, 0].float()
         if key_mask is not None:
             fk = fk * key_mask[:, 0, None, None]
         if log_decay is not None:
             fk = fk * (log_decay.float() * (window - 1)).exp()[None, :, None]
-        state = state + fk[..., None] * F.pad(values[:, 0].float(), (0, 1), value=1.0)[..., None, :]
+        v1 = F.pad(values[:, 0].float(), (0, 1), value=1.0)  # [B, H, V + 1]: the value and the normaliser's 1
+        fold = (state.view(BH, Fd, Vd + 1), fk.reshape(BH, Fd, 1), v1.reshape(BH, 1, Vd + 1))
+        state = (fold[0].baddbmm_(*fold[1:]) if inplace else torch.baddbmm(*fold)).view(B, H, Fd, Vd + 1)
     return o.to(values.dtype), state
