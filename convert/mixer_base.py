@@ -174,4 +174,8 @@ class Mixer(nn.Module):
     def repeat_kv(self, *xs):
         """Repeat KV-head tensors [B, T, Hkv, *] to the query heads (GQA)."""
         groups = self.num_heads // self.num_kv_heads
-        return tuple(x.repeat_interleave(groups, dim=2) if groups > 1 else x for x in xs)
+        if groups == 1:
+            return xs
+        # expand + reshape, as transformers' repeat_kv: one copy (repeat_interleave costs several ops more)
+        return tuple(x[:, :, :, None].expand(*x.shape[:3], groups, x.shape[3]).reshape(*x.shape[:2], -1, x.shape[3])
+                     for x in xs)

@@ -105,9 +105,8 @@ class LinearAttentionMixer(Mixer):
         V = self.head_dim + (0 if self.output_norm else 1)
         state = batch_size * self.num_heads * self.feature_map_q.out_dim * V * 4
         if self.window:
-            per_token = self.num_heads * (self.head_dim + self.feature_map_q.out_dim + self.head_dim)
-            state += batch_size * (self.window - 1) * per_token * self.q_proj.weight.element_size()
-            state += batch_size * self.sinks * self.num_heads * 2 * self.head_dim * self.q_proj.weight.element_size()
+            per_token = self.num_kv_heads * 2 * self.head_dim  # keys and values at the key/value heads
+            state += batch_size * (self.window - 1 + self.sinks) * per_token * self.q_proj.weight.element_size()
         return state
 
     # -- forward --------------------------------------------------------------------------------
@@ -129,14 +128,14 @@ class LinearAttentionMixer(Mixer):
     def forward(self, hidden_states, position_embeddings=None, attention_mask=None, cache=None, **kwargs):
         """attention_mask: the 2D padding mask over all tokens so far (1 = real token) or None."""
         B, T, _ = hidden_states.shape
-        q, k, fq, fk, v = self.project(hidden_states, position_embeddings)
-        fk = zero_where_padding(fk, new_token_mask(attention_mask, T))  # padding must not enter the state
         state = get_state(cache, self.layer_idx)
         log_decay = F.logsigmoid(self.decay_logit.float()) if self.decay else None
         if self.window:
-            o, state = self.window_forward(q, k, fq, fk, v, attention_mask, cache, state, log_decay,
+            o, state = self.window_forward(hidden_states, position_embeddings, attention_mask, cache, state, log_decay,
                                            kwargs.get("position_ids"))
         else:
+            q, k, fq, fk, v = self.project(hidden_states, position_embeddings)
+            fk = zero_where_padding(fk, new_token_mask(attention_mask, T))  # padding must not enter the state
             g = None if log_decay is None else log_decay[None, None].expand(B, T, -1)
             if self.fixed_decay:
                 # Computed, not a buffer: transformers builds models on the meta device, where a
@@ -153,10 +152,16 @@ class LinearAttentionMixer(Mixer):
         set_state(cache, self.layer_idx, state)
         return self.o_proj(o.reshape(B, T, -1).to(hidden_states.dtype)), None
 
-    def window_forward(self, q, k, fq, fk, v, attention_mask, cache, state, log_decay=None, position_ids=None):
+    def window_forward(self, hidden_states, position_embeddings, attention_mask, cache, state, log_decay=None,
+                       position_ids=None):
+        """The window's keys and values live in the cache as the teacher's would: at the key/value heads, before
+        repeat_kv and without feature maps. A decode step repeats and maps only the key leaving the window;
+        a prefill after a cache repeats and maps the cached part of the window once."""
+        q, k, v = self.qkv(hidden_states)
+        q, k = self.apply_rotary(q, k, *position_embeddings, unsqueeze_dim=2)  # k at its own heads: the same values
+        fq = self.feature_map_q(q)
         D, T = self.head_dim, q.shape[1]
-        # The window cache keeps keys and their features side by side; transformers trims it to window - 1.
-        keys, values = update_window(cache, self.layer_idx, torch.cat([k, fk.to(k.dtype)], -1), v)
+        keys, values = update_window(cache, self.layer_idx, k, v)
         P = 0 if keys is None else keys.shape[1] - T
         key_mask = None if attention_mask is None else attention_mask[:, -(P + T) :]
         sinks = None
@@ -165,17 +170,25 @@ class LinearAttentionMixer(Mixer):
         factor, scale = torch.sigmoid(self.window_factor), D**-0.5
         if T == 1 and keys is not None and self.mode in ("auto", "fla"):
             # Decode reads the cached window in place (a token's step is op overhead, not FLOPs).
-            return window_attn_step(q, fq, keys[..., :D], keys[..., D:], values, factor, self.window, scale,
-                                    key_mask=key_mask, initial_state=state, log_decay=log_decay, sinks=sinks,
-                                    inplace=state is not None and state.dtype == torch.float32
-                                    and not torch.is_grad_enabled())
-        past = None if not P else (keys[:, :P, :, :D], keys[:, :P, :, D:], values[:, :P])
+            evicted = self.map_k(self.repeat_kv(keys[:, :1])[0])[:, 0] if keys.shape[1] == self.window else None
+            inplace = state is not None and state.dtype == torch.float32 and not torch.is_grad_enabled()
+            return window_attn_step(q, fq, keys, values, factor, self.window, scale, key_mask=key_mask,
+                                    initial_state=state, log_decay=log_decay, sinks=sinks, evicted=evicted,
+                                    inplace=inplace)
+        k, v = self.repeat_kv(k, v)
+        fk = zero_where_padding(self.map_k(k), new_token_mask(attention_mask, T))  # padding must not enter the state
+        past = None
+        if P:
+            past_k, past_v = self.repeat_kv(keys[:, :P], values[:, :P])
+            past = (past_k, self.map_k(past_k), past_v)  # padded keys are masked out by key_mask
+        if sinks is not None:
+            sinks = (*self.repeat_kv(*sinks[:2]), sinks[2])
         return window_attn(q, k, fq, fk, v, factor, self.window, scale, mode=self.mode, key_mask=key_mask, past=past,
                            initial_state=state, log_decay=log_decay, sinks=sinks)
 
     def sink_keys(self, k, v, attention_mask, key_mask, cache, position_ids, P):
-        """(sinks for the kernel, key mask without the sink tokens). Slot s of the sink store holds the
-        token at position s of its row (positions count real tokens, so left padding is handled); the
+        """(sinks for the kernel at the key/value heads, key mask without the sink tokens). Slot s of the sink store
+        holds the token at position s of its row (positions count real tokens, so left padding is handled); the
         store is the layer's second recurrent state in the cache."""
         B, T = k.shape[:2]
         S, D = self.sinks, self.head_dim
@@ -185,7 +198,7 @@ class LinearAttentionMixer(Mixer):
         valid = torch.ones(B, T, dtype=torch.bool, device=k.device) if valid is None else valid
         store = get_state(cache, self.layer_idx, SINK_STATE)
         if store is None:
-            store = k.new_zeros(B, S, self.num_heads, 2 * D)
+            store = k.new_zeros(B, S, self.num_kv_heads, 2 * D)
         slot = (pos[..., None] == torch.arange(S, device=k.device)) & valid[..., None]  # [B, T, S]
         kv = torch.cat([k, v.to(k.dtype)], -1)
         if T == 1:  # decode: the token fills its slot, if it has one, by a broadcast

@@ -77,7 +77,8 @@ def step_as_form(q, k, fq, fk, v, factor, window, scale, past=None, **kwargs):
     """The decode step under the forms' contract: the window is the past plus the one new token."""
     if past is not None:
         k, fk, v = (torch.cat([p, x], 1) for p, x in zip(past, (k, fk, v)))
-    return step_window_attn(q, fq, k, fk, v, factor, window, scale, **kwargs)
+    evicted = fk[:, 0] if k.shape[1] == window else None
+    return step_window_attn(q, fq, k, v, factor, window, scale, evicted=evicted, **kwargs)
 
 
 LOG_DECAY = torch.log(torch.tensor([0.97, 0.8, 0.999]))  # one per head of window_inputs
@@ -445,3 +446,30 @@ def test_ssd_auto_gradients(T):
         return lambda **x: ssd(**x, output_final_state=True, mode=mode)
 
     assert_forms_agree({"naive": form("naive"), "auto": form("auto")}, ssd_inputs(T, True))
+
+
+@pytest.mark.parametrize("with_sinks", [False, True])
+def test_window_step_reads_keys_at_their_own_heads(with_sinks):
+    """The decode step on a window cached at the key/value heads (GQA: 6 query heads read 2 key heads, in
+    repeat_kv's order) equals the step on the same window repeated to the query heads, output and state."""
+    g = torch.Generator().manual_seed(7)
+    B, N, H, Hkv, D, F_ = 2, 5, 6, 2, 4, 6
+    q, fq = torch.randn(B, 1, H, D, generator=g), torch.rand(B, 1, H, F_, generator=g)
+    keys, values = torch.randn(B, N, Hkv, D, generator=g), torch.randn(B, N, Hkv, D, generator=g)
+    factor, evicted = torch.rand(H, generator=g), torch.rand(B, H, F_, generator=g)
+    state = torch.rand(B, H, F_, D + 1, generator=g)
+    mask = torch.ones(B, N, dtype=torch.bool)
+    mask[1, :2] = False
+    sinks = rep_sinks = None
+    if with_sinks:
+        sinks = (torch.randn(B, 3, Hkv, D, generator=g), torch.randn(B, 3, Hkv, D, generator=g),
+                 torch.tensor([[[True, True, False]], [[True, False, False]]]))
+    rep = lambda x: x.repeat_interleave(H // Hkv, dim=2)  # noqa: E731 repeat_kv's order
+    if with_sinks:
+        rep_sinks = (rep(sinks[0]), rep(sinks[1]), sinks[2])
+    kwargs = dict(key_mask=mask, initial_state=state, log_decay=LOG_DECAY.repeat(2), evicted=evicted)
+    o, s = step_window_attn(q, fq, keys, values, factor, N, 0.5, sinks=sinks, **kwargs)
+    ref, ref_s = step_window_attn(q, fq, rep(keys), rep(values), factor, N, 0.5, sinks=rep_sinks, **kwargs)
+    torch.testing.assert_close(o, ref)
+    torch.testing.assert_close(s, ref_s)
+    assert not torch.equal(s, state)  # the evicted key entered the state (not in place: autograd may be on)
