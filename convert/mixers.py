@@ -113,17 +113,23 @@ class LinearAttentionMixer(Mixer):
     def map_k(self, k):
         return (self.feature_map_k or self.feature_map_q)(k)
 
-    def project(self, hidden_states, position_embeddings):
-        """q, k, v as [B, T, H, D] with k, v repeated to the query heads, rotary applied where the target says."""
+    def rotated_qkv(self, hidden_states, position_embeddings):
+        """q [B, T, H, D], k and v at the key/value heads, rotary applied to q and k (per head: before repeat_kv)."""
         q, k, v = self.qkv(hidden_states)
-        k, v = self.repeat_kv(k, v)
-        cos, sin = position_embeddings
+        q, k = self.apply_rotary(q, k, *position_embeddings, unsqueeze_dim=2)
+        return q, k, v
+
+    def project(self, hidden_states, position_embeddings):
+        """q, k, v as [B, T, H, D] with k, v repeated to the query heads, and their feature maps fq, fk; rotary
+        applied where the target says."""
         if self.rotary_after_feature_map:
-            fq, fk = self.apply_rotary(self.feature_map_q(q), self.map_k(k), cos, sin, unsqueeze_dim=2)
-        else:
-            q, k = self.apply_rotary(q, k, cos, sin, unsqueeze_dim=2)
-            fq, fk = self.feature_map_q(q), self.map_k(k)
-        return q, k, fq, fk, v
+            q, k, v = self.qkv(hidden_states)
+            k, v = self.repeat_kv(k, v)
+            fq, fk = self.apply_rotary(self.feature_map_q(q), self.map_k(k), *position_embeddings, unsqueeze_dim=2)
+            return q, k, fq, fk, v
+        q, k, v = self.rotated_qkv(hidden_states, position_embeddings)
+        k, v = self.repeat_kv(k, v)
+        return q, k, self.feature_map_q(q), self.map_k(k), v
 
     def forward(self, hidden_states, position_embeddings=None, attention_mask=None, cache=None, **kwargs):
         """attention_mask: the 2D padding mask over all tokens so far (1 = real token) or None."""
@@ -157,8 +163,7 @@ class LinearAttentionMixer(Mixer):
         """The window's keys and values live in the cache as the teacher's would: at the key/value heads, before
         repeat_kv and without feature maps. A decode step repeats and maps only the key leaving the window;
         a prefill after a cache repeats and maps the cached part of the window once."""
-        q, k, v = self.qkv(hidden_states)
-        q, k = self.apply_rotary(q, k, *position_embeddings, unsqueeze_dim=2)  # k at its own heads: the same values
+        q, k, v = self.rotated_qkv(hidden_states, position_embeddings)
         fq = self.feature_map_q(q)
         D, T = self.head_dim, q.shape[1]
         keys, values = update_window(cache, self.layer_idx, k, v)
