@@ -77,6 +77,18 @@ class HedgehogFeatureMap(nn.Module):
         init.copy_(self.weight, identity_like(self.weight))
 
 
+def signed_weights(*maps):
+    """Hedgehog maps' weights as one product's: [W_1, -W_1] over [W_2, -W_2] ..., [n * H, D, 2F], without autograd.
+    x @ [W, -W] is [z, -z] exactly (negation is exact), so a softmax over its two halves is the map's forward."""
+    return torch.cat([torch.cat([m.weight, -m.weight], -1) for m in maps]).detach()
+
+
+def signed_features(x, weight):
+    """Hedgehog features of x [n * H, B, D] on ``signed_weights``: [n * H, B, 2F]."""
+    z = torch.bmm(x, weight)
+    return z.unflatten(-1, (2, -1)).softmax(-1).flatten(-2)
+
+
 class SharedReluFeatureMap(nn.Module):
     """phi(x) = relu(x W + b), one map shared by all heads and by queries and keys (Mercat et al., 2024, SUPRA)."""
 

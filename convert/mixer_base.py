@@ -164,9 +164,10 @@ class Mixer(nn.Module):
     def qkv(self, hidden_states):
         """q [B, T, H, D], k and v [B, T, Hkv, D], after Qwen3's q/k norms where present."""
         B, T, _ = hidden_states.shape
-        q = self.q_proj(hidden_states).view(B, T, self.num_heads, self.head_dim)
-        k = self.k_proj(hidden_states).view(B, T, self.num_kv_heads, self.head_dim)
-        v = self.v_proj(hidden_states).view(B, T, self.num_kv_heads, self.head_dim)
+        x = hidden_states.reshape(B * T, -1)  # 2D: a projection of a 3D input costs two more views (decode counts ops)
+        q = self.q_proj(x).view(B, T, self.num_heads, self.head_dim)
+        k = self.k_proj(x).view(B, T, self.num_kv_heads, self.head_dim)
+        v = self.v_proj(x).view(B, T, self.num_kv_heads, self.head_dim)
         if self.q_norm is not None:
             q, k = self.q_norm(q), self.k_norm(k)
         return q, k, v

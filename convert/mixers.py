@@ -13,7 +13,7 @@ from transformers import initialization as init
 
 from linearize.convert.state_cache import get_state, set_state, update_window
 from linearize.convert.mixer_base import SINK_STATE, Mixer, SettingError, new_token_mask, zero_where_padding
-from linearize.convert.feature_maps import FEATURE_MAPS
+from linearize.convert.feature_maps import FEATURE_MAPS, HedgehogFeatureMap, signed_features, signed_weights
 from linearize.kernels.linear_attn.dispatch import linear_attn, normalized_linear_attn
 from linearize.kernels.window_attn.dispatch import window_attn, window_attn_step
 
@@ -75,6 +75,7 @@ class LinearAttentionMixer(Mixer):
         if self.window:
             # Per-head mix between the window's softmax and the linear part, stored as a logit.
             self.window_factor = nn.Parameter(torch.zeros(H))
+        self._step_cache = None  # see step_constants
 
     def settings(self):
         """What the checkpoint's config records to rebuild this mixer."""
@@ -113,6 +114,42 @@ class LinearAttentionMixer(Mixer):
     def map_k(self, k):
         return (self.feature_map_k or self.feature_map_q)(k)
 
+    def _apply(self, fn, recurse=True):  # .to() / .half() / .cuda(): step constants are rebuilt from the new weights
+        self._step_cache = None
+        return super()._apply(fn, recurse)
+
+    def step_constants(self, dtype):
+        """(Hedgehog's two map weights signed and stacked, or None for other maps; the window factor sigmoid(logit) as
+        [H, 1]) for a decode step. Without autograd they are kept between steps, keyed by their parameters' versions
+        (in-place updates and state-dict loads bump them; .to() drops them): each would cost a step ops, and a
+        step's time is its op count."""
+        maps = (self.feature_map_q, self.feature_map_k or self.feature_map_q)
+        hedgehog = all(isinstance(m, HedgehogFeatureMap) for m in maps)
+        if torch.is_grad_enabled():
+            return None, torch.sigmoid(self.window_factor)[:, None]
+        params = (self.window_factor, *(m.weight for m in maps)) if hedgehog else (self.window_factor,)
+        key = tuple((p.data_ptr(), p._version) for p in params) + (dtype,)
+        if self._step_cache is None or self._step_cache[0] != key:
+            weights = signed_weights(*maps).to(dtype) if hedgehog else None
+            self._step_cache = (key, weights, torch.sigmoid(self.window_factor.detach().float())[:, None])
+        return self._step_cache[1:]
+
+    def step_features(self, q, k=None, weights=None):
+        """A decode step's features: fq [B, H, F] (or [B, 1, H, F]) of the query q [B, 1, H, D] and, where a key k
+        [B, Hkv, D] (at the key/value heads, as the cache holds it) leaves the window, its features [B, H, F] at each
+        of its G query heads. With ``step_constants``' Hedgehog weights both maps run as one batched product and one
+        softmax (about a third of the ops of the maps' forwards)."""
+        if weights is None:
+            fk = None if k is None else self.map_k(self.repeat_kv(k[:, None])[0])[:, 0]
+            return self.feature_map_q(q), fk
+        B, _, H, D = q.shape
+        x = q.view(B, self.num_kv_heads, H // self.num_kv_heads, D)
+        if k is not None:  # query heads, then the leaving key once per query head that reads it (repeat_kv's order)
+            x = torch.cat([x, k[:, :, None].expand_as(x)], 1)
+        x = x.view(B, -1, D).transpose(0, 1)  # [H or 2H, B, D]
+        f = signed_features(x, weights if k is not None else weights[:H])
+        return f[:H].transpose(0, 1), None if k is None else f[H:].transpose(0, 1)
+
     def rotated_qkv(self, hidden_states, position_embeddings):
         """q [B, T, H, D], k and v at the key/value heads, rotary applied to q and k (per head: before repeat_kv)."""
         q, k, v = self.qkv(hidden_states)
@@ -134,7 +171,7 @@ class LinearAttentionMixer(Mixer):
     def forward(self, hidden_states, position_embeddings=None, attention_mask=None, cache=None, **kwargs):
         """attention_mask: the 2D padding mask over all tokens so far (1 = real token) or None."""
         B, T, _ = hidden_states.shape
-        state = get_state(cache, self.layer_idx)
+        state = previous = get_state(cache, self.layer_idx)
         log_decay = F.logsigmoid(self.decay_logit.float()) if self.decay else None
         if self.window:
             o, state = self.window_forward(hidden_states, position_embeddings, attention_mask, cache, state, log_decay,
@@ -155,36 +192,38 @@ class LinearAttentionMixer(Mixer):
             else:
                 o, state = normalized_linear_attn(fq, fk, v, g=g, initial_state=state,
                                                   output_final_state=cache is not None, mode=self.mode)
-        set_state(cache, self.layer_idx, state)
-        return self.o_proj(o.reshape(B, T, -1).to(hidden_states.dtype)), None
+        if state is not previous:  # a decode step updates the cache's own state in place
+            set_state(cache, self.layer_idx, state)
+        return self.o_proj(o.reshape(B * T, -1).to(hidden_states.dtype)).view(B, T, -1), None
 
     def window_forward(self, hidden_states, position_embeddings, attention_mask, cache, state, log_decay=None,
                        position_ids=None):
         """The window's keys and values live in the cache as the teacher's would: at the key/value heads, before
-        repeat_kv and without feature maps. A decode step repeats and maps only the key leaving the window;
-        a prefill after a cache repeats and maps the cached part of the window once."""
+        repeat_kv and without feature maps. A decode step reads them in place and maps only the key leaving the
+        window; a prefill after a cache repeats and maps the cached part of the window once."""
         q, k, v = self.rotated_qkv(hidden_states, position_embeddings)
-        fq = self.feature_map_q(q)
         D, T = self.head_dim, q.shape[1]
-        keys, values = update_window(cache, self.layer_idx, k, v)
-        P = 0 if keys is None else keys.shape[1] - T
+        keys, values = update_window(cache, self.layer_idx, k, v)  # head-major [B, Hkv, P + T, D]
+        P = 0 if keys is None else keys.shape[2] - T
         key_mask = None if attention_mask is None else attention_mask[:, -(P + T) :]
         sinks = None
         if self.sinks:
             sinks, key_mask = self.sink_keys(k, v, attention_mask, key_mask, cache, position_ids, P)
-        factor, scale = torch.sigmoid(self.window_factor), D**-0.5
+        scale = D**-0.5
         if T == 1 and keys is not None and self.mode in ("auto", "fla"):
             # Decode reads the cached window in place (a token's step is op overhead, not FLOPs).
-            evicted = self.map_k(self.repeat_kv(keys[:, :1])[0])[:, 0] if keys.shape[1] == self.window else None
+            weights, factor = self.step_constants(q.dtype)
+            fq, evicted = self.step_features(q, keys[:, :, 0] if keys.shape[2] == self.window else None, weights)
             inplace = state is not None and state.dtype == torch.float32 and not torch.is_grad_enabled()
             return window_attn_step(q, fq, keys, values, factor, self.window, scale, key_mask=key_mask,
                                     initial_state=state, log_decay=log_decay, sinks=sinks, evicted=evicted,
                                     inplace=inplace)
+        fq, factor = self.feature_map_q(q), torch.sigmoid(self.window_factor)
         k, v = self.repeat_kv(k, v)
         fk = zero_where_padding(self.map_k(k), new_token_mask(attention_mask, T))  # padding must not enter the state
         past = None
         if P:
-            past_k, past_v = self.repeat_kv(keys[:, :P], values[:, :P])
+            past_k, past_v = self.repeat_kv(keys[:, :, :P].transpose(1, 2), values[:, :, :P].transpose(1, 2))
             past = (past_k, self.map_k(past_k), past_v)  # padded keys are masked out by key_mask
         if sinks is not None:
             sinks = (*self.repeat_kv(*sinks[:2]), sinks[2])

@@ -116,9 +116,8 @@ def set_state(cache, layer_idx, state, state_idx=0):
 
 def update_window(cache, layer_idx, keys, values):
     """Add the new keys/values [B, T, H, D] to the layer's sliding window; returns the window's earlier keys
-    and values followed by the new ones, [B, P + T, H, D] (P < window; views of the cache), or (None, None)
-    without a cache."""
+    and values followed by the new ones as the cache holds them, head-major [B, H, P + T, D] (P < window), or
+    (None, None) without a cache."""
     if cache is None:
         return None, None
-    full_k, full_v = cache.update(keys.transpose(1, 2), values.transpose(1, 2), layer_idx)
-    return full_k.transpose(1, 2), full_v.transpose(1, 2)
+    return cache.update(keys.transpose(1, 2), values.transpose(1, 2), layer_idx)

@@ -34,6 +34,46 @@ def test_cached_decode_matches_full_forward(family, target, keep):
     assert_close(torch.cat(steps, 1), full, TOL)
 
 
+def decode_vs_forward(model, ids, split=9):
+    """Largest logit difference between prefill + one-token cached steps and one cache-free forward."""
+    with torch.no_grad():
+        full = model(ids).logits
+        cache = DynamicCache(config=model.config)
+        steps = [model(ids[:, :split], cache=cache, use_cache=True).logits]
+        steps += [model(ids[:, t : t + 1], cache=cache, use_cache=True).logits for t in range(split, ids.shape[1])]
+    return (torch.cat(steps, 1) - full).abs().max().item()
+
+
+def test_decode_follows_feature_map_weights_changed_after_a_decode():
+    """Plain LoLCATs (window 4, no decay or sinks) decodes through Hedgehog's fused step weights; after an
+    in-place update, a state-dict load and a dtype change of the maps' weights, the step's features still equal
+    the maps' own forwards and decode the cache-free forward (a stale fused weight would not)."""
+    base = tiny_base("llama")
+    model = perturb_new_parameters(convert(base, "lolcats", window=4))
+    ids = torch.randint(3, 128, (2, 21), generator=torch.Generator().manual_seed(5))
+    mixer = model.mixers()[0]
+    g = torch.Generator().manual_seed(6)
+    q, k = torch.randn(2, 1, mixer.num_heads, mixer.head_dim, generator=g), torch.randn(2, mixer.num_kv_heads,
+                                                                                      mixer.head_dim, generator=g)
+
+    def features_match():
+        with torch.no_grad():
+            fq, fk = mixer.step_features(q.to(model.dtype), k.to(model.dtype))  # fused
+        with torch.enable_grad():
+            ref_q, ref_k = mixer.step_features(q.to(model.dtype), k.to(model.dtype))  # the maps' forwards
+        return torch.allclose(fq, ref_q.view_as(fq), atol=1e-6) and torch.allclose(fk, ref_k, atol=1e-6)
+
+    assert features_match() and decode_vs_forward(model, ids) < TOL
+    with torch.no_grad():
+        mixer.feature_map_k.weight.mul_(-1.7)  # as an optimizer step would: in place
+    assert features_match() and decode_vs_forward(model, ids) < TOL
+    sd = {k: v + 0.5 * torch.randn_like(v) for k, v in mixer.feature_map_q.state_dict().items()}
+    mixer.feature_map_q.load_state_dict(sd)
+    assert features_match() and decode_vs_forward(model, ids) < TOL
+    model.to(torch.float64)
+    assert decode_vs_forward(model, ids) < TOL  # the fused weight follows the dtype (bmm refuses mixed ones)
+
+
 @pytest.mark.parametrize("target", TARGETS)
 def test_forms_agree_inside_the_model(target):
     """The mixers' parallel, chunked and recurrent forms give the same logits."""

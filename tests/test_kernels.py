@@ -78,7 +78,8 @@ def step_as_form(q, k, fq, fk, v, factor, window, scale, past=None, **kwargs):
     if past is not None:
         k, fk, v = (torch.cat([p, x], 1) for p, x in zip(past, (k, fk, v)))
     evicted = fk[:, 0] if k.shape[1] == window else None
-    return step_window_attn(q, fq, k, v, factor, window, scale, evicted=evicted, **kwargs)
+    return step_window_attn(q, fq, k.transpose(1, 2), v.transpose(1, 2), factor, window, scale, evicted=evicted,
+                            **kwargs)  # the window head-major, as the cache holds it
 
 
 LOG_DECAY = torch.log(torch.tensor([0.97, 0.8, 0.999]))  # one per head of window_inputs
@@ -455,7 +456,7 @@ def test_window_step_reads_keys_at_their_own_heads(with_sinks):
     g = torch.Generator().manual_seed(7)
     B, N, H, Hkv, D, F_ = 2, 5, 6, 2, 4, 6
     q, fq = torch.randn(B, 1, H, D, generator=g), torch.rand(B, 1, H, F_, generator=g)
-    keys, values = torch.randn(B, N, Hkv, D, generator=g), torch.randn(B, N, Hkv, D, generator=g)
+    keys, values = torch.randn(B, Hkv, N, D, generator=g), torch.randn(B, Hkv, N, D, generator=g)
     factor, evicted = torch.rand(H, generator=g), torch.rand(B, H, F_, generator=g)
     state = torch.rand(B, H, F_, D + 1, generator=g)
     mask = torch.ones(B, N, dtype=torch.bool)
@@ -464,9 +465,9 @@ def test_window_step_reads_keys_at_their_own_heads(with_sinks):
     if with_sinks:
         sinks = (torch.randn(B, 3, Hkv, D, generator=g), torch.randn(B, 3, Hkv, D, generator=g),
                  torch.tensor([[[True, True, False]], [[True, False, False]]]))
-    rep = lambda x: x.repeat_interleave(H // Hkv, dim=2)  # noqa: E731 repeat_kv's order
-    if with_sinks:
-        rep_sinks = (rep(sinks[0]), rep(sinks[1]), sinks[2])
+    rep = lambda x, dim=1: x.repeat_interleave(H // Hkv, dim=dim)  # noqa: E731 repeat_kv's order
+    if with_sinks:  # sinks are time-major [B, S, Hkv, D], as the sink store holds them
+        rep_sinks = (rep(sinks[0], 2), rep(sinks[1], 2), sinks[2])
     kwargs = dict(key_mask=mask, initial_state=state, log_decay=LOG_DECAY.repeat(2), evicted=evicted)
     o, s = step_window_attn(q, fq, keys, values, factor, N, 0.5, sinks=sinks, **kwargs)
     ref, ref_s = step_window_attn(q, fq, rep(keys), rep(values), factor, N, 0.5, sinks=rep_sinks, **kwargs)

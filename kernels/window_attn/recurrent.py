@@ -49,51 +49,50 @@ def recurrent_window_attn(q, k, fq, fk, v, factor, window, scale, key_mask=None,
 
 def step_window_attn(q, fq, keys, values, factor, window, scale, key_mask=None, initial_state=None, eps=1e-6,
                      log_decay=None, sinks=None, evicted=None, inplace=False):
-    """Decode: one query q [B, 1, H, D] (fq [B, 1, H, F]) against the window ``keys``, ``values`` [B, N, Hkv, *] with
-    the query's own token last (N <= window), at the key/value heads as the cache holds them (H = Hkv x G; query
-    head h reads key head h // G, repeat_kv's order): views of the cache's [B, Hkv, N, *] tensors are read in
-    place, nothing is repeated or concatenated. key_mask: [B, N] or None; sinks as in ``naive_window_attn`` for
-    this query but at the key/value heads. ``evicted``: when N == window, the feature-mapped first key [B, H, F],
-    which leaves the window into the state (aged window - 1 steps); None otherwise. Equals
-    ``recurrent_window_attn`` on the last token with the first N - 1 as ``past``.
-    A decode step's time is its op count, views included: every product is one bmm over B * Hkv groups of G
-    query rows on 3D views (matmul's broadcasting of 4D operands costs more views than the product).
+    """Decode: one query q [B, 1, H, D] (fq [B, 1, H, F] or [B, H, F]) against the window ``keys``, ``values``
+    [B, Hkv, N, *] as the cache holds them (head-major, at the key/value heads, the query's own token last,
+    N <= window; H = Hkv x G, query head h reads key head h // G, repeat_kv's order): read in place, nothing
+    repeated. key_mask: [B, N] or None; sinks as in ``naive_window_attn`` for this query but at the key/value
+    heads. ``evicted``: when N == window, the feature-mapped first key [B, H, F], which leaves the window into the
+    state (aged window - 1 steps); None otherwise. Equals ``recurrent_window_attn`` on the last token with the
+    first N - 1 as ``past``. factor: the window's share per head, [H] or [H, 1].
+    A decode step's time is its op count, views included (a view costs a third of a small product): every
+    product is one bmm over B * Hkv groups of G query rows on 3D views, and the values carry the normaliser's
+    column of ones, so one bmm gives the window's numerator and denominator and one lerp mixes both with the
+    linear part's.
     ``inplace``: decay and update an fp32 ``initial_state`` in place and return it (a decode cache's state,
     without autograd: the state is the step's largest tensor, and the cache would copy a new one back into it)."""
-    B, N, Hkv, D = keys.shape
-    H = q.shape[2]
-    G, BH = H // Hkv, B * H
-
-    def groups(x):  # [B, N, Hkv, *] -> [B * Hkv, N, *] in fp32: a view of the cache's head-major tensors
-        return x.transpose(1, 2).reshape(B * Hkv, x.shape[1], x.shape[3]).float()
-
-    K, V = groups(keys), groups(values)
-    qg = q.reshape(B * Hkv, G, D).float() * scale  # the G query heads that read each key head
+    B, Hkv, N, D = keys.shape
+    H, Vd, Fd = q.shape[2], values.shape[-1], fq.shape[-1]
+    G, dtype = H // Hkv, values.dtype
+    if dtype != torch.float32:
+        q, fq, keys, values = q.float(), fq.float(), keys.float(), values.float()
+    K, V = keys.reshape(B * Hkv, N, D), values.reshape(B * Hkv, N, Vd)
+    qg = q.reshape(B * Hkv, G, D) * scale  # the G query heads that read each key head
     scores = torch.bmm(qg, K.transpose(1, 2))  # [B * Hkv, G, N]
+    allowed = None if key_mask is None else key_mask.bool()
     if sinks is not None:
-        k_s, v_s, visible = sinks
-        scores = torch.cat([scores, torch.bmm(qg, groups(k_s).transpose(1, 2))], -1)
-        window_ok = scores.new_ones(B, N, dtype=torch.bool) if key_mask is None else key_mask.bool()
+        k_s, v_s, visible = sinks[0].float(), sinks[1].float(), sinks[2]
+        S = k_s.shape[1]
+        scores = torch.cat([scores, torch.bmm(qg, k_s.transpose(1, 2).reshape(B * Hkv, S, D).transpose(1, 2))], -1)
+        window_ok = scores.new_ones(B, N, dtype=torch.bool) if allowed is None else allowed
         allowed = torch.cat([window_ok, visible[:, 0].bool()], -1)  # [B, N + S]
-        V = torch.cat([V, groups(v_s)], 1)
-    else:
-        allowed = None if key_mask is None else key_mask.bool()
+        V = torch.cat([V, v_s.transpose(1, 2).reshape(B * Hkv, S, Vd)], 1)
+    V1 = F.pad(V, (0, 1), value=1.0)  # [value, 1]: numerator and denominator
     if allowed is None:  # the query's own key is always there: the row's max is finite
         p = (scores - scores.amax(-1, keepdim=True)).exp_()
     else:
-        scores = scores.view(B, Hkv * G, -1).masked_fill(~allowed[:, None], float("-inf")).view(B * Hkv, G, -1)
+        scores = scores.view(B, H, -1).masked_fill(~allowed[:, None], float("-inf")).view(B * Hkv, G, -1)
         p = (scores - scores.amax(-1, keepdim=True).nan_to_num(neginf=0.0)).exp_()  # no allowed key: zeros
-    Vd = V.shape[-1]
-    Fd = fq.shape[-1]
     state = fq.new_zeros(B, H, Fd, Vd + 1, dtype=torch.float32) if initial_state is None else initial_state.float()
     if log_decay is not None:  # now at the time of this query
         decay = log_decay.float().exp()[None, :, None, None]
         state = state.mul_(decay) if inplace else state * decay
-    linear = torch.bmm(fq.reshape(BH, 1, Fd).float(), state.view(BH, Fd, Vd + 1))  # [BH, 1, V + 1]
-    a = factor.float()[None].expand(B, H).reshape(BH, 1, 1)
-    num = torch.lerp(linear[..., :Vd], torch.bmm(p, V).view(BH, 1, Vd), a)  # a * softmax + (1 - a) * linear
-    den = torch.lerp(linear[..., Vd:], p.sum(-1, keepdim=True).view(BH, 1, 1), a)
-    o = (num / (den + eps)).view(B, 1, H, Vd)
+    linear = torch.bmm(fq.reshape(B * H, 1, Fd), state.view(B * H, Fd, Vd + 1))  # [B * H, 1, V + 1]
+    # a * window + (1 - a) * linear, numerator and denominator at once
+    a = factor.float() if factor.dim() == 2 else factor.float()[:, None]  # [H, 1]: broadcasts over the batch
+    mixed = torch.lerp(linear.view(B, H, Vd + 1), torch.bmm(p, V1).view(B, H, Vd + 1), a)
+    o = (mixed[..., :Vd] / (mixed[..., Vd:] + eps)).view(B, 1, H, Vd)
     if evicted is not None:  # the oldest key leaves the window: into the state, aged window - 1 steps
         fk = evicted.float()
         if key_mask is not None:
@@ -101,8 +100,10 @@ def step_window_attn(q, fq, keys, values, factor, window, scale, key_mask=None, 
         if log_decay is not None:
             fk = fk * (log_decay.float() * (window - 1)).exp()[None, :, None]
         # Each key head's value goes to its G query heads' states: [B * Hkv, G * F, V + 1] views, no repeat.
-        v1 = F.pad(values[:, 0].float(), (0, 1), value=1.0)  # [B, Hkv, V + 1]: the value and the normaliser's 1
-        outer = (fk.reshape(B * Hkv, G * Fd, 1), v1.reshape(B * Hkv, 1, Vd + 1))
+        outer = (fk.reshape(B * Hkv, G * Fd, 1), V1[:, :1])
         flat = state.view(B * Hkv, G * Fd, Vd + 1)
-        state = (flat.baddbmm_(*outer) if inplace else torch.baddbmm(flat, *outer)).view(B, H, Fd, Vd + 1)
-    return o.to(values.dtype), state
+        if inplace:
+            flat.baddbmm_(*outer)
+        else:
+            state = torch.baddbmm(flat, *outer).view(B, H, Fd, Vd + 1)
+    return o.to(dtype), state
