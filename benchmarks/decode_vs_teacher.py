@@ -1,6 +1,9 @@
 """Decode ms/token of the teacher and converted students at given context lengths, measured in one process with
 the models' rounds interleaved (teacher, student, teacher, ...), so a busy spell of a shared machine hits all of
-them alike. Students are undistilled conversions: decode speed does not depend on training.
+them alike. The teacher's KV cache is cropped back to the context after each round, so every round measures it at
+the stated length (a growing cache would slow it and flatter the students). Students are undistilled conversions:
+decode speed does not depend on training. Ratios: the median over rounds of student / teacher in the same round
+(paired: a slow spell of the shared machine moves both), and the ratio of the two medians.
 
     python benchmarks/decode_vs_teacher.py --contexts 512,16384 --out benchmarks/smollm2/decode-vs-teacher.md
 """
@@ -38,7 +41,8 @@ def main():
         settings = dict(settings)
         models[name] = convert(teacher, settings.pop("target"), **settings).eval()
     lines = [f"decode ms/token, {args.base}, float32, torch threads {torch.get_num_threads()}, {args.rounds} "
-             f"interleaved rounds of {args.tokens} steps (median, min); ratio = student median / teacher median", "",
+             f"interleaved rounds of {args.tokens} steps: median (min) ms; paired ratio = median over rounds of "
+             "student / teacher in the same round; ratio of medians in brackets", "",
              "| context | " + " | ".join(models) + " |", "|---" * (len(models) + 1) + "|"]
     for context in (int(c) for c in args.contexts.split(",")):
         runs = {}
@@ -47,11 +51,15 @@ def main():
             _, token = decode(model, cache, token, 2)  # warm-up
             runs[name] = [model, cache, token, []]
         for _ in range(args.rounds):
-            for run in runs.values():
+            for name, run in runs.items():
                 seconds, run[2] = decode(run[0], run[1], run[2], args.tokens)
                 run[3].append(1000 * seconds)
+                if name == "teacher":
+                    run[1].crop(context + 2 - run[1].get_seq_length())  # back to the stated context (negative: tokens to drop)
         med = {name: statistics.median(run[3]) for name, run in runs.items()}
-        cells = [f"{med[n]:.1f} ({min(runs[n][3]):.1f}), {med[n] / med['teacher']:.2f}x" for n in models]
+        paired = {n: statistics.median(s / t for s, t in zip(runs[n][3], runs["teacher"][3])) for n in models}
+        cells = [f"{med[n]:.1f} ({min(runs[n][3]):.1f}), {paired[n]:.2f}x ({med[n] / med['teacher']:.2f}x)"
+                 for n in models]
         lines.append(f"| {context} | " + " | ".join(cells) + " |")
         print(lines[-1], flush=True)
         del runs

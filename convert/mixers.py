@@ -120,17 +120,19 @@ class LinearAttentionMixer(Mixer):
 
     def step_constants(self, dtype):
         """(Hedgehog's two map weights signed and stacked, or None for other maps; the window factor sigmoid(logit) as
-        [H, 1]) for a decode step. Without autograd they are kept between steps, keyed by their parameters' versions
-        (in-place updates and state-dict loads bump them; .to() drops them): each would cost a step ops, and a
-        step's time is its op count."""
-        maps = (self.feature_map_q, self.feature_map_k or self.feature_map_q)
-        hedgehog = all(isinstance(m, HedgehogFeatureMap) for m in maps)
+        [H, 1]) for a decode step. Without autograd they are kept between steps, keyed by the parameters' identities
+        and versions (in-place updates and state-dict loads bump them; .to() drops them): each would cost a step
+        ops, and a step's time is its op count. The key is read through the modules' dicts (attribute access
+        costs a microsecond a name)."""
         if torch.is_grad_enabled():
             return None, torch.sigmoid(self.window_factor)[:, None]
-        params = (self.window_factor, *(m.weight for m in maps)) if hedgehog else (self.window_factor,)
-        key = tuple((p.data_ptr(), p._version) for p in params) + (dtype,)
+        map_q = self._modules["feature_map_q"]
+        map_k = self._modules["feature_map_k"] or map_q
+        params = (self._parameters["window_factor"], map_q._parameters.get("weight"), map_k._parameters.get("weight"))
+        key = (dtype,) + tuple(None if p is None else (id(p), p.data_ptr(), p._version) for p in params)
         if self._step_cache is None or self._step_cache[0] != key:
-            weights = signed_weights(*maps).to(dtype) if hedgehog else None
+            hedgehog = isinstance(map_q, HedgehogFeatureMap) and isinstance(map_k, HedgehogFeatureMap)
+            weights = signed_weights(map_q, map_k).to(dtype) if hedgehog else None
             self._step_cache = (key, weights, torch.sigmoid(self.window_factor.detach().float())[:, None])
         return self._step_cache[1:]
 
@@ -207,7 +209,10 @@ class LinearAttentionMixer(Mixer):
         P = 0 if keys is None else keys.shape[2] - T
         key_mask = None if attention_mask is None else attention_mask[:, -(P + T) :]
         sinks = None
-        if self.sinks:
+        if self.sinks and self.past_the_sinks(T, keys, key_mask, position_ids):
+            store = get_state(cache, self.layer_idx, SINK_STATE)  # full, and no window key is a sink
+            sinks, key_mask = (store[..., :D], store[..., D:], None), None
+        elif self.sinks:
             sinks, key_mask = self.sink_keys(k, v, attention_mask, key_mask, cache, position_ids, P)
         scale = D**-0.5
         if T == 1 and keys is not None and self.mode in ("auto", "fla"):
@@ -229,6 +234,15 @@ class LinearAttentionMixer(Mixer):
             sinks = (*self.repeat_kv(*sinks[:2]), sinks[2])
         return window_attn(q, k, fq, fk, v, factor, self.window, scale, mode=self.mode, key_mask=key_mask, past=past,
                            initial_state=state, log_decay=log_decay, sinks=sinks)
+
+    def past_the_sinks(self, T, keys, key_mask, position_ids):
+        """A CPU decode step where every row is at position >= sinks + window - 1 with no padding in its window: the
+        sink store is full and stays so, no window key is a sink, and nothing needs a mask (the general path costs
+        about 30 ops a step). The check is two reductions read on the host: free on CPU, where tensors are
+        synchronous, but a stall on a GPU stream, so GPUs take the general path."""
+        return (T == 1 and keys is not None and position_ids is not None and position_ids.device.type == "cpu"
+                and int(position_ids.min()) >= self.sinks + self.window - 1
+                and (key_mask is None or bool(key_mask.all())))
 
     def sink_keys(self, k, v, attention_mask, key_mask, cache, position_ids, P):
         """(sinks for the kernel at the key/value heads, key mask without the sink tokens). Slot s of the sink store

@@ -474,3 +474,11 @@ def test_window_step_reads_keys_at_their_own_heads(with_sinks):
     torch.testing.assert_close(o, ref)
     torch.testing.assert_close(s, ref_s)
     assert not torch.equal(s, state)  # the evicted key entered the state (not in place: autograd may be on)
+    if with_sinks:  # visible None means every sink visible, with or without a key mask
+        every = (sinks[0], sinks[1], torch.ones_like(sinks[2]))
+        for mask in (None, mask):
+            kw = {**kwargs, "key_mask": mask}
+            o, s = step_window_attn(q, fq, keys, values, factor, N, 0.5, sinks=(*sinks[:2], None), **kw)
+            ref, ref_s = step_window_attn(q, fq, keys, values, factor, N, 0.5, sinks=every, **kw)
+            torch.testing.assert_close(o, ref)
+            torch.testing.assert_close(s, ref_s)

@@ -53,9 +53,10 @@ def step_window_attn(q, fq, keys, values, factor, window, scale, key_mask=None, 
     [B, Hkv, N, *] as the cache holds them (head-major, at the key/value heads, the query's own token last,
     N <= window; H = Hkv x G, query head h reads key head h // G, repeat_kv's order): read in place, nothing
     repeated. key_mask: [B, N] or None; sinks as in ``naive_window_attn`` for this query but at the key/value
-    heads. ``evicted``: when N == window, the feature-mapped first key [B, H, F], which leaves the window into the
-    state (aged window - 1 steps); None otherwise. Equals ``recurrent_window_attn`` on the last token with the
-    first N - 1 as ``past``. factor: the window's share per head, [H] or [H, 1].
+    heads (visible None: every sink visible). ``evicted``: when N == window, the feature-mapped first key
+    [B, H, F], which leaves the window into the state (aged window - 1 steps); None otherwise. Equals
+    ``recurrent_window_attn`` on the last token with the first N - 1 as ``past``. factor: the window's share per
+    head, [H] or [H, 1].
     A decode step's time is its op count, views included (a view costs a third of a small product): every
     product is one bmm over B * Hkv groups of G query rows on 3D views, and the values carry the normaliser's
     column of ones, so one bmm gives the window's numerator and denominator and one lerp mixes both with the
@@ -75,8 +76,11 @@ def step_window_attn(q, fq, keys, values, factor, window, scale, key_mask=None, 
         k_s, v_s, visible = sinks[0].float(), sinks[1].float(), sinks[2]
         S = k_s.shape[1]
         scores = torch.cat([scores, torch.bmm(qg, k_s.transpose(1, 2).reshape(B * Hkv, S, D).transpose(1, 2))], -1)
-        window_ok = scores.new_ones(B, N, dtype=torch.bool) if allowed is None else allowed
-        allowed = torch.cat([window_ok, visible[:, 0].bool()], -1)  # [B, N + S]
+        if visible is not None:  # None: every sink visible
+            window_ok = scores.new_ones(B, N, dtype=torch.bool) if allowed is None else allowed
+            allowed = torch.cat([window_ok, visible[:, 0].bool()], -1)  # [B, N + S]
+        elif allowed is not None:
+            allowed = torch.cat([allowed, allowed.new_ones(B, S)], -1)
         V = torch.cat([V, v_s.transpose(1, 2).reshape(B * Hkv, S, Vd)], 1)
     V1 = F.pad(V, (0, 1), value=1.0)  # [value, 1]: numerator and denominator
     if allowed is None:  # the query's own key is always there: the row's max is finite
