@@ -10,6 +10,7 @@ decode speed does not depend on training. Ratios: the median over rounds of stud
 
 import argparse
 import statistics
+import sys
 import time
 
 import torch
@@ -67,8 +68,7 @@ def main():
     print(text)
     if args.out:
         with open(args.out, "w") as f:
-            f.write(f"`python benchmarks/decode_vs_teacher.py --contexts {args.contexts} --out {args.out}`, "
-                    f"{time.strftime('%Y-%m-%d')}\n\n" + text)
+            f.write(f"`python {' '.join(sys.argv)}`, {time.strftime('%Y-%m-%d')}\n\n" + text)
 
 
 if __name__ == "__main__":
