@@ -208,6 +208,8 @@ class LinearAttentionMixer(Mixer):
         keys, values = update_window(cache, self.layer_idx, k, v)  # head-major [B, Hkv, P + T, D]
         P = 0 if keys is None else keys.shape[2] - T
         key_mask = None if attention_mask is None else attention_mask[:, -(P + T) :]
+        if T == 1 and key_mask is not None and key_mask.device.type == "cpu" and bool(key_mask.all()):
+            key_mask = None  # generate passes a mask; on CPU reading it is free and an all-ones window needs none
         sinks = None
         if self.sinks and self.past_the_sinks(T, keys, key_mask, position_ids):
             store = get_state(cache, self.layer_idx, SINK_STATE)  # full, and no window key is a sink
@@ -236,13 +238,13 @@ class LinearAttentionMixer(Mixer):
                            initial_state=state, log_decay=log_decay, sinks=sinks)
 
     def past_the_sinks(self, T, keys, key_mask, position_ids):
-        """A CPU decode step where every row is at position >= sinks + window - 1 with no padding in its window: the
+        """A CPU decode step where every row is at position >= sinks + window - 1 with no padding in its window (an
+        all-ones window mask is dropped before this is asked): the
         sink store is full and stays so, no window key is a sink, and nothing needs a mask (the general path costs
         about 30 ops a step). The check is two reductions read on the host: free on CPU, where tensors are
         synchronous, but a stall on a GPU stream, so GPUs take the general path."""
-        return (T == 1 and keys is not None and position_ids is not None and position_ids.device.type == "cpu"
-                and int(position_ids.min()) >= self.sinks + self.window - 1
-                and (key_mask is None or bool(key_mask.all())))
+        return (T == 1 and keys is not None and key_mask is None and position_ids is not None
+                and position_ids.device.type == "cpu" and int(position_ids.min()) >= self.sinks + self.window - 1)
 
     def sink_keys(self, k, v, attention_mask, key_mask, cache, position_ids, P):
         """(sinks for the kernel at the key/value heads, key mask without the sink tokens). Slot s of the sink store

@@ -74,6 +74,20 @@ def test_decode_follows_feature_map_weights_changed_after_a_decode():
     assert decode_vs_forward(model, ids) < TOL  # the fused weight follows the dtype (bmm refuses mixed ones)
 
 
+def test_plain_lolcats_generate_with_a_padded_mask_matches_the_forward():
+    """generate passes an attention mask: a decode step whose window holds a padded key keeps it, one whose
+    window is all real tokens drops it (CPU); both score every step as the cache-free forward does."""
+    model = perturb_new_parameters(convert(tiny_base("llama"), "lolcats", window=4))
+    ids = torch.randint(3, 128, (2, 4), generator=torch.Generator().manual_seed(8))
+    mask = torch.ones_like(ids)
+    mask[1, :2] = 0  # left padding: the second row's first decode windows hold a padded key
+    out = model.generate(ids, attention_mask=mask, max_new_tokens=10, min_new_tokens=10, do_sample=False,
+                         output_logits=True, return_dict_in_generate=True)
+    with torch.no_grad():
+        full = model(out.sequences, attention_mask=torch.cat([mask, torch.ones(2, 10, dtype=mask.dtype)], 1)).logits
+    assert_close(torch.stack(out.logits, 1), full[:, 3:-1], TOL)
+
+
 @pytest.mark.parametrize("target", TARGETS)
 def test_forms_agree_inside_the_model(target):
     """The mixers' parallel, chunked and recurrent forms give the same logits."""
