@@ -26,7 +26,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from zero3_memory import SHAPE, rss_kib as kib  # the same random Llama shape (156M parameters)
+from zero3_memory import SHAPE, report, rss_kib as kib  # the same random Llama shape (156M parameters)
 
 
 def build(args):
@@ -132,11 +132,7 @@ def main(argv=None):
         diff = max(((a - b).abs().max().item() for a, b in zip(r["grads"], whole["grads"]) if a is not None or b is not None),
                    default=0.0)  # None: a parameter without gradient (sequences within the window reach no feature map)
         lines.append(f"| {mode} | {r['step_peak'] / mib:,.0f} MiB | {r['seconds']:.1f} | {r['loss']:.6g} | {diff:.1e} |")
-    table = "\n".join(lines) + "\n"
-    print(table)
-    if args.md:
-        with open(args.md, "a") as f:
-            f.write("\n" + table)
+    report(lines, args.md)
 
 
 if __name__ == "__main__":

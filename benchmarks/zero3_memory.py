@@ -174,10 +174,15 @@ def main(argv=None):
                        f"{s['process_peak'] / gib:.2f} GiB |")
                 print(row, flush=True)
                 lines.append(row)
+    report(lines, args.md)
+
+
+def report(lines, md=None):
+    """Print the table and append it to ``md`` (the benchmark's committed record)."""
     table = "\n".join(lines) + "\n"
     print(table)
-    if args.md:
-        with open(args.md, "a") as f:
+    if md:
+        with open(md, "a") as f:
             f.write("\n" + table)
 
 
