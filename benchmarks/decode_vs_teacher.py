@@ -3,7 +3,8 @@ the models' rounds interleaved (teacher, student, teacher, ...), so a busy spell
 them alike. The teacher's KV cache is cropped back to the context after each round, so every round measures it at
 the stated length (a growing cache would slow it and flatter the students). Students are undistilled conversions:
 decode speed does not depend on training. Ratios: the median over rounds of student / teacher in the same round
-(paired: a slow spell of the shared machine moves both), and the ratio of the two medians.
+(paired: a slow spell of the shared machine moves both), and the ratio of the two medians. The models' order rotates
+from round to round.
 
     python benchmarks/decode_vs_teacher.py --contexts 512,16384 --out benchmarks/smollm2/decode-vs-teacher.md
 """
@@ -33,12 +34,16 @@ def main():
     ap.add_argument("--rounds", type=int, default=9)
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--out", default=None)
+    ap.add_argument("--control", action="store_true",
+                    help="also measure a second, identical all-lolcats student: how far apart two copies of one "
+                         "model come out is the run's noise floor")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     teacher = load_base(args.base, dtype="float32").eval()
     models = {"teacher": teacher}
-    for name, settings in STUDENTS.items():
+    students = {**STUDENTS, "all-lolcats-copy": STUDENTS["all-lolcats"]} if args.control else STUDENTS
+    for name, settings in students.items():
         settings = dict(settings)
         models[name] = convert(teacher, settings.pop("target"), **settings).eval()
     lines = [f"decode ms/token, {args.base}, float32, torch threads {torch.get_num_threads()}, {args.rounds} "
@@ -51,8 +56,12 @@ def main():
             cache, token, _ = prefill(model, context)
             _, token = decode(model, cache, token, 2)  # warm-up
             runs[name] = [model, cache, token, []]
-        for _ in range(args.rounds):
-            for name, run in runs.items():
+        names = list(runs)
+        for r in range(args.rounds):
+            # Each round starts one model later: in a fixed order the model right after the teacher ran slower than
+            # an identical copy of it measured after it (--control shows the two copies side by side).
+            for name in names[r % len(names):] + names[: r % len(names)]:
+                run = runs[name]
                 seconds, run[2] = decode(run[0], run[1], run[2], args.tokens)
                 run[3].append(1000 * seconds)
                 if name == "teacher":

@@ -55,6 +55,11 @@ class ReluMLPFeatureMap(nn.Module):
         init.zeros_(self.bias)
 
 
+def hedgehog(z):
+    """[softmax(z), softmax(-z)] over z's last dim, as [..., 2, F]: both halves in one softmax call."""
+    return torch.stack([z, -z], -2).softmax(-1)
+
+
 class HedgehogFeatureMap(nn.Module):
     """phi(x) = [softmax(x W_h), softmax(-x W_h)], one learned map per head (Zhang et al., 2024, Hedgehog).
 
@@ -70,23 +75,10 @@ class HedgehogFeatureMap(nn.Module):
         self.reset_linearize_parameters()
 
     def forward(self, x):
-        z = per_head(x, self.weight)
-        return torch.stack([z, -z], -2).softmax(-1).flatten(-2)  # [softmax(z), softmax(-z)] in one softmax call
+        return hedgehog(per_head(x, self.weight)).flatten(-2)
 
     def reset_linearize_parameters(self):
         init.copy_(self.weight, identity_like(self.weight))
-
-
-def signed_weights(*maps):
-    """Hedgehog maps' weights as one product's: [W_1, -W_1] over [W_2, -W_2] ..., [n * H, D, 2F], without autograd.
-    x @ [W, -W] is [z, -z] exactly (negation is exact), so a softmax over its two halves is the map's forward."""
-    return torch.cat([torch.cat([m.weight, -m.weight], -1) for m in maps]).detach()
-
-
-def signed_features(x, weight):
-    """Hedgehog features of x [n * H, B, D] on ``signed_weights``: [n * H, B, 2F]."""
-    z = torch.bmm(x, weight)
-    return z.unflatten(-1, (2, -1)).softmax(-1).flatten(-2)
 
 
 class SharedReluFeatureMap(nn.Module):

@@ -39,8 +39,7 @@ class GLAAttention(Mixer):
         q, k, v = self.qkv(hidden_states)
         k, v = self.repeat_kv(k, v)
         g = zero_where_padding(F.logsigmoid(k.float()) / self.gate_temperature, valid)
-        cos, sin = position_embeddings
-        q, k = self.apply_rotary(q, k, cos, sin, unsqueeze_dim=2)
+        q, k = self.rotate(q, k, position_embeddings, kwargs.get("step_rotation"))
         fq, fk = F.elu(q) + 1, zero_where_padding(F.elu(k) + 1, valid)
         o, state = normalized_linear_attn(fq, fk, v, g=g, initial_state=get_state(cache, self.layer_idx),
                                           output_final_state=cache is not None, mode=self.mode)

@@ -62,6 +62,17 @@ def causal_conv(x, weight, bias, cache, layer_idx):
     return out[..., : seq.shape[-1]][..., -T:].transpose(1, 2)
 
 
+def step_rotation(apply_rotary, cos, sin, batch_size):
+    """Rotary for a one-token step as one product: M [batch_size, D, D] with ``x @ M`` the family's rotary of x
+    [B, heads, D] at each row's position (cos, sin [B or 1, 1, D]). Rotary is linear in x, so M's rows are the
+    identity's rows rotated by the family's own function. The model makes it once per step for all its mixers: a
+    decode step's time is its op count, and rotary's halves, negation, concatenation, products and sum are about ten
+    ops per tensor."""
+    D = cos.shape[-1]
+    eye = torch.eye(D, dtype=cos.dtype, device=cos.device).expand(cos.shape[0], 1, D, D)
+    return apply_rotary(eye, eye[:, :, :1], cos, sin, unsqueeze_dim=2)[0][:, 0].expand(batch_size, D, D)
+
+
 class Mixer(nn.Module):
     """Base of all mixers: q/k/v/o (and Qwen3's q/k norms) are the family attention's own modules."""
 
@@ -171,6 +182,30 @@ class Mixer(nn.Module):
         if self.q_norm is not None:
             q, k = self.q_norm(q), self.k_norm(k)
         return q, k, v
+
+    def step_qkv(self, hidden_states, position_embeddings, rotation=None):
+        """A one-token step's q [B, H, D] and k, v head-major [B, Hkv, 1, D] (as the window cache holds them), after
+        Qwen3's q/k norms and rotary. Each tensor is viewed once, in the layout its next product reads, and with the
+        model's ``step_rotation`` rotary is one product per tensor (a decode step's time is its op count)."""
+        B, D = hidden_states.shape[0], self.head_dim
+        x = hidden_states.reshape(B, -1)
+        q = self.q_proj(x).view(B, self.num_heads, D)
+        k = self.k_proj(x).view(B, self.num_kv_heads, D)
+        v = self.v_proj(x).view(B, self.num_kv_heads, 1, D)
+        if self.q_norm is not None:
+            q, k = self.q_norm(q), self.k_norm(k)
+        if rotation is None:
+            q, k = self.apply_rotary(q[:, None], k[:, None], *position_embeddings, unsqueeze_dim=2)
+            return q[:, 0], k.transpose(1, 2), v
+        return torch.bmm(q, rotation), torch.bmm(k, rotation).view(B, -1, 1, D), v
+
+    def rotate(self, q, k, position_embeddings, rotation=None):
+        """Rotary on q and k [B, T, heads, D]; a one-token step with the model's ``step_rotation``
+        (``rotation``) takes one product per tensor instead of rotary's ten ops."""
+        if rotation is None or q.shape[1] != 1:
+            return self.apply_rotary(q, k, *position_embeddings, unsqueeze_dim=2)
+        B, D = q.shape[0], q.shape[-1]
+        return tuple(torch.bmm(x.reshape(B, -1, D), rotation).view(x.shape) for x in (q, k))
 
     def repeat_kv(self, *xs):
         """Repeat KV-head tensors [B, T, Hkv, *] to the query heads (GQA)."""

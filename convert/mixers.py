@@ -13,9 +13,9 @@ from transformers import initialization as init
 
 from linearize.convert.state_cache import get_state, set_state, update_window
 from linearize.convert.mixer_base import SINK_STATE, Mixer, SettingError, new_token_mask, zero_where_padding
-from linearize.convert.feature_maps import FEATURE_MAPS, HedgehogFeatureMap, signed_features, signed_weights
+from linearize.convert.feature_maps import FEATURE_MAPS, HedgehogFeatureMap, hedgehog
 from linearize.kernels.linear_attn.dispatch import linear_attn, normalized_linear_attn
-from linearize.kernels.window_attn.dispatch import window_attn, window_attn_step
+from linearize.kernels.window_attn.dispatch import step_decays, window_attn, window_attn_step, with_ones
 
 
 def retnet_log_decays(num_heads):
@@ -106,7 +106,7 @@ class LinearAttentionMixer(Mixer):
         V = self.head_dim + (0 if self.output_norm else 1)
         state = batch_size * self.num_heads * self.feature_map_q.out_dim * V * 4
         if self.window:
-            per_token = self.num_kv_heads * 2 * self.head_dim  # keys and values at the key/value heads
+            per_token = self.num_kv_heads * (2 * self.head_dim + 1)  # keys, values + ones at the key/value heads
             state += batch_size * (self.window - 1 + self.sinks) * per_token * self.q_proj.weight.element_size()
         return state
 
@@ -119,54 +119,67 @@ class LinearAttentionMixer(Mixer):
         return super()._apply(fn, recurse)
 
     def step_constants(self, dtype):
-        """(Hedgehog's two map weights signed and stacked, or None for other maps; the window factor sigmoid(logit) as
-        [H, 1]) for a decode step. Without autograd they are kept between steps, keyed by the parameters' identities
-        and versions (in-place updates and state-dict loads bump them; .to() drops them): each would cost a step
-        ops, and a step's time is its op count. The key is read through the modules' dicts (attribute access
-        costs a microsecond a name)."""
+        """(Hedgehog's query and key map weights stacked, [2H, D, F], or None for other maps; the window factor
+        sigmoid(logit) as [H, 1]; ``step_decays`` or None) for a decode step. Without autograd they are kept between
+        steps, keyed by the parameters' identities and versions (in-place updates and state-dict loads bump them;
+        .to() drops them): each would cost a step ops, and a step's time is its op count. The key is read through
+        the modules' dicts (attribute access costs a microsecond a name)."""
         if torch.is_grad_enabled():
-            return None, torch.sigmoid(self.window_factor)[:, None]
+            decays = step_decays(F.logsigmoid(self.decay_logit.float()), self.window) if self.decay else None
+            return None, torch.sigmoid(self.window_factor)[:, None], decays
         map_q = self._modules["feature_map_q"]
         map_k = self._modules["feature_map_k"] or map_q
-        params = (self._parameters["window_factor"], map_q._parameters.get("weight"), map_k._parameters.get("weight"))
+        params = (self._parameters["window_factor"], self._parameters.get("decay_logit"),
+                  map_q._parameters.get("weight"), map_k._parameters.get("weight"))
         key = (dtype,) + tuple(None if p is None else (id(p), p.data_ptr(), p._version) for p in params)
         if self._step_cache is None or self._step_cache[0] != key:
-            hedgehog = isinstance(map_q, HedgehogFeatureMap) and isinstance(map_k, HedgehogFeatureMap)
-            weights = signed_weights(map_q, map_k).to(dtype) if hedgehog else None
-            self._step_cache = (key, weights, torch.sigmoid(self.window_factor.detach().float())[:, None])
+            weights = decays = None
+            if isinstance(map_q, HedgehogFeatureMap) and isinstance(map_k, HedgehogFeatureMap):
+                weights = torch.cat([map_q.weight, map_k.weight]).detach().to(dtype)
+            if self.decay:
+                decays = step_decays(F.logsigmoid(self.decay_logit.detach().float()), self.window)
+            self._step_cache = (key, weights, torch.sigmoid(self.window_factor.detach().float())[:, None], decays)
         return self._step_cache[1:]
 
     def step_features(self, q, k=None, weights=None):
-        """A decode step's features: fq [B, H, F] (or [B, 1, H, F]) of the query q [B, 1, H, D] and, where a key k
-        [B, Hkv, D] (at the key/value heads, as the cache holds it) leaves the window, its features [B, H, F] at each
-        of its G query heads. With ``step_constants``' Hedgehog weights both maps run as one batched product and one
-        softmax (about a third of the ops of the maps' forwards)."""
+        """A decode step's features: of the query q [B, H, D] (or [B, 1, H, D]), and, where the window's first key k [B, Hkv, 1, D]
+        (at the key/value heads, as the cache holds it) leaves the window, of that key at each of its G query heads;
+        both in [B, H] order first. With ``step_constants``' stacked Hedgehog weights both maps are one batched
+        product over 2H heads and one pair of softmaxes; without them, the maps' forwards ([B, 1, H, F])."""
         if weights is None:
-            fk = None if k is None else self.map_k(self.repeat_kv(k[:, None])[0])[:, 0]
+            fk = None if k is None else self.map_k(self.repeat_kv(k.transpose(1, 2))[0])
             return self.feature_map_q(q), fk
-        B, _, H, D = q.shape
-        x = q.view(B, self.num_kv_heads, H // self.num_kv_heads, D)
-        if k is not None:  # query heads, then the leaving key once per query head that reads it (repeat_kv's order)
-            x = torch.cat([x, k[:, :, None].expand_as(x)], 1)
-        x = x.view(B, -1, D).transpose(0, 1)  # [H or 2H, B, D]
-        f = signed_features(x, weights if k is not None else weights[:H])
-        return f[:H].transpose(0, 1), None if k is None else f[H:].transpose(0, 1)
+        B, H, D = q.shape[0], q.shape[-2], q.shape[-1]
+        Hkv = self.num_kv_heads
+        one = B == 1  # one sequence: head-major and batch-major layouts are the same memory, and views suffice
+        # [Hkv, G, B, D]: head-major, as the weights
+        x = q.view(Hkv, H // Hkv, 1, D) if one else q.view(B, Hkv, H // Hkv, D).permute(1, 2, 0, 3)
+        if k is None:
+            z = torch.bmm(x.reshape(H, B, D), weights[:H])
+        else:  # the leaving key once per query head that reads it (repeat_kv's order)
+            k = k.view(Hkv, 1, 1, D) if one else k.permute(1, 2, 0, 3)
+            z = torch.bmm(torch.cat([x, k.expand_as(x)]).view(2 * H, B, D), weights)
+        f = hedgehog(z)  # [H or 2H, B, 2, F]
+        if not one:
+            f = f.transpose(0, 1)
+            return (f, None) if k is None else (f[:, :H], f[:, H:])
+        return (f, None) if k is None else (f[:H], f[H:])
 
-    def rotated_qkv(self, hidden_states, position_embeddings):
+    def rotated_qkv(self, hidden_states, position_embeddings, rotation=None):
         """q [B, T, H, D], k and v at the key/value heads, rotary applied to q and k (per head: before repeat_kv)."""
         q, k, v = self.qkv(hidden_states)
-        q, k = self.apply_rotary(q, k, *position_embeddings, unsqueeze_dim=2)
+        q, k = self.rotate(q, k, position_embeddings, rotation)
         return q, k, v
 
-    def project(self, hidden_states, position_embeddings):
+    def project(self, hidden_states, position_embeddings, rotation=None):
         """q, k, v as [B, T, H, D] with k, v repeated to the query heads, and their feature maps fq, fk; rotary
-        applied where the target says."""
+        applied where the target says (``rotation``: the model's ``step_rotation`` for a one-token step)."""
         if self.rotary_after_feature_map:
             q, k, v = self.qkv(hidden_states)
             k, v = self.repeat_kv(k, v)
             fq, fk = self.apply_rotary(self.feature_map_q(q), self.map_k(k), *position_embeddings, unsqueeze_dim=2)
             return q, k, fq, fk, v
-        q, k, v = self.rotated_qkv(hidden_states, position_embeddings)
+        q, k, v = self.rotated_qkv(hidden_states, position_embeddings, rotation)
         k, v = self.repeat_kv(k, v)
         return q, k, self.feature_map_q(q), self.map_k(k), v
 
@@ -174,12 +187,13 @@ class LinearAttentionMixer(Mixer):
         """attention_mask: the 2D padding mask over all tokens so far (1 = real token) or None."""
         B, T, _ = hidden_states.shape
         state = previous = get_state(cache, self.layer_idx)
-        log_decay = F.logsigmoid(self.decay_logit.float()) if self.decay else None
+        rotation = kwargs.get("step_rotation")
         if self.window:
-            o, state = self.window_forward(hidden_states, position_embeddings, attention_mask, cache, state, log_decay,
-                                           kwargs.get("position_ids"))
+            o, state = self.window_forward(hidden_states, position_embeddings, attention_mask, cache, state,
+                                           kwargs.get("position_ids"), rotation)
         else:
-            q, k, fq, fk, v = self.project(hidden_states, position_embeddings)
+            log_decay = F.logsigmoid(self.decay_logit.float()) if self.decay else None
+            q, k, fq, fk, v = self.project(hidden_states, position_embeddings, rotation)
             fk = zero_where_padding(fk, new_token_mask(attention_mask, T))  # padding must not enter the state
             g = None if log_decay is None else log_decay[None, None].expand(B, T, -1)
             if self.fixed_decay:
@@ -196,16 +210,26 @@ class LinearAttentionMixer(Mixer):
                                                   output_final_state=cache is not None, mode=self.mode)
         if state is not previous:  # a decode step updates the cache's own state in place
             set_state(cache, self.layer_idx, state)
-        return self.o_proj(o.reshape(B * T, -1).to(hidden_states.dtype)).view(B, T, -1), None
+        o = o.reshape(B * T, -1)  # 2D: a projection of a 3D input costs two more views (decode counts ops)
+        return self.o_proj(o if o.dtype == hidden_states.dtype else o.to(hidden_states.dtype)).view(B, T, -1), None
 
-    def window_forward(self, hidden_states, position_embeddings, attention_mask, cache, state, log_decay=None,
-                       position_ids=None):
+    def window_forward(self, hidden_states, position_embeddings, attention_mask, cache, state, position_ids=None,
+                       rotation=None):
         """The window's keys and values live in the cache as the teacher's would: at the key/value heads, before
-        repeat_kv and without feature maps. A decode step reads them in place and maps only the key leaving the
-        window; a prefill after a cache repeats and maps the cached part of the window once."""
-        q, k, v = self.rotated_qkv(hidden_states, position_embeddings)
-        D, T = self.head_dim, q.shape[1]
-        keys, values = update_window(cache, self.layer_idx, k, v)  # head-major [B, Hkv, P + T, D]
+        repeat_kv and without feature maps; the values (and the sink store's) carry the normaliser's column of ones,
+        so a decode step's one product gives the numerator and denominator. A decode step reads them in place and
+        maps only the key leaving the window; a prefill after a cache repeats and maps the cached part once."""
+        D = self.head_dim
+        # Decode (q [B, H, D]) reads the cached window in place (a token's step is op overhead, not FLOPs).
+        step = hidden_states.shape[1] == 1 and cache is not None and self.mode in ("auto", "fla")
+        if step:
+            q, kh, vh = self.step_qkv(hidden_states, position_embeddings, rotation)
+        else:
+            q, k, v = self.rotated_qkv(hidden_states, position_embeddings, rotation)
+            kh, vh = k.transpose(1, 2), v.transpose(1, 2)
+        T = hidden_states.shape[1]
+        v1 = with_ones(vh) if cache is not None or self.sinks else None
+        keys, values = update_window(cache, self.layer_idx, kh, v1)  # head-major [B, Hkv, P + T, D (+ 1)]
         P = 0 if keys is None else keys.shape[2] - T
         key_mask = None if attention_mask is None else attention_mask[:, -(P + T) :]
         if T == 1 and key_mask is not None and key_mask.device.type == "cpu" and bool(key_mask.all()):
@@ -215,25 +239,25 @@ class LinearAttentionMixer(Mixer):
             store = get_state(cache, self.layer_idx, SINK_STATE)  # full, and no window key is a sink
             sinks, key_mask = (store[..., :D], store[..., D:], None), None
         elif self.sinks:
-            sinks, key_mask = self.sink_keys(k, v, attention_mask, key_mask, cache, position_ids, P)
+            sinks, key_mask = self.sink_keys(kh, v1, attention_mask, key_mask, cache, position_ids, P)
         scale = D**-0.5
-        if T == 1 and keys is not None and self.mode in ("auto", "fla"):
-            # Decode reads the cached window in place (a token's step is op overhead, not FLOPs).
-            weights, factor = self.step_constants(q.dtype)
-            fq, evicted = self.step_features(q, keys[:, :, 0] if keys.shape[2] == self.window else None, weights)
+        if step:
+            weights, factor, decays = self.step_constants(q.dtype)
+            fq, evicted = self.step_features(q, keys[:, :, :1] if keys.shape[2] == self.window else None, weights)
             inplace = state is not None and state.dtype == torch.float32 and not torch.is_grad_enabled()
             return window_attn_step(q, fq, keys, values, factor, self.window, scale, key_mask=key_mask,
-                                    initial_state=state, log_decay=log_decay, sinks=sinks, evicted=evicted,
+                                    initial_state=state, decays=decays, sinks=sinks, evicted=evicted,
                                     inplace=inplace)
+        log_decay = F.logsigmoid(self.decay_logit.float()) if self.decay else None
         fq, factor = self.feature_map_q(q), torch.sigmoid(self.window_factor)
         k, v = self.repeat_kv(k, v)
         fk = zero_where_padding(self.map_k(k), new_token_mask(attention_mask, T))  # padding must not enter the state
         past = None
         if P:
-            past_k, past_v = self.repeat_kv(keys[:, :, :P].transpose(1, 2), values[:, :, :P].transpose(1, 2))
+            past_k, past_v = self.repeat_kv(keys[:, :, :P].transpose(1, 2), values[:, :, :P, :D].transpose(1, 2))
             past = (past_k, self.map_k(past_k), past_v)  # padded keys are masked out by key_mask
-        if sinks is not None:
-            sinks = (*self.repeat_kv(*sinks[:2]), sinks[2])
+        if sinks is not None:  # the store is head-major; the chunked forms take time-major keys at the query heads
+            sinks = (*self.repeat_kv(sinks[0].transpose(1, 2), sinks[1][..., :D].transpose(1, 2)), sinks[2])
         return window_attn(q, k, fq, fk, v, factor, self.window, scale, mode=self.mode, key_mask=key_mask, past=past,
                            initial_state=state, log_decay=log_decay, sinks=sinks)
 
@@ -246,11 +270,12 @@ class LinearAttentionMixer(Mixer):
         return (T == 1 and keys is not None and key_mask is None and position_ids is not None
                 and position_ids.device.type == "cpu" and int(position_ids.min()) >= self.sinks + self.window - 1)
 
-    def sink_keys(self, k, v, attention_mask, key_mask, cache, position_ids, P):
+    def sink_keys(self, kh, v1, attention_mask, key_mask, cache, position_ids, P):
         """(sinks for the kernel at the key/value heads, key mask without the sink tokens). Slot s of the sink store
-        holds the token at position s of its row (positions count real tokens, so left padding is handled); the
-        store is the layer's second recurrent state in the cache."""
-        B, T = k.shape[:2]
+        [B, Hkv, S, D + V + 1] (head-major, as the window) holds the token at position s of its row (positions count
+        real tokens, so left padding is handled): its key and its value with the ones column (the new tokens' ``kh``
+        and ``v1``, head-major [B, Hkv, T, *]); the store is the layer's second recurrent state in the cache."""
+        B, T, k = kh.shape[0], kh.shape[2], kh
         S, D = self.sinks, self.head_dim
         pos = torch.arange(T, device=k.device)[None] if position_ids is None else position_ids
         pos = pos.to(k.device).expand(B, T)
@@ -258,15 +283,15 @@ class LinearAttentionMixer(Mixer):
         valid = torch.ones(B, T, dtype=torch.bool, device=k.device) if valid is None else valid
         store = get_state(cache, self.layer_idx, SINK_STATE)
         if store is None:
-            store = k.new_zeros(B, S, self.num_kv_heads, 2 * D)
+            store = k.new_zeros(B, self.num_kv_heads, S, D + v1.shape[-1])
         slot = (pos[..., None] == torch.arange(S, device=k.device)) & valid[..., None]  # [B, T, S]
-        kv = torch.cat([k, v.to(k.dtype)], -1)
+        kv = torch.cat([k, v1.to(k.dtype)], -1)
         if T == 1:  # decode: the token fills its slot, if it has one, by a broadcast
-            store = torch.where(slot.transpose(1, 2)[..., None], kv, store.to(k.dtype))
+            store = torch.where(slot.view(B, 1, S, 1), kv, store.to(k.dtype))
             key_pos = pos - P + torch.arange(P + 1, device=k.device)
         else:
-            written = torch.einsum("bts,bthd->bshd", slot.to(k.dtype), kv)
-            store = torch.where(slot.any(1)[..., None, None], written, store.to(k.dtype))
+            written = torch.einsum("bts,bhtd->bhsd", slot.to(k.dtype), kv)
+            store = torch.where(slot.any(1)[:, None, :, None], written, store.to(k.dtype))
             key_pos = torch.cat([pos[:, :1] - P + torch.arange(P, device=k.device)[None], pos], 1)
         set_state(cache, self.layer_idx, store, SINK_STATE)
         visible = torch.arange(S, device=k.device)[None, None] <= pos[..., None]  # slots fill in position order

@@ -14,7 +14,7 @@ from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutpu
 from linearize.convert.configuration_linearized import LinearizedConfig
 from linearize.convert.families import family, head_dim
 from linearize.convert.state_cache import advance, prepare, seen_tokens
-from linearize.convert.mixer_base import Mixer
+from linearize.convert.mixer_base import Mixer, step_rotation
 from linearize.convert.targets import build_mixer
 
 try:  # the package writes the modeling code flat beside the weights; as remote code, transformers copies it
@@ -62,6 +62,7 @@ class LinearizedModel(LinearizedPreTrainedModel):
                 self.layers[i].self_attn = build_mixer(settings, base, i)
         self.norm = fam.norm(base.hidden_size, eps=base.rms_norm_eps)
         self.rotary_emb = fam.rotary(config=base)
+        self.apply_rotary = fam.apply_rotary
         self.gradient_checkpointing = False
         self.post_init()
 
@@ -101,11 +102,15 @@ class LinearizedModel(LinearizedPreTrainedModel):
                 )
         hidden_states = inputs_embeds
         position_embeddings = self.rotary_emb(hidden_states, position_ids)
+        mixer_kwargs = dict(kwargs)
+        if T == 1:  # a decode step: rotary as one product per tensor, made once for every mixer
+            mixer_kwargs["step_rotation"] = step_rotation(self.apply_rotary, *position_embeddings, len(hidden_states))
         for i, decoder_layer in enumerate(self.layers):
-            layer_mask = padding if self.config.mixers[i] is not None else masks[self.config.layer_types[i]]
+            mixed = self.config.mixers[i] is not None
             hidden_states = decoder_layer(
-                hidden_states, attention_mask=layer_mask, position_ids=position_ids, cache=cache,
-                use_cache=use_cache, position_embeddings=position_embeddings, **kwargs,
+                hidden_states, attention_mask=padding if mixed else masks[self.config.layer_types[i]],
+                position_ids=position_ids, cache=cache, use_cache=use_cache, position_embeddings=position_embeddings,
+                **(mixer_kwargs if mixed else kwargs),
             )
         advance(cache, T)
         return BaseModelOutputWithPast(last_hidden_state=self.norm(hidden_states), cache=cache)

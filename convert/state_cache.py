@@ -115,9 +115,9 @@ def set_state(cache, layer_idx, state, state_idx=0):
 
 
 def update_window(cache, layer_idx, keys, values):
-    """Add the new keys/values [B, T, H, D] to the layer's sliding window; returns the window's earlier keys
-    and values followed by the new ones as the cache holds them, head-major [B, H, P + T, D] (P < window), or
+    """Add the new keys/values, head-major [B, H, T, *] as the cache holds them, to the layer's sliding window;
+    returns the window's earlier keys and values followed by the new ones, [B, H, P + T, *] (P < window), or
     (None, None) without a cache."""
     if cache is None:
         return None, None
-    return cache.update(keys.transpose(1, 2), values.transpose(1, 2), layer_idx)
+    return cache.update(keys, values, layer_idx)

@@ -44,6 +44,37 @@ def decode_vs_forward(model, ids, split=9):
     return (torch.cat(steps, 1) - full).abs().max().item()
 
 
+def test_step_rotation_and_projections_equal_rotary_values_and_gradients(family):
+    """A decode step's rotary as one product with the model's ``step_rotation`` (rows at different positions, as
+    under left padding) equals the family's own rotary, in values and in gradients; ``step_qkv`` (head-major keys
+    and values, Qwen3's q/k norms included) equals ``qkv`` then rotary."""
+    from linearize.convert.mixer_base import step_rotation
+
+    _, model = converted(family, "lolcats")
+    mixer, inner = model.mixers()[0], model.model
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(2, 1, model.config.hidden_size, generator=g)
+    positions = torch.tensor([[5], [17]])
+    cos_sin = inner.rotary_emb(x, positions)
+    rotation = step_rotation(inner.apply_rotary, *cos_sin, 2)
+    q, k, _ = mixer.qkv(x)
+    q, k = q.detach().requires_grad_(), k.detach().requires_grad_()
+    ref = mixer.apply_rotary(q, k, *cos_sin, unsqueeze_dim=2)
+    out = mixer.rotate(q, k, cos_sin, rotation)
+    w = [torch.randn(t.shape, generator=g) for t in ref]
+    grads = [torch.autograd.grad(sum((a * b).sum() for a, b in zip(o, w)), (q, k)) for o in (ref, out)]
+    for a, b in zip(out + grads[1], ref + grads[0]):
+        assert_close(a, b, 1e-6)
+    with torch.no_grad():
+        sq, sk, sv = mixer.step_qkv(x, cos_sin, rotation)
+        q, k, v = mixer.qkv(x)
+        q, k = mixer.apply_rotary(q, k, *cos_sin, unsqueeze_dim=2)
+    assert_close(sq, q[:, 0], 1e-6)
+    assert_close(sk, k.transpose(1, 2), 1e-6)
+    assert_close(sv, v.transpose(1, 2), 0)
+    assert_close(mixer.step_qkv(x, cos_sin)[0], q[:, 0], 1e-6)  # without the matrix: the family's rotary
+
+
 def test_decode_follows_feature_map_weights_changed_after_a_decode():
     """Plain LoLCATs (window 4, no decay or sinks) decodes through Hedgehog's fused step weights; after an
     in-place update, a state-dict load and a dtype change of the maps' weights, the step's features still equal
@@ -53,15 +84,20 @@ def test_decode_follows_feature_map_weights_changed_after_a_decode():
     ids = torch.randint(3, 128, (2, 21), generator=torch.Generator().manual_seed(5))
     mixer = model.mixers()[0]
     g = torch.Generator().manual_seed(6)
-    q, k = torch.randn(2, 1, mixer.num_heads, mixer.head_dim, generator=g), torch.randn(2, mixer.num_kv_heads,
-                                                                                      mixer.head_dim, generator=g)
+    q = torch.randn(2, 1, mixer.num_heads, mixer.head_dim, generator=g)
+    k = torch.randn(2, mixer.num_kv_heads, 1, mixer.head_dim, generator=g)  # the leaving key, as the cache holds it
 
     def features_match():
         with torch.no_grad():
-            fq, fk = mixer.step_features(q.to(model.dtype), k.to(model.dtype))  # fused
+            weights = mixer.step_constants(model.dtype)[0]
+            fq, fk = mixer.step_features(q.to(model.dtype), k.to(model.dtype), weights)  # the kept stacked weights
         with torch.enable_grad():
             ref_q, ref_k = mixer.step_features(q.to(model.dtype), k.to(model.dtype))  # the maps' forwards
-        return torch.allclose(fq, ref_q.view_as(fq), atol=1e-6) and torch.allclose(fk, ref_k, atol=1e-6)
+        same = lambda x, ref: torch.allclose(x.reshape(ref.shape), ref, atol=1e-6)  # noqa: E731 [B, H] order first
+        with torch.no_grad():  # one sequence takes views where a batch permutes
+            fq1, fk1 = mixer.step_features(q[1:].to(model.dtype), k[1:].to(model.dtype), weights)
+        return (weights is not None and same(fq, ref_q) and same(fk, ref_k) and same(fq1, ref_q[1:])
+                and same(fk1, ref_k[1:]))
 
     assert features_match() and decode_vs_forward(model, ids) < TOL
     with torch.no_grad():

@@ -6,7 +6,7 @@ import torch
 
 from linearize.kernels.linear_attn.dispatch import TORCH_FORMS, linear_attn, normalized_linear_attn
 from linearize.kernels.window_attn.chunk import chunk_window_attn
-from linearize.kernels.window_attn.naive import naive_window_attn
+from linearize.kernels.window_attn.naive import naive_window_attn, with_ones
 from linearize.kernels.window_attn.recurrent import recurrent_window_attn, step_window_attn
 
 TOL = 1e-4
@@ -78,8 +78,11 @@ def step_as_form(q, k, fq, fk, v, factor, window, scale, past=None, **kwargs):
     if past is not None:
         k, fk, v = (torch.cat([p, x], 1) for p, x in zip(past, (k, fk, v)))
     evicted = fk[:, 0] if k.shape[1] == window else None
-    return step_window_attn(q, fq, k.transpose(1, 2), v.transpose(1, 2), factor, window, scale, evicted=evicted,
-                            **kwargs)  # the window head-major, as the cache holds it
+    sinks = kwargs.pop("sinks", None)
+    if sinks is not None:  # head-major, values with the ones column, as the sink store holds them
+        sinks = (sinks[0].transpose(1, 2), with_ones(sinks[1]).transpose(1, 2), sinks[2])
+    return step_window_attn(q, fq, k.transpose(1, 2), with_ones(v).transpose(1, 2), factor, window, scale,
+                            evicted=evicted, sinks=sinks, **kwargs)  # the window head-major, as the cache holds it
 
 
 LOG_DECAY = torch.log(torch.tensor([0.97, 0.8, 0.999]))  # one per head of window_inputs
@@ -456,18 +459,18 @@ def test_window_step_reads_keys_at_their_own_heads(with_sinks):
     g = torch.Generator().manual_seed(7)
     B, N, H, Hkv, D, F_ = 2, 5, 6, 2, 4, 6
     q, fq = torch.randn(B, 1, H, D, generator=g), torch.rand(B, 1, H, F_, generator=g)
-    keys, values = torch.randn(B, Hkv, N, D, generator=g), torch.randn(B, Hkv, N, D, generator=g)
+    keys, values = torch.randn(B, Hkv, N, D, generator=g), with_ones(torch.randn(B, Hkv, N, D, generator=g))
     factor, evicted = torch.rand(H, generator=g), torch.rand(B, H, F_, generator=g)
     state = torch.rand(B, H, F_, D + 1, generator=g)
     mask = torch.ones(B, N, dtype=torch.bool)
     mask[1, :2] = False
     sinks = rep_sinks = None
     if with_sinks:
-        sinks = (torch.randn(B, 3, Hkv, D, generator=g), torch.randn(B, 3, Hkv, D, generator=g),
+        sinks = (torch.randn(B, Hkv, 3, D, generator=g), with_ones(torch.randn(B, Hkv, 3, D, generator=g)),
                  torch.tensor([[[True, True, False]], [[True, False, False]]]))
     rep = lambda x, dim=1: x.repeat_interleave(H // Hkv, dim=dim)  # noqa: E731 repeat_kv's order
-    if with_sinks:  # sinks are time-major [B, S, Hkv, D], as the sink store holds them
-        rep_sinks = (rep(sinks[0], 2), rep(sinks[1], 2), sinks[2])
+    if with_sinks:  # sinks are head-major [B, Hkv, S, D], as the sink store holds them
+        rep_sinks = (rep(sinks[0]), rep(sinks[1]), sinks[2])
     kwargs = dict(key_mask=mask, initial_state=state, log_decay=LOG_DECAY.repeat(2), evicted=evicted)
     o, s = step_window_attn(q, fq, keys, values, factor, N, 0.5, sinks=sinks, **kwargs)
     ref, ref_s = step_window_attn(q, fq, rep(keys), rep(values), factor, N, 0.5, sinks=rep_sinks, **kwargs)

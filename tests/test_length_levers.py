@@ -38,7 +38,8 @@ def test_sink_store_is_in_the_cache_and_bytes_counted():
     with torch.no_grad():
         out = model(ids, use_cache=True)
     store = out.cache.get_recurrent_state(0, 1)
-    assert store.shape == (2, 3, 2, 24)  # batch, sinks, key/value heads (as the teacher caches them), key + value
+    # batch, key/value heads (as the teacher caches them), sinks, key + value + the normaliser's one
+    assert store.shape == (2, 2, 3, 25)
 
 
 def test_decode_fills_the_sink_slots_a_short_prompt_left_empty():

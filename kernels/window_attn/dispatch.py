@@ -3,8 +3,8 @@ one-token steps after a prefill. Its linear part runs through ``linear_attn``'s 
 Decoding from a cache calls ``window_attn_step``, which reads the cached window in place."""
 
 from linearize.kernels.window_attn.chunk import chunk_window_attn
-from linearize.kernels.window_attn.naive import naive_window_attn
-from linearize.kernels.window_attn.recurrent import recurrent_window_attn, step_window_attn
+from linearize.kernels.window_attn.naive import naive_window_attn, with_ones  # noqa: F401 (the step's values)
+from linearize.kernels.window_attn.recurrent import recurrent_window_attn, step_decays, step_window_attn  # noqa: F401
 
 TORCH_FORMS = {"naive": naive_window_attn, "chunk": chunk_window_attn, "recurrent": recurrent_window_attn}
 

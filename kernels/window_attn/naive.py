@@ -15,13 +15,19 @@ def empty_state(fk, v):
     return fk.new_zeros(fk.shape[0], fk.shape[2], fk.shape[3], v.shape[3] + 1, dtype=torch.float32)
 
 
+def with_ones(v):
+    """v [..., V] with the normaliser's column of ones appended, [..., V + 1]: one product with it gives a
+    numerator and its denominator (decode caches the window's values so)."""
+    return torch.nn.functional.pad(v, (0, 1), value=1.0)
+
+
 def fold(state, fk, v, weight=None):
     """Add keys fk [B, N, H, F] with values v into the linear state [B, H, F, V + 1] (last column: normaliser),
     each key scaled by ``weight`` [N, H] where given (its decay to the state's reference time)."""
     fk, v = fk.float(), v.float()
     if weight is not None:
         fk = fk * weight[None, :, :, None]
-    update = torch.einsum("bnhf,bnhv->bhfv", fk, torch.cat([v, v.new_ones(*v.shape[:-1], 1)], dim=-1))
+    update = torch.einsum("bnhf,bnhv->bhfv", fk, with_ones(v))
     return update if state is None else state.float() + update
 
 

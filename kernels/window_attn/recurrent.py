@@ -1,7 +1,6 @@
 """Recurrent form: per token, softmax over the window buffer plus the linear state; evicted tokens fold into the state."""
 
 import torch
-import torch.nn.functional as F
 
 from linearize.kernels.window_attn.naive import combine, concat_past, decay_weights, empty_state, fold, softmax_part
 
@@ -47,67 +46,83 @@ def recurrent_window_attn(q, k, fq, fk, v, factor, window, scale, key_mask=None,
     return torch.cat(outputs, 1).to(dtype), state
 
 
+def step_decays(log_decay, window):
+    """A decode step's decay factors from per-head log decays [H]: the state's per step, [H, 1, 1], and the weight
+    of the key leaving the window (aged window - 1 steps), [H, 1]. A caller without autograd may keep them."""
+    log_decay = log_decay.float()
+    return log_decay.exp().view(-1, 1, 1), (log_decay * (window - 1)).exp().view(-1, 1)
+
+
 def step_window_attn(q, fq, keys, values, factor, window, scale, key_mask=None, initial_state=None, eps=1e-6,
-                     log_decay=None, sinks=None, evicted=None, inplace=False):
-    """Decode: one query q [B, 1, H, D] (fq [B, 1, H, F] or [B, H, F]) against the window ``keys``, ``values``
-    [B, Hkv, N, *] as the cache holds them (head-major, at the key/value heads, the query's own token last,
-    N <= window; H = Hkv x G, query head h reads key head h // G, repeat_kv's order): read in place, nothing
-    repeated. key_mask: [B, N] or None; sinks as in ``naive_window_attn`` for this query but at the key/value
-    heads (visible None: every sink visible). ``evicted``: when N == window, the feature-mapped first key
-    [B, H, F], which leaves the window into the state (aged window - 1 steps); None otherwise. Equals
-    ``recurrent_window_attn`` on the last token with the first N - 1 as ``past``. factor: the window's share per
-    head, [H] or [H, 1].
-    A decode step's time is its op count, views included (a view costs a third of a small product): every
-    product is one bmm over B * Hkv groups of G query rows on 3D views, and the values carry the normaliser's
-    column of ones, so one bmm gives the window's numerator and denominator and one lerp mixes both with the
-    linear part's.
+                     log_decay=None, sinks=None, evicted=None, inplace=False, decays=None):
+    """Decode: one query q [B, 1, H, D] (or [B, H, D]) with its features fq ([B, H] order first: [B, 1, H, F], [B, H, 1, F], ...)
+    against the window ``keys`` [B, Hkv, N, D] and ``values`` [B, Hkv, N, V + 1] as the cache holds them (head-major,
+    at the key/value heads, the query's own token last, N <= window; H = Hkv x G, query head h reads key head
+    h // G, repeat_kv's order; the values carry the normaliser's column of ones, ``with_ones``): read in place,
+    nothing repeated. key_mask: [B, N] or None. sinks: (keys [B, Hkv, S, D], values with ones [B, Hkv, S, V + 1],
+    visible [B, 1, S] or None for all) as the sink store holds them, softmax keys beside the window. ``evicted``:
+    when N == window, the features of the window's first key at its G query heads ([B, H] order first), which leaves
+    into the state aged window - 1 steps; None otherwise. ``decays``: ``step_decays(log_decay, window)`` where the
+    caller keeps them (then ``log_decay`` is not read). Equals ``recurrent_window_attn`` on the last token with the
+    first N - 1 as ``past``. factor: the window's share per head, [H] or [H, 1].
+
+    A decode step's time is its count of ops (on CPU, with the model's weights streaming through the caches, a view
+    costs a few microseconds and a small product more; a 4D matmul, with its internal reshapes, more than a bmm):
+    every product is one bmm over B * Hkv groups of G query rows on 3D views, the sinks join the window's keys, and
+    the values' ones column makes one product give the window's numerator and denominator and one lerp mix both
+    with the linear part's.
     ``inplace``: decay and update an fp32 ``initial_state`` in place and return it (a decode cache's state,
     without autograd: the state is the step's largest tensor, and the cache would copy a new one back into it)."""
     B, Hkv, N, D = keys.shape
-    H, Vd, Fd = q.shape[2], values.shape[-1], fq.shape[-1]
+    H, Vd = q.shape[-2], values.shape[-1] - 1
     G, dtype = H // Hkv, values.dtype
     if dtype != torch.float32:
         q, fq, keys, values = q.float(), fq.float(), keys.float(), values.float()
-    K, V = keys.reshape(B * Hkv, N, D), values.reshape(B * Hkv, N, Vd)
-    qg = q.reshape(B * Hkv, G, D) * scale  # the G query heads that read each key head
-    scores = torch.bmm(qg, K.transpose(1, 2))  # [B * Hkv, G, N]
     allowed = None if key_mask is None else key_mask.bool()
     if sinks is not None:
-        k_s, v_s, visible = sinks[0].float(), sinks[1].float(), sinks[2]
-        S = k_s.shape[1]
-        scores = torch.cat([scores, torch.bmm(qg, k_s.transpose(1, 2).reshape(B * Hkv, S, D).transpose(1, 2))], -1)
+        k_s, v_s, visible = sinks
         if visible is not None:  # None: every sink visible
-            window_ok = scores.new_ones(B, N, dtype=torch.bool) if allowed is None else allowed
+            window_ok = keys.new_ones(B, N, dtype=torch.bool) if allowed is None else allowed
             allowed = torch.cat([window_ok, visible[:, 0].bool()], -1)  # [B, N + S]
         elif allowed is not None:
-            allowed = torch.cat([allowed, allowed.new_ones(B, S)], -1)
-        V = torch.cat([V, v_s.transpose(1, 2).reshape(B * Hkv, S, Vd)], 1)
-    V1 = F.pad(V, (0, 1), value=1.0)  # [value, 1]: numerator and denominator
+            allowed = torch.cat([allowed, allowed.new_ones(B, k_s.shape[2])], -1)
+        keys, values = torch.cat([keys, k_s.to(keys.dtype)], 2), torch.cat([values, v_s.to(values.dtype)], 2)
+    M = keys.shape[2]
+    V1 = values.reshape(B * Hkv, M, Vd + 1)
+    scores = torch.bmm(q.reshape(B * Hkv, G, D) * scale, keys.reshape(B * Hkv, M, D).transpose(1, 2))
     if allowed is None:  # the query's own key is always there: the row's max is finite
         p = (scores - scores.amax(-1, keepdim=True)).exp_()
     else:
-        scores = scores.view(B, H, -1).masked_fill(~allowed[:, None], float("-inf")).view(B * Hkv, G, -1)
+        scores = scores.view(B, Hkv, G, M).masked_fill(~allowed[:, None, None], float("-inf")).view(B * Hkv, G, M)
         p = (scores - scores.amax(-1, keepdim=True).nan_to_num(neginf=0.0)).exp_()  # no allowed key: zeros
-    state = fq.new_zeros(B, H, Fd, Vd + 1, dtype=torch.float32) if initial_state is None else initial_state.float()
-    if log_decay is not None:  # now at the time of this query
-        decay = log_decay.float().exp()[None, :, None, None]
-        state = state.mul_(decay) if inplace else state * decay
-    linear = torch.bmm(fq.reshape(B * H, 1, Fd), state.view(B * H, Fd, Vd + 1))  # [B * H, 1, V + 1]
-    # a * window + (1 - a) * linear, numerator and denominator at once
-    a = factor.float() if factor.dim() == 2 else factor.float()[:, None]  # [H, 1]: broadcasts over the batch
-    mixed = torch.lerp(linear.view(B, H, Vd + 1), torch.bmm(p, V1).view(B, H, Vd + 1), a)
+    fq = fq.reshape(B * H, 1, -1)
+    if initial_state is None:
+        state = fq.new_zeros(B, H, fq.shape[-1], Vd + 1, dtype=torch.float32)
+    else:
+        state = initial_state if initial_state.dtype == torch.float32 else initial_state.float()
+    if decays is None and log_decay is not None:
+        decays = step_decays(log_decay, window)
+    if decays is not None:  # now at the time of this query
+        state = state.mul_(decays[0]) if inplace else state * decays[0]
+    a = factor.view(H, 1) if factor.dim() != 2 else factor
+    a = a if a.dtype == torch.float32 else a.float()
+    # a * window + (1 - a) * linear, numerators and denominators at once: [B, H, V + 1]
+    linear = torch.bmm(fq, state.view(B * H, -1, Vd + 1)).view(B, H, Vd + 1)
+    mixed = torch.lerp(linear, torch.bmm(p, V1).view(B, H, Vd + 1), a)
     o = (mixed[..., :Vd] / (mixed[..., Vd:] + eps)).view(B, 1, H, Vd)
     if evicted is not None:  # the oldest key leaves the window: into the state, aged window - 1 steps
-        fk = evicted.float()
-        if key_mask is not None:
-            fk = fk * key_mask[:, 0, None, None]
-        if log_decay is not None:
-            fk = fk * (log_decay.float() * (window - 1)).exp()[None, :, None]
+        fk = evicted if evicted.dtype == torch.float32 else evicted.float()
+        if key_mask is not None or decays is not None:
+            fk = fk.reshape(B, H, -1)
+            if key_mask is not None:
+                fk = fk * key_mask[:, :1, None]
+            if decays is not None:
+                fk = fk * decays[1]
         # Each key head's value goes to its G query heads' states: [B * Hkv, G * F, V + 1] views, no repeat.
-        outer = (fk.reshape(B * Hkv, G * Fd, 1), V1[:, :1])
-        flat = state.view(B * Hkv, G * Fd, Vd + 1)
+        outer = (fk.reshape(B * Hkv, -1, 1), V1[:, :1])
+        flat = state.view(B * Hkv, -1, Vd + 1)
         if inplace:
             flat.baddbmm_(*outer)
         else:
-            state = torch.baddbmm(flat, *outer).view(B, H, Fd, Vd + 1)
-    return o.to(dtype), state
+            state = torch.baddbmm(flat, *outer).view(state.shape)
+    return o if dtype == torch.float32 else o.to(dtype), state
