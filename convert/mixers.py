@@ -120,13 +120,13 @@ class LinearAttentionMixer(Mixer):
 
     def step_constants(self, dtype):
         """(Hedgehog's query and key map weights stacked, [2H, D, F], or None for other maps; the window factor
-        sigmoid(logit) as [H, 1]; ``step_decays`` or None) for a decode step. Without autograd they are kept between
+        sigmoid(logit) as [Hkv, G, 1]; ``step_decays`` or None) for a decode step. Without autograd they are kept between
         steps, keyed by the parameters' identities and versions (in-place updates and state-dict loads bump them;
         .to() drops them): each would cost a step ops, and a step's time is its op count. The key is read through
         the modules' dicts (attribute access costs a microsecond a name)."""
         if torch.is_grad_enabled():
             decays = step_decays(F.logsigmoid(self.decay_logit.float()), self.window) if self.decay else None
-            return None, torch.sigmoid(self.window_factor)[:, None], decays
+            return None, torch.sigmoid(self.window_factor).view(self.num_kv_heads, -1, 1), decays
         map_q = self._modules["feature_map_q"]
         map_k = self._modules["feature_map_k"] or map_q
         params = (self._parameters["window_factor"], self._parameters.get("decay_logit"),
@@ -138,7 +138,8 @@ class LinearAttentionMixer(Mixer):
                 weights = torch.cat([map_q.weight, map_k.weight]).detach().to(dtype)
             if self.decay:
                 decays = step_decays(F.logsigmoid(self.decay_logit.detach().float()), self.window)
-            self._step_cache = (key, weights, torch.sigmoid(self.window_factor.detach().float())[:, None], decays)
+            factor = torch.sigmoid(self.window_factor.detach().float()).view(self.num_kv_heads, -1, 1)
+            self._step_cache = (key, weights, factor, decays)
         return self._step_cache[1:]
 
     def step_features(self, q, k=None, weights=None):
@@ -190,7 +191,7 @@ class LinearAttentionMixer(Mixer):
         rotation = kwargs.get("step_rotation")
         if self.window:
             o, state = self.window_forward(hidden_states, position_embeddings, attention_mask, cache, state,
-                                           kwargs.get("position_ids"), rotation)
+                                           kwargs.get("position_ids"), rotation, kwargs.get("step_first_position"))
         else:
             log_decay = F.logsigmoid(self.decay_logit.float()) if self.decay else None
             q, k, fq, fk, v = self.project(hidden_states, position_embeddings, rotation)
@@ -214,7 +215,7 @@ class LinearAttentionMixer(Mixer):
         return self.o_proj(o if o.dtype == hidden_states.dtype else o.to(hidden_states.dtype)).view(B, T, -1), None
 
     def window_forward(self, hidden_states, position_embeddings, attention_mask, cache, state, position_ids=None,
-                       rotation=None):
+                       rotation=None, first_position=None):
         """The window's keys and values live in the cache as the teacher's would: at the key/value heads, before
         repeat_kv and without feature maps; the values (and the sink store's) carry the normaliser's column of ones,
         so a decode step's one product gives the numerator and denominator. A decode step reads them in place and
@@ -235,7 +236,7 @@ class LinearAttentionMixer(Mixer):
         if T == 1 and key_mask is not None and key_mask.device.type == "cpu" and bool(key_mask.all()):
             key_mask = None  # generate passes a mask; on CPU reading it is free and an all-ones window needs none
         sinks = None
-        if self.sinks and self.past_the_sinks(T, keys, key_mask, position_ids):
+        if self.sinks and self.past_the_sinks(T, keys, key_mask, position_ids, first_position):
             store = get_state(cache, self.layer_idx, SINK_STATE)  # full, and no window key is a sink
             sinks, key_mask = (store[..., :D], store[..., D:], None), None
         elif self.sinks:
@@ -261,14 +262,17 @@ class LinearAttentionMixer(Mixer):
         return window_attn(q, k, fq, fk, v, factor, self.window, scale, mode=self.mode, key_mask=key_mask, past=past,
                            initial_state=state, log_decay=log_decay, sinks=sinks)
 
-    def past_the_sinks(self, T, keys, key_mask, position_ids):
+    def past_the_sinks(self, T, keys, key_mask, position_ids, first_position=None):
         """A CPU decode step where every row is at position >= sinks + window - 1 with no padding in its window (an
-        all-ones window mask is dropped before this is asked): the
-        sink store is full and stays so, no window key is a sink, and nothing needs a mask (the general path costs
-        about 30 ops a step). The check is two reductions read on the host: free on CPU, where tensors are
-        synchronous, but a stall on a GPU stream, so GPUs take the general path."""
-        return (T == 1 and keys is not None and key_mask is None and position_ids is not None
-                and position_ids.device.type == "cpu" and int(position_ids.min()) >= self.sinks + self.window - 1)
+        all-ones window mask is dropped before this is asked): the sink store is full and stays so, no window key is
+        a sink, and nothing needs a mask (the general path costs about 30 ops a step). The check reads the rows'
+        first position on the host (``first_position``: the model reads it once a step for all its mixers): free on
+        CPU, where tensors are synchronous, but a stall on a GPU stream, so GPUs take the general path."""
+        if not (T == 1 and keys is not None and key_mask is None and position_ids is not None
+                and position_ids.device.type == "cpu"):
+            return False
+        first = int(position_ids.min()) if first_position is None else first_position
+        return first >= self.sinks + self.window - 1
 
     def sink_keys(self, kh, v1, attention_mask, key_mask, cache, position_ids, P):
         """(sinks for the kernel at the key/value heads, key mask without the sink tokens). Slot s of the sink store

@@ -103,8 +103,10 @@ class LinearizedModel(LinearizedPreTrainedModel):
         hidden_states = inputs_embeds
         position_embeddings = self.rotary_emb(hidden_states, position_ids)
         mixer_kwargs = dict(kwargs)
-        if T == 1:  # a decode step: rotary as one product per tensor, made once for every mixer
+        if T == 1:  # a decode step: what every mixer's step would otherwise remake, made once
             mixer_kwargs["step_rotation"] = step_rotation(self.apply_rotary, *position_embeddings, len(hidden_states))
+            if position_ids.device.type == "cpu":  # read on the host: free on CPU, a stall on a GPU stream
+                mixer_kwargs["step_first_position"] = int(position_ids.min())
         for i, decoder_layer in enumerate(self.layers):
             mixed = self.config.mixers[i] is not None
             hidden_states = decoder_layer(

@@ -64,7 +64,7 @@ def step_window_attn(q, fq, keys, values, factor, window, scale, key_mask=None, 
     when N == window, the features of the window's first key at its G query heads ([B, H] order first), which leaves
     into the state aged window - 1 steps; None otherwise. ``decays``: ``step_decays(log_decay, window)`` where the
     caller keeps them (then ``log_decay`` is not read). Equals ``recurrent_window_attn`` on the last token with the
-    first N - 1 as ``past``. factor: the window's share per head, [H] or [H, 1].
+    first N - 1 as ``past``. factor: the window's share per head, [H], [H, 1] or [Hkv, G, 1].
 
     A decode step's time is its count of ops (on CPU, with the model's weights streaming through the caches, a view
     costs a few microseconds and a small product more; a 4D matmul, with its internal reshapes, more than a bmm):
@@ -104,11 +104,13 @@ def step_window_attn(q, fq, keys, values, factor, window, scale, key_mask=None, 
         decays = step_decays(log_decay, window)
     if decays is not None:  # now at the time of this query
         state = state.mul_(decays[0]) if inplace else state * decays[0]
-    a = factor.view(H, 1) if factor.dim() != 2 else factor
+    a = factor if factor.dim() == 3 else factor.reshape(Hkv, G, 1)
     a = a if a.dtype == torch.float32 else a.float()
-    # a * window + (1 - a) * linear, numerators and denominators at once: [B, H, V + 1]
-    linear = torch.bmm(fq, state.view(B * H, -1, Vd + 1)).view(B, H, Vd + 1)
-    mixed = torch.lerp(linear, torch.bmm(p, V1).view(B, H, Vd + 1), a)
+    # a * window + (1 - a) * linear, numerators and denominators at once, grouped as the window product gives them
+    window_part = torch.bmm(p, V1)  # [B * Hkv, G, V + 1]
+    if B > 1:
+        window_part = window_part.view(B, Hkv, G, Vd + 1)
+    mixed = torch.lerp(torch.bmm(fq, state.view(B * H, -1, Vd + 1)).view(window_part.shape), window_part, a)
     o = (mixed[..., :Vd] / (mixed[..., Vd:] + eps)).view(B, 1, H, Vd)
     if evicted is not None:  # the oldest key leaves the window: into the state, aged window - 1 steps
         fk = evicted if evicted.dtype == torch.float32 else evicted.float()
