@@ -120,10 +120,12 @@ class LinearAttentionMixer(Mixer):
 
     def step_constants(self, dtype):
         """(Hedgehog's query and key map weights stacked, [2H, D, F], or None for other maps; the window factor
-        sigmoid(logit) as [Hkv, G, 1]; ``step_decays`` or None) for a decode step. Without autograd they are kept between
-        steps, keyed by the parameters' identities and versions (in-place updates and state-dict loads bump them;
-        .to() drops them): each would cost a step ops, and a step's time is its op count. The key is read through
-        the modules' dicts (attribute access costs a microsecond a name)."""
+        sigmoid(logit) as [Hkv, G, 1]; ``step_decays`` or None) for a decode step. Without autograd they are kept
+        between steps, keyed by the parameters' identities and versions (in-place updates and state-dict loads bump
+        them; .to() drops them): each would cost a step ops, and a step's time is its op count. The key is read
+        through the modules' dicts (attribute access costs a microsecond a name). The stacked weights are a copy
+        (295 KB a layer at SmolLM2's shape), half the size of the signed [W, -W] copy kept before: a step reads them
+        from memory, and their bytes cost more than the negation and stacking of the two softmaxes' inputs."""
         if torch.is_grad_enabled():
             decays = step_decays(F.logsigmoid(self.decay_logit.float()), self.window) if self.decay else None
             return None, torch.sigmoid(self.window_factor).view(self.num_kv_heads, -1, 1), decays
@@ -143,10 +145,11 @@ class LinearAttentionMixer(Mixer):
         return self._step_cache[1:]
 
     def step_features(self, q, k=None, weights=None):
-        """A decode step's features: of the query q [B, H, D] (or [B, 1, H, D]), and, where the window's first key k [B, Hkv, 1, D]
-        (at the key/value heads, as the cache holds it) leaves the window, of that key at each of its G query heads;
-        both in [B, H] order first. With ``step_constants``' stacked Hedgehog weights both maps are one batched
-        product over 2H heads and one pair of softmaxes; without them, the maps' forwards ([B, 1, H, F])."""
+        """A decode step's features: of the query q [B, H, D] (or [B, 1, H, D]), and, where the window's first key
+        k [B, Hkv, 1, D] (at the key/value heads, as the cache holds it) leaves the window, of that key at each of its
+        G query heads; both in [B, H] order first. With ``step_constants``' stacked Hedgehog weights both maps are
+        one batched product over 2H heads and one pair of softmaxes; without them, the maps' forwards
+        ([B, 1, H, F])."""
         if weights is None:
             fk = None if k is None else self.map_k(self.repeat_kv(k.transpose(1, 2))[0])
             return self.feature_map_q(q), fk
@@ -279,26 +282,26 @@ class LinearAttentionMixer(Mixer):
         [B, Hkv, S, D + V + 1] (head-major, as the window) holds the token at position s of its row (positions count
         real tokens, so left padding is handled): its key and its value with the ones column (the new tokens' ``kh``
         and ``v1``, head-major [B, Hkv, T, *]); the store is the layer's second recurrent state in the cache."""
-        B, T, k = kh.shape[0], kh.shape[2], kh
+        B, T = kh.shape[0], kh.shape[2]
         S, D = self.sinks, self.head_dim
-        pos = torch.arange(T, device=k.device)[None] if position_ids is None else position_ids
-        pos = pos.to(k.device).expand(B, T)
+        pos = torch.arange(T, device=kh.device)[None] if position_ids is None else position_ids
+        pos = pos.to(kh.device).expand(B, T)
         valid = new_token_mask(attention_mask, T)
-        valid = torch.ones(B, T, dtype=torch.bool, device=k.device) if valid is None else valid
+        valid = torch.ones(B, T, dtype=torch.bool, device=kh.device) if valid is None else valid
         store = get_state(cache, self.layer_idx, SINK_STATE)
         if store is None:
-            store = k.new_zeros(B, self.num_kv_heads, S, D + v1.shape[-1])
-        slot = (pos[..., None] == torch.arange(S, device=k.device)) & valid[..., None]  # [B, T, S]
-        kv = torch.cat([k, v1.to(k.dtype)], -1)
+            store = kh.new_zeros(B, self.num_kv_heads, S, D + v1.shape[-1])
+        slot = (pos[..., None] == torch.arange(S, device=kh.device)) & valid[..., None]  # [B, T, S]
+        kv = torch.cat([kh, v1.to(kh.dtype)], -1)
         if T == 1:  # decode: the token fills its slot, if it has one, by a broadcast
-            store = torch.where(slot.view(B, 1, S, 1), kv, store.to(k.dtype))
-            key_pos = pos - P + torch.arange(P + 1, device=k.device)
+            store = torch.where(slot.view(B, 1, S, 1), kv, store.to(kh.dtype))
+            key_pos = pos - P + torch.arange(P + 1, device=kh.device)
         else:
-            written = torch.einsum("bts,bhtd->bhsd", slot.to(k.dtype), kv)
-            store = torch.where(slot.any(1)[:, None, :, None], written, store.to(k.dtype))
-            key_pos = torch.cat([pos[:, :1] - P + torch.arange(P, device=k.device)[None], pos], 1)
+            written = torch.einsum("bts,bhtd->bhsd", slot.to(kh.dtype), kv)
+            store = torch.where(slot.any(1)[:, None, :, None], written, store.to(kh.dtype))
+            key_pos = torch.cat([pos[:, :1] - P + torch.arange(P, device=kh.device)[None], pos], 1)
         set_state(cache, self.layer_idx, store, SINK_STATE)
-        visible = torch.arange(S, device=k.device)[None, None] <= pos[..., None]  # slots fill in position order
+        visible = torch.arange(S, device=kh.device)[None, None] <= pos[..., None]  # slots fill in position order
         not_sink = key_pos >= S
         key_mask = not_sink if key_mask is None else key_mask.bool() & not_sink
         return (store[..., :D], store[..., D:], visible), key_mask

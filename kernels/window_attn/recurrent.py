@@ -55,16 +55,16 @@ def step_decays(log_decay, window):
 
 def step_window_attn(q, fq, keys, values, factor, window, scale, key_mask=None, initial_state=None, eps=1e-6,
                      log_decay=None, sinks=None, evicted=None, inplace=False, decays=None):
-    """Decode: one query q [B, 1, H, D] (or [B, H, D]) with its features fq ([B, H] order first: [B, 1, H, F], [B, H, 1, F], ...)
-    against the window ``keys`` [B, Hkv, N, D] and ``values`` [B, Hkv, N, V + 1] as the cache holds them (head-major,
-    at the key/value heads, the query's own token last, N <= window; H = Hkv x G, query head h reads key head
-    h // G, repeat_kv's order; the values carry the normaliser's column of ones, ``with_ones``): read in place,
-    nothing repeated. key_mask: [B, N] or None. sinks: (keys [B, Hkv, S, D], values with ones [B, Hkv, S, V + 1],
-    visible [B, 1, S] or None for all) as the sink store holds them, softmax keys beside the window. ``evicted``:
-    when N == window, the features of the window's first key at its G query heads ([B, H] order first), which leaves
-    into the state aged window - 1 steps; None otherwise. ``decays``: ``step_decays(log_decay, window)`` where the
-    caller keeps them (then ``log_decay`` is not read). Equals ``recurrent_window_attn`` on the last token with the
-    first N - 1 as ``past``. factor: the window's share per head, [H], [H, 1] or [Hkv, G, 1].
+    """Decode: one query q [B, 1, H, D] (or [B, H, D]) with its features fq ([B, H] order first: [B, 1, H, F],
+    [B, H, 1, F], ...) against the window ``keys`` [B, Hkv, N, D] and ``values`` [B, Hkv, N, V + 1] as the cache
+    holds them (head-major, at the key/value heads, the query's own token last, N <= window; H = Hkv x G, query head
+    h reads key head h // G, repeat_kv's order; the values carry the normaliser's column of ones, ``with_ones``):
+    read in place, nothing repeated. key_mask: [B, N] or None. sinks: (keys [B, Hkv, S, D], values with ones
+    [B, Hkv, S, V + 1], visible [B, 1, S] or None for all) as the sink store holds them, softmax keys beside the
+    window. ``evicted``: when N == window, the features of the window's first key at its G query heads ([B, H] order
+    first), which leaves into the state aged window - 1 steps; None otherwise. ``decays``: ``step_decays(log_decay,
+    window)`` where the caller keeps them (then ``log_decay`` is not read). Equals ``recurrent_window_attn`` on the
+    last token with the first N - 1 as ``past``. factor: the window's share per head, [H], [H, 1] or [Hkv, G, 1].
 
     A decode step's time is its count of ops (on CPU, with the model's weights streaming through the caches, a view
     costs a few microseconds and a small product more; a 4D matmul, with its internal reshapes, more than a bmm):
