@@ -76,6 +76,7 @@ class LinearAttentionMixer(Mixer):
             # Per-head mix between the window's softmax and the linear part, stored as a logit.
             self.window_factor = nn.Parameter(torch.zeros(H))
         self._step_cache = None  # see step_constants
+        self._sink_views = None  # see full_sinks
 
     def settings(self):
         """What the checkpoint's config records to rebuild this mixer."""
@@ -115,7 +116,7 @@ class LinearAttentionMixer(Mixer):
         return (self.feature_map_k or self.feature_map_q)(k)
 
     def _apply(self, fn, recurse=True):  # .to() / .half() / .cuda(): step constants are rebuilt from the new weights
-        self._step_cache = None
+        self._step_cache = self._sink_views = None
         return super()._apply(fn, recurse)
 
     def step_constants(self, dtype):
@@ -240,8 +241,7 @@ class LinearAttentionMixer(Mixer):
             key_mask = None  # generate passes a mask; on CPU reading it is free and an all-ones window needs none
         sinks = None
         if self.sinks and self.past_the_sinks(T, keys, key_mask, position_ids, first_position):
-            store = get_state(cache, self.layer_idx, SINK_STATE)  # full, and no window key is a sink
-            sinks, key_mask = (store[..., :D], store[..., D:], None), None
+            sinks = self.full_sinks(cache)
         elif self.sinks:
             sinks, key_mask = self.sink_keys(kh, v1, attention_mask, key_mask, cache, position_ids, P)
         scale = D**-0.5
@@ -265,17 +265,29 @@ class LinearAttentionMixer(Mixer):
         return window_attn(q, k, fq, fk, v, factor, self.window, scale, mode=self.mode, key_mask=key_mask, past=past,
                            initial_state=state, log_decay=log_decay, sinks=sinks)
 
+    def full_sinks(self, cache):
+        """The sink store's keys and values, all visible, once it is full and no window key is a sink: the store is
+        then never rewritten, so its two views are kept while the cache holds the same tensor (two ops a step)."""
+        store = get_state(cache, self.layer_idx, SINK_STATE)
+        kept = self._sink_views
+        if kept is None or kept[0] is not store:
+            D = self.head_dim
+            kept = self._sink_views = (store, (store[..., :D], store[..., D:], None))
+        return kept[1]
+
     def past_the_sinks(self, T, keys, key_mask, position_ids, first_position=None):
         """A CPU decode step where every row is at position >= sinks + window - 1 with no padding in its window (an
         all-ones window mask is dropped before this is asked): the sink store is full and stays so, no window key is
         a sink, and nothing needs a mask (the general path costs about 30 ops a step). The check reads the rows'
         first position on the host (``first_position``: the model reads it once a step for all its mixers): free on
         CPU, where tensors are synchronous, but a stall on a GPU stream, so GPUs take the general path."""
-        if not (T == 1 and keys is not None and key_mask is None and position_ids is not None
-                and position_ids.device.type == "cpu"):
+        if T != 1 or keys is None or key_mask is not None:
             return False
-        first = int(position_ids.min()) if first_position is None else first_position
-        return first >= self.sinks + self.window - 1
+        if first_position is None:
+            if position_ids is None or position_ids.device.type != "cpu":
+                return False
+            first_position = int(position_ids.min())
+        return first_position >= self.sinks + self.window - 1
 
     def sink_keys(self, kh, v1, attention_mask, key_mask, cache, position_ids, P):
         """(sinks for the kernel at the key/value heads, key mask without the sink tokens). Slot s of the sink store

@@ -86,7 +86,9 @@ def step_window_attn(q, fq, keys, values, factor, window, scale, key_mask=None, 
             allowed = torch.cat([window_ok, visible[:, 0].bool()], -1)  # [B, N + S]
         elif allowed is not None:
             allowed = torch.cat([allowed, allowed.new_ones(B, k_s.shape[2])], -1)
-        keys, values = torch.cat([keys, k_s.to(keys.dtype)], 2), torch.cat([values, v_s.to(values.dtype)], 2)
+        if k_s.dtype != keys.dtype:
+            k_s, v_s = k_s.to(keys.dtype), v_s.to(values.dtype)
+        keys, values = torch.cat([keys, k_s], 2), torch.cat([values, v_s], 2)
     M = keys.shape[2]
     V1 = values.reshape(B * Hkv, M, Vd + 1)
     scores = torch.bmm(q.reshape(B * Hkv, G, D) * scale, keys.reshape(B * Hkv, M, D).transpose(1, 2))
