@@ -4,11 +4,13 @@ reports its new parameters and its decode-state size."""
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.modules.module import _global_forward_hooks, _global_forward_pre_hooks
 
 from linearize.convert.families import family, head_dim
 
 # The replaced attention's submodules a mixer keeps, under the same names (so base weights load by name).
 ADOPTED = ("q_proj", "k_proj", "v_proj", "o_proj", "q_norm", "k_norm")
+PROJECTIONS = ADOPTED[:4]
 
 
 class SettingError(ValueError):
@@ -71,6 +73,11 @@ def step_rotation(apply_rotary, cos, sin, batch_size):
     D = cos.shape[-1]
     eye = torch.eye(D, dtype=cos.dtype, device=cos.device).expand(cos.shape[0], 1, D, D)
     return apply_rotary(eye, eye[:, :, :1], cos, sin, unsqueeze_dim=2)[0][:, 0].expand(batch_size, D, D)
+
+
+def project_step(x, weight, weight_t, bias):
+    """``nn.Linear``'s product for a 2D input x, from the weight's kept transposed view (``step_projections``)."""
+    return torch.mm(x, weight_t) if bias is None else torch.addmm(bias, x, weight_t)
 
 
 class Mixer(nn.Module):
@@ -172,26 +179,52 @@ class Mixer(nn.Module):
         """Bytes of this layer's decode state after ``seq_len`` tokens."""
         raise NotImplementedError
 
-    def qkv(self, hidden_states):
-        """q [B, T, H, D], k and v [B, T, Hkv, D], after Qwen3's q/k norms where present."""
+    def step_projections(self):
+        """For the decode steps of one cache (``kept_for_steps`` keeps it): q, k, v, o as (weight, its transposed
+        view, bias) where all four are plain ``nn.Linear`` without forward hooks or a replaced ``forward``, else
+        None (LoRA layers, quantised linears, ZeRO-3's hooks, accelerate's offloading, which swaps ``forward`` and
+        keeps weights on the meta device until it runs: the modules' own call). A projection is then one ``mm``
+        (``addmm`` with a bias), the product ``nn.Linear`` computes, without the transpose it dispatches on every
+        call nor the module call: a decode step's time is its op count and its Python. The views cost no memory."""
+        linears = [self._modules[name] for name in PROJECTIONS]
+        if _global_forward_hooks or _global_forward_pre_hooks or any(
+                type(m) is not nn.Linear or m._forward_hooks or m._forward_pre_hooks or "forward" in m.__dict__
+                or m.weight.device.type == "meta" for m in linears):
+            return None
+        return tuple((m.weight, m.weight.detach().t(), m.bias) for m in linears)
+
+    def project_qkv(self, x, linears=None):
+        """q, k, v projections of x [N, hidden], by ``step_projections``' kept views where given."""
+        if linears is None:
+            return self.q_proj(x), self.k_proj(x), self.v_proj(x)
+        return tuple(project_step(x, *linear) for linear in linears[:3])
+
+    def project_o(self, o, linears=None):
+        """The output projection of o [N, H * D], by ``step_projections``' kept view where given."""
+        return self.o_proj(o) if linears is None else project_step(o, *linears[3])
+
+    def qkv(self, hidden_states, linears=None):
+        """q [B, T, H, D], k and v [B, T, Hkv, D], after Qwen3's q/k norms where present (``linears``: a decode
+        step's ``step_projections``)."""
         B, T, _ = hidden_states.shape
         x = hidden_states.reshape(B * T, -1)  # 2D: a projection of a 3D input costs two more views (decode counts ops)
-        q = self.q_proj(x).view(B, T, self.num_heads, self.head_dim)
-        k = self.k_proj(x).view(B, T, self.num_kv_heads, self.head_dim)
-        v = self.v_proj(x).view(B, T, self.num_kv_heads, self.head_dim)
+        q, k, v = self.project_qkv(x, linears)
+        q = q.view(B, T, self.num_heads, self.head_dim)
+        k = k.view(B, T, self.num_kv_heads, self.head_dim)
+        v = v.view(B, T, self.num_kv_heads, self.head_dim)
         if self.q_norm is not None:
             q, k = self.q_norm(q), self.k_norm(k)
         return q, k, v
 
-    def step_qkv(self, hidden_states, position_embeddings, rotation=None):
+    def step_qkv(self, hidden_states, position_embeddings, rotation=None, linears=None):
         """A one-token step's q [B, H, D] and k, v head-major [B, Hkv, 1, D] (as the window cache holds them), after
         Qwen3's q/k norms and rotary. Each tensor is viewed once, in the layout its next product reads, and with the
         model's ``step_rotation`` rotary is one product per tensor (a decode step's time is its op count)."""
         B, D = hidden_states.shape[0], self.head_dim
-        x = hidden_states.reshape(B, -1)
-        q = self.q_proj(x).view(B, self.num_heads, D)
-        k = self.k_proj(x).view(B, self.num_kv_heads, D)
-        v = self.v_proj(x).view(B, self.num_kv_heads, 1, D)
+        q, k, v = self.project_qkv(hidden_states.reshape(B, -1), linears)
+        q = q.view(B, self.num_heads, D)
+        k = k.view(B, self.num_kv_heads, D)
+        v = v.view(B, self.num_kv_heads, 1, D)
         if self.q_norm is not None:
             q, k = self.q_norm(q), self.k_norm(k)
         if rotation is None:

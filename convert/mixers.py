@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import initialization as init
 
-from linearize.convert.state_cache import get_state, set_state, update_window
+from linearize.convert.state_cache import get_state, kept_for_steps, set_state, update_window
 from linearize.convert.mixer_base import SINK_STATE, Mixer, SettingError, new_token_mask, zero_where_padding
 from linearize.convert.feature_maps import FEATURE_MAPS, HedgehogFeatureMap, hedgehog
 from linearize.kernels.linear_attn.dispatch import linear_attn, normalized_linear_attn
@@ -119,12 +119,20 @@ class LinearAttentionMixer(Mixer):
         self._step_cache = self._sink_views = None
         return super()._apply(fn, recurse)
 
+    def reused_by_steps(self, dtype, batch_size):
+        """What every decode step of one cache reuses (``kept_for_steps``): (``step_projections``; for a window,
+        ``step_constants`` and the values' column of ones [B, Hkv, 1, 1]; else four None)."""
+        if not self.window:
+            return (self.step_projections(), None, None, None, None)
+        ones = torch.ones(batch_size, self.num_kv_heads, 1, 1, dtype=dtype, device=self.q_proj.weight.device)
+        return (self.step_projections(), *self.step_constants(dtype), ones)
+
     def step_constants(self, dtype):
         """(Hedgehog's query and key map weights stacked, [2H, D, F], or None for other maps; the window factor
         sigmoid(logit) as [Hkv, G, 1]; ``step_decays`` or None) for a decode step. Without autograd they are kept
-        between steps, keyed by the parameters' identities and versions (in-place updates and state-dict loads bump
-        them; .to() drops them): each would cost a step ops, and a step's time is its op count. The key is read
-        through the modules' dicts (attribute access costs a microsecond a name). The stacked weights are a copy
+        in the mixer, shared by every cache's steps (``reused_by_steps``: asked at a cache's first step), keyed by
+        the parameters' identities and versions (in-place updates and state-dict loads bump them; .to() drops
+        them). The stacked weights are a copy
         (295 KB a layer at SmolLM2's shape), half the size of the signed [W, -W] copy kept before: a step reads them
         from memory, and their bytes cost more than the negation and stacking of the two softmaxes' inputs."""
         if torch.is_grad_enabled():
@@ -170,21 +178,21 @@ class LinearAttentionMixer(Mixer):
             return (f, None) if k is None else (f[:, :H], f[:, H:])
         return (f, None) if k is None else (f[:H], f[H:])
 
-    def rotated_qkv(self, hidden_states, position_embeddings, rotation=None):
+    def rotated_qkv(self, hidden_states, position_embeddings, rotation=None, linears=None):
         """q [B, T, H, D], k and v at the key/value heads, rotary applied to q and k (per head: before repeat_kv)."""
-        q, k, v = self.qkv(hidden_states)
+        q, k, v = self.qkv(hidden_states, linears)
         q, k = self.rotate(q, k, position_embeddings, rotation)
         return q, k, v
 
-    def project(self, hidden_states, position_embeddings, rotation=None):
+    def project(self, hidden_states, position_embeddings, rotation=None, linears=None):
         """q, k, v as [B, T, H, D] with k, v repeated to the query heads, and their feature maps fq, fk; rotary
         applied where the target says (``rotation``: the model's ``step_rotation`` for a one-token step)."""
         if self.rotary_after_feature_map:
-            q, k, v = self.qkv(hidden_states)
+            q, k, v = self.qkv(hidden_states, linears)
             k, v = self.repeat_kv(k, v)
             fq, fk = self.apply_rotary(self.feature_map_q(q), self.map_k(k), *position_embeddings, unsqueeze_dim=2)
             return q, k, fq, fk, v
-        q, k, v = self.rotated_qkv(hidden_states, position_embeddings, rotation)
+        q, k, v = self.rotated_qkv(hidden_states, position_embeddings, rotation, linears)
         k, v = self.repeat_kv(k, v)
         return q, k, self.feature_map_q(q), self.map_k(k), v
 
@@ -193,12 +201,17 @@ class LinearAttentionMixer(Mixer):
         B, T, _ = hidden_states.shape
         state = previous = get_state(cache, self.layer_idx)
         rotation = kwargs.get("step_rotation")
+        kept = None  # a decode step without autograd reuses what the cache's first step made
+        if T == 1 and cache is not None and not torch.is_grad_enabled():
+            kept = kept_for_steps(cache, self.layer_idx, self.reused_by_steps, hidden_states.dtype, B)
+        linears = None if kept is None else kept[0]
         if self.window:
             o, state = self.window_forward(hidden_states, position_embeddings, attention_mask, cache, state,
-                                           kwargs.get("position_ids"), rotation, kwargs.get("step_first_position"))
+                                           kwargs.get("position_ids"), rotation, kwargs.get("step_first_position"),
+                                           kept)
         else:
             log_decay = F.logsigmoid(self.decay_logit.float()) if self.decay else None
-            q, k, fq, fk, v = self.project(hidden_states, position_embeddings, rotation)
+            q, k, fq, fk, v = self.project(hidden_states, position_embeddings, rotation, linears)
             fk = zero_where_padding(fk, new_token_mask(attention_mask, T))  # padding must not enter the state
             g = None if log_decay is None else log_decay[None, None].expand(B, T, -1)
             if self.fixed_decay:
@@ -216,10 +229,11 @@ class LinearAttentionMixer(Mixer):
         if state is not previous:  # a decode step updates the cache's own state in place
             set_state(cache, self.layer_idx, state)
         o = o.reshape(B * T, -1)  # 2D: a projection of a 3D input costs two more views (decode counts ops)
-        return self.o_proj(o if o.dtype == hidden_states.dtype else o.to(hidden_states.dtype)).view(B, T, -1), None
+        o = o if o.dtype == hidden_states.dtype else o.to(hidden_states.dtype)
+        return self.project_o(o, linears).view(B, T, -1), None
 
     def window_forward(self, hidden_states, position_embeddings, attention_mask, cache, state, position_ids=None,
-                       rotation=None, first_position=None):
+                       rotation=None, first_position=None, kept=None):
         """The window's keys and values live in the cache as the teacher's would: at the key/value heads, before
         repeat_kv and without feature maps; the values (and the sink store's) carry the normaliser's column of ones,
         so a decode step's one product gives the numerator and denominator. A decode step reads them in place and
@@ -227,13 +241,16 @@ class LinearAttentionMixer(Mixer):
         D = self.head_dim
         # Decode (q [B, H, D]) reads the cached window in place (a token's step is op overhead, not FLOPs).
         step = hidden_states.shape[1] == 1 and cache is not None and self.mode in ("auto", "fla")
+        linears, weights, factor, decays, ones = (None,) * 5 if kept is None else kept
         if step:
-            q, kh, vh = self.step_qkv(hidden_states, position_embeddings, rotation)
+            q, kh, vh = self.step_qkv(hidden_states, position_embeddings, rotation, linears)
         else:
-            q, k, v = self.rotated_qkv(hidden_states, position_embeddings, rotation)
+            q, k, v = self.rotated_qkv(hidden_states, position_embeddings, rotation, linears)
             kh, vh = k.transpose(1, 2), v.transpose(1, 2)
         T = hidden_states.shape[1]
-        v1 = with_ones(vh) if cache is not None or self.sinks else None
+        if ones is not None and ones.shape[0] != kh.shape[0]:
+            ones = None  # a batch changed within the cache (beam search)
+        v1 = with_ones(vh, ones) if cache is not None or self.sinks else None
         keys, values = update_window(cache, self.layer_idx, kh, v1)  # head-major [B, Hkv, P + T, D (+ 1)]
         P = 0 if keys is None else keys.shape[2] - T
         key_mask = None if attention_mask is None else attention_mask[:, -(P + T) :]
@@ -246,7 +263,8 @@ class LinearAttentionMixer(Mixer):
             sinks, key_mask = self.sink_keys(kh, v1, attention_mask, key_mask, cache, position_ids, P)
         scale = D**-0.5
         if step:
-            weights, factor, decays = self.step_constants(q.dtype)
+            if kept is None:
+                weights, factor, decays = self.step_constants(q.dtype)
             fq, evicted = self.step_features(q, keys[:, :, :1] if keys.shape[2] == self.window else None, weights)
             inplace = state is not None and state.dtype == torch.float32 and not torch.is_grad_enabled()
             return window_attn_step(q, fq, keys, values, factor, self.window, scale, key_mask=key_mask,

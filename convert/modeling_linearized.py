@@ -93,9 +93,10 @@ class LinearizedModel(LinearizedPreTrainedModel):
                 position_ids = torch.arange(past, past + T, device=inputs_embeds.device)[None]
         self.base_config._attn_implementation = self.config._attn_implementation
         padding = attention_mask if attention_mask is not None and attention_mask.dim() == 2 else None
+        mixers, layer_types = self.config.mixers, self.config.layer_types  # read once: a config read costs a lookup
         masks = {}
-        for i, layer_type in enumerate(self.config.layer_types):
-            if self.config.mixers[i] is None and layer_type not in masks:
+        for i, layer_type in enumerate(layer_types):
+            if mixers[i] is None and layer_type not in masks:
                 masks[layer_type] = LAYER_PATTERN_TO_MASK_FUNCTION_MAPPING[layer_type](
                     config=self.base_config, inputs_embeds=inputs_embeds, attention_mask=attention_mask,
                     cache=cache, position_ids=position_ids, layer_idx=i,
@@ -108,9 +109,9 @@ class LinearizedModel(LinearizedPreTrainedModel):
             if position_ids.device.type == "cpu":  # read on the host: free on CPU, a stall on a GPU stream
                 mixer_kwargs["step_first_position"] = int(position_ids.min())
         for i, decoder_layer in enumerate(self.layers):
-            mixed = self.config.mixers[i] is not None
+            mixed = mixers[i] is not None
             hidden_states = decoder_layer(
-                hidden_states, attention_mask=padding if mixed else masks[self.config.layer_types[i]],
+                hidden_states, attention_mask=padding if mixed else masks[layer_types[i]],
                 position_ids=position_ids, cache=cache, use_cache=use_cache, position_embeddings=position_embeddings,
                 **(mixer_kwargs if mixed else kwargs),
             )

@@ -18,10 +18,16 @@ from transformers.cache_utils import (CacheLayerMixin, LinearAttentionAndFullAtt
 
 
 class _MarksWrittenState:
+    step_kept = None  # what the layer's mixer reuses at every decode step of this cache (``kept_for_steps``)
+
     def update_recurrent_state(self, recurrent_states, state_idx=0, **kwargs):
         out = super().update_recurrent_state(recurrent_states, state_idx, **kwargs)
         self.has_previous_state[state_idx] = True
         return out
+
+    def reset(self):
+        super().reset()
+        self.step_kept = None
 
 
 class RecurrentLayer(_MarksWrittenState, LinearAttentionLayer, CacheLayerMixin):
@@ -47,6 +53,7 @@ class RecurrentLayer(_MarksWrittenState, LinearAttentionLayer, CacheLayerMixin):
     def reset(self):
         LinearAttentionLayer.reset(self)
         self.cumulative_length = 0
+        self.step_kept = None
 
     def crop(self, tokens_to_remove):
         LinearAttentionLayer.crop(self, tokens_to_remove)
@@ -121,3 +128,17 @@ def update_window(cache, layer_idx, keys, values):
     if cache is None:
         return None, None
     return cache.update(keys, values, layer_idx)
+
+
+def kept_for_steps(cache, layer_idx, make, *args):
+    """What a mixer's decode steps reuse (projection views, stacked map weights, constants): ``make(*args)`` at
+    the first step of a cache, then kept on the cache's layer for its later steps. Weights do not change within one
+    generation, and checking that they have not costs a cold decode step several microseconds a layer; a new
+    cache, or a reset one, makes it again."""
+    layer = cache.layers[layer_idx]
+    kept = layer.step_kept if isinstance(layer, _MarksWrittenState) else None
+    if kept is None:
+        kept = make(*args)
+        if isinstance(layer, _MarksWrittenState):
+            layer.step_kept = kept
+    return kept

@@ -75,6 +75,66 @@ def test_step_rotation_and_projections_equal_rotary_values_and_gradients(family)
     assert_close(mixer.step_qkv(x, cos_sin)[0], q[:, 0], 1e-6)  # without the matrix: the family's rotary
 
 
+def test_decode_step_projections_equal_the_modules_and_step_aside_for_hooks_and_adapters(family):
+    """A decode step without autograd projects by transposed weight views made at the cache's first step and kept
+    on its layer for the later ones (a reset drops them): bit for bit the modules' products (Qwen2's biases
+    included). A new cache sees a weight replaced or given new storage; a forward hook or peft's unmerged LoRA
+    layers make the steps call the modules, and decode still scores as the cache-free forward does."""
+    from peft import LoraConfig, get_peft_model
+
+    _, model = converted(family, "lolcats")
+    model.eval()
+    mixer, inner = model.mixers()[0], model.model
+    ids = torch.randint(3, 128, (2, 21), generator=torch.Generator().manual_seed(9))
+    x = torch.randn(2, 1, model.config.hidden_size, generator=torch.Generator().manual_seed(4))
+    cos_sin = inner.rotary_emb(x, torch.tensor([[5], [17]]))
+    with torch.no_grad():
+        linears = mixer.step_projections()
+        assert linears is not None
+        for a, b in zip(mixer.step_qkv(x, cos_sin, linears=linears), mixer.step_qkv(x, cos_sin)):
+            assert torch.equal(a, b)
+        o = torch.randn(2, mixer.num_heads * mixer.head_dim, generator=torch.Generator().manual_seed(1))
+        assert torch.equal(mixer.project_o(o, linears), mixer.o_proj(o))
+        cache = DynamicCache(config=model.config)
+        model(ids[:, :9], cache=cache, use_cache=True)
+        layer = cache.layers[mixer.layer_idx]
+        assert layer.step_kept is None  # a prefill keeps nothing
+        model(ids[:, 9:10], cache=cache, use_cache=True)
+        kept = layer.step_kept
+        model(ids[:, 10:11], cache=cache, use_cache=True)
+        assert kept is not None and kept[0] is not None and layer.step_kept is kept
+        cache.reset()
+        assert layer.step_kept is None
+    assert decode_vs_forward(model, ids) < TOL
+
+    g = torch.Generator().manual_seed(2)
+    mixer.k_proj.weight = torch.nn.Parameter(torch.randn(mixer.k_proj.weight.shape, generator=g) * 0.2)
+    assert decode_vs_forward(model, ids) < TOL
+    mixer.q_proj.weight.data = torch.randn(mixer.q_proj.weight.shape, generator=g) * 0.2  # new storage, same parameter
+    assert decode_vs_forward(model, ids) < TOL
+    with torch.no_grad():
+        assert mixer.step_projections()[0][1].data_ptr() == mixer.q_proj.weight.data_ptr()
+
+    calls = []
+    hook = mixer.o_proj.register_forward_hook(lambda module, args, out: calls.append(1) or 2 * out)
+    assert decode_vs_forward(model, ids) < TOL and len(calls) == 1 + 1 + (ids.shape[1] - 9)  # full, prefill, steps
+    with torch.no_grad():
+        assert mixer.step_projections() is None
+    hook.remove()
+    forward = mixer.v_proj.forward
+    mixer.v_proj.forward = lambda x: forward(x) + 1.0  # as accelerate's hooks do: the instance's forward replaced
+    with torch.no_grad():
+        assert mixer.step_projections() is None
+    assert decode_vs_forward(model, ids) < TOL
+    del mixer.v_proj.forward
+
+    peft_model = get_peft_model(model, LoraConfig(r=4, target_modules=["q_proj", "v_proj", "o_proj"], init_lora_weights=False))
+    lora = peft_model.get_base_model()
+    with torch.no_grad():
+        assert lora.mixers()[0].step_projections() is None
+    assert decode_vs_forward(lora, ids) < TOL
+
+
 def test_decode_follows_feature_map_weights_changed_after_a_decode():
     """Plain LoLCATs (window 4, no decay or sinks) decodes through Hedgehog's fused step weights; after an
     in-place update, a state-dict load and a dtype change of the maps' weights, the step's features still equal

@@ -57,9 +57,11 @@ def linear_attn(q, k, v, g=None, scale=1.0, initial_state=None, output_final_sta
     return o.to(dtype), state
 
 
-def with_ones(v):
-    """[v, 1]: running the recurrence on it makes the state's last column the normaliser sum_s k_s."""
-    return torch.cat([v, v.new_ones(*v.shape[:-1], 1)], dim=-1)
+def with_ones(v, ones=None):
+    """[v, 1]: running the recurrence on it makes the state's last column the normaliser sum_s k_s (and one
+    product of window scores with it gives a numerator and its denominator). ``ones``: the column, [..., 1] as v's
+    leading shape, where the caller keeps one (a decode step: one op fewer)."""
+    return torch.cat([v, v.new_ones(*v.shape[:-1], 1) if ones is None else ones], dim=-1)
 
 
 def normalized_linear_attn(q, k, v, g=None, initial_state=None, output_final_state=False, mode="auto", eps=1e-6):

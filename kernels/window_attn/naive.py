@@ -2,6 +2,8 @@
 
 import torch
 
+from linearize.kernels.linear_attn.dispatch import with_ones
+
 
 def concat_past(past, k, fk, v):
     """Prepend the previous window (k, fk, v each [B, P, H, *]) to the new tokens."""
@@ -13,12 +15,6 @@ def concat_past(past, k, fk, v):
 def empty_state(fk, v):
     """The zero linear state [B, H, F, V + 1]."""
     return fk.new_zeros(fk.shape[0], fk.shape[2], fk.shape[3], v.shape[3] + 1, dtype=torch.float32)
-
-
-def with_ones(v):
-    """v [..., V] with the normaliser's column of ones appended, [..., V + 1]: one product with it gives a
-    numerator and its denominator (decode caches the window's values so)."""
-    return torch.nn.functional.pad(v, (0, 1), value=1.0)
 
 
 def fold(state, fk, v, weight=None):

@@ -53,6 +53,18 @@ def step_decays(log_decay, window):
     return log_decay.exp().view(-1, 1, 1), (log_decay * (window - 1)).exp().view(-1, 1)
 
 
+_ZEROS = {}
+
+
+def _zero(like):
+    """A kept 0-dim zero in ``like``'s dtype and device: ``baddbmm``'s input where beta is 0."""
+    key = (like.dtype, like.device)
+    zero = _ZEROS.get(key)
+    if zero is None:
+        zero = _ZEROS[key] = torch.zeros((), dtype=like.dtype, device=like.device)
+    return zero
+
+
 def step_window_attn(q, fq, keys, values, factor, window, scale, key_mask=None, initial_state=None, eps=1e-6,
                      log_decay=None, sinks=None, evicted=None, inplace=False, decays=None):
     """Decode: one query q [B, 1, H, D] (or [B, H, D]) with its features fq ([B, H] order first: [B, 1, H, F],
@@ -91,7 +103,9 @@ def step_window_attn(q, fq, keys, values, factor, window, scale, key_mask=None, 
         keys, values = torch.cat([keys, k_s], 2), torch.cat([values, v_s], 2)
     M = keys.shape[2]
     V1 = values.reshape(B * Hkv, M, Vd + 1)
-    scores = torch.bmm(q.reshape(B * Hkv, G, D) * scale, keys.reshape(B * Hkv, M, D).transpose(1, 2))
+    # the scale as the product's alpha (beta 0: the zero input is not read): one op fewer than scaling q
+    scores = torch.baddbmm(_zero(q), q.reshape(B * Hkv, G, D), keys.reshape(B * Hkv, M, D).transpose(1, 2), beta=0,
+                           alpha=scale)
     if allowed is None:  # the query's own key is always there: the row's max is finite
         p = (scores - scores.amax(-1, keepdim=True)).exp_()
     else:
