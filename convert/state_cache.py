@@ -134,7 +134,8 @@ def kept_for_steps(cache, layer_idx, make, *args):
     """What a mixer's decode steps reuse (projection views, stacked map weights, constants): ``make(*args)`` at
     the first step of a cache, then kept on the cache's layer for its later steps. Weights do not change within one
     generation, and checking that they have not costs a cold decode step several microseconds a layer; a new
-    cache, or a reset one, makes it again."""
+    cache, or a reset one, makes it again (within one cache, in-place changes to q/k/v/o still reach the steps
+    through the views; changes to feature maps, window factor or decays wait for the next cache)."""
     layer = cache.layers[layer_idx]
     kept = layer.step_kept if isinstance(layer, _MarksWrittenState) else None
     if kept is None:
