@@ -135,6 +135,18 @@ def test_decode_step_projections_equal_the_modules_and_step_aside_for_hooks_and_
     assert decode_vs_forward(lora, ids) < TOL
 
 
+@pytest.mark.parametrize("target", TARGETS)
+def test_beam_search_through_the_cache_equals_beam_search_without_it(target):
+    """generate(num_beams=3) reorders the cache's states and windows by beam every step (transformers'
+    reorder_cache on our layers, and the steps' kept values): the same beams as without a cache."""
+    _, model = converted("llama", target)
+    model.eval()
+    ids = torch.randint(3, 128, (2, 6), generator=torch.Generator().manual_seed(1))
+    settings = dict(attention_mask=torch.ones_like(ids), max_new_tokens=10, min_new_tokens=10, num_beams=3,
+                    do_sample=False, pad_token_id=0)
+    assert torch.equal(model.generate(ids, **settings), model.generate(ids, use_cache=False, **settings))
+
+
 def test_decode_follows_feature_map_weights_changed_after_a_decode():
     """Plain LoLCATs (window 4, no decay or sinks) decodes through Hedgehog's fused step weights; after an
     in-place update, a state-dict load and a dtype change of the maps' weights, the step's features still equal
