@@ -2,9 +2,9 @@ import os
 
 import pytest
 import torch
-from transformers import AutoModelForCausalLM
+from transformers import AutoConfig, AutoModelForCausalLM
 
-from hub_configs import DEFAULT_FOR_FAMILY, HUB_CONFIGS, SIZES, hub_config
+from hub_configs import DEFAULT_FOR_FAMILY, HUB_CONFIGS, SIZES, hub_config, hub_config_dict
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach for the Hub
 
@@ -22,6 +22,28 @@ def tiny_base(family, seed=0, layers=3):
     config = hub_config(family, layers=layers)
     torch.manual_seed(seed)
     return AutoModelForCausalLM.from_config(config, dtype=torch.float32).eval()
+
+
+def tiny_smollm2(vocab_size, layers=2, seed=0):
+    """A tiny random base from the embedded SmolLM2-135M-Instruct's config.json (tests/hub_configs.py: sizes
+    scaled down, rope theta, norm eps, token ids and tied embeddings as shipped), with ``vocab_size`` rows: the
+    length of the embedded tokenizer it is paired with (49152, as shipped)."""
+    config = hub_config_dict("smollm2", layers)
+    config["vocab_size"] = vocab_size
+    config = AutoConfig.for_model(config.pop("model_type"), **config)
+    torch.manual_seed(seed)
+    return AutoModelForCausalLM.from_config(config, dtype=torch.float32).eval()
+
+
+def tiny_smollm2_dir(path, layers=2, seed=0):
+    """``tiny_smollm2`` saved with the embedded tokenizer as a local folder, as a user's base would be; returns
+    the path."""
+    from linearize.convert.bases import load_tokenizer
+
+    tok = load_tokenizer("llama")
+    tiny_smollm2(len(tok), layers, seed).save_pretrained(path)
+    tok.save_pretrained(path)
+    return path
 
 
 def perturb_new_parameters(model, scale=0.3, seed=1):

@@ -17,7 +17,7 @@ from linearize.data.texts import DataError, documents
 from linearize.distill.data import build_blocks
 from linearize.distill.recipe import distill
 from linearize.distill.trainer import TrainConfig, latest_checkpoint, train
-from conftest import perturb_new_parameters, tiny_base
+from conftest import perturb_new_parameters, tiny_base, tiny_smollm2_dir
 from tests_helpers import assert_close
 
 HERE = os.path.dirname(__file__)
@@ -85,7 +85,7 @@ RESUMABLE = textwrap.dedent("""
     # Runs a transfer stage; each optimizer step sleeps so the test can kill the run mid-way.
     import sys, time, torch
     sys.path.insert(0, sys.argv[3])
-    from conftest import perturb_new_parameters, tiny_base
+    from conftest import perturb_new_parameters, tiny_base, tiny_smollm2_dir
     from linearize.convert.convert import convert
     from linearize.distill import trainer
     from linearize.distill.trainer import TrainConfig, train
@@ -179,17 +179,11 @@ def test_data_packing_split_and_chat_template(tmp_path):
 
 def test_main_job_on_a_tiny_base(tmp_path, capsys):
     """convert -> transfer -> kd -> perplexity -> save, through the CLI, on a tiny base with a real tokenizer."""
-    from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
+    from transformers import AutoModelForCausalLM
 
     from linearize.cli import main
-    from linearize.convert.bases import load_tokenizer
 
-    tok = load_tokenizer("llama")
-    torch.manual_seed(0)
-    base_dir = tmp_path / "tiny"
-    LlamaForCausalLM(LlamaConfig(vocab_size=len(tok), hidden_size=48, intermediate_size=96, num_hidden_layers=2,
-                                 num_attention_heads=6, num_key_value_heads=2, tie_word_embeddings=True)).save_pretrained(base_dir)
-    tok.save_pretrained(base_dir)
+    base_dir = tiny_smollm2_dir(tmp_path / "tiny")
     out = tmp_path / "out"
     unseen = tmp_path / "unseen.txt"
     unseen.write_text("Text of another kind than the training corpus, for the out-of-domain measurement. " * 60)
@@ -230,17 +224,11 @@ def recorded_config(out, stage):
 
 def test_distill_verb_trains_a_saved_checkpoint_and_resumes(tmp_path, capsys):
     """`linearize distill CKPT --stage transfer` on a converted tiny checkpoint whose base is a local folder."""
-    from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
+    from transformers import AutoModelForCausalLM
 
     from linearize.cli import main
-    from linearize.convert.bases import load_tokenizer
 
-    tok = load_tokenizer("llama")
-    torch.manual_seed(0)
-    base_dir, ckpt, out = tmp_path / "tiny", tmp_path / "ckpt", tmp_path / "distilled"
-    LlamaForCausalLM(LlamaConfig(vocab_size=len(tok), hidden_size=48, intermediate_size=96, num_hidden_layers=2,
-                                 num_attention_heads=6, num_key_value_heads=2, tie_word_embeddings=True)).save_pretrained(base_dir)
-    tok.save_pretrained(base_dir)
+    base_dir, ckpt, out = tiny_smollm2_dir(tmp_path / "tiny"), tmp_path / "ckpt", tmp_path / "distilled"
     assert main(["convert", "--base", str(base_dir), "--to", "hedgehog", "--out", str(ckpt)]) == 0
     args = ["distill", str(ckpt), "--stage", "transfer", "--tokens", "1024", "--seq-len", "64", "--batch-size", "2",
             "--save-every", "2", "--out", str(out)]

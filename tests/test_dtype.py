@@ -12,7 +12,7 @@ from safetensors import safe_open
 from linearize.cli import main
 from linearize.convert.convert import convert
 from linearize.distill.trainer import TrainConfig, deepspeed_config, train
-from conftest import perturb_new_parameters, tiny_base
+from conftest import perturb_new_parameters, tiny_base, tiny_smollm2_dir
 
 
 def random_blocks(n=64, seq_len=32, seed=0):
@@ -103,17 +103,7 @@ def test_deepspeed_precision_follows_the_students_dtype():
 @pytest.fixture
 def tiny_dirs(tmp_path):
     """A tiny fp32 llama base with the embedded model's tokenizer, saved as a local folder."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    from linearize.convert.bases import load_tokenizer
-
-    tok = load_tokenizer("llama")
-    torch.manual_seed(0)
-    base = tmp_path / "tiny"
-    LlamaForCausalLM(LlamaConfig(vocab_size=len(tok), hidden_size=48, intermediate_size=96, num_hidden_layers=2,
-                                 num_attention_heads=6, num_key_value_heads=2, tie_word_embeddings=True)).save_pretrained(base)
-    tok.save_pretrained(base)
-    return base
+    return tiny_smollm2_dir(tmp_path / "tiny")
 
 
 def test_load_base_and_resolve_dtype(tiny_dirs, monkeypatch):

@@ -7,7 +7,6 @@ import sys
 
 import pytest
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM
 
 from linearize.cli import main
 from linearize.convert.bases import load_tokenizer
@@ -17,6 +16,7 @@ from linearize.evals.bench import bench, cache_nbytes
 from linearize.evals.lm_eval_bridge import TINY_GEN, TINY_MC, metrics, run_lm_eval, write_tiny_tasks
 from linearize.evals.perplexity import agreement, perplexity
 from linearize.evals.recall import mqar_samples, passkey_samples, score_mqar, score_passkey
+from conftest import tiny_smollm2
 from tests_helpers import assert_close
 
 
@@ -28,10 +28,7 @@ def tokenizer():
 @pytest.fixture(scope="module")
 def tiny_ckpt(tokenizer, tmp_path_factory):
     """A tiny converted model with a real tokenizer, saved like a user's checkpoint."""
-    torch.manual_seed(0)
-    base = LlamaForCausalLM(LlamaConfig(vocab_size=len(tokenizer), hidden_size=48, intermediate_size=96,
-                                        num_hidden_layers=2, num_attention_heads=6, num_key_value_heads=2,
-                                        tie_word_embeddings=True)).eval()
+    base = tiny_smollm2(len(tokenizer))
     model = convert(base, "lolcats", keep_attention="1", window=4)
     path = tmp_path_factory.mktemp("ckpt") / "tiny-lolcats"
     model.save_pretrained(path)
@@ -161,4 +158,4 @@ def test_cli_eval_by_position_with_teacher(tiny_ckpt, tmp_path, capsys):
     capsys.readouterr()
     assert main(["eval", str(path), "--seq-len", "4096", "--out", str(tmp_path / "no")]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "max_position_embeddings 2048" in err and not (tmp_path / "no").exists()
+    assert err.count("\n") == 1 and "max_position_embeddings 256" in err and not (tmp_path / "no").exists()

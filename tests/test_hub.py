@@ -5,15 +5,14 @@ import subprocess
 import sys
 
 import pytest
-import torch
 import yaml
-from transformers import LlamaConfig, LlamaForCausalLM
 
 from linearize.card import model_card
 from linearize.cli import main
 from linearize.convert.bases import load_tokenizer
 from linearize.convert.convert import convert
 from linearize.hub import VerificationError, verify
+from conftest import tiny_smollm2
 from fake_hub import FakeHub
 from tests_helpers import LINEARIZE
 
@@ -23,9 +22,7 @@ TOKEN = "hf_fakeTOKEN1234567890abcdef"
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory):
     tok = load_tokenizer("llama")
-    torch.manual_seed(0)
-    base = LlamaForCausalLM(LlamaConfig(vocab_size=len(tok), hidden_size=48, intermediate_size=96, num_hidden_layers=2,
-                                        num_attention_heads=6, num_key_value_heads=2, tie_word_embeddings=True)).eval()
+    base = tiny_smollm2(len(tok))
     path = tmp_path_factory.mktemp("hub") / "tiny-lolcats"
     model = convert(base, "lolcats", keep_attention="1", window=4, base_name="llama")
     model.save_pretrained(path)

@@ -9,13 +9,13 @@ import re
 
 import pytest
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM
 
 from linearize.convert.bases import load_tokenizer
 from linearize.distill.data import build_blocks
 from linearize.evals.perplexity import heldout_ids
 from linearize.evals.suite import evaluate
 from linearize.pipeline import quality
+from conftest import tiny_smollm2
 
 SEQ, BUDGET = 32, 128
 
@@ -35,10 +35,7 @@ def no_eos(tokenizer):
 
 @pytest.fixture(scope="module")
 def model(tokenizer):
-    torch.manual_seed(0)
-    return LlamaForCausalLM(LlamaConfig(vocab_size=len(tokenizer), hidden_size=48, intermediate_size=96,
-                                        num_hidden_layers=2, num_attention_heads=6, num_key_value_heads=2,
-                                        tie_word_embeddings=True)).eval()
+    return tiny_smollm2(len(tokenizer))
 
 
 def chat_rows(path, n=40):

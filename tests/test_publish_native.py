@@ -6,27 +6,19 @@ import os
 import subprocess
 import sys
 
-import torch
-from transformers import LlamaConfig, LlamaForCausalLM
 
 from linearize.cli import main
 from linearize.convert.bases import load_tokenizer
 from linearize.convert.convert import convert
+from conftest import tiny_smollm2, tiny_smollm2_dir
 from fake_hub import FakeHub
 from tests_helpers import LINEARIZE
 
 TOKEN = "hf_fakeTOKEN1234567890abcdef"
-TINY = dict(hidden_size=48, intermediate_size=96, num_hidden_layers=2, num_attention_heads=6, num_key_value_heads=2,
-            tie_word_embeddings=True)
 
 
 def tiny_base_dir(tmp_path):
-    tok = load_tokenizer("llama")
-    torch.manual_seed(0)
-    base_dir = tmp_path / "tiny"
-    LlamaForCausalLM(LlamaConfig(vocab_size=len(tok), **TINY)).save_pretrained(base_dir)
-    tok.save_pretrained(base_dir)
-    return base_dir
+    return tiny_smollm2_dir(tmp_path / "tiny")
 
 
 def test_main_job_exports_natively_and_refuses_before_training(tmp_path, capsys):
@@ -51,8 +43,7 @@ def test_main_job_exports_natively_and_refuses_before_training(tmp_path, capsys)
 
 def test_push_native_uploads_the_exported_folder(tmp_path):
     tok = load_tokenizer("llama")
-    torch.manual_seed(0)
-    base = LlamaForCausalLM(LlamaConfig(vocab_size=len(tok), **TINY)).eval()
+    base = tiny_smollm2(len(tok))
     ckpt = tmp_path / "tiny-mamba"
     convert(base, "mamba", keep_attention="1", base_name="llama").save_pretrained(ckpt)
     tok.save_pretrained(ckpt)

@@ -11,7 +11,7 @@ import torch
 from linearize.convert.convert import convert
 from linearize.distill import trainer
 from linearize.distill.trainer import TrainConfig, latest_checkpoint, train
-from conftest import tiny_base
+from conftest import tiny_base, tiny_smollm2_dir
 
 
 class Killed(Exception):
@@ -92,18 +92,10 @@ def test_resume_with_nothing_to_resume_says_so_and_starts_fresh(tmp_path, capsys
 
 def test_main_job_resume_skips_finished_stages_and_ends_like_an_uninterrupted_run(tmp_path, monkeypatch):
     from safetensors.torch import load_file
-    from transformers import LlamaConfig, LlamaForCausalLM
-
     from linearize import pipeline
-    from linearize.convert.bases import load_tokenizer
     from linearize.pipeline import main_job
 
-    tok = load_tokenizer("llama")
-    torch.manual_seed(0)
-    base = tmp_path / "tiny"
-    LlamaForCausalLM(LlamaConfig(vocab_size=len(tok), hidden_size=48, intermediate_size=96, num_hidden_layers=2,
-                                 num_attention_heads=6, num_key_value_heads=2, tie_word_embeddings=True)).save_pretrained(base)
-    tok.save_pretrained(base)
+    base = tiny_smollm2_dir(tmp_path / "tiny")
     data = tmp_path / "docs.jsonl"  # small, so tokenizing it is quick
     data.write_text("".join(json.dumps({"text": f"Document {i}: " + " ".join(f"word{(i * j) % 97}" for j in range(60))})
                             + "\n" for i in range(40)))
