@@ -50,8 +50,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from linearize.distill.stages import (TRANSFER_MODES, causal_lm_parts, chunked_kd_loss, merge, select_trainable,
-                                      transfer_loss)
+from linearize.convert.mixer_base import SettingError
+from linearize.distill.stages import (TRAINABLE, TRANSFER_MODES, causal_lm_parts, chunked_kd_loss, merge,
+                                      select_trainable, transfer_loss)
 
 
 @dataclasses.dataclass
@@ -81,6 +82,31 @@ class TrainConfig:
     gradient_checkpointing: bool = False
     mixed_precision: str = "no"  # accelerate's autocast on top of the models' dtype (--dtype): no, bf16, fp16
     deepspeed: str | None = None  # a DeepSpeed JSON config (distill/configs/zero2.json, zero3.json)
+
+    def __post_init__(self):
+        """Degenerate settings fail here, at construction, with one line naming the flag: before any model
+        loads or any earlier run's work is cleared."""
+        for name, low in (("tokens", 1), ("seq_len", 2), ("batch_size", 1), ("grad_accum", 1), ("warmup_steps", 0),
+                          ("kd_chunk", 1), ("lora_r", 1), ("save_every", 0), ("top_k", 1)):
+            value = getattr(self, name)
+            if value is None and name in ("save_every", "top_k"):
+                continue
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise SettingError(f"bad --{name.replace('_', '-')} {value!r}: a whole number >= {low}")
+        for name, low, above in (("lr", 0, True), ("temperature", 0, True), ("max_grad_norm", 0, True),
+                                 ("lora_alpha", 0, True), ("weight_decay", 0, False), ("ce_weight", 0, False),
+                                 ("save_minutes", 0, False), ("min_lr_ratio", 0, False)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
+                    value > low if above else value >= low) or not math.isfinite(value):
+                raise SettingError(f"bad --{name.replace('_', '-')} {value!r}: a number {'>' if above else '>='} {low}")
+        if self.min_lr_ratio > 1:
+            raise SettingError(f"bad --min-lr-ratio {self.min_lr_ratio!r}: a fraction of --lr, at most 1")
+        for name, choices in (("stage", ("transfer", "kd")), ("transfer_mode", TRANSFER_MODES), ("train", TRAINABLE),
+                              ("mixed_precision", ("no", "auto", "bf16", "fp16"))):
+            if getattr(self, name) not in choices:
+                what = "transfer mode" if name == "transfer_mode" else f"--{name.replace('_', '-')}"
+                raise SettingError(f"unknown {what} {getattr(self, name)!r}: choose one of {', '.join(choices)}")
 
     def to_dict(self):
         return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
@@ -544,8 +570,6 @@ def train(student, teacher, blocks, cfg, out, resume=False, progress=True, log=N
     fp32 = TrainedInFP32(model, dtype)
     if cfg.gradient_checkpointing:
         student.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    if cfg.transfer_mode not in TRANSFER_MODES:
-        raise ValueError(f"unknown transfer mode {cfg.transfer_mode!r}: choose one of {', '.join(TRANSFER_MODES)}")
     teacher.eval().requires_grad_(False)
     objective = (TransferObjective(model, teacher, dtype, cfg.transfer_mode) if cfg.stage == "transfer"
                  else KDObjective(model, teacher, cfg))

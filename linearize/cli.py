@@ -242,6 +242,8 @@ def add_train_args(p, main_job=False):
         p.add_argument("--lora-alpha", type=int, default=None)
         p.add_argument("--temperature", type=float, default=None)
         p.add_argument("--top-k", type=int, default=None)
+        p.add_argument("--kd-chunk", type=int, default=None,
+                       help="kd: tokens whose logits are made at once (memory: kd-chunk x vocabulary; default 1024)")
         p.add_argument("--ce-weight", type=float, default=None)
         p.add_argument("--gradient-checkpointing", action="store_true", default=None)
     p.add_argument("--save-every", type=int, default=None,
@@ -374,11 +376,17 @@ def check_deepspeed(path):
 def run_distill(args):
     from linearize.api import distill
     from linearize.convert.bases import resolve_dtype
+    from linearize.distill.recipe import stage_config
     from linearize.evals.suite import load_model
 
     dtype = resolve_dtype(args.dtype)
     out = check_out(args.out, args.overwrite or args.resume)
     check_deepspeed(args.deepspeed)
+    overrides = {k: getattr(args, k, None) for k in ("tokens", "seq_len", "batch_size", "grad_accum", "lr", "train",
+                                                      "lora_r", "lora_alpha", "temperature", "top_k", "ce_weight",
+                                                      "kd_chunk", "gradient_checkpointing", "save_every",
+                                                      "save_minutes", "deepspeed", "seed", "transfer_mode")}
+    stage_config(args.stage, **overrides)  # degenerate settings fail before any model loads
     student, tokenizer, _ = load_model(args.model, dtype=dtype)
     teacher_spec = args.teacher or student.config.linearize.get("base")
     if not teacher_spec:
@@ -386,10 +394,6 @@ def run_distill(args):
     from linearize.convert.bases import load_base
 
     teacher = load_base(teacher_spec, dtype=dtype)
-    overrides = {k: getattr(args, k, None) for k in ("tokens", "seq_len", "batch_size", "grad_accum", "lr", "train",
-                                                      "lora_r", "lora_alpha", "temperature", "top_k", "ce_weight",
-                                                      "gradient_checkpointing", "save_every", "save_minutes",
-                                                      "deepspeed", "seed", "transfer_mode")}
     summary = distill(student, teacher, tokenizer, out, stage=args.stage, data=args.data, resume=args.resume,
                       **overrides)
     print(f"{args.stage}: {summary['steps']} steps, {summary['tokens']:,} tokens, {summary['tokens_per_s']:.0f} tok/s, "

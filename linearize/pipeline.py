@@ -6,6 +6,7 @@ Quality is measured as ../QUALITY.md asks: the training corpus's held-out split 
 position bucket, and passkey and MQAR recall; teacher and student on the same windows in the same run.
 """
 
+from linearize.convert.mixer_base import SettingError
 from linearize.distill.recipe import distill, stage_config
 
 OOD_CORPORA = ("corpus:gnu-manuals", "corpus:c-code")
@@ -111,6 +112,15 @@ def main_job(base_spec, target, out, keep_attention=None, data=None, tokens=None
     from linearize.convert.save import save_atomic
 
     dtype = resolve_dtype(dtype)
+    if tokens is not None and (isinstance(tokens, bool) or not isinstance(tokens, int) or tokens < 2):
+        raise SettingError(f"bad --tokens {tokens!r}: a whole number >= 2 (both stages share it)")
+    common = dict(seq_len=seq_len, batch_size=batch_size, grad_accum=grad_accum, save_every=save_every,
+                  save_minutes=save_minutes, deepspeed=deepspeed, seed=seed, transfer_mode=transfer_mode)
+    budgets = {"transfer": None, "kd": None} if tokens is None else {"transfer": int(tokens * 0.55),
+                                                                     "kd": tokens - int(tokens * 0.55)}
+    for stage in ("transfer", "kd"):  # degenerate settings fail now, before a model loads or a work folder goes
+        settings = {k: v for k, v in (stage_overrides or {}).get(stage, {}).items() if k != "skip"}
+        stage_config(stage, **{**common, "tokens": budgets[stage], **settings})
     t0 = time.time()
     work = Path(f"{out}.work")
     stages = ((2, "transfer"), (3, "kd"))
@@ -146,10 +156,6 @@ def main_job(base_spec, target, out, keep_attention=None, data=None, tokens=None
         from linearize.convert.export_native import check_exportable
 
         check_exportable(student.config)  # before any training
-    common = dict(seq_len=seq_len, batch_size=batch_size, grad_accum=grad_accum, save_every=save_every,
-                  save_minutes=save_minutes, deepspeed=deepspeed, seed=seed, transfer_mode=transfer_mode)
-    budgets = {"transfer": None, "kd": None} if tokens is None else {"transfer": int(tokens * 0.55),
-                                                                     "kd": tokens - int(tokens * 0.55)}
     summaries, trained_here, earlier_seconds = {}, False, 0.0
     for n, stage in stages:
         overrides = dict((stage_overrides or {}).get(stage, {}))

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -246,3 +247,53 @@ def test_distill_verb_trains_a_saved_checkpoint_and_resumes(tmp_path, capsys):
     assert main(["distill", str(ckpt), "--stage", "transfer", "--data", str(tmp_path / "nope.jsonl"),
                  "--out", str(tmp_path / "x")]) == 2
     assert "unknown data" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("settings,message", [
+    ({"batch_size": 0}, "bad --batch-size 0: a whole number >= 1"), ({"seq_len": 1}, "bad --seq-len 1"),
+    ({"tokens": -5}, "bad --tokens -5"), ({"grad_accum": 2.5}, "bad --grad-accum 2.5"), ({"lr": 0}, "bad --lr 0"),
+    ({"lr": float("nan")}, "bad --lr nan"), ({"temperature": -1.0}, "bad --temperature -1.0"),
+    ({"top_k": 0}, "bad --top-k 0"), ({"kd_chunk": 0}, "bad --kd-chunk 0"), ({"min_lr_ratio": 1.5}, "--min-lr-ratio"),
+    ({"save_minutes": -1}, "bad --save-minutes -1"), ({"train": "lm_head"}, "unknown --train 'lm_head'"),
+    ({"stage": "sft"}, "unknown --stage 'sft'"),
+])
+def test_degenerate_train_settings_are_one_clear_error(settings, message):
+    from linearize.convert.mixer_base import SettingError
+
+    with pytest.raises(SettingError, match=re.escape(message)):
+        small_cfg(settings.pop("stage", "kd"), **settings)
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--batch-size", "0"], "bad --batch-size 0"), (["--seq-len", "1"], "bad --seq-len 1"),
+    (["--tokens", "1"], "bad --tokens 1: a whole number >= 2"), (["--grad-accum", "0"], "bad --grad-accum 0"),
+    (["--save-minutes", "-1"], "bad --save-minutes -1"),
+])
+def test_main_job_refuses_degenerate_train_settings_before_anything(tmp_path, capsys, args, message):
+    """One line, exit 2, before a model loads: an interrupted run's work folder is still there, no output."""
+    from linearize.cli import main
+
+    base_dir = tmp_path / "tiny"
+    tiny_base("llama").save_pretrained(base_dir)
+    out, work = tmp_path / "out", tmp_path / "out.work"
+    (work / "transfer").mkdir(parents=True)
+    (work / "transfer" / "keep.txt").write_text("an interrupted run's checkpoint")
+    assert main(["--base", str(base_dir), "--to", "lolcats", "--out", str(out), *args]) == 2
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if "error" in line.lower()]
+    assert len(lines) == 1 and lines[0].startswith("linearize: error: ") and message in lines[0], err
+    assert not out.exists() and (work / "transfer" / "keep.txt").exists()
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--lr", "0"], "bad --lr 0.0"), (["--top-k", "0"], "bad --top-k 0"), (["--kd-chunk", "0"], "bad --kd-chunk 0"),
+    (["--lora-r", "0"], "bad --lora-r 0"), (["--train", "bogus"], "unknown --train 'bogus'"),
+])
+def test_distill_verb_refuses_degenerate_train_settings_before_loading(tmp_path, capsys, args, message):
+    from linearize.cli import main
+
+    out = tmp_path / "out"
+    assert main(["distill", str(tmp_path / "not-loaded"), "--stage", "kd", "--out", str(out), *args]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("linearize: error: ") and message in err, err
+    assert not out.exists()

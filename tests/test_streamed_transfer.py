@@ -116,6 +116,5 @@ def test_trainer_runs_either_mode_to_the_same_weights_and_refuses_others(tmp_pat
     for k in whole:
         torch.testing.assert_close(streamed[k], whole[k], rtol=1e-5, atol=1e-6)
     assert TransferObjective(student, teacher).mode == "streamed"  # the default
-    cfg = TrainConfig(stage="transfer", tokens=64, seq_len=16, transfer_mode="layered")
     with pytest.raises(ValueError, match="unknown transfer mode 'layered': choose one of streamed, whole"):
-        train(student, teacher, blocks, cfg, tmp_path / "bad", progress=False)
+        TrainConfig(stage="transfer", tokens=64, seq_len=16, transfer_mode="layered")
