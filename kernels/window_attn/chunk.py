@@ -1,10 +1,13 @@
-"""Chunked form: banded softmax per block of queries, and the linear part as chunked linear attention over
-keys delayed by ``window`` (the key a query stops seeing through the window is the one it starts seeing linearly)."""
+"""Chunked form: the window's softmax as one banded product (each block of queries against its band of keys, all
+blocks at once), and the linear part as chunked linear attention over keys delayed by ``window`` (the key a query
+stops seeing through the window is the one it starts seeing linearly). The number of ops does not grow with the
+length; memory grows linearly ([T, block + window - 1] scores per head)."""
 
 import torch
+import torch.nn.functional as F
 
 from linearize.kernels.linear_attn.dispatch import linear_attn, with_ones
-from linearize.kernels.window_attn.naive import combine, concat_past, decay_weights, fold, softmax_part
+from linearize.kernels.window_attn.naive import combine, concat_past, decay_weights, fold, window_softmax
 
 
 def chunk_window_attn(q, k, fq, fk, v, factor, window, scale, key_mask=None, past=None, initial_state=None,
@@ -31,8 +34,9 @@ def chunk_window_attn(q, k, fq, fk, v, factor, window, scale, key_mask=None, pas
     if log_decay is not None:
         g = log_decay.float()[None, None].expand(B, T, H)
         k_lin = k_lin * decay_weights(log_decay, torch.tensor([window], device=q.device))[0][None, None, :, None]
-    carried, state = linear_attn(fq.float(), k_lin, with_ones(v_lin), g=g, scale=1.0, initial_state=initial_state,
-                                 output_final_state=True, mode=linear_mode)
+    # In the run's dtype: fla takes bf16 inputs and keeps its states in float32 (the torch forms compute in float32).
+    carried, state = linear_attn(fq, k_lin.to(fq.dtype), with_ones(v_lin).to(fq.dtype), g=g, scale=1.0,
+                                 initial_state=initial_state, output_final_state=True, mode=linear_mode)
     carried = carried.float()
     lin_num, lin_den = carried[..., :-1], carried[..., -1]
     # The state must also hold the one key that leaves the window after the last query.
@@ -40,17 +44,45 @@ def chunk_window_attn(q, k, fq, fk, v, factor, window, scale, key_mask=None, pas
     if last_out >= 0:
         weight = None if log_decay is None else decay_weights(log_decay, torch.tensor([window - 1], device=q.device))
         state = fold(state, FK[:, last_out : last_out + 1], Vv[:, last_out : last_out + 1], weight)
-    # Softmax part, one block of queries at a time over its band of keys.
-    sm_num, sm_den = [], []
-    for start in range(0, T, chunk_size):
-        stop = min(start + chunk_size, T)
-        lo = max(0, P + start - window + 1)
-        qi = torch.arange(P + start, P + stop, device=q.device)[:, None]
-        kj = torch.arange(lo, P + stop, device=q.device)[None, :]
-        allowed = ((kj <= qi) & (kj > qi - window))[None] & valid[:, None, lo : P + stop]
-        num, den = softmax_part(q[:, start:stop], K[:, lo : P + stop], Vv[:, lo : P + stop], allowed[:, None], scale,
-                                sinks, slice(start, stop))
-        sm_num.append(num)
-        sm_den.append(den)
-    o = combine(torch.cat(sm_num, 1), torch.cat(sm_den, 1), lin_num, lin_den, factor, eps)
+    sm_num, sm_den = banded_softmax_part(q, K, Vv, valid, window, scale, sinks, chunk_size)
+    o = combine(sm_num, sm_den, lin_num, lin_den, factor, eps)
     return o.to(dtype), state
+
+
+def banded_softmax_part(q, K, V, valid, window, scale, sinks=None, block=64):
+    """``softmax_part`` for queries q [B, T, H, D] that are the last T of the keys K, V [B, N, H, *] (valid [B, N]),
+    each seeing the ``window`` keys up to itself and the sinks (as ``softmax_part`` takes them). Queries go in
+    blocks of ``block``; block i's band is the block + window - 1 keys ending at its last query, an unfold of the
+    key stream (a view), so all blocks are one batched product. The scores and the values' product run in the
+    inputs' dtype, the softmax's statistics and the denominator in float32."""
+    B, T, H, D = q.shape
+    C = max(1, min(block, T))
+    pad = -T % C
+    n = (T + pad) // C
+    L = C + window - 1
+    lead = window - 1 - (K.shape[1] - T)  # keys the stream lacks before the first query's window (< 0: spare)
+
+    def stream(x):  # the keys from the first query's window on, padded to whole blocks: [B, window - 1 + T + pad, ...]
+        x = x[:, max(-lead, 0) :]
+        return F.pad(x, (0, 0) * (x.dim() - 2) + (max(lead, 0), pad))
+
+    qb = F.pad(q, (0, 0, 0, 0, 0, pad)).view(B, n, C, H, D)
+    Kb = stream(K.to(q.dtype)).unfold(1, L, C)  # [B, n, H, D, L]
+    Vb = stream(V.to(q.dtype)).unfold(1, L, C)
+    keep = stream(valid.to(q.dtype)[..., None, None])[..., 0, 0].unfold(1, L, C) > 0  # [B, n, L]
+    i = torch.arange(C, device=q.device)[:, None]
+    j = torch.arange(L, device=q.device)[None, :]
+    allowed = ((j >= i) & (j < i + window))[None, None, None] & keep[:, :, None, None, :]  # [B, n, 1, C, L]
+    scores = torch.einsum("bnchd,bnhdl->bnhcl", qb, Kb).float() * scale
+    if sinks is not None:
+        k_s, v_s, visible = sinks
+        visible = F.pad(visible, (0, 0, 0, pad)).view(B, n, 1, C, -1)
+        scores = torch.cat([scores, torch.einsum("bnchd,bshd->bnhcs", qb, k_s.to(q.dtype)).float() * scale], -1)
+        allowed = torch.cat([allowed.expand(B, n, 1, C, L), visible], -1)
+    p = window_softmax(scores, allowed)  # [B, n, H, C, L (+ S)]
+    pv = p.to(q.dtype)
+    num = torch.einsum("bnhcl,bnhvl->bnchv", pv[..., :L], Vb)
+    if sinks is not None:
+        num = num + torch.einsum("bnhcs,bshv->bnchv", pv[..., L:], v_s.to(q.dtype))
+    den = p.sum(-1).transpose(2, 3)  # [B, n, C, H]
+    return num.reshape(B, n * C, H, -1)[:, :T].float(), den.reshape(B, n * C, H)[:, :T]
