@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from linearize.kernels.linear_attn.dispatch import linear_attn, with_ones
-from linearize.kernels.window_attn.naive import combine, concat_past, decay_weights, fold, window_softmax
+from linearize.kernels.window_attn.naive import combine, concat_past, decay_weights, fold
 
 
 def chunk_window_attn(q, k, fq, fk, v, factor, window, scale, key_mask=None, past=None, initial_state=None,
@@ -73,16 +73,22 @@ def banded_softmax_part(q, K, V, valid, window, scale, sinks=None, block=64):
     i = torch.arange(C, device=q.device)[:, None]
     j = torch.arange(L, device=q.device)[None, :]
     allowed = ((j >= i) & (j < i + window))[None, None, None] & keep[:, :, None, None, :]  # [B, n, 1, C, L]
-    scores = torch.einsum("bnchd,bnhdl->bnhcl", qb, Kb).float() * scale
+    # The sinks join the band's softmax through a shared row maximum, not a concatenation (two fewer copies).
+    scores = (torch.einsum("bnchd,bnhdl->bnhcl", qb, Kb).float() * scale).masked_fill(~allowed, float("-inf"))
+    m = scores.amax(-1, keepdim=True)
     if sinks is not None:
         k_s, v_s, visible = sinks
         visible = F.pad(visible, (0, 0, 0, pad)).view(B, n, 1, C, -1)
-        scores = torch.cat([scores, torch.einsum("bnchd,bshd->bnhcs", qb, k_s.to(q.dtype)).float() * scale], -1)
-        allowed = torch.cat([allowed.expand(B, n, 1, C, L), visible], -1)
-    p = window_softmax(scores, allowed)  # [B, n, H, C, L (+ S)]
-    pv = p.to(q.dtype)
-    num = torch.einsum("bnhcl,bnhvl->bnchv", pv[..., :L], Vb)
+        sink_scores = torch.einsum("bnchd,bshd->bnhcs", qb, k_s.to(q.dtype)).float() * scale
+        sink_scores = sink_scores.masked_fill(~visible, float("-inf"))
+        m = torch.maximum(m, sink_scores.amax(-1, keepdim=True))
+    m = torch.where(torch.isfinite(m), m, torch.zeros_like(m))  # a row that sees no key gives zeros, not NaN
+    p = (scores - m).exp()  # [B, n, H, C, L]
+    num = torch.einsum("bnhcl,bnhvl->bnchv", p.to(q.dtype), Vb)
+    den = p.sum(-1)
     if sinks is not None:
-        num = num + torch.einsum("bnhcs,bshv->bnchv", pv[..., L:], v_s.to(q.dtype))
-    den = p.sum(-1).transpose(2, 3)  # [B, n, C, H]
+        p = (sink_scores - m).exp()
+        num = num + torch.einsum("bnhcs,bshv->bnchv", p.to(q.dtype), v_s.to(q.dtype))
+        den = den + p.sum(-1)
+    den = den.transpose(2, 3)  # [B, n, C, H]
     return num.reshape(B, n * C, H, -1)[:, :T].float(), den.reshape(B, n * C, H)[:, :T]
