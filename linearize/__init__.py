@@ -6,7 +6,9 @@ first use (so ``linearize.kernels`` loads without transformers' model code). Usi
 """
 
 import importlib
+import importlib.machinery
 import importlib.metadata
+import os
 import sys
 import types
 
@@ -49,3 +51,27 @@ class _Face(types.ModuleType):
 
 
 sys.modules[__name__].__class__ = _Face
+
+
+# The parts (kernels/, convert/, data/, distill/, evals/) are folders without an __init__.py, so that none of them is
+# a top-level regular package that would shadow a dependency's package of that name (transformers imports HF's
+# `kernels`) when the project's folder is on sys.path. A wheel holds them inside linearize/, where they import as
+# namespace subpackages; in a source tree (an editable install, or `python -m ...` run from the project's folder) they
+# sit beside this folder, and setuptools' editable finder does not find folders without __init__.py there
+# (pypa/setuptools#4943), so this finder maps `linearize.<part>` to them.
+_PARTS = ("kernels", "data", "convert", "distill", "evals")
+
+
+class _SourceParts:
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+    @classmethod
+    def find_spec(cls, fullname, path=None, target=None):
+        parent, _, part = fullname.rpartition(".")
+        if parent == __name__ and part in _PARTS:
+            return importlib.machinery.PathFinder.find_spec(fullname, [cls.root])
+        return None
+
+
+if not os.path.isdir(os.path.join(os.path.dirname(os.path.abspath(__file__)), "kernels")):
+    sys.meta_path.append(_SourceParts)

@@ -17,8 +17,8 @@
 # so a later call whose source changed can start with `bash scripts/device_bootstrap.sh 2` (quick).
 # Later commands start with:
 #   export PYTHONPATH=/tmp/site PYTHONSAFEPATH=1 PATH=/tmp/site/bin:$PATH HF_HUB_OFFLINE=1 LINEARIZE_CACHE=/tmp/linearize-cache
-# (PYTHONSAFEPATH=1: `python -c`/`-m` run in the repository root would otherwise import the source folder
-# ./linearize, which lacks the linearize.kernels/convert/... subpackages that only the install maps in.)
+# (PYTHONSAFEPATH=1 keeps the repository root off sys.path, so `python -c`/`-m` run there use the install checked
+# below rather than the source folders; not needed for imports to work: from the root, ./linearize maps its parts in.)
 set -euo pipefail
 STEP=${1:-}
 case "$STEP" in 1|2) ;; *) echo "usage: $0 1|2" >&2; exit 2 ;; esac
@@ -143,7 +143,7 @@ for name in ("torch", "triton", "transformers", "flash-linear-attention", "fla-c
         print(f"  {name:24s} MISSING")
 from linearize.convert.bases import embedded_gguf
 print("  embedded model:", embedded_gguf())
-print("  linearize from:", os.path.dirname(linearize.__file__), "| kernels from:", os.path.dirname(linearize.kernels.__file__))
+print("  linearize from:", os.path.dirname(linearize.__file__), "| kernels from:", list(linearize.kernels.__path__)[0])
 print("  cuda:", torch.cuda.is_available(), torch.cuda.get_device_name(0) if torch.cuda.is_available() else "")
 bad = [m for m in ("transformers", "fla", "peft", "datasets", "gguf", "linearize")
        if not os.path.realpath(sys.modules[m].__file__).startswith(site + os.sep)]
