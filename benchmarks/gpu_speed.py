@@ -125,8 +125,9 @@ def shapes(cpu, full=False):
 
 # ---------------------------------------------------------------- budgets, results
 
-class SectionTimeout(Exception):
-    pass
+class SectionTimeout(BaseException):
+    """A section's budget is spent. A BaseException, like KeyboardInterrupt, so that no ``except Exception`` on the
+    way (ours around each measurement, or a library's) swallows it."""
 
 
 @contextlib.contextmanager
@@ -186,6 +187,8 @@ def summary(rec):
     if kind == "profile":
         return f"profile {rec['shape']} {rec['model']} @{rec['length']}: {rec['wall_s']:.2f}s wall, " \
                f"{rec['kernels_launched']} kernels, busy {rec.get('busy_share', 0):.0%}"
+    if kind == "modules":
+        return f"modules {rec['shape']} {rec['model']}: " + ", ".join(f"{m['module']} {m['share']:.0%}" for m in rec["modules"])
     return json.dumps({k: v for k, v in rec.items() if k not in ("kernels", "ops", "modules")}, default=str)[:300]
 
 
@@ -218,6 +221,7 @@ class Bench:
         self.models = {}  # shape -> {"teacher": model, "student": model}
         self.caches = {}  # (shape, model, length) -> (cache, next token) after a batch-1 prefill
         self.speed = {}  # (shape, model, batch, length) -> prefill tokens/s (for predictions)
+        self.errors = set()  # error messages already printed with their traceback
 
     def pair(self, shape):
         if shape not in self.models:
@@ -312,11 +316,6 @@ class Bench:
             return length, one[length]
         return max(one.items()) if one else None
 
-    def prefill_pairs(self, shape, length_names, batch, keep):
-        for name in length_names:
-            for model in ("teacher", "student"):
-                self.prefill(shape, model, name, batch, keep=keep)
-
     # -------------------------------------------------------- decode
 
     def decode(self, shape, model_name, length_name, steps=None, repeats=None):
@@ -340,11 +339,6 @@ class Bench:
         self.res.add("decode", shape=shape, model=model_name, length=length_name, tokens=args.lengths[length_name],
                      batch=1, mode="eager, DynamicCache", ms_per_token=1000 * statistics.median(times),
                      ms_all=[round(1000 * t, 3) for t in times], steps=steps, warmup_ms=round(1000 * seconds, 3))
-
-    def decode_all(self, shape, length_names):
-        for name in length_names:
-            for model in ("teacher", "student"):
-                self.decode(shape, model, name)
 
     def drop_caches(self, keep=()):
         for key in [k for k in self.caches if k[2] not in keep]:
@@ -394,8 +388,9 @@ class Bench:
         (self.res.out / f"profile_{shape}_{model_name}.txt").write_text(
             events.table(sort_by="self_cuda_time_total" if cuda else "self_cpu_time_total", row_limit=60,
                          max_name_column_width=100))
-        rec["modules"] = self.module_times(model, length)
         self.res.add("profile", **rec)
+        self.res.add("modules", shape=shape, model=model_name, length=length_name, tokens=length,
+                     modules=self.module_times(model, length))
 
     def module_times(self, model, length):
         """Seconds per module kind in one prefill: forward hooks that synchronise before and after each module."""
@@ -438,7 +433,7 @@ class Bench:
 
     # -------------------------------------------------------- serving throughput
 
-    def serving(self, shape, model_name, length_name):
+    def serving(self, shape, model_name, length_name, deadline):
         """Largest batch whose decode fits at ``length_name`` (each sequence a copy of one batch-1 prefill), doubling
         from 1; then ``serve_steps`` decode steps timed at it: generated tokens/s (``evals.bench.serving``)."""
         from linearize.evals.bench import prefill, serving
@@ -451,7 +446,7 @@ class Bench:
             self.caches[key] = (cache, token)
         cache, token = self.caches[key]
         row = serving(model, cache, token, steps=args.serve_steps, max_batch=args.max_serve_batch,
-                      probe_seconds=args.probe_cap, deadline=self.section_end - 5,
+                      probe_seconds=args.probe_cap, deadline=deadline,
                       log=lambda line: print(f"[gpu_speed] {shape} {model_name}{line}", flush=True))
         what = f"serving {shape} {model_name} {length_name}"
         if not row.get("tokens_per_s"):
@@ -540,43 +535,69 @@ class Bench:
             free(args.device, collect=True)
         self.res.add("section", status=status, error=error, seconds=time.time() - t0, budget_s=budget)
 
+    def attempt(self, what, fn, *a, **k):
+        """One measurement: an error other than the budget's is recorded and the section goes on with the next
+        (a failing student must not cost the teacher's numbers)."""
+        try:
+            return fn(*a, **k)
+        except Exception as err:  # noqa: BLE001
+            message = f"{type(err).__name__}: {str(err).splitlines()[0][:300] if str(err) else ''}"
+            if message not in self.errors:
+                traceback.print_exc()
+        self.errors.add(message)  # out of the except block: its traceback's frames (and their tensors) are gone
+        free(self.args.device, collect=True)
+        self.res.add("skip", what=what, why=f"error: {message}")
+        return None
+
+    def pairs(self, shape, length_names, batch, keep):
+        for name in length_names:
+            for model in ("teacher", "student"):
+                self.attempt(f"prefill {shape} {model} {name} x{batch}", self.prefill, shape, model, name, batch, keep)
+
+    def decodes(self, shape, length_names):
+        for name in length_names:
+            for model in ("teacher", "student"):
+                self.attempt(f"decode {shape} {model} {name}", self.decode, shape, model, name)
+
     def section_prefill_smollm2(self):
-        self.prefill_pairs("smollm2", ["4k", "16k", "32k"], 1, keep=True)
+        self.pairs("smollm2", ["4k", "16k", "32k"], 1, keep=True)
 
     def section_profile(self):
-        self.profile("smollm2", "student", "16k")
-        self.profile("smollm2", "teacher", "16k")
+        for model in ("student", "teacher"):
+            self.attempt(f"profile smollm2 {model} 16k", self.profile, "smollm2", model, "16k")
 
     def section_decode_smollm2(self):
-        self.decode_all("smollm2", ["4k", "16k", "32k"])
+        self.decodes("smollm2", ["4k", "16k", "32k"])
 
     def section_prefill_llama_1b(self):
-        self.prefill_pairs("llama-1b", ["4k", "16k", "32k"], 1, keep=True)
+        self.pairs("llama-1b", ["4k", "16k", "32k"], 1, keep=True)
 
     def section_decode_llama_1b(self):
-        self.decode_all("llama-1b", ["4k", "16k", "32k"])
+        self.decodes("llama-1b", ["4k", "16k", "32k"])
         self.drop_caches(keep=("32k",))  # serving needs the 32k ones
 
     def section_long_64k(self):
         for shape in ("smollm2", "llama-1b"):
-            self.prefill_pairs(shape, ["64k"], 1, keep=True)
-            self.decode_all(shape, [n for n in ["64k"] if (shape, "student", n) in self.caches])
+            self.pairs(shape, ["64k"], 1, keep=True)
+            if (shape, "student", "64k") in self.caches:  # else the student's 64k prefill was skipped: no decode
+                self.decodes(shape, ["64k"])
             self.drop_caches(keep=("32k",))
 
     def section_batch8(self):
         for shape in ("smollm2", "llama-1b"):
-            self.prefill_pairs(shape, ["4k", "16k", "32k", "64k"], self.args.big_batch, keep=False)
+            self.pairs(shape, ["4k", "16k", "32k", "64k"], self.args.big_batch, keep=False)
 
     def section_serving(self):
-        for shape in ("smollm2", "llama-1b"):
-            for model in ("teacher", "student"):
-                self.serving(shape, model, "32k")
+        runs = [(shape, model) for shape in ("smollm2", "llama-1b") for model in ("teacher", "student")]
+        for i, (shape, model) in enumerate(runs):
+            share = self.section_left() / (len(runs) - i)  # each its share of what is left: no search eats the rest
+            self.attempt(f"serving {shape} {model} 32k", self.serving, shape, model, "32k", time.time() + share - 2)
         self.drop_caches()
 
     def section_graphs(self):
         self.drop_caches()
         for name in self.args.graph_lengths:
-            self.graphs("smollm2", name)
+            self.attempt(f"graphs smollm2 teacher {name}", self.graphs, "smollm2", name)
 
     def run(self):
         import torch
@@ -699,9 +720,12 @@ def render(records):
             lines += [f"\n(top 15: {total:.1f} ms)", ""]
         lines += ["| op (CPU side) | self CPU ms | calls | device ms under it |", "|---|---|---|---|"]
         lines += [f"| `{o['name']}` | {o['self_cpu_ms']:.2f} | {o['calls']} | {o['device_ms']:.2f} |" for o in r["ops"]]
-        lines += ["", "| module kind (hooks, synchronised) | seconds | share of the prefill |", "|---|---|---|"]
-        lines += [f"| {m['module']} | {m['seconds']:.3f} | {m['share']:.0%} |" for m in r["modules"]]
         lines.append("")
+        for m in (m for m in records if m["kind"] == "modules" and (m["shape"], m["model"]) == (r["shape"], r["model"])):
+            lines += [f"Time per module kind, one more prefill ({m['model']}, forward hooks synchronising around each "
+                      "module):", "", "| module kind | seconds | share of the prefill |", "|---|---|---|"]
+            lines += [f"| {x['module']} | {x['seconds']:.3f} | {x['share']:.0%} |" for x in m["modules"]]
+            lines.append("")
     skips = [r for r in records if r["kind"] == "skip"]
     if skips:
         lines += ["## Not measured", ""] + [f"- {r['section']}: {r['what']}: {r['why']}" for r in skips] + [""]

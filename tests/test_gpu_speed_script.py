@@ -47,7 +47,8 @@ def test_cpu_dry_run_measures_every_section(tmp_path):
     assert set(profiles) == {"student", "teacher"}
     student = profiles["student"]
     assert student["ops"] and student["aten_ops"] > 0 and student["kernels"] == []  # CPU: no CUDA kernels
-    kinds = {m["module"] for m in student["modules"]}
+    (modules,) = [r for r in by_kind["modules"] if r["model"] == "student"]
+    kinds = {m["module"] for m in modules["modules"]}
     assert {"mlp", "LoLCATsAttention (window+linear)", "softmax attention (SDPA)"} <= kinds
     assert {r["mode"] for r in by_kind["decode"] if r["section"] == "graphs"} == {
         "eager, StaticCache", "torch.compile(backend='eager') [dry run], StaticCache"}
@@ -123,3 +124,18 @@ def test_a_section_budget_cuts_the_section_and_the_run_goes_on():
     with gpu_speed.time_limit(0.2):  # ended in time: no alarm left behind
         pass
     time.sleep(0.3)
+
+
+def test_a_failing_measurement_is_recorded_and_the_section_goes_on(tmp_path):
+    args = gpu_speed.parse_args(["--cpu", "--out", str(tmp_path)])
+    b = gpu_speed.Bench(args, gpu_speed.Results(tmp_path))
+    assert b.attempt("prefill x", lambda: 1 / 0) is None
+    assert b.attempt("prefill y", lambda: 7) == 7
+    (skip,) = [r for r in b.res.records if r["kind"] == "skip"]
+    assert skip["what"] == "prefill x" and skip["why"].startswith("error: ZeroDivisionError")
+
+    def spent():
+        raise gpu_speed.SectionTimeout("budget")
+
+    with pytest.raises(gpu_speed.SectionTimeout):  # the budget's cut is not a measurement's error
+        b.attempt("prefill z", spent)
