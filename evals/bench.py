@@ -159,7 +159,8 @@ def serving(model, cache, token, steps=16, batch=None, max_batch=4096, probe_ste
         if device.type == "cuda":
             torch.cuda.empty_cache()
 
-    if batch is None:
+    search = batch is None
+    if search:
         largest, b = 0, 1
         while True:
             if b > max_batch:
@@ -195,16 +196,29 @@ def serving(model, cache, token, steps=16, batch=None, max_batch=4096, probe_ste
         batch = largest
     if device.type == "cuda":
         torch.cuda.empty_cache()
-    seconds, peak = decode_batch(model, cache, token, batch, steps, warmup=2)
+    seconds = None
+    try:
+        seconds, peak = decode_batch(model, cache, token, batch, steps, warmup=2)
+    except Exception as err:  # noqa: BLE001
+        if search or not is_oom(err):
+            raise
     free()
-    return {"batch": batch, "largest": batch if probes else None, "first_not_fitting": failed, "stopped_by": why,
+    if seconds is None:  # the batch asked for does not fit
+        return {"batch": batch, "largest": None, "first_not_fitting": batch, "stopped_by": "out of memory",
+                "probes": probes, "cache_bytes_per_sequence": per_sequence}
+    return {"batch": batch, "largest": batch if search else None, "first_not_fitting": failed, "stopped_by": why,
             "tokens_per_s": batch / seconds, "ms_per_step": 1000 * seconds, "steps": steps,
             "cache_bytes_per_sequence": per_sequence, "peak_memory_bytes": peak, "probes": probes}
 
 
-def bench(model, contexts=(512, 2048, 8192, 16384), decode_tokens=16, repeats=3, prefill_chunk=2048):
+def bench(model, contexts=(512, 2048, 8192, 16384), decode_tokens=16, repeats=3, prefill_chunk=2048, batch=None,
+          max_batch=4096, probe_seconds=15.0):
     """One row per context length. Every context is prefilled first; the decode repeats then visit the
-    contexts in turn, so a slow spell of a shared machine hits all lengths alike rather than one."""
+    contexts in turn, so a slow spell of a shared machine hits all lengths alike rather than one.
+
+    ``batch``: serving throughput too, each row's ``serving``: generated tokens/s of ``batch`` sequences (a whole
+    number), or of the largest batch that fits ("max", up to ``max_batch``), each continuing that context's prompt
+    (``serving``: the batch's caches are copies of the one prefilled)."""
     runs = [prefill(model, c, prefill_chunk) for c in contexts]
     tokens = [token for _, token, _ in runs]
     for i, (cache, _, _) in enumerate(runs):  # warm-up steps
@@ -220,6 +234,10 @@ def bench(model, contexts=(512, 2048, 8192, 16384), decode_tokens=16, repeats=3,
         row["decode_ms_per_token_min"] = 1000 * min(per_repeat)
         row["decode_ms_per_token_all"] = [round(1000 * x, 3) for x in per_repeat]
         rows.append(row)
+    if batch is not None:
+        for (cache, _, row), token in zip(runs, tokens):
+            row["serving"] = serving(model, cache, token, steps=decode_tokens, batch=None if batch == "max" else batch,
+                                     max_batch=max_batch, probe_seconds=probe_seconds)
     return rows
 
 
@@ -230,12 +248,19 @@ def plot(results, path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    serving = any(r.get("serving", {}).get("tokens_per_s") for rows in results.values() for r in rows)
+    fig, axes = plt.subplots(1, 3 if serving else 2, figsize=(16 if serving else 11, 4))
+    panels = [(axes[0], "decode ms / token (batch 1)"), (axes[1], "cache MiB")]
     for name, rows in results.items():
         x = [r["context"] for r in rows]
-        ax1.plot(x, [r["decode_ms_per_token"] for r in rows], marker="o", label=name)
-        ax2.plot(x, [r["cache_bytes"] / 2**20 for r in rows], marker="o", label=name)
-    for ax, label in ((ax1, "decode ms / token"), (ax2, "cache MiB")):
+        axes[0].plot(x, [r["decode_ms_per_token"] for r in rows], marker="o", label=name)
+        axes[1].plot(x, [r["cache_bytes"] / 2**20 for r in rows], marker="o", label=name)
+        if serving:
+            axes[2].plot(x, [r.get("serving", {}).get("tokens_per_s", float("nan")) for r in rows], marker="o",
+                         label=name)
+    if serving:
+        panels.append((axes[2], "generated tokens / s (serving batch)"))
+    for ax, label in panels:
         ax.set_xscale("log", base=2)
         ax.set_xlabel("context tokens")
         ax.set_ylabel(label)
