@@ -40,7 +40,7 @@ BUILD_WHEELS=(setuptools==84.2.1)
 if [ "$MODE" = prepare ]; then
     set -e
     PY=${PYTHON:-python3}
-    grep -qx '/.whl/' .gitignore || grep -qx '/.whl/' .git/info/exclude 2>/dev/null || echo '/.whl/' >> .git/info/exclude
+    git check-ignore -q .whl/x.whl || { echo "ERROR: .whl/ is not git-ignored (.gitignore lists /.whl/)" >&2; exit 1; }
     rm -rf .whl
     mkdir -p .whl/build
     PLATFORM=(--only-binary=:all: --python-version 3.12 --implementation cp --platform manylinux_2_28_x86_64
