@@ -64,6 +64,17 @@ QWEN3_1_7B = {
 QWEN3_8B = {**QWEN3_1_7B, "hidden_size": 4096, "intermediate_size": 12288, "max_window_layers": 36,
             "num_attention_heads": 32, "num_hidden_layers": 36, "tie_word_embeddings": False}
 
+# HuggingFaceTB/SmolLM2-135M-Instruct's config.json (the embedded default model's shape): no head_dim (576 / 9 = 64),
+# tied, rope_scaling null, nanotron's extra fields.
+SMOLLM2_135M = {
+    "architectures": ["LlamaForCausalLM"], "attention_bias": False, "attention_dropout": 0.0, "bos_token_id": 1,
+    "eos_token_id": 2, "hidden_act": "silu", "hidden_size": 576, "initializer_range": 0.041666666666666664,
+    "intermediate_size": 1536, "is_llama_config": True, "max_position_embeddings": 8192, "mlp_bias": False,
+    "model_type": "llama", "num_attention_heads": 9, "num_hidden_layers": 30, "num_key_value_heads": 3,
+    "pad_token_id": 2, "pretraining_tp": 1, "rms_norm_eps": 1e-05, "rope_interleaved": False, "rope_scaling": None,
+    "rope_theta": 100000, "tie_word_embeddings": True, "use_cache": True, "vocab_size": 49152,
+}
+
 TINY = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2,
             vocab_size=512, bos_token_id=0, eos_token_id=1)
 
@@ -80,7 +91,7 @@ def tiny(config):
 
 
 SHAPES = {"llama-1b": LLAMA_3_2_1B, "llama-8b": LLAMA_3_1_8B, "qwen3-1.7b": QWEN3_1_7B, "qwen3-8b": QWEN3_8B,
-          "tiny-llama": tiny(LLAMA_3_2_1B), "tiny-qwen3": tiny(QWEN3_1_7B)}
+          "smollm2-135m": SMOLLM2_135M, "tiny-llama": tiny(LLAMA_3_2_1B), "tiny-qwen3": tiny(QWEN3_1_7B)}
 
 
 def random_base(config, dtype="float32", device="cpu", seed=0):

@@ -61,7 +61,25 @@ def speed_table(results):
         cache = [f"{by[c]['cache_bytes'] / 2**20:.1f}" if c in by else "" for c in contexts]
         prefill = f"{by[contexts[-1]]['prefill_tokens_per_s']:.0f}" if contexts[-1] in by else ""
         lines.append("| " + " | ".join([r["name"], *decode, *cache, prefill]) + " |")
+    serving = [r for r in rows if any("serving" in s for s in r["speed"])]
+    if serving:  # `bench --batch`: generated tokens/s at the batch (and the ratio to the first model's)
+        ref = {s["context"]: s["serving"].get("tokens_per_s") for s in serving[0]["speed"] if "serving" in s}
+        head = ["model"] + [f"serving tok/s @{c} (batch)" for c in contexts]
+        lines += ["", "| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
+        for r in serving:
+            by = {s["context"]: s.get("serving") for s in r["speed"]}
+            lines.append("| " + " | ".join([r["name"]] + [_serving_cell(by.get(c), ref.get(c)) for c in contexts]) + " |")
     return "\n".join(lines)
+
+
+def _serving_cell(row, ref):
+    if not row:
+        return ""
+    if not row.get("tokens_per_s"):
+        return f"none fits ({row.get('stopped_by')})"
+    bound = "≥ " if row.get("largest") and row.get("first_not_fitting") is None else ""
+    ratio = f", {row['tokens_per_s'] / ref:.2f}x" if ref else ""
+    return f"{row['tokens_per_s']:,.0f} ({bound}{row['batch']}{ratio})"
 
 
 def _reference(results):

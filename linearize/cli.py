@@ -188,6 +188,11 @@ def build_parser():
     be.add_argument("--contexts", default="512,2048,8192,16384")
     be.add_argument("--decode-tokens", type=int, default=32)
     be.add_argument("--repeats", type=int, default=5)
+    be.add_argument("--batch", default=None,
+                    help="serving throughput too: generated tokens/s of N sequences decoding together at each context "
+                         "(each a copy of that context's prefilled cache), or 'max': the largest batch that fits there, "
+                         "doubling from 1 until one runs out of memory (or passes --max-batch)")
+    be.add_argument("--max-batch", type=int, default=4096, help="with --batch max: stop doubling here")
     be.add_argument("--out", default="bench-results", help="folder for bench.json, bench.md and bench.png")
     add_dtype_arg(be)
 
@@ -272,6 +277,19 @@ def _ints(text, flag):
         raise UserError(f"{flag} takes comma-separated whole numbers, got {text!r}") from None
 
 
+def parse_batch(text):
+    """--batch: None, a whole number >= 1, or 'max'."""
+    if text is None or str(text).strip() == "max":
+        return None if text is None else "max"
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise UserError(f"--batch takes a whole number >= 1 or 'max', got {text!r}")
+    return n
+
+
 def parse_buckets(text):
     """Position bucket edges from '0,64,256': increasing non-negative whole numbers."""
     try:
@@ -349,11 +367,15 @@ def run_bench(args):
 
     dtype = resolve_dtype(args.dtype)
     contexts = _ints(args.contexts, "--contexts")
+    batch = parse_batch(args.batch)
+    if args.max_batch < 1:
+        raise UserError(f"--max-batch takes a whole number >= 1, got {args.max_batch}")
     results = []
     for spec in [s for s in (args.teacher, args.model) if s]:
         model, _, name = load_model(spec, dtype=dtype)
         print(f"benchmarking {name} at {contexts} in {_dtype_name(dtype)}", file=sys.stderr, flush=True)
-        results.append({"name": name, "speed": bench(model, contexts, args.decode_tokens, args.repeats),
+        results.append({"name": name, "speed": bench(model, contexts, args.decode_tokens, args.repeats, batch=batch,
+                                                     max_batch=args.max_batch),
                         "device": str(model.device), "dtype": _dtype_name(model.dtype)})
         del model
     paths = report.write(results, args.out, "bench")

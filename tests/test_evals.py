@@ -104,6 +104,28 @@ def test_bench_cache_bytes_constant_for_recurrent_growing_for_kv(tiny_ckpt):
         assert row["prefill_tokens_per_s"] > 0 and row["decode_ms_per_token"] > 0
 
 
+def test_bench_serving_throughput_at_a_batch_or_the_largest(tiny_ckpt, tmp_path, capsys):
+    path, model, _ = tiny_ckpt
+    rows = bench(model, contexts=(16, 40), decode_tokens=2, repeats=1, prefill_chunk=32, batch="max", max_batch=4)
+    for row in rows:  # nothing runs out of memory here: the search stops at --max-batch (a lower bound)
+        serving = row["serving"]
+        assert [p["batch"] for p in serving["probes"]] == [1, 2, 4] and serving["stopped_by"] == "max batch 4"
+        assert (serving["batch"], serving["largest"], serving["first_not_fitting"]) == (4, 4, None)
+        assert serving["tokens_per_s"] > 0 and serving["cache_bytes_per_sequence"] >= row["cache_bytes"]  # (decoded past it)
+    out = tmp_path / "be"
+    assert main(["bench", str(path), "--contexts", "16,24", "--decode-tokens", "2", "--repeats", "1", "--batch", "3",
+                 "--out", str(out)]) == 0
+    (result,) = json.loads((out / "bench.json").read_text())
+    assert [s["serving"]["batch"] for s in result["speed"]] == [3, 3]
+    assert all(s["serving"]["probes"] == [] and s["serving"]["tokens_per_s"] > 0 for s in result["speed"])
+    md = (out / "bench.md").read_text()
+    assert "serving tok/s @16 (batch)" in md and "serving tok/s @24 (batch)" in md and (out / "bench.png").exists()
+    for bad in ("0", "two", "-1"):
+        assert main(["bench", str(path), "--batch", bad, "--out", str(tmp_path / "bad")]) == 2
+        assert "--batch takes a whole number >= 1 or 'max'" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()
+
+
 def test_report_tables():
     results = [
         {"name": "teacher", "quality": {"perplexity": 10.0, "passkey": {"512": 1.0}},
