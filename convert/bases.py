@@ -16,6 +16,7 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
 from linearize.convert.families import FAMILIES, check_family
 from linearize.data.cache import cache_dir
+from linearize.errors import LinearizeError
 
 EMBEDDED = "SmolLM2-135M-Instruct"
 # Family aliases: the embedded model where there is one, else a small instruct model on the Hub.
@@ -31,7 +32,7 @@ ALIASES = {
 DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
 
 
-class BaseError(ValueError):
+class BaseError(LinearizeError):
     """A base that cannot be resolved or loaded; the message is the one line the CLI prints."""
 
 

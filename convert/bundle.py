@@ -14,8 +14,9 @@ IMPORT = re.compile(r"^from (linearize(?:\.\w+)+) import ", re.MULTILINE)
 
 
 def flat_name(module):
-    """linearize.convert.mixers -> mixers; linearize.kernels.linear_attn.chunk -> linear_attn_chunk."""
-    return "_".join(module.split(".")[2:])
+    """linearize.convert.mixers -> mixers; linearize.kernels.linear_attn.chunk -> linear_attn_chunk;
+    linearize.errors -> errors."""
+    return "_".join(module.split(".")[2:]) or module.split(".")[1]
 
 
 def shipped_modules():

@@ -9,13 +9,14 @@ from linearize.convert.auto import LinearizedForCausalLM  # registers the Auto c
 from linearize.convert.calibration import (DEFAULT_THRESHOLD, DEFAULT_WINDOW, calibration_ids, fresh_mixer,
                                            head_recency, layer_kl, rank_by_kl)
 from linearize.convert.plan import PlanError, auto_count, parse_keep_attention
+from linearize.errors import LinearizeError
 
 
 RANKINGS = ("recency", "kl")
 KL_SAMPLES = (4, 512)  # calibration windows for rank_by="kl": long enough to need more than the window
 
 
-class UnknownTargetError(ValueError):
+class UnknownTargetError(LinearizeError):
     pass
 
 

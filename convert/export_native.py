@@ -49,6 +49,7 @@ import torch
 from linearize.convert.configuration_linearized import LinearizedConfig
 from linearize.convert.families import base_layer_types, head_dim
 from linearize.convert.save import atomic_folder
+from linearize.errors import LinearizeError
 
 PAIRS = {"mamba": ("llama", "mistral", "qwen2"), "gdn": ("qwen3",)}  # target -> base families it exports from
 HOSTS = {"mamba": "GraniteMoeHybrid", "gdn": "Qwen3-Next"}
@@ -58,7 +59,7 @@ SUPPORTED = ("native export supports target 'mamba' on llama, mistral or qwen2 b
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
 
 
-class ExportError(ValueError):
+class ExportError(LinearizeError):
     """A model that cannot be written natively; the message is the one line the CLI prints."""
 
 

@@ -7,11 +7,13 @@ Converted models are built from the base family's own decoder layers, norms and 
 import importlib
 from types import SimpleNamespace
 
+from linearize.errors import LinearizeError
+
 # model_type -> class-name prefix in transformers' modeling module
 FAMILIES = {"llama": "Llama", "mistral": "Mistral", "qwen2": "Qwen2", "qwen3": "Qwen3"}
 
 
-class UnsupportedFamilyError(ValueError):
+class UnsupportedFamilyError(LinearizeError):
     pass
 
 

@@ -7,14 +7,13 @@ from torch import nn
 from torch.nn.modules.module import _global_forward_hooks, _global_forward_pre_hooks
 
 from linearize.convert.families import family, head_dim
+from linearize.errors import SettingError  # noqa: F401 (mixers import it from here)
 
 # The replaced attention's submodules a mixer keeps, under the same names (so base weights load by name).
 ADOPTED = ("q_proj", "k_proj", "v_proj", "o_proj", "q_norm", "k_norm")
 PROJECTIONS = ADOPTED[:4]
 
 
-class SettingError(ValueError):
-    """A conversion setting out of range; the message is the one line the CLI prints."""
 
 
 SINK_STATE = 1  # a windowed mixer's attention-sink keys/values live in its cache layer's second state

@@ -6,8 +6,10 @@ each group of k); a fraction ``"0.25"`` (that share of layers, spread evenly); o
 attention heads are least local on calibration text (``convert.calibration``), chosen at conversion.
 """
 
+from linearize.errors import LinearizeError
 
-class PlanError(ValueError):
+
+class PlanError(LinearizeError):
     pass
 
 

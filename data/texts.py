@@ -14,11 +14,13 @@ import pkgutil
 import sys
 from pathlib import Path
 
+from linearize.errors import LinearizeError
+
 FORMATS = {".txt": "text", ".jsonl": "json", ".json": "json", ".parquet": "parquet"}
 TEXT_FIELDS = ("text", "content", "document")
 
 
-class DataError(ValueError):
+class DataError(LinearizeError):
     """A data source that cannot be read; the message is the one line the CLI prints."""
 
 

@@ -1,16 +1,20 @@
 """linearize: convert pretrained HuggingFace transformers into linear-attention and hybrid models.
 
 The top level is lazy: ``import linearize`` loads nothing else, and each name below imports its part on
-first use (so ``linearize.kernels`` loads without transformers' model code). Using the model classes,
-``convert`` or ``load_base`` registers converted checkpoints with transformers' Auto classes.
+first use (so ``linearize.kernels`` loads without transformers' model code). Yet ``import linearize`` is enough for
+``AutoModelForCausalLM.from_pretrained(folder)`` to load a converted checkpoint without remote code: the Auto classes
+get linearize's when transformers loads them (or at once, if it already has), as ``import fla`` registers fla's.
+
+The parts are subpackages: ``linearize.convert``, ``linearize.distill``, ``linearize.kernels``, ... The API's functions
+are ``convert_model`` and ``distill_model`` (``linearize.api``), so no name is both a function and a package.
 """
 
 import importlib
+import importlib.abc
 import importlib.machinery
 import importlib.metadata
 import os
 import sys
-import types
 
 __version__ = importlib.metadata.version("linearize")
 
@@ -18,8 +22,8 @@ _LAZY = {
     "LinearizedConfig": "linearize.convert.auto",
     "LinearizedForCausalLM": "linearize.convert.auto",
     "LinearizedModel": "linearize.convert.auto",
-    "convert": "linearize.api",
-    "distill": "linearize.api",
+    "convert_model": "linearize.api",
+    "distill_model": "linearize.api",
     "load_base": "linearize.api",
     "load_tokenizer": "linearize.api",
     "TARGETS": "linearize.api",
@@ -29,7 +33,7 @@ __all__ = list(_LAZY)
 
 def __getattr__(name):
     if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name]), name)
+        value = getattr(importlib.import_module(_LAZY[name]), name.removesuffix("_model"))
         globals()[name] = value  # later lookups skip __getattr__
         return value
     raise AttributeError(f"module 'linearize' has no attribute {name!r}")
@@ -37,20 +41,6 @@ def __getattr__(name):
 
 def __dir__():
     return sorted(list(globals()) + list(_LAZY))
-
-
-class _Face(types.ModuleType):
-    """``linearize.convert`` and ``linearize.distill`` are the API's functions, and also the names of subpackages:
-    importing a subpackage would rebind the name to it, so that rebinding is skipped (the subpackage itself
-    stays importable: ``from linearize.convert.bases import load_base``)."""
-
-    def __setattr__(self, name, value):
-        if name in ("convert", "distill") and isinstance(value, types.ModuleType):
-            return
-        super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _Face
 
 
 # The parts (kernels/, convert/, data/, distill/, evals/) are folders without an __init__.py, so that none of them is
@@ -75,3 +65,53 @@ class _SourceParts:
 
 if not os.path.isdir(os.path.join(os.path.dirname(os.path.abspath(__file__)), "kernels")):
     sys.meta_path.append(_SourceParts)
+
+
+# Registration with transformers' Auto classes, deferred until transformers loads them: the config class when
+# configuration_auto has run, the model classes when modeling_auto has.
+_AUTO = {"transformers.models.auto.configuration_auto": "linearize.convert.configuration_linearized",
+         "transformers.models.auto.modeling_auto": "linearize.convert.auto"}
+
+
+def _register(auto_module):
+    module = importlib.import_module(_AUTO[auto_module])
+    if auto_module.endswith("configuration_auto"):
+        sys.modules[auto_module].AutoConfig.register(module.LinearizedConfig.model_type, module.LinearizedConfig,
+                                                     exist_ok=True)
+
+
+class _ThenRegister(importlib.abc.Loader):
+    """Runs the wrapped loader's module, then registers; everything else is the wrapped loader's."""
+
+    def __init__(self, loader, name):
+        self.loader, self.name = loader, name
+
+    def __getattr__(self, attr):
+        return getattr(self.loader, attr)
+
+    def create_module(self, spec):
+        return self.loader.create_module(spec)
+
+    def exec_module(self, module):
+        self.loader.exec_module(module)
+        _register(self.name)
+
+
+class _RegisterWithAuto(importlib.abc.MetaPathFinder):
+    @classmethod
+    def find_spec(cls, fullname, path=None, target=None):
+        if fullname not in _AUTO:
+            return None
+        for finder in sys.meta_path:
+            if finder is not cls and hasattr(finder, "find_spec"):
+                spec = finder.find_spec(fullname, path, target)
+                if spec is not None:
+                    spec.loader = _ThenRegister(spec.loader, fullname)
+                    return spec
+        return None
+
+
+sys.meta_path.insert(0, _RegisterWithAuto)
+for _name in _AUTO:
+    if _name in sys.modules:
+        _register(_name)

@@ -9,11 +9,13 @@ import sys
 import time
 from pathlib import Path
 
+from linearize.errors import LinearizeError
+
 DEFAULT_TARGET = "lolcats"  # the main job's target; pipeline.MAIN_RECIPE holds its other defaults
 
 
-class UserError(Exception):
-    pass
+class UserError(LinearizeError):
+    """A bad command line (a flag's value, a missing file)."""
 
 
 def _fmt_bytes(n):
@@ -34,16 +36,15 @@ def check_out(out, overwrite):
     return out
 
 
-def run_convert(base, target, out, keep_attention=None, overwrite=False, feature_dim=None, window=None,
-                recency_window=None, recency_threshold=None, recency_fraction=None, decay=None, rank_by=None, sinks=None,
-                dtype="auto"):
-    """Convert ``base`` loaded in ``dtype`` (see ``--dtype``) and write the checkpoint (with tokenizer, its
-    weights in that dtype) to ``out``; returns a summary dict."""
+def run_convert(settings, out, overwrite=False, dtype="auto"):
+    """Convert ``settings.base`` (a ``ConvertSettings``) loaded in ``dtype`` (see ``--dtype``) and write the checkpoint
+    (with tokenizer, its weights in that dtype) to ``out``; returns a summary dict."""
     from linearize.convert.bases import load_base, load_config, load_tokenizer, resolve_dtype
     from linearize.convert.convert import check_target, convert, new_parameter_count
     from linearize.convert.plan import parse_keep_attention
     from linearize.convert.save import save_atomic
 
+    base, target, keep_attention = settings.base, settings.target, settings.keep_attention
     dtype = resolve_dtype(dtype)
     out = check_out(out, overwrite)
     check_target(target)
@@ -55,12 +56,9 @@ def run_convert(base, target, out, keep_attention=None, overwrite=False, feature
     model = load_base(base, dtype=dtype)
     tokenizer = load_tokenizer(base)
     _stage(3, 4, f"converting to {target}")
-    settings = {k: v for k, v in {"feature_dim": feature_dim, "window": window, "recency_window": recency_window,
-                                  "recency_threshold": recency_threshold, "recency_fraction": recency_fraction,
-                                  "decay": decay, "rank_by": rank_by, "sinks": sinks}.items() if v is not None}
     # The base is not used again here: the converted model takes its tensors instead of copying them.
     student = convert(model, target, keep_attention=keep_attention, base_name=str(base), tokenizer=tokenizer,
-                      copy=False, **settings)
+                      copy=False, **settings.mixer_settings())
     _stage(4, 4, f"saving to {out}")
     if tokenizer is None:
         print("note: the base has no tokenizer; the checkpoint is saved without one", file=sys.stderr)
@@ -124,29 +122,13 @@ def add_dtype_arg(p):
                         "and trained parameters are held in fp32 whatever it is")
 
 
-def add_convert_args(p, target_default=None):
+def add_convert_args(p, main_job=False):
+    from linearize.convert.settings import ConvertSettings
     from linearize.convert.targets import MIXERS
+    from linearize.flags import add_flags
 
-    p.add_argument("--base", required=True, help="hub id, local HF directory, or alias (llama = embedded SmolLM2-135M-Instruct)")
-    p.add_argument("--to", dest="target", default=target_default, required=target_default is None,
-                   help=f"conversion target: {', '.join(MIXERS)}")
-    p.add_argument("--keep-attention", default=None,
-                   help="layers that keep softmax attention: '0,5,-1', 'every:K', a fraction '0.25', or 'auto:N' (calibrated)")
-    p.add_argument("--feature-dim", type=int, default=None, help="feature-map size (default: per target)")
-    p.add_argument("--window", type=int, default=None, help="sliding-window size for lolcats (default 64)")
-    p.add_argument("--decay", type=int, default=None,
-                   help="lolcats/linear/t2r/hedgehog: learned per-head decay of the linear state, initial memory "
-                        "span in tokens (0 = none)")
-    p.add_argument("--sinks", type=int, default=None,
-                   help="lolcats: the first N tokens stay visible to the window's softmax (attention sinks)")
-    p.add_argument("--rank-by", choices=["recency", "kl"], default=None,
-                   help="auto:N: rank layers by attention recency or by the KL of converting each alone")
-    p.add_argument("--recency-window", type=int, default=None,
-                   help="recurformer / auto:N: tokens counted as recent when measuring heads (default 64)")
-    p.add_argument("--recency-threshold", type=float, default=None,
-                   help="recurformer: heads at or above this recency become Mamba heads (default 0.9)")
-    p.add_argument("--recency-fraction", type=float, default=None,
-                   help="recurformer: convert this share of all heads, most local first (instead of a threshold)")
+    target = f"conversion target: {', '.join(MIXERS)}" + (f" (default {DEFAULT_TARGET})" if main_job else "")
+    add_flags(p, ConvertSettings, required=("base",) if main_job else ("base", "target"), help={"target": target})
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
 
 
@@ -495,7 +477,7 @@ def build_main_parser():
                     "layers (each can be overridden; --keep-attention none converts every layer). "
                     "Verbs: convert, distill, eval, bench, report, push, export, corpora (linearize VERB -h).",
     )
-    add_convert_args(parser, target_default=DEFAULT_TARGET)
+    add_convert_args(parser, main_job=True)
     add_train_args(parser, main_job=True)
     add_dtype_arg(parser)
     parser.add_argument("--out", default=None, help="output directory (default: ./linearized-<base>-<target>)")
@@ -518,6 +500,8 @@ def run_main_job(args):
     from linearize.convert.bases import load_config, resolve_dtype
     from linearize.convert.convert import check_target
     from linearize.convert.plan import parse_keep_attention
+    from linearize.convert.settings import ConvertSettings
+    from linearize.flags import given
     from linearize.pipeline import main_job, summary_lines
 
     dtype = resolve_dtype(args.dtype)
@@ -537,8 +521,7 @@ def run_main_job(args):
             args.keep_attention = recipe_keep_attention(config.num_hidden_layers)
     parse_keep_attention(args.keep_attention, config.num_hidden_layers)
     corpora = [] if args.eval_data.strip() == "none" else [c.strip() for c in args.eval_data.split(",") if c.strip()]
-    settings = {k: getattr(args, k) for k in ("feature_dim", "window", "decay", "sinks", "rank_by", "recency_window",
-                                              "recency_threshold", "recency_fraction") if getattr(args, k) is not None}
+    settings = ConvertSettings(**given(args, ConvertSettings)).mixer_settings()
     t0 = time.time()
     result = main_job(args.base, args.target, out, keep_attention=args.keep_attention, data=args.data,
                       tokens=args.tokens, seq_len=args.seq_len, batch_size=args.batch_size, grad_accum=args.grad_accum,
@@ -565,49 +548,34 @@ def run_main_job(args):
         push_to_hub(native or result["out"], args.push_to_hub, native=native is not None)
 
 
+VERBS = {"convert": "run_convert_verb", "eval": "run_eval", "bench": "run_bench", "report": "run_report",
+         "distill": "run_distill", "push": "run_push", "corpora": "run_corpora", "export": "run_export"}
+
+
+def run_convert_verb(args):
+    from linearize.convert.settings import ConvertSettings
+    from linearize.flags import given
+
+    print_summary(run_convert(ConvertSettings(**given(args, ConvertSettings)), args.out, overwrite=args.overwrite,
+                              dtype=args.dtype))
+
+
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
-    from linearize.convert.bases import BaseError
-    from linearize.convert.convert import UnknownTargetError
-    from linearize.convert.families import UnsupportedFamilyError
-    from linearize.convert.mixer_base import SettingError
-    from linearize.convert.plan import PlanError
-    from linearize.data.texts import DataError
-    from linearize.convert.export_native import ExportError
-    from linearize.hub import VerificationError
-
-    errors = (UserError, BaseError, UnknownTargetError, UnsupportedFamilyError, PlanError, DataError, VerificationError,
-              SettingError, ExportError)
     if argv and not argv[0].startswith("-"):
         args = build_parser().parse_args(argv)
-        if args.verb in ("eval", "bench", "report", "distill", "push", "corpora", "export"):
-            try:
-                {"eval": run_eval, "bench": run_bench, "report": run_report, "distill": run_distill,
-                 "push": run_push, "corpora": run_corpora, "export": run_export}[args.verb](args)
-            except errors as err:
-                print(f"linearize: error: {err}", file=sys.stderr)
-                return 2
-            return 0
+        run = globals()[VERBS[args.verb]]
     else:
         args = build_main_parser().parse_args(argv)
+        args.target = args.target or DEFAULT_TARGET
         if args.out is None:
             args.out = f"linearized-{Path(str(args.base)).name}-{args.target}"
-        try:
-            run_main_job(args)
-        except errors as err:
-            print(f"linearize: error: {err}", file=sys.stderr)
-            return 2
-        return 0
+        run = run_main_job
     try:
-        summary = run_convert(args.base, args.target, args.out, keep_attention=args.keep_attention,
-                              overwrite=args.overwrite, feature_dim=args.feature_dim, window=args.window,
-                              recency_window=args.recency_window, recency_threshold=args.recency_threshold,
-                              recency_fraction=args.recency_fraction, decay=args.decay, rank_by=args.rank_by,
-                              sinks=args.sinks, dtype=args.dtype)
-    except errors as err:
+        run(args)
+    except LinearizeError as err:
         print(f"linearize: error: {err}", file=sys.stderr)
         return 2
-    print_summary(summary)
     return 0
 
 

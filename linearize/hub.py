@@ -10,6 +10,8 @@ import sys
 import textwrap
 from pathlib import Path
 
+from linearize.errors import LinearizeError
+
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
 # Training state stays local: resumable checkpoints hold optimizer pickles and are large.
 IGNORE = ["training/*/checkpoints/**", ".*", "**/.*"]
@@ -31,7 +33,7 @@ LOAD_CHECK = textwrap.dedent("""
 """)
 
 
-class VerificationError(ValueError):
+class VerificationError(LinearizeError):
     """A folder that must not be pushed; the message says why."""
 
 

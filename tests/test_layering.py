@@ -11,7 +11,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 # Package -> (folder, rank). A module may import its own package and packages of lower rank only.
 LAYERS = {"linearize": ("linearize", 3), "linearize.distill": ("distill", 2), "linearize.evals": ("evals", 2),
-          "linearize.convert": ("convert", 1), "linearize.data": ("data", 0), "linearize.kernels": ("kernels", 0)}
+          "linearize.convert": ("convert", 1), "linearize.data": ("data", 0), "linearize.kernels": ("kernels", 0),
+          "linearize.errors": ("linearize/errors.py", -1)}  # the error base: imports nothing, every part raises it
 
 
 def package_of(module):
@@ -33,7 +34,8 @@ def imports(path):
 def violations():
     out = []
     for package, (folder, rank) in LAYERS.items():
-        for path in sorted((ROOT / folder).rglob("*.py")):
+        files = [p for p in [ROOT / folder] if p.is_file()] if folder.endswith(".py") else sorted((ROOT / folder).rglob("*.py"))
+        for path in files:
             for module in imports(path):
                 target = package_of(module)
                 if target != package and LAYERS[target][1] >= rank:
@@ -59,7 +61,7 @@ import importlib, pkgutil, sys
 import linearize
 assert set(sys.modules) & {"transformers", "torch"} == set(), "import linearize loaded " + str(
     sorted(set(sys.modules) & {"transformers", "torch"}))
-package = importlib.import_module("{package}")  # (linearize.convert the attribute is the API function)
+package = importlib.import_module("{package}")
 for m in pkgutil.walk_packages(package.__path__, "{package}."):
     importlib.import_module(m.name)
 print("\\n".join(sorted(sys.modules)))
@@ -83,14 +85,45 @@ def test_lower_parts_load_without_the_upper_ones(package, forbidden):
     assert not [m for m in loaded if any(m == f or m.startswith(f + ".") for f in forbidden)]
 
 
-def test_api_names_stay_functions_whatever_was_imported_first():
-    """`convert` and `distill` name both API functions and subpackages; importing the subpackages first
-    (as any use of the API does) must not turn `from linearize import convert` into a module."""
-    script = ("import linearize.convert.bases, linearize.distill.trainer\n"
-              "from linearize import TARGETS, convert, distill, load_base\n"
+def test_parts_are_packages_and_the_api_functions_have_their_own_names():
+    """`linearize.convert` is the subpackage whatever was imported first (`import linearize.convert.mixers as m`
+    works); the API's functions are `convert_model` and `distill_model`."""
+    script = ("from linearize import TARGETS, convert_model, distill_model, load_base\n"
+              "import linearize.convert.plan as plan, linearize.distill.recipe as recipe\n"
               "import linearize\n"
-              "assert callable(convert) and callable(distill) and callable(load_base), (convert, distill)\n"
-              "assert linearize.convert is convert and type(convert).__name__ == 'function'\n"
-              "from linearize.convert.plan import parse_keep_attention\n")
+              "assert callable(convert_model) and callable(distill_model) and callable(load_base)\n"
+              "assert type(linearize.convert).__name__ == 'module' and plan.parse_keep_attention\n"
+              "assert convert_model is __import__('linearize.api').api.convert\n")
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd="/")
+    assert out.returncode == 0, out.stderr[-2000:]
+
+
+LOAD_NATIVELY = """
+from transformers import AutoConfig, AutoModelForCausalLM
+assert type(AutoConfig.from_pretrained(sys.argv[1])).__name__ == "LinearizedConfig"
+model = AutoModelForCausalLM.from_pretrained(sys.argv[1])  # no trust_remote_code
+assert type(model).__module__ == "linearize.convert.modeling_linearized", type(model).__module__
+"""
+LIGHT = """
+assert not set(sys.modules) & {"transformers", "torch"}, "import linearize loaded " + str(
+    sorted(set(sys.modules) & {"transformers", "torch"}))
+"""
+FIRST = {"linearize first": "import sys\nimport linearize\n" + LIGHT,
+         "transformers first": "import sys\nimport transformers.models.auto.modeling_auto\nimport linearize\n"}
+
+
+@pytest.mark.parametrize("order", FIRST)
+def test_import_linearize_is_enough_to_load_a_checkpoint_without_remote_code(tmp_path, order):
+    """As `import fla` registers fla's models: after a bare `import linearize` (which itself loads neither torch nor
+    transformers), plain `from_pretrained(folder)` loads a converted checkpoint as linearize's own class, whether
+    transformers loads its Auto classes after linearize or already had."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from linearize.api import convert
+
+    base = LlamaForCausalLM(LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                        num_attention_heads=4, num_key_value_heads=2))
+    convert(base, "lolcats", keep_attention="0").save_pretrained(tmp_path / "ckpt")
+    out = subprocess.run([sys.executable, "-c", FIRST[order] + LOAD_NATIVELY, str(tmp_path / "ckpt")],
+                         capture_output=True, text=True, cwd="/")
     assert out.returncode == 0, out.stderr[-2000:]

@@ -14,7 +14,7 @@ SCRIPT = textwrap.dedent('''
     import linearize
     assert linearize.__file__.startswith(sys.argv[1]), linearize.__file__  # the wheel's copy, not the tree
     from transformers import LlamaConfig, LlamaForCausalLM
-    from linearize import TARGETS, convert
+    from linearize import TARGETS, convert_model as convert
     torch.manual_seed(0)
     base = LlamaForCausalLM(LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                                         num_attention_heads=4, num_key_value_heads=2)).eval()
