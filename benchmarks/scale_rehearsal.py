@@ -353,7 +353,7 @@ def bench_batches(args):
     from transformers import DynamicCache
 
     from linearize.evals.bench import decode
-    from linearize.evals.suite import load_model
+    from linearize.convert.load import load_model
 
     results = []
     for spec in args.bench_models:

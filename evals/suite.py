@@ -1,51 +1,11 @@
-"""The evaluation suite as one function: load a model (converted checkpoint or base), run the chosen
-evaluations, return a result dict that ``evals.report`` turns into tables."""
+"""The evaluation suite as one function: run the chosen evaluations on a loaded model (``convert.load``), return a
+result dict that ``evals.report`` turns into tables."""
 
-from pathlib import Path
-
-from linearize.convert.bases import load_base, load_tokenizer, resolve_dtype
 from linearize.evals.lm_eval_bridge import metrics, run_lm_eval
 from linearize.evals.perplexity import agreement, heldout_ids, perplexity
 from linearize.evals.recall import recall_suite
 
 SUITES = ("ppl", "agreement", "recall", "lm-eval")
-
-
-def load_model(spec, dtype="auto"):
-    """(model, tokenizer, name) for a converted checkpoint folder or any base ``--base`` accepts, loaded in
-    ``dtype`` whatever dtype the checkpoint was saved in (auto: bfloat16 on CUDA, float32 on CPU), on the
-    GPU where CUDA is available."""
-    import json
-
-    import torch
-    from transformers import AutoTokenizer
-
-    dtype = resolve_dtype(dtype)
-    path = Path(str(spec)).expanduser()
-    config = path / "config.json"
-    if config.exists() and json.loads(config.read_text()).get("model_type") == "linearized":
-        from linearize.convert.auto import LinearizedForCausalLM
-
-        model = LinearizedForCausalLM.from_pretrained(path, dtype=dtype).eval()
-        has_tokenizer = any((path / f).exists() for f in ("tokenizer.json", "tokenizer_config.json"))
-        tokenizer = AutoTokenizer.from_pretrained(path) if has_tokenizer else load_tokenizer(model.config.linearize["base"])
-        name = path.name
-    else:
-        model, tokenizer, name = load_base(spec, dtype=dtype), load_tokenizer(spec), str(spec)
-    return model.to("cuda" if torch.cuda.is_available() else "cpu"), tokenizer, name
-
-
-def max_positions(spec):
-    """The longest sequence a model (checkpoint folder or base spec) takes, from its config alone (no
-    weights loaded); None where the config does not say."""
-    import json
-
-    from linearize.convert.bases import load_config
-
-    config = Path(str(spec)).expanduser() / "config.json"
-    if config.exists() and json.loads(config.read_text()).get("model_type") == "linearized":
-        return json.loads(config.read_text()).get("max_position_embeddings")
-    return getattr(load_config(spec)[1], "max_position_embeddings", None)
 
 
 def evaluate(model, tokenizer, name, suite=("ppl",), teacher=None, data=None, seq_len=512, max_tokens=8192,

@@ -288,7 +288,8 @@ def run_eval(args):
     from linearize.convert.bases import resolve_dtype
     from linearize.evals import report
     from linearize.evals.perplexity import DEFAULT_BUCKETS, SPLITS, heldout_ids
-    from linearize.evals.suite import SUITES, add_ratios, evaluate, load_model, max_positions
+    from linearize.convert.load import load_model, max_positions
+    from linearize.evals.suite import SUITES, add_ratios, evaluate
 
     dtype = resolve_dtype(args.dtype)
     suite = [s.strip() for s in args.suite.split(",") if s.strip()]
@@ -345,7 +346,7 @@ def run_bench(args):
     from linearize.convert.bases import resolve_dtype
     from linearize.evals import report
     from linearize.evals.bench import bench, plot
-    from linearize.evals.suite import load_model
+    from linearize.convert.load import load_model
 
     dtype = resolve_dtype(args.dtype)
     contexts = _ints(args.contexts, "--contexts")
@@ -381,7 +382,7 @@ def run_distill(args):
     from linearize.api import distill
     from linearize.convert.bases import resolve_dtype
     from linearize.distill.recipe import stage_config
-    from linearize.evals.suite import load_model
+    from linearize.convert.load import load_model
 
     dtype = resolve_dtype(args.dtype)
     out = check_out(args.out, args.overwrite or args.resume)

@@ -70,9 +70,9 @@ def verify(folder, timeout=600, remote_code=True):
 
 def is_native(folder):
     """Whether ``folder`` holds a native export (an architecture transformers ships), not a linearize checkpoint."""
-    import json
+    from linearize.convert.load import converted_config
 
-    return json.loads((Path(folder) / "config.json").read_text()).get("model_type") != "linearized"
+    return converted_config(folder) is None
 
 
 def push_to_hub(folder, repo_id, private=False, revision=None, dry_run=False, token=None,

@@ -137,7 +137,7 @@ def test_bf16_conversion_keeps_rotary_frequencies_in_fp32_as_its_reload_does(tin
 def test_convert_in_bfloat16_saves_and_reloads_bf16(tiny_dirs, tmp_path, capsys):
     from transformers import AutoModelForCausalLM
 
-    from linearize.evals.suite import load_model
+    from linearize.convert.load import load_model
 
     out32, out16 = tmp_path / "c32", tmp_path / "c16"
     assert main(["convert", "--base", str(tiny_dirs), "--to", "hedgehog", "--out", str(out32)]) == 0
