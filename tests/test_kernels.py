@@ -239,7 +239,9 @@ from functools import partial  # noqa: E402
 from linearize.kernels.delta_rule.dispatch import gated_delta  # noqa: E402
 from linearize.kernels.linear_attn.chunk import chunk_linear_attn  # noqa: E402
 from linearize.kernels.ssd.chunk import chunk_ssd  # noqa: E402
-from linearize.kernels.ssd.dispatch import ssd  # noqa: E402
+from linearize.kernels.ssd.dispatch import TORCH_FORMS as TORCH_FORMS_SSD, ssd  # noqa: E402
+from linearize.kernels.ssd.recurrent import ssd_step  # noqa: E402
+from linearize.kernels.delta_rule.recurrent import gated_delta_step  # noqa: E402
 from linearize.kernels.window_attn.dispatch import window_attn  # noqa: E402
 
 GRAD_TOL = 1e-4
@@ -407,16 +409,132 @@ def ssd_inputs(T, initial, b=2, h=2, n=4, p=3):
     return x
 
 
+def ssd_as_linear_attn(C, B, x, dt, A_log, D, initial_state=None):
+    """The scan as the linear attention fla runs it on CUDA (keys dt*B, log decays dt*A), in its naive form."""
+    y, state = linear_attn(C, B * dt[..., None], x, g=-torch.exp(A_log) * dt, initial_state=initial_state,
+                           output_final_state=True, mode="naive")
+    return y + D[:, None] * x, state
+
+
 @pytest.mark.parametrize("initial", [False, True])
 @pytest.mark.parametrize("T", LENGTHS)
 def test_ssd_gradients(T, initial):
-    """The naive and recurrent forms (through linear_attn) and Mamba-2's own chunked form (``chunk_ssd``)."""
+    """The dispatch's naive (token loop), recurrent and Mamba-2's own chunked form (``chunk_ssd``), and the scan run
+    as linear attention."""
     def form(name):
         return lambda **x: ssd(**x, output_final_state=True, mode=name)
 
     calls = {name: form(name) for name in TORCH_FORMS}
     calls["chunk"] = lambda **x: chunk_ssd(**x, output_final_state=True, chunk_size=CHUNK)
+    calls["as linear attention"] = ssd_as_linear_attn
     assert_forms_agree(calls, ssd_inputs(T, initial))
+
+
+def token_by_token(step, per_token, prefill=None, split=0):
+    """A form run as decoding runs it: ``prefill`` on the first ``split`` tokens (if any), then ``step`` on one
+    token at a time, each call given the state the previous one returned. per_token: the inputs with a time axis."""
+    def call(initial_state=None, **x):
+        T = x[per_token[0]].shape[1]
+        spans = ([(prefill, 0, split)] if split else []) + [(step, t, t + 1) for t in range(split, T)]
+        outputs, state = [], initial_state
+        for fn, start, end in spans:
+            part = {n: t[:, start:end] if n in per_token else t for n, t in x.items()}
+            o, state = fn(**part, initial_state=state)
+            outputs.append(o)
+        return torch.cat(outputs, 1), state
+    return call
+
+
+SSD_PER_TOKEN = ("C", "B", "x", "dt")
+DELTA_PER_TOKEN = ("q", "k", "v", "beta", "g")
+
+
+def left_padded(inputs, zeroed, pad=3):
+    """The second row left-padded by ``pad`` tokens, as the mixers feed padding: ``zeroed`` inputs are 0 there
+    (ssd: dt, so a padded step neither decays nor writes; the delta rule: beta and g)."""
+    inputs = dict(inputs)
+    for n in zeroed:
+        if n in inputs:
+            inputs[n] = inputs[n].clone()
+            inputs[n][1, :pad] = 0
+    return inputs
+
+
+@pytest.mark.parametrize("padded", [False, True])
+@pytest.mark.parametrize("initial", [False, True])  # decoding from a zero state, or from a carried one
+@pytest.mark.parametrize("T", LENGTHS)
+def test_ssd_token_by_token(T, initial, padded):
+    """One-token calls of the recurrent form (the decode step), alone or after a chunked prefill, give the naive
+    form's outputs, final state and gradients."""
+    def form(name, **kw):
+        return lambda **x: TORCH_FORMS_SSD[name](**x, output_final_state=True, **kw)
+
+    calls = {"naive": form("naive"), "steps": token_by_token(form("recurrent"), SSD_PER_TOKEN)}
+    if T > 1:
+        calls["chunked prefill, then steps"] = token_by_token(form("recurrent"), SSD_PER_TOKEN,
+                                                              prefill=form("chunk", chunk_size=CHUNK), split=T // 2 + 1)
+    inputs = ssd_inputs(T, initial)
+    assert_forms_agree(calls, left_padded(inputs, ["dt"]) if padded else inputs)
+
+
+@pytest.mark.parametrize("padded", [False, True])
+@pytest.mark.parametrize("initial", [False, True])
+@pytest.mark.parametrize("gated", [False, True])
+@pytest.mark.parametrize("T", LENGTHS)
+def test_gated_delta_token_by_token(T, gated, initial, padded):
+    """As ``test_ssd_token_by_token``, for the gated delta rule."""
+    def form(name, **kw):
+        return lambda **x: DELTA_FORMS[name](**x, scale=0.5, output_final_state=True, **kw)
+
+    calls = {"naive": form("naive"), "steps": token_by_token(form("recurrent"), DELTA_PER_TOKEN)}
+    if T > 1:
+        calls["chunked prefill, then steps"] = token_by_token(form("recurrent"), DELTA_PER_TOKEN,
+                                                              prefill=form("chunk", chunk_size=CHUNK), split=T // 2 + 1)
+    inputs = delta_grad_inputs(T, gated, initial)
+    assert_forms_agree(calls, left_padded(inputs, ["beta", "g"]) if padded else inputs)
+
+
+@pytest.mark.parametrize("recurrence", ["ssd", "delta"])
+def test_left_padding_leaves_the_state_alone(recurrence):
+    """A padded step (ssd: dt = 0; the delta rule: beta = 0, g = 0) neither decays nor writes the state, in every
+    form: the padded row's final state is that of its tokens alone."""
+    pad, T = 3, 21
+    if recurrence == "ssd":
+        inputs, per_token, forms = left_padded(ssd_inputs(T, True), ["dt"], pad), SSD_PER_TOKEN, TORCH_FORMS_SSD
+        kwargs = {}
+    else:
+        inputs, per_token, forms = left_padded(delta_grad_inputs(T, True, True), ["beta", "g"], pad), \
+            DELTA_PER_TOKEN, DELTA_FORMS
+        kwargs = {"scale": 0.5}
+    alone = {n: (t[1:, pad:] if n in per_token else t[1:] if n == "initial_state" else t) for n, t in inputs.items()}
+    _, expected = forms["naive"](**alone, output_final_state=True, **kwargs)
+    for name, fn in forms.items():
+        _, state = fn(**inputs, output_final_state=True, **kwargs)
+        assert (state[1:] - expected).abs().max() < TOL, name
+
+
+def test_decode_steps_keep_their_state_in_fp32():
+    """In bf16 the one-token steps return bf16 outputs and an fp32 state, computed as in fp32 from the same
+    (rounded) inputs."""
+    ssd_in = {n: t.bfloat16() if n in SSD_PER_TOKEN else t for n, t in ssd_inputs(1, True).items()}
+    delta_in = {n: t.bfloat16() if n in DELTA_PER_TOKEN else t for n, t in delta_grad_inputs(1, True, True).items()}
+    step = {n: t[:, 0] if n in SSD_PER_TOKEN else t for n, t in ssd_in.items()}
+    y, state = ssd_step(**{**{n: t for n, t in step.items() if n != "initial_state"}, "state": step["initial_state"]})
+    y32, state32 = ssd_step(**{n: t.float() for n, t in step.items() if n != "initial_state"},
+                            state=step["initial_state"])
+    assert y.dtype == torch.bfloat16 and state.dtype == torch.float32
+    assert torch.equal(state, state32) and torch.equal(y, y32.bfloat16())
+    step = {n: t[:, 0] if n in DELTA_PER_TOKEN else t for n, t in delta_in.items()}
+    o, state = gated_delta_step(**{n: t for n, t in step.items() if n != "initial_state"}, scale=0.5,
+                                state=step["initial_state"])
+    o32, state32 = gated_delta_step(**{n: t.float() for n, t in step.items() if n != "initial_state"}, scale=0.5,
+                                    state=step["initial_state"])
+    assert o.dtype == torch.bfloat16 and state.dtype == torch.float32
+    assert torch.equal(state, state32) and torch.equal(o, o32.bfloat16())
+    for form, x in (("ssd", ssd_in), ("delta", delta_in)):  # and through each dispatch, as a mixer's decode calls it
+        call = ssd if form == "ssd" else partial(gated_delta, scale=0.5)
+        out, state = call(**x, output_final_state=True, mode="auto")
+        assert out.dtype == torch.bfloat16 and state.dtype == torch.float32, form
 
 
 # 'auto' on CPU (the chunked form, default chunk size, for prefill; the recurrent one for a single token) gives the
