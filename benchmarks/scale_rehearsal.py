@@ -284,22 +284,15 @@ def stage_train(args, stage):
 
 
 def batch_search(args, stage, cfg, student, teacher):
-    """The largest micro-batch of one optimizer step of ``stage`` at each of ``--search-seq-lens``. The step is the
-    trainer's, less its loop: the same trained parameters (held in fp32), objective and checkpointing."""
+    """The largest micro-batch of one optimizer step of ``stage`` (``cfg.stage``) at each of ``--search-seq-lens``.
+    The step is the trainer's, less its loop and runner: the objective the trainer builds (``build_objective``:
+    the same trained parameters, held in fp32, and checkpointing)."""
     import torch
 
-    from linearize.distill.stages import select_trainable
-    from linearize.distill.trainer import KDObjective, TrainedInFP32, TransferObjective, compute_dtype
+    from linearize.distill.objectives import build_objective
 
     device, vocab = args.device, SHAPES[args.shape]["vocab_size"]
-    dtype = compute_dtype(student)
-    model = select_trainable(student, stage, cfg.train, cfg.lora_r, cfg.lora_alpha, cfg.lora_targets)
-    TrainedInFP32(model, dtype)
-    if cfg.gradient_checkpointing:
-        student.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    mode = {"mode": cfg.transfer_mode} if hasattr(cfg, "transfer_mode") else {}  # the trainer's transfer form
-    objective = (TransferObjective(model, teacher, dtype, **mode) if stage == "transfer"
-                 else KDObjective(model, teacher, cfg))
+    objective, _ = build_objective(student, teacher, cfg)
     objective.to(device).train()
     params = [p for p in objective.parameters() if p.requires_grad]
     budget = None if device == "cuda" else args.memory_budget * GiB

@@ -6,13 +6,13 @@ factors at lr 1e-2, then LoRA r=8 on q/k/v/o at lr 1e-4; tens of millions of tok
 The CPU defaults are a budget that finishes on the embedded 135M model within 20 minutes on 2 cores.
 Attention transfer is streamed on GPUs (memory is the limit there: one mixer's activations at a time, so a
 base whose mixers' activations do not fit together still trains) and whole on CPU, where the same losses
-and gradients come a little sooner: streaming replays each mixer's forward in backward (3% more time per
-step on 2 cores for a fifth of the activation memory, benchmarks/transfer_memory.md).
+and gradients come a little sooner: streaming replays each mixer's forward in backward, trading a little time
+for much less activation memory (benchmarks/transfer_memory.md measures both).
 """
 
 import torch
 
-from linearize.distill.trainer import TrainConfig
+from linearize.distill.config import TrainConfig
 
 GPU = {
     "transfer": dict(tokens=20_000_000, seq_len=1024, batch_size=8, grad_accum=1, lr=1e-2, warmup_steps=50,
@@ -20,8 +20,8 @@ GPU = {
     "kd": dict(tokens=20_000_000, seq_len=1024, batch_size=8, grad_accum=1, lr=1e-4, warmup_steps=50,
                gradient_checkpointing=True),
 }
-CPU = {  # 120k tokens: the main job (KL ranking, training, quality measurement) in about 16 minutes on 2 cores;
-    # 160k took 19.5 minutes for the same quality (benchmarks/smollm2/main-job-cpu-160k.txt)
+CPU = {  # 120k tokens: the main job (KL ranking, training, quality measurement) within the CPU budget; more
+    # tokens cost time for no better quality (benchmarks/smollm2/length.md: main-job-cpu.txt, main-job-cpu-160k.txt)
     "transfer": dict(tokens=66_000, seq_len=256, batch_size=4, grad_accum=1, lr=1e-2, transfer_mode="whole"),
     "kd": dict(tokens=54_000, seq_len=256, batch_size=4, grad_accum=1, lr=1e-3),
 }

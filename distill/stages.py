@@ -148,7 +148,7 @@ def causal_lm_parts(model):
     """(decoder, output head) of a causal LM, also through a peft wrapper: the decoder returns the final
     (normed) hidden states, the head maps them to logits, as the model's own forward does. Refuses a model
     whose forward rescales or soft-caps the head's output (no family linearize converts does)."""
-    inner = model.get_base_model() if hasattr(model, "get_base_model") else model  # peft
+    inner = unwrap_peft(model)
     for name in ("final_logit_softcapping", "logit_scale", "logits_scaling"):
         value = getattr(inner.config, name, None)
         if value not in (None, 1, 1.0):
@@ -232,6 +232,11 @@ def select_trainable(student, stage, train="lora", lora_r=8, lora_alpha=16, lora
             if train == "all" or (train == "attention" and ".self_attn." in name) or (train == "mlp" and ".mlp." in name):
                 p.requires_grad_(True)
     return model
+
+
+def unwrap_peft(model):
+    """The model inside a peft wrapper (``model`` itself when it has none)."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
 def merge(model):

@@ -370,7 +370,7 @@ def run_bench(args):
 def check_deepspeed(path):
     """A --deepspeed config that cannot be used is refused before any model loads."""
     if path is not None:
-        from linearize.distill.trainer import check_deepspeed_config
+        from linearize.distill.deepspeed_config import check_deepspeed_config
 
         try:
             check_deepspeed_config(path)

@@ -17,8 +17,9 @@ sys.path.insert(0, os.path.dirname(__file__))
 from conftest import tiny_base  # noqa: E402
 
 from linearize.convert.convert import convert  # noqa: E402
-from linearize.distill import trainer  # noqa: E402
-from linearize.distill.trainer import TrainConfig, train  # noqa: E402
+from linearize.distill.config import TrainConfig  # noqa: E402
+from linearize.distill.runners import AccelerateRun, DeepSpeedRun  # noqa: E402
+from linearize.distill.trainer import train  # noqa: E402
 
 stage, out, batch_size = sys.argv[1], sys.argv[2], int(sys.argv[3])
 deepspeed = sys.argv[4] if len(sys.argv) > 4 and sys.argv[4] != "none" else None
@@ -50,7 +51,7 @@ def whole_weight_bytes(exclude):
 
 
 held = {}
-for runner in (trainer.DeepSpeedRun, trainer.AccelerateRun):
+for runner in (DeepSpeedRun, AccelerateRun):
     def step(self, ids, _step=runner.step):
         if "whole_weight_bytes" not in held:  # at the first step: the models as training holds them
             gc.collect()

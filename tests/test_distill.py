@@ -17,7 +17,9 @@ from linearize.data.packing import pack, windows
 from linearize.data.texts import DataError, documents
 from linearize.distill.data import build_blocks
 from linearize.distill.recipe import distill
-from linearize.distill.trainer import TrainConfig, latest_checkpoint, train
+from linearize.distill.checkpoints import latest_checkpoint
+from linearize.distill.config import TrainConfig
+from linearize.distill.trainer import train
 from conftest import perturb_new_parameters, tiny_base, tiny_smollm2_dir
 from tests_helpers import assert_close
 
@@ -88,16 +90,16 @@ RESUMABLE = textwrap.dedent("""
     sys.path.insert(0, sys.argv[3])
     from conftest import perturb_new_parameters, tiny_base, tiny_smollm2_dir
     from linearize.convert.convert import convert
-    from linearize.distill import trainer
-    from linearize.distill.trainer import TrainConfig, train
+    from linearize.distill import objectives
+    from linearize.distill.config import TrainConfig
+    from linearize.distill.trainer import train
     delay = float(sys.argv[4])
-    forward = trainer.TransferObjective.forward
+    forward = objectives.TransferObjective.forward
     def slow(self, ids):
         time.sleep(delay)
         return forward(self, ids)
-    trainer.TransferObjective.forward = slow
+    objectives.TransferObjective.forward = slow
     if len(sys.argv) > 5 and sys.argv[5] == "slow-save":  # hang inside the write of checkpoint step-4
-        save = trainer.Accelerator.save_state if hasattr(trainer, "Accelerator") else None
         import accelerate
         original = accelerate.Accelerator.save_state
         def hanging(self, output_dir=None, **kw):
@@ -262,6 +264,31 @@ def test_degenerate_train_settings_are_one_clear_error(settings, message):
 
     with pytest.raises(SettingError, match=re.escape(message)):
         small_cfg(settings.pop("stage", "kd"), **settings)
+
+
+def test_train_config_is_a_schema_with_help_and_choices():
+    """Every TrainConfig field carries a help text, and a fixed set of values as its choices, in the metadata
+    argparse-based generators read (transformers' HfArgumentParser): built from it, a parser with no flags gives
+    the defaults, and a value outside a field's choices is refused both by the parser and by the config."""
+    import dataclasses
+
+    from transformers import HfArgumentParser
+
+    from linearize.convert.mixer_base import SettingError
+
+    fields = dataclasses.fields(TrainConfig)
+    assert [f.name for f in fields if not f.metadata.get("help")] == []
+    choices = {f.name: f.metadata["choices"] for f in fields if "choices" in f.metadata}
+    assert set(choices) == {"stage", "transfer_mode", "train", "mixed_precision"}
+    parser = HfArgumentParser(TrainConfig)
+    assert parser.parse_args_into_dataclasses([]) == (TrainConfig(),)
+    assert parser.parse_args_into_dataclasses(["--stage", "kd", "--top-k", "5"])[0] == TrainConfig(stage="kd", top_k=5)
+    for name, allowed in choices.items():
+        assert getattr(TrainConfig(), name) in allowed
+        with pytest.raises(SystemExit):
+            parser.parse_args_into_dataclasses([f"--{name}", "bogus"])
+        with pytest.raises(SettingError, match="choose one of " + re.escape(", ".join(allowed))):
+            TrainConfig(**{name: "bogus"})
 
 
 @pytest.mark.parametrize("args,message", [

@@ -11,7 +11,9 @@ from safetensors import safe_open
 
 from linearize.cli import main
 from linearize.convert.convert import convert
-from linearize.distill.trainer import TrainConfig, deepspeed_config, train
+from linearize.distill.config import TrainConfig
+from linearize.distill.deepspeed_config import deepspeed_config
+from linearize.distill.trainer import train
 from conftest import perturb_new_parameters, tiny_base, tiny_smollm2_dir
 
 

@@ -8,7 +8,8 @@ from torch import nn
 from conftest import perturb_new_parameters, tiny_base
 from linearize.convert.convert import convert
 from linearize.distill.stages import causal_lm_parts, chunked_kd_loss, kd_loss, select_trainable
-from linearize.distill.trainer import KDObjective, TrainConfig
+from linearize.distill.config import TrainConfig
+from linearize.distill.objectives import KDObjective
 
 B, T, D, V = 2, 7, 16, 50  # 14 tokens
 

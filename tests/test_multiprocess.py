@@ -82,7 +82,7 @@ def test_deepspeed_gather_sends_from_the_rank_device(monkeypatch):
     """NCCL refuses CPU tensors (the H200 run failed so at the end of every stage): the seen-sample ids, kept on
     the CPU, must reach all_gather on the run's device. gloo (the tests above) takes either, so this checks the
     call itself, with the meta device standing in for CUDA."""
-    from linearize.distill.trainer import DeepSpeedRun
+    from linearize.distill.runners import DeepSpeedRun
 
     run = object.__new__(DeepSpeedRun)  # only what gather reads
     run.device, run.num_processes = torch.device("meta"), 2

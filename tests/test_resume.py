@@ -9,8 +9,10 @@ import pytest
 import torch
 
 from linearize.convert.convert import convert
-from linearize.distill import trainer
-from linearize.distill.trainer import TrainConfig, latest_checkpoint, train
+from linearize.distill import objectives
+from linearize.distill.checkpoints import latest_checkpoint
+from linearize.distill.config import TrainConfig
+from linearize.distill.trainer import train
 from conftest import tiny_base, tiny_smollm2_dir
 
 
@@ -52,14 +54,14 @@ def test_default_settings_checkpoint_and_a_killed_run_resumes_to_the_same_weight
     full, _, full_history = train(copy.deepcopy(student), teacher, blocks(), cfg(), tmp_path / "full",
                                              progress=False)
 
-    forward_counter(monkeypatch, trainer.TransferObjective, kill_after=4)  # killed during step 5
+    forward_counter(monkeypatch, objectives.TransferObjective, kill_after=4)  # killed during step 5
     with pytest.raises(Killed):
         train(student, teacher, blocks(), cfg(), tmp_path / "run", progress=False)
     # The default writes a checkpoint every tenth of the stage (every step here), keeping only the newest.
     assert [p.name for p in (tmp_path / "run" / "checkpoints").iterdir()] == ["step-4"]
 
     monkeypatch.undo()
-    calls = forward_counter(monkeypatch, trainer.TransferObjective)
+    calls = forward_counter(monkeypatch, objectives.TransferObjective)
     capsys.readouterr()
     resumed, summary, history = train(copy.deepcopy(fresh), teacher, blocks(), cfg(), tmp_path / "run",
                                       resume=True, progress=False)
@@ -74,7 +76,7 @@ def test_default_settings_checkpoint_and_a_killed_run_resumes_to_the_same_weight
 
 def test_checkpoints_by_time_when_steps_are_off(tmp_path, monkeypatch):
     teacher = tiny_base("llama")
-    forward_counter(monkeypatch, trainer.TransferObjective, kill_after=3)
+    forward_counter(monkeypatch, objectives.TransferObjective, kill_after=3)
     with pytest.raises(Killed):  # every step is past the (tiny) time limit, so each one writes a checkpoint
         train(convert(teacher, "lolcats", window=4), teacher, blocks(), cfg(save_every=0, save_minutes=1e-9),
               tmp_path, progress=False)
@@ -108,15 +110,15 @@ def test_main_job_resume_skips_finished_stages_and_ends_like_an_uninterrupted_ru
     assert lines[0] == f"resume: nothing to resume from ({tmp_path / 'a.work'} does not exist); starting fresh"
     assert not (tmp_path / "a.work").exists()
 
-    forward_counter(monkeypatch, trainer.KDObjective, kill_after=2)  # killed during kd's 3rd step
+    forward_counter(monkeypatch, objectives.KDObjective, kill_after=2)  # killed during kd's 3rd step
     with pytest.raises(Killed):
         main_job(base, "lolcats", tmp_path / "b", log=print, **kw)
     assert not (tmp_path / "b").exists()
     assert (tmp_path / "b.work" / "results" / "transfer" / "summary.json").exists()
 
     monkeypatch.undo()
-    transfer_calls = forward_counter(monkeypatch, trainer.TransferObjective)
-    kd_calls = forward_counter(monkeypatch, trainer.KDObjective)
+    transfer_calls = forward_counter(monkeypatch, objectives.TransferObjective)
+    kd_calls = forward_counter(monkeypatch, objectives.KDObjective)
 
     def killed(*args, **kwargs):
         raise Killed

@@ -9,7 +9,9 @@ import torch
 from conftest import FAMILIES, perturb_new_parameters, tiny_base
 from linearize.convert.convert import convert
 from linearize.distill.stages import select_trainable, transfer_loss
-from linearize.distill.trainer import TrainConfig, TransferObjective, train
+from linearize.distill.config import TrainConfig
+from linearize.distill.objectives import TransferObjective
+from linearize.distill.trainer import train
 
 PLANS = {"all converted": "none", "hybrid": "1"}  # keep-attention: none, or layer 1 of 3 kept as softmax
 
