@@ -5,7 +5,7 @@ Degenerate settings fail at construction with one line naming the flag."""
 import dataclasses
 import math
 
-from linearize.convert.mixer_base import SettingError
+from linearize.errors import SettingError
 from linearize.distill.stages import TRAINABLE, TRANSFER_MODES
 
 STAGES = ("transfer", "kd")

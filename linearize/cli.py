@@ -5,6 +5,7 @@ the output is written to a temporary folder beside --out and renamed into place 
 """
 
 import argparse
+import dataclasses
 import sys
 import time
 from pathlib import Path
@@ -180,7 +181,6 @@ def build_parser():
 
     dis = sub.add_parser("distill", help="train a converted model: attention transfer or end-to-end KD")
     dis.add_argument("model", help="converted checkpoint folder")
-    dis.add_argument("--stage", required=True, choices=["transfer", "kd"])
     add_train_args(dis)
     add_dtype_arg(dis)
     dis.add_argument("--teacher", default=None, help="teacher base (default: the base the model was converted from)")
@@ -214,37 +214,26 @@ def build_parser():
     return parser
 
 
+# The training flags the main job takes (the rest are the distill verb's).
+MAIN_JOB_TRAINING = ("tokens", "seq_len", "batch_size", "grad_accum", "save_every", "save_minutes", "deepspeed",
+                     "transfer_mode", "seed")
+
+
 def add_train_args(p, main_job=False):
+    from linearize.distill.config import TrainConfig
+    from linearize.distill.recipe import CPU, GPU
+    from linearize.flags import add_flags
+
     p.add_argument("--data", default=None, help="training text: .txt/.jsonl/.json/.parquet file or folder, or a hub "
                                                 "dataset id[:config] (default: the offline corpus of Python's docs)")
-    p.add_argument("--tokens", type=int, default=None,
-                   help="training tokens" + (" for both stages together (55%% transfer, 45%% kd)" if main_job else ""))
-    p.add_argument("--seq-len", type=int, default=None)
-    p.add_argument("--batch-size", type=int, default=None, help="sequences per micro-batch per process")
-    p.add_argument("--grad-accum", type=int, default=None)
-    if not main_job:
-        p.add_argument("--lr", type=float, default=None)
-        p.add_argument("--train", default=None, help="kd: lora (default), new, lora+new, attention, mlp, all")
-        p.add_argument("--lora-r", type=int, default=None)
-        p.add_argument("--lora-alpha", type=int, default=None)
-        p.add_argument("--temperature", type=float, default=None)
-        p.add_argument("--top-k", type=int, default=None)
-        p.add_argument("--kd-chunk", type=int, default=None,
-                       help="kd: tokens whose logits are made at once (memory: kd-chunk x vocabulary; default 1024)")
-        p.add_argument("--ce-weight", type=float, default=None)
-        p.add_argument("--gradient-checkpointing", action="store_true", default=None)
-    p.add_argument("--save-every", type=int, default=None,
-                   help="optimizer steps between resumable checkpoints (default: a tenth of each stage's steps; "
-                        "0: none by step count); only the newest is kept")
-    p.add_argument("--save-minutes", type=float, default=None,
-                   help="also checkpoint when this many minutes passed since the last checkpoint (default 30; 0: "
-                        "none by time)")
-    p.add_argument("--deepspeed", default=None, help="DeepSpeed config JSON (distill/configs/zero2.json, zero3.json)")
-    p.add_argument("--transfer-mode", choices=["streamed", "whole"], default=None,
-                   help="attention transfer: streamed (the teacher walked a layer at a time, one mixer's activations "
-                        "alive at once; the default on CUDA) or whole (the teacher's whole forward, every mixer's graph "
-                        "kept until backward; the default on CPU, where it is faster); the same losses and gradients")
-    p.add_argument("--seed", type=int, default=None)
+    # Fields the stage recipes set take their default from the stage and the machine, not from TrainConfig.
+    per_stage = {k for recipe in (CPU, GPU) for stage in recipe.values() for k in stage}
+    texts = {f.name: f.metadata["help"] + " (default: the stage's, on CUDA or CPU: distill/recipe.py)"
+             for f in dataclasses.fields(TrainConfig) if f.name in per_stage}
+    if main_job:
+        texts["tokens"] = "training tokens for both stages together (55% transfer, 45% kd)"
+    add_flags(p, TrainConfig, only=MAIN_JOB_TRAINING if main_job else None, required=() if main_job else ("stage",),
+              help=texts)
     p.add_argument("--resume", action="store_true",
                    help="continue an interrupted run in the same --out " + (
                        "(stages that finished are not rerun: their saved students load; the unfinished one continues "
@@ -381,16 +370,15 @@ def check_deepspeed(path):
 def run_distill(args):
     from linearize.api import distill
     from linearize.convert.bases import resolve_dtype
+    from linearize.distill.config import TrainConfig
     from linearize.distill.recipe import stage_config
+    from linearize.flags import given
     from linearize.convert.load import load_model
 
     dtype = resolve_dtype(args.dtype)
     out = check_out(args.out, args.overwrite or args.resume)
     check_deepspeed(args.deepspeed)
-    overrides = {k: getattr(args, k, None) for k in ("tokens", "seq_len", "batch_size", "grad_accum", "lr", "train",
-                                                      "lora_r", "lora_alpha", "temperature", "top_k", "ce_weight",
-                                                      "kd_chunk", "gradient_checkpointing", "save_every",
-                                                      "save_minutes", "deepspeed", "seed", "transfer_mode")}
+    overrides = {k: v for k, v in given(args, TrainConfig).items() if k != "stage"}
     stage_config(args.stage, **overrides)  # degenerate settings fail before any model loads
     student, tokenizer, _ = load_model(args.model, dtype=dtype)
     teacher_spec = args.teacher or student.config.linearize.get("base")

@@ -24,15 +24,16 @@ def add_flags(parser, schema, only=None, skip=(), required=(), help=None):
         if (only is not None and f.name not in only) or f.name in skip or kind not in (str, int, float, bool):
             continue
         text = (help or {}).get(f.name, f.metadata["help"])
-        if f.default not in (None, False, dataclasses.MISSING) and "default" not in text:
+        shown = f.default is not None and f.default is not False and f.default is not dataclasses.MISSING
+        if shown and f.name not in required and "default" not in text:
             text += f" (default {f.default})"
         kwargs = {"dest": f.name, "default": None, "help": text.replace("%", "%%")}
         if kind is bool:
             kwargs["action"] = "store_true"
         else:
             kwargs["type"] = kind
-            if "choices" in f.metadata:
-                kwargs["choices"] = f.metadata["choices"]
+            if "choices" in f.metadata:  # shown, not checked here: the schema refuses a bad value in its own words
+                kwargs["metavar"] = "{" + ",".join(f.metadata["choices"]) + "}"
         parser.add_argument(f.metadata.get("flag", "--" + f.name.replace("_", "-")), required=f.name in required,
                             **kwargs)
 

@@ -6,7 +6,7 @@ Quality is measured as ../QUALITY.md asks: the training corpus's held-out split 
 position bucket, and passkey and MQAR recall; teacher and student on the same windows in the same run.
 """
 
-from linearize.convert.mixer_base import SettingError
+from linearize.errors import SettingError
 from linearize.distill.recipe import distill, stage_config
 
 OOD_CORPORA = ("corpus:gnu-manuals", "corpus:c-code")
@@ -91,7 +91,7 @@ def main_job(base_spec, target, out, keep_attention=None, data=None, tokens=None
     ``eval_corpora`` (data specs), ``eval_lengths``, ``passkey_lengths`` and ``mqar_pairs`` set the
     quality measurement (see ``quality``); it is saved as ``config.linearize["heldout_perplexity"]``.
     ``dtype`` is the run's (``--dtype``): teacher and student load, train and are measured in it (auto:
-    bfloat16 on CUDA, float32 on CPU; trained parameters are held in fp32, see ``distill.trainer``), and
+    bfloat16 on CUDA, float32 on CPU; trained parameters are held in fp32, see ``distill.precision``), and
     the checkpoint is saved in it. ``export="native"`` also writes ``<out>-native``, the result as the
     architecture transformers ships (``convert.export_native``); a target/base with none is refused right
     after conversion, before any training. ``transfer_mode`` is the transfer stage's form ("streamed" or

@@ -97,3 +97,33 @@ def test_embedded_smollm2_converts_offline(tmp_path):
         out_ids = model.generate(**ids, max_new_tokens=5, do_sample=False)
         full = model(out_ids).logits
     assert out_ids.shape[1] == ids["input_ids"].shape[1] + 5 and torch.isfinite(full).all()
+
+
+def test_flags_are_generated_from_the_settings_schemas(capsys):
+    """Every scalar field of ConvertSettings and TrainConfig is a flag, with its help text (one place for both)."""
+    import dataclasses
+
+    from linearize.cli import build_parser
+    from linearize.convert.settings import ConvertSettings
+    from linearize.distill.config import TrainConfig
+
+    actions = {a.dest: a for verb in ("convert", "distill")
+               for a in build_parser()._subparsers._group_actions[0].choices[verb]._actions}
+    for schema in (ConvertSettings, TrainConfig):
+        for f in dataclasses.fields(schema):
+            if f.name == "lora_targets":  # a tuple: not a flag
+                continue
+            assert f.name in actions, f.name
+            assert actions[f.name].help.startswith(f.metadata["help"].replace("%", "%%")[:18]), f.name
+            assert actions[f.name].default is None  # unset flags leave the schema's or the recipe's default
+
+
+@pytest.mark.parametrize("flag,value,message", [("--min-lr-ratio", "2", "bad --min-lr-ratio 2.0: a fraction of --lr"),
+                                                ("--warmup-steps", "-1", "bad --warmup-steps -1")])
+def test_a_generated_training_flag_reaches_the_config(tiny_dir, tmp_path, capsys, flag, value, message):
+    """Flags new to the CLI (they came with the schema) reach TrainConfig's validation: one line, exit 2, before any
+    model loads."""
+    code, _, err = run_main(["distill", str(tiny_dir), "--stage", "kd", flag, value, "--out", str(tmp_path / "o")],
+                            capsys)
+    assert code == 2 and message in error_line(err)
+    assert not (tmp_path / "o").exists()

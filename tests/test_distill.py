@@ -260,7 +260,7 @@ def test_distill_verb_trains_a_saved_checkpoint_and_resumes(tmp_path, capsys):
     ({"stage": "sft"}, "unknown --stage 'sft'"),
 ])
 def test_degenerate_train_settings_are_one_clear_error(settings, message):
-    from linearize.convert.mixer_base import SettingError
+    from linearize.errors import SettingError
 
     with pytest.raises(SettingError, match=re.escape(message)):
         small_cfg(settings.pop("stage", "kd"), **settings)
@@ -274,7 +274,7 @@ def test_train_config_is_a_schema_with_help_and_choices():
 
     from transformers import HfArgumentParser
 
-    from linearize.convert.mixer_base import SettingError
+    from linearize.errors import SettingError
 
     fields = dataclasses.fields(TrainConfig)
     assert [f.name for f in fields if not f.metadata.get("help")] == []

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from linearize.convert.convert import convert
-from linearize.convert.mixer_base import SettingError
+from linearize.errors import SettingError
 from conftest import perturb_new_parameters, tiny_base
 
 
