@@ -21,7 +21,7 @@ from linearize.api import convert
 from linearize.convert.bases import load_base
 from linearize.evals.bench import decode, prefill
 
-mixers = sys.modules["linearize.convert.mixers"]  # linearize.convert is also the name of a function
+mixers = sys.modules["linearize.convert.linear_mixer"]  # linearize.convert is also the name of a function
 mixer_base = sys.modules["linearize.convert.mixer_base"]
 SPENT = {}
 
@@ -38,7 +38,7 @@ def timed(key, fn):
 
 
 def instrument(teacher):
-    for name in ("forward", "window_forward", "step_qkv", "step_features", "project_o"):
+    for name in ("forward", "window_step", "step_qkv", "step_features", "project_o"):
         owner = mixer_base.Mixer if name in mixer_base.Mixer.__dict__ else mixers.LinearAttentionMixer
         setattr(owner, name, timed(f"student {name}", getattr(owner, name)))
     for name in ("get_state", "kept_for_steps", "update_window", "with_ones", "window_attn_step"):

@@ -17,8 +17,10 @@ class LinearizedConfig(PreTrainedConfig):
     attention stays, else the mixer settings (``{"target": "lolcats", ...}``); ``linearize``: provenance
     (base name, plan, library versions, distillation history).
 
-    ``layer_types`` follows transformers' cache convention so that ``DynamicCache(config=...)`` holds
-    recurrent states (``linear_attention``), a window plus a state (``hybrid_sliding``) or a KV cache.
+    ``layer_types`` and ``per_layer_config`` follow transformers' cache convention so that
+    ``DynamicCache(config=...)`` holds recurrent states (``linear_attention``), a window plus a state
+    (``hybrid_sliding``), a state plus a KV cache (``hybrid``) or a KV cache: for a converted layer, what its
+    mixer declares, recorded by the model built from this config and saved with it.
     """
 
     model_type = "linearized"
@@ -40,28 +42,24 @@ class LinearizedConfig(PreTrainedConfig):
         full = {**base_config, **{k: kwargs[k] for k in MIRRORED if k in kwargs}}
         kwargs.setdefault("sliding_window", None)  # per-layer windows override a global value, which must exist
         kwargs.setdefault("number_of_conv_states", 1)  # likewise the number of states per cache layer
-        kwargs.pop("layer_types", None)
-        kwargs.pop("per_layer_config", None)
-        layer_types, per_layer = self._cache_layout(full, mixers)
+        layer_types, per_layer = kwargs.pop("layer_types", None), kwargs.pop("per_layer_config", None)
+        if layer_types is None or len(layer_types) != len(mixers):
+            # Not recorded yet (a new conversion): a converted layer reads "linear_attention" until the model built
+            # from this config records what its mixer declares (``record_cache_layers``).
+            base_types = base_layer_types(_base(full)) if full else ["full_attention"] * len(mixers)
+            layer_types = [base_types[i] if settings is None else "linear_attention" for i, settings in enumerate(mixers)]
+            per_layer = None
         super().__init__(layer_types=layer_types, per_layer_config=per_layer or None, **kwargs)
 
-    @staticmethod
-    def _cache_layout(base_config, mixers):
-        base_types = base_layer_types(_base(base_config)) if base_config else ["full_attention"] * len(mixers)
-        layer_types, per_layer = [], {}
-        for i, settings in enumerate(mixers):
-            if settings is None:
-                layer_types.append(base_types[i])
-            elif settings.get("window"):
-                layer_types.append("hybrid_sliding")
-                per_layer[i] = {"sliding_window": settings["window"]}
-                if settings.get("sinks"):
-                    per_layer[i]["number_of_conv_states"] = 2  # the linear state and the sink store
-            elif len(settings.get("mamba_heads", ())) not in (0, base_config.get("num_attention_heads")):
-                layer_types.append("hybrid")  # RecurFormer: Mamba heads' state plus the other heads' KV
-            else:
-                layer_types.append("linear_attention")
-        return layer_types, per_layer
+    def record_cache_layers(self, declared):
+        """Record the cache layer each converted layer's mixer declares, ``{layer index: (layer type, per-layer
+        cache config)}`` (``Mixer.cache_layout``), as transformers' ``layer_types`` and ``per_layer_config``, from
+        which ``DynamicCache(config=...)`` builds its layers; the checkpoint saves them, and loading reads them."""
+        layer_types = list(self.layer_types)
+        for i, (layer_type, _) in declared.items():
+            layer_types[i] = layer_type
+        self.layer_types = layer_types
+        self.per_layer_config = {i: dict(extra) for i, (_, extra) in sorted(declared.items()) if extra} or None
 
     def get_base_config(self):
         """The base family's own config object, from which its decoder layers are built: base_config plus

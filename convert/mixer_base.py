@@ -1,10 +1,15 @@
-"""What every mixer shares: it adopts the replaced attention's projections, records its settings, and
-reports its new parameters and its decode-state size."""
+"""What every mixer shares: it adopts the replaced attention's projections, records its settings, declares its
+cache layer and its paper, and reports its new parameters and its decode-state size; plus the helpers more than one
+method uses (padding masks, the short causal convolution, Mamba-style inits, a decode step's projections)."""
+
+import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.modules.module import _global_forward_hooks, _global_forward_pre_hooks
+from transformers import initialization as init
 
 from linearize.convert.families import family, head_dim
 from linearize.errors import SettingError  # noqa: F401 (mixers import it from here)
@@ -17,6 +22,30 @@ PROJECTIONS = ADOPTED[:4]
 
 
 SINK_STATE = 1  # a windowed mixer's attention-sink keys/values live in its cache layer's second state
+
+
+@dataclass(frozen=True)
+class Citation:
+    """A paper (or release) a method comes from, as data: the model card prints ``short`` and ``bibtex``."""
+
+    title: str
+    authors: tuple  # full names, in the paper's order (a team's name as one entry)
+    year: int
+    venue: str  # the conference, "arXiv" for a preprint, "" for a release without a paper
+    url: str
+
+    def short(self):
+        """'Zhang et al., "Title", ICLR 2025': the model card's line."""
+        names = [a.split()[-1] for a in self.authors] if len(self.authors) > 1 else list(self.authors)
+        who = " & ".join(names) if len(names) <= 2 else f"{names[0]} et al."
+        return f'{who}, "{self.title}", {self.venue + " " if self.venue else ""}{self.year}'
+
+    def bibtex(self):
+        kind, where = ("inproceedings", f"  booktitle = {{{self.venue}}},\n") if self.venue not in ("", "arXiv") \
+            else ("misc", "")
+        key = f"{self.authors[0].split()[-1].lower()}{self.year}{self.title.split()[0].strip(':').lower()}"
+        return (f"@{kind}{{{key},\n  title = {{{self.title}}},\n  author = {{{' and '.join(self.authors)}}},\n{where}"
+                f"  year = {{{self.year}}},\n  url = {{{self.url}}}\n}}")
 
 
 def new_token_mask(attention_mask, T):
@@ -57,10 +86,27 @@ def causal_conv(x, weight, bias, cache, layer_idx):
     if cache is not None:
         seq = cache.update_conv_state(seq, layer_idx, conv_kernel_size=K)
     # conv1d pads both ends and the tail is dropped, as transformers' Mamba-2 and Gated DeltaNet layers do, so
-    # exports to them round alike (SmolLM2-sized models turn a one-ulp difference into ~3e-4 in the logits).
+    # exports to them round alike (a one-ulp difference here grows through a model's layers).
     out = F.conv1d(seq, weight.to(seq.dtype)[:, None], None if bias is None else bias.to(seq.dtype), padding=K - 1,
                    groups=weight.shape[0])
     return out[..., : seq.shape[-1]][..., -T:].transpose(1, 2)
+
+
+def init_dt_bias(dt_bias, dt_min=1e-3, dt_max=1e-1):
+    """dt_bias = softplus^-1(dt) with dt spread geometrically over [dt_min, dt_max] across heads (Mamba's range)."""
+    dt = torch.exp(torch.linspace(math.log(dt_min), math.log(dt_max), dt_bias.numel()))
+    init.copy_(dt_bias, dt + torch.log(-torch.expm1(-dt)))
+
+
+def init_A_log(A_log):
+    """A = 1 .. 16 spread linearly over the heads, stored as its log (Mamba-2's init)."""
+    init.copy_(A_log, torch.log(torch.linspace(1.0, 16.0, A_log.numel())))
+
+
+def init_identity_conv(weight):
+    """A depthwise causal convolution [C, K] that passes its input through: the current token's tap 1, the rest 0."""
+    channels, taps = weight.shape
+    init.copy_(weight, F.one_hot(torch.full((channels,), taps - 1), taps).float())
 
 
 def step_rotation(apply_rotary, cos, sin, batch_size):
@@ -79,10 +125,26 @@ def project_step(x, weight, weight_t, bias):
     return torch.mm(x, weight_t) if bias is None else torch.addmm(bias, x, weight_t)
 
 
+def plain_linear(module):
+    """Whether calling ``module`` is exactly ``nn.Linear``'s product: a plain ``nn.Linear`` with its class's forward,
+    no forward hooks of its own or global ones, and weights off the meta device. PyTorch has no public query for
+    registered hooks, so the hook tables are read here, in this one place."""
+    return (type(module) is nn.Linear and "forward" not in vars(module) and module.weight.device.type != "meta"
+            and not (module._forward_hooks or module._forward_pre_hooks or _global_forward_hooks
+                     or _global_forward_pre_hooks))
+
+
 class Mixer(nn.Module):
-    """Base of all mixers: q/k/v/o (and Qwen3's q/k norms) are the family attention's own modules."""
+    """Base of all mixers: q/k/v/o (and Qwen3's q/k norms) are the family attention's own modules.
+
+    A method's module sets ``target`` (its name), ``citations`` (its papers, as ``Citation``) and ``cache_layer``
+    (the transformers cache layer type its state needs: ``linear_attention``, ``hybrid_sliding`` for a recurrent
+    state plus a sliding window, ``hybrid`` for a recurrent state plus a growing KV cache), refined per instance by
+    ``cache_layout`` where a setting changes it."""
 
     target = None
+    citations = ()
+    cache_layer = "linear_attention"
 
     def __init__(self, config, layer_idx, mode="auto"):
         super().__init__()
@@ -167,6 +229,11 @@ class Mixer(nn.Module):
         """What the checkpoint's config records to rebuild this mixer (``target`` plus options)."""
         return {"target": self.target}
 
+    def cache_layout(self):
+        """(this layer's cache layer type, its per-layer cache config such as ``sliding_window``): what the model
+        records in its config's ``layer_types`` and ``per_layer_config``, from which transformers builds the cache."""
+        return self.cache_layer, {}
+
     def new_parameter_names(self):
         """Names (relative to this module) of the parameters the conversion added."""
         return [n for n, _ in self.named_parameters() if n.split(".")[0] not in ADOPTED]
@@ -185,10 +252,8 @@ class Mixer(nn.Module):
         keeps weights on the meta device until it runs: the modules' own call). A projection is then one ``mm``
         (``addmm`` with a bias), the product ``nn.Linear`` computes, without the transpose it dispatches on every
         call nor the module call: a decode step's time is its op count and its Python. The views cost no memory."""
-        linears = [self._modules[name] for name in PROJECTIONS]
-        if _global_forward_hooks or _global_forward_pre_hooks or any(
-                type(m) is not nn.Linear or m._forward_hooks or m._forward_pre_hooks or "forward" in m.__dict__
-                or m.weight.device.type == "meta" for m in linears):
+        linears = [getattr(self, name) for name in PROJECTIONS]
+        if not all(plain_linear(m) for m in linears):
             return None
         return tuple((m.weight, m.weight.detach().t(), m.bias) for m in linears)
 

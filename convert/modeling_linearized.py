@@ -57,9 +57,12 @@ class LinearizedModel(LinearizedPreTrainedModel):
         self.padding_idx = base.pad_token_id
         self.embed_tokens = nn.Embedding(base.vocab_size, base.hidden_size, self.padding_idx)
         self.layers = nn.ModuleList([fam.decoder_layer(base, i) for i in range(base.num_hidden_layers)])
+        declared = {}
         for i, settings in enumerate(config.mixers):
             if settings is not None:
-                self.layers[i].self_attn = build_mixer(settings, base, i)
+                self.layers[i].self_attn = mixer = build_mixer(settings, base, i)
+                declared[i] = mixer.cache_layout()
+        config.record_cache_layers(declared)  # the cache layers the mixers need, saved with the config
         self.norm = fam.norm(base.hidden_size, eps=base.rms_norm_eps)
         self.rotary_emb = fam.rotary(config=base)
         self.apply_rotary = fam.apply_rotary

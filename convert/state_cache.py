@@ -133,7 +133,7 @@ def update_window(cache, layer_idx, keys, values):
 def kept_for_steps(cache, layer_idx, make, *args):
     """What a mixer's decode steps reuse (projection views, stacked map weights, constants): ``make(*args)`` at
     the first step of a cache, then kept on the cache's layer for its later steps. Weights do not change within one
-    generation, and checking that they have not costs a cold decode step several microseconds a layer; a new
+    generation, and checking that they have not costs a cold decode step time in every layer; a new
     cache, or a reset one, makes it again (within one cache, in-place changes to q/k/v/o still reach the steps
     through the views; changes to feature maps, window factor or decays wait for the next cache)."""
     layer = cache.layers[layer_idx]

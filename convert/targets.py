@@ -1,8 +1,14 @@
-"""Every conversion target, by name: the mixer class that replaces softmax attention."""
+"""Every conversion target, by name: the mixer class that replaces softmax attention (one module per method)."""
 
-from linearize.convert.gated_mixers import GatedDeltaNetAttention, GLAAttention
-from linearize.convert.mixers import EluLinearAttention, HedgehogAttention, LoLCATsAttention, SupraAttention, T2RAttention
-from linearize.convert.ssm_mixers import MambaMixer, RecurFormerAttention
+from linearize.convert.gdn import GatedDeltaNetAttention
+from linearize.convert.gla import GLAAttention
+from linearize.convert.hedgehog import HedgehogAttention
+from linearize.convert.linear import EluLinearAttention
+from linearize.convert.lolcats import LoLCATsAttention
+from linearize.convert.mamba import MambaMixer
+from linearize.convert.recurformer import RecurFormerAttention
+from linearize.convert.supra import SupraAttention
+from linearize.convert.t2r import T2RAttention
 
 MIXERS = {
     cls.target: cls

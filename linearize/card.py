@@ -24,9 +24,14 @@ def base_hub_id(base):
 
 
 def paper(target):
-    """The citation line of a target: the docstring paragraph that names the paper."""
-    doc = (MIXERS[target].__doc__ or "").strip().split("\n\n")
-    return " ".join(doc[-1].split()) if len(doc) > 1 else ""
+    """The citation line of a target: its mixer's papers (``citations``), short form."""
+    citations = MIXERS[target].citations if target in MIXERS else ()
+    return "; ".join(c.short() for c in citations) + ("." if citations else "")
+
+
+def bibtex(target):
+    """The BibTeX entries of a target's papers, or an empty string."""
+    return "\n\n".join(c.bibtex() for c in (MIXERS[target].citations if target in MIXERS else ()))
 
 
 def base_license(base_id):
@@ -132,4 +137,6 @@ def model_card(folder, repo_id=None):
         f"Provenance (library versions, plan, history) is recorded under `linearize` in config.json: "
         f"{json.dumps(info.get('versions', {}))}.",
     ]
+    if bibtex(target):
+        lines += ["", "## Citation", "", "```bibtex", bibtex(target), "```"]
     return ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(lines) + "\n")

@@ -102,7 +102,7 @@ def test_decode_step_projections_equal_the_modules_and_step_aside_for_hooks_and_
         model(ids[:, 9:10], cache=cache, use_cache=True)
         kept = layer.step_kept
         model(ids[:, 10:11], cache=cache, use_cache=True)
-        assert kept is not None and kept[0] is not None and layer.step_kept is kept
+        assert kept is not None and kept.projections is not None and layer.step_kept is kept
         cache.reset()
         assert layer.step_kept is None
     assert decode_vs_forward(model, ids) < TOL
@@ -161,7 +161,7 @@ def test_decode_follows_feature_map_weights_changed_after_a_decode():
 
     def features_match():
         with torch.no_grad():
-            weights = mixer.step_constants(model.dtype)[0]
+            weights = mixer.step_map_weights(model.dtype)
             fq, fk = mixer.step_features(q.to(model.dtype), k.to(model.dtype), weights)  # the kept stacked weights
         with torch.enable_grad():
             ref_q, ref_k = mixer.step_features(q.to(model.dtype), k.to(model.dtype))  # the maps' forwards

@@ -124,7 +124,7 @@ def test_mamba_qkv_biases_enter_as_the_convolutions_bias(monkeypatch):
     conversion at step 0 is unchanged; trained, the convolution's outputs are still that one's from the K-th token
     on and differ only before it (where the biased version saw zeros, not zero hidden states)."""
     from linearize.convert.mixer_base import causal_conv
-    from linearize.convert.ssm_mixers import MambaMixer
+    from linearize.convert.mamba import MambaMixer
 
     ids = torch.randint(3, 128, (2, 12), generator=torch.Generator().manual_seed(4))
     model = convert(_perturb_base(tiny_base("qwen2")), "mamba")

@@ -8,7 +8,7 @@ import torch
 from linearize.convert.calibration import attention_recency, head_recency, rank_layers, recency_table
 from linearize.convert.convert import convert
 from linearize.convert.plan import PlanError, parse_keep_attention
-from linearize.convert.ssm_mixers import MambaMixer
+from linearize.convert.mamba import MambaMixer
 from conftest import tiny_base
 from tests_helpers import assert_close
 

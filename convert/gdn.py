@@ -1,4 +1,4 @@
-"""Gated recurrences built from attention: Liger-style GLA (gate from the key projection) and Gated DeltaNet."""
+"""gdn: Gated DeltaNet on the attention's q/k/v/o, laid out as transformers' Qwen3-Next linear-attention layer."""
 
 import torch
 import torch.nn.functional as F
@@ -6,45 +6,9 @@ from torch import nn
 from transformers import initialization as init
 
 from linearize.convert.state_cache import get_state, set_state
-from linearize.convert.mixer_base import Mixer, SettingError, causal_conv, new_token_mask, zero_where_padding
-from linearize.convert.ssm_mixers import init_dt_bias
+from linearize.convert.mixer_base import (Citation, Mixer, SettingError, causal_conv, init_A_log, init_dt_bias,
+                                          init_identity_conv, new_token_mask, zero_where_padding)
 from linearize.kernels.delta_rule.dispatch import gated_delta
-from linearize.kernels.linear_attn.dispatch import normalized_linear_attn
-
-
-class GLAAttention(Mixer):
-    """Gated linear attention whose forget gate is read off the key projection, so no parameters are
-    added: g_t = logsigmoid(k_t) / gate_temperature per key dimension (GLA's per-channel gate and its
-    normaliser of 16), features elu(x) + 1 on the rotated q and k, and the linear-attention normaliser.
-
-    Lan et al., "Liger: Linearizing Large Language Models to Gated Recurrent Structures", ICML 2025;
-    Yang et al., "Gated Linear Attention Transformers with Hardware-Efficient Training", ICML 2024.
-    """
-
-    target = "gla"
-
-    def __init__(self, config, layer_idx, gate_temperature=16.0, mode="auto"):
-        super().__init__(config, layer_idx, mode)
-        self.gate_temperature = gate_temperature
-
-    def settings(self):
-        return {**super().settings(), "gate_temperature": self.gate_temperature}
-
-    def state_bytes(self, batch_size=1, seq_len=0):
-        return batch_size * self.num_heads * self.head_dim * (self.head_dim + 1) * 4
-
-    def forward(self, hidden_states, position_embeddings=None, attention_mask=None, cache=None, **kwargs):
-        B, T, _ = hidden_states.shape
-        valid = new_token_mask(attention_mask, T)
-        q, k, v = self.qkv(hidden_states)
-        k, v = self.repeat_kv(k, v)
-        g = zero_where_padding(F.logsigmoid(k.float()) / self.gate_temperature, valid)
-        q, k = self.rotate(q, k, position_embeddings, kwargs.get("step_rotation"))
-        fq, fk = F.elu(q) + 1, zero_where_padding(F.elu(k) + 1, valid)
-        o, state = normalized_linear_attn(fq, fk, v, g=g, initial_state=get_state(cache, self.layer_idx),
-                                          output_final_state=cache is not None, mode=self.mode)
-        set_state(cache, self.layer_idx, state)
-        return self.o_proj(o.reshape(B, T, -1).to(hidden_states.dtype)), None
 
 
 class GatedDeltaNetAttention(Mixer):
@@ -63,7 +27,7 @@ class GatedDeltaNetAttention(Mixer):
 
     Init: the convolution is the identity (current-token tap 1, as Mamba's), a_proj and b_proj zero (beta
     0.5). The gate has no bias in the host, so silu(z) cannot start at a constant: z_proj starts at N(0, 0.02)
-    as Mamba's does, so a fresh layer's output is small (about 0.2x the attention's on SmolLM2) and not yet
+    as Mamba's does, so a fresh layer's output is small next to the attention's and not yet
     aligned with it; the attention-transfer stage learns it. Qwen3's q/k norms: an RMSNorm is not linear, so
     it cannot sit before the convolution as the host's layer needs; only its weight is kept (a per-channel
     scale, folded into the projection on export), and the RMS division it drops is a per-head scale, which
@@ -71,12 +35,15 @@ class GatedDeltaNetAttention(Mixer):
 
     ``conv_kernel=0`` and ``gate=False`` give the layer without convolution (nor SiLU) and without gate;
     such layers have no Qwen3-Next form.
-
-    Yang, Kautz & Hatamizadeh, "Gated Delta Networks: Improving Mamba2 with Delta Rule", ICLR 2025;
-    Qwen Team, Qwen3-Next (transformers' ``qwen3_next``), 2025.
     """
 
     target = "gdn"
+    citations = (
+        Citation("Gated Delta Networks: Improving Mamba2 with Delta Rule",
+                 ("Songlin Yang", "Jan Kautz", "Ali Hatamizadeh"), 2025, "ICLR", "https://arxiv.org/abs/2412.06464"),
+        Citation("Qwen3-Next", ("Qwen Team",), 2025, "",
+                 "https://huggingface.co/docs/transformers/model_doc/qwen3_next"),
+    )
 
     def __init__(self, config, layer_idx, conv_kernel=4, gate=True, norm_eps=None, mode="auto"):
         super().__init__(config, layer_idx, mode)
@@ -104,12 +71,11 @@ class GatedDeltaNetAttention(Mixer):
     def reset_linearize_parameters(self):
         init.zeros_(self.a_proj.weight)
         init.zeros_(self.b_proj.weight)  # beta starts at 0.5
-        init.copy_(self.A_log, torch.log(torch.linspace(1.0, 16.0, self.num_heads)))
+        init_A_log(self.A_log)
         init_dt_bias(self.dt_bias)
         init.ones_(self.norm_weight)
         if self.conv_kernel:
-            init.copy_(self.conv_weight, F.one_hot(torch.full((self.conv_channels,), self.conv_kernel - 1),
-                                                   self.conv_kernel).float())
+            init_identity_conv(self.conv_weight)
         if self.gate:
             init.normal_(self.z_proj.weight, std=0.02)
 
@@ -151,7 +117,6 @@ class GatedDeltaNetAttention(Mixer):
         if self.gate:
             o = o * F.silu(self.z_proj(hidden_states).float().view(B, T, H, D))
         return self.o_proj(o.reshape(B, T, -1).to(hidden_states.dtype)), None
-
 
 
 def l2norm(x, eps=1e-6):

@@ -1,0 +1,375 @@
+"""Linear attention with a feature map over the replaced attention's q/k/v/o, optionally with a softmax window (and
+attention sinks) and a learned decay: the shared layer that linear (elu), T2R, Hedgehog, LoLCATs and SUPRA preset.
+
+Its state lives in transformers' cache (``convert.state_cache``): the linear state as the layer's recurrent state,
+and for a window the window's keys and values in the same layer (``hybrid_sliding``). ``forward`` dispatches once:
+a one-token step after a cache takes ``decode_step``; everything else (prefill, training, the kernels' reference
+forms) takes ``torch_forward``.
+"""
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import initialization as init
+
+from linearize.convert.state_cache import get_state, kept_for_steps, set_state, update_window
+from linearize.convert.mixer_base import SINK_STATE, Mixer, SettingError, new_token_mask, zero_where_padding
+from linearize.convert.feature_maps import FEATURE_MAPS
+from linearize.kernels.linear_attn.dispatch import linear_attn, normalized_linear_attn
+from linearize.kernels.window_attn.dispatch import step_decays, window_attn, window_attn_step, with_ones
+
+
+@dataclass
+class StepKept:
+    """What a mixer's decode steps reuse. Without autograd it is made at a cache's first step and kept on the
+    cache's layer for its later steps (``state_cache.kept_for_steps``); under autograd each step makes its own,
+    without projection views or fused weights, so gradients reach the parameters."""
+
+    projections: tuple | None = None  # ``Mixer.step_projections``: q, k, v, o as (weight, transposed view, bias), or None
+    map_weights: torch.Tensor | None = None  # ``step_map_weights``: the method's fused feature-map weights, or None
+    window_factor: torch.Tensor | None = None  # the window's share, sigmoid(logit), [Hkv, G, 1]
+    decays: tuple | None = None  # ``step_decays`` of the learned decay, or None
+    ones: torch.Tensor | None = None  # the values' column of ones, [B, Hkv, 1, 1]
+    sink_views: tuple | None = None  # (the full sink store, its keys, its values), while the cache holds that store
+
+
+class LinearAttentionMixer(Mixer):
+    """Causal linear attention reusing an attention layer's q/k/v/o; a method's subclass sets its choices."""
+
+    target = None
+    feature_map = "elu"  # a ``FEATURE_MAPS`` name
+    share_feature_map = True  # one map for queries and keys
+    rotary_after_feature_map = False  # SUPRA: rotate phi(q), phi(k) instead of q, k
+    fixed_decay = False  # per-head decays fixed by the method (``fixed_log_decays``)
+    output_norm = False  # GroupNorm on the output instead of the normaliser
+    default_window = 0  # > 0: softmax over this many recent tokens, linear attention beyond
+    default_feature_dim = None
+    default_decay = None
+
+    def __init__(self, config, layer_idx, feature_dim=None, window=None, decay=None, sinks=None, mode="auto"):
+        super().__init__(config, layer_idx, mode)
+        H, D = self.num_heads, self.head_dim
+        self.feature_dim = feature_dim or self.default_feature_dim or D
+        self.window = self.default_window if window is None else window
+        if feature_dim is not None and not (isinstance(feature_dim, int) and feature_dim >= 1):
+            raise SettingError(f"bad --feature-dim {feature_dim!r}: a whole number >= 1")
+        if not (isinstance(self.window, int) and (self.window == 0 or self.window >= 2)):
+            # A window of 1 leaves the sliding cache nothing to keep (it holds window - 1 tokens).
+            raise SettingError(f"bad --window {window!r}: a whole number of tokens >= 2 (or 0 for none)")
+        # decay = M tokens: a learned per-head decay of the linear state, starting with memory spans
+        # (1 / (1 - decay)) spread geometrically from M / 8 to M. Without it the linear sum grows with
+        # every token, so past the training length it swamps the window (benchmarks/smollm2/length.md).
+        self.decay = self.default_decay if decay is None else (decay or None)
+        if self.decay and self.fixed_decay:
+            raise SettingError(f"{self.target} has fixed decays; --decay does not apply")
+        if self.decay and not (isinstance(self.decay, int) and self.decay >= 16):
+            raise SettingError(f"bad --decay {self.decay!r}: a memory span in tokens, a whole number >= 16 (0 = none)")
+        if self.decay:
+            self.decay_logit = nn.Parameter(torch.empty(H))
+        # sinks = S: the sequence's first S tokens stay visible to every query through the window's softmax
+        # and never enter the linear state (StreamingLLM's attention sinks; LoLA keeps them too). Softmax
+        # heads park attention on the first tokens; a window without them must spread that mass elsewhere.
+        self.sinks = sinks or 0
+        if self.sinks and not self.window:
+            raise SettingError(f"--sinks needs a softmax window ({self.target} has none)")
+        if not (isinstance(self.sinks, int) and self.sinks >= 0):
+            raise SettingError(f"bad --sinks {sinks!r}: a whole number of tokens >= 0")
+        fmap = FEATURE_MAPS[self.feature_map]
+        self.feature_map_q = fmap(H, D, self.feature_dim)
+        # A shared map is registered once, so checkpoints hold its weights once.
+        self.feature_map_k = None if self.share_feature_map else fmap(H, D, self.feature_dim)
+        if self.rotary_after_feature_map and self.feature_map_q.out_dim != D:
+            raise ValueError(f"{self.target}: rotary after the feature map needs feature_dim == head_dim ({D})")
+        if self.output_norm:
+            self.group_norm = nn.GroupNorm(H, H * D)
+        if self.window:
+            # Per-head mix between the window's softmax and the linear part, stored as a logit.
+            self.window_factor = nn.Parameter(torch.zeros(H))
+
+    def settings(self):
+        """What the checkpoint's config records to rebuild this mixer."""
+        out = {**super().settings(), "feature_dim": self.feature_dim}
+        if self.window:
+            out["window"] = self.window
+        if self.decay:
+            out["decay"] = self.decay
+        if self.sinks:
+            out["sinks"] = self.sinks
+        return out
+
+    def cache_layout(self):
+        """A window's keys and values sit beside the linear state (and the sink store as a second state)."""
+        if not self.window:
+            return "linear_attention", {}
+        extra = {"sliding_window": self.window}
+        if self.sinks:
+            extra["number_of_conv_states"] = 2  # the linear state and the sink store
+        return "hybrid_sliding", extra
+
+    def reset_linearize_parameters(self):
+        """Initialise only the parameters the conversion adds (transformers' init must not touch q/k/v/o)."""
+        if self.window:
+            init.zeros_(self.window_factor)
+        if self.decay:
+            span = torch.logspace(torch.log10(torch.tensor(self.decay / 8)), torch.log10(torch.tensor(float(self.decay))),
+                                  self.num_heads)
+            init.copy_(self.decay_logit, torch.log(span - 1))  # sigmoid(logit) = 1 - 1 / span
+        if self.output_norm:
+            init.ones_(self.group_norm.weight)
+            init.zeros_(self.group_norm.bias)
+
+    def fixed_log_decays(self):
+        """Per-head log decays [H] that the method fixes (where ``fixed_decay``)."""
+        raise NotImplementedError
+
+    # -- memory ---------------------------------------------------------------------------------
+    def state_bytes(self, batch_size=1, seq_len=0):
+        """Bytes of this layer's decode state (fp32 linear state, plus the window's keys/values)."""
+        V = self.head_dim + (0 if self.output_norm else 1)
+        state = batch_size * self.num_heads * self.feature_map_q.out_dim * V * 4
+        if self.window:
+            per_token = self.num_kv_heads * (2 * self.head_dim + 1)  # keys, values + ones at the key/value heads
+            state += batch_size * (self.window - 1 + self.sinks) * per_token * self.q_proj.weight.element_size()
+        return state
+
+    # -- shared by both paths -------------------------------------------------------------------
+    def map_k(self, k):
+        return (self.feature_map_k or self.feature_map_q)(k)
+
+    def rotated_qkv(self, hidden_states, position_embeddings, rotation=None, linears=None):
+        """q [B, T, H, D], k and v at the key/value heads, rotary applied to q and k (per head: before repeat_kv)."""
+        q, k, v = self.qkv(hidden_states, linears)
+        q, k = self.rotate(q, k, position_embeddings, rotation)
+        return q, k, v
+
+    def project(self, hidden_states, position_embeddings, rotation=None, linears=None):
+        """q, k, v as [B, T, H, D] with k, v repeated to the query heads, and their feature maps fq, fk; rotary
+        applied where the target says (``rotation``: the model's ``step_rotation`` for a one-token step)."""
+        if self.rotary_after_feature_map:
+            q, k, v = self.qkv(hidden_states, linears)
+            k, v = self.repeat_kv(k, v)
+            fq, fk = self.apply_rotary(self.feature_map_q(q), self.map_k(k), *position_embeddings, unsqueeze_dim=2)
+            return q, k, fq, fk, v
+        q, k, v = self.rotated_qkv(hidden_states, position_embeddings, rotation, linears)
+        k, v = self.repeat_kv(k, v)
+        return q, k, self.feature_map_q(q), self.map_k(k), v
+
+    def output(self, o, hidden_states, cache, state, previous, linears=None):
+        """The output projection of o; the layer's new state into the cache (a decode step that updated the
+        cache's own state in place has nothing to write)."""
+        if state is not previous:
+            set_state(cache, self.layer_idx, state)
+        B, T, _ = hidden_states.shape
+        o = o.reshape(B * T, -1)  # 2D: a projection of a 3D input costs two more views (decode counts ops)
+        o = o if o.dtype == hidden_states.dtype else o.to(hidden_states.dtype)
+        return self.project_o(o, linears).view(B, T, -1), None
+
+    def cached_window(self, kh, v1, attention_mask, cache, position_ids, first_position, kept=None):
+        """Add the new keys and values (head-major [B, Hkv, T, *]) to the layer's window in the cache. Returns the
+        window's keys and values [B, Hkv, P + T, *] (None without a cache), P, the key mask over them, and the
+        sinks for the kernel (or None)."""
+        T = kh.shape[2]
+        keys, values = update_window(cache, self.layer_idx, kh, v1)
+        P = 0 if keys is None else keys.shape[2] - T
+        key_mask = None if attention_mask is None else attention_mask[:, -(P + T) :]
+        if T == 1 and key_mask is not None and key_mask.device.type == "cpu" and bool(key_mask.all()):
+            key_mask = None  # generate passes a mask; on CPU reading it is free and an all-ones window needs none
+        sinks = None
+        if self.sinks and self.past_the_sinks(T, keys, key_mask, position_ids, first_position):
+            sinks = self.full_sinks(cache, kept)
+        elif self.sinks:
+            sinks, key_mask = self.sink_keys(kh, v1, attention_mask, key_mask, cache, position_ids, P)
+        return keys, values, P, key_mask, sinks
+
+    def forward(self, hidden_states, position_embeddings=None, attention_mask=None, cache=None, **kwargs):
+        """attention_mask: the 2D padding mask over all tokens so far (1 = real token) or None."""
+        if hidden_states.shape[1] == 1 and cache is not None:
+            return self.decode_step(hidden_states, position_embeddings, attention_mask, cache, **kwargs)
+        return self.torch_forward(hidden_states, position_embeddings, attention_mask, cache, **kwargs)
+
+    # -- the reference forward: prefill, training, and the kernels' torch forms ----------------------
+    def torch_forward(self, hidden_states, position_embeddings=None, attention_mask=None, cache=None, linears=None,
+                      **kwargs):
+        """The layer over T tokens through the kernels' dispatch in ``self.mode`` (``linears``: a decode step's
+        kept projection views, the modules' own products)."""
+        B, T, _ = hidden_states.shape
+        state = previous = get_state(cache, self.layer_idx)
+        rotation = kwargs.get("step_rotation")
+        if self.window:
+            o, state = self.window_forward(hidden_states, position_embeddings, attention_mask, cache, state,
+                                           kwargs.get("position_ids"), rotation, kwargs.get("step_first_position"),
+                                           linears)
+            return self.output(o, hidden_states, cache, state, previous, linears)
+        log_decay = F.logsigmoid(self.decay_logit.float()) if self.decay else None
+        q, k, fq, fk, v = self.project(hidden_states, position_embeddings, rotation, linears)
+        fk = zero_where_padding(fk, new_token_mask(attention_mask, T))  # padding must not enter the state
+        g = None if log_decay is None else log_decay[None, None].expand(B, T, -1)
+        if self.fixed_decay:
+            # Computed, not a buffer: transformers builds models on the meta device, where a
+            # non-persistent buffer would never get its values.
+            g = self.fixed_log_decays().to(q.device)[None, None].expand(B, T, -1)
+        if self.output_norm:
+            o, state = linear_attn(fq, fk, v, g=g, scale=fq.shape[-1] ** -0.5, initial_state=state,
+                                   output_final_state=cache is not None, mode=self.mode)
+            gn = self.group_norm  # in fp32 whatever the model's dtype (bf16 statistics are too coarse)
+            o = F.group_norm(o.reshape(B * T, -1).float(), gn.num_groups, gn.weight.float(), gn.bias.float(), gn.eps)
+        else:
+            o, state = normalized_linear_attn(fq, fk, v, g=g, initial_state=state,
+                                              output_final_state=cache is not None, mode=self.mode)
+        return self.output(o, hidden_states, cache, state, previous, linears)
+
+    def window_forward(self, hidden_states, position_embeddings, attention_mask, cache, state, position_ids=None,
+                       rotation=None, first_position=None, linears=None):
+        """The window's keys and values live in the cache as the teacher's would: at the key/value heads, before
+        repeat_kv and without feature maps; the values (and the sink store's) carry the normaliser's column of ones,
+        so a decode step's one product gives the numerator and denominator. A prefill after a cache repeats and maps
+        the cached part once."""
+        D, T = self.head_dim, hidden_states.shape[1]
+        q, k, v = self.rotated_qkv(hidden_states, position_embeddings, rotation, linears)
+        kh, vh = k.transpose(1, 2), v.transpose(1, 2)
+        v1 = with_ones(vh) if cache is not None or self.sinks else None
+        keys, values, P, key_mask, sinks = self.cached_window(kh, v1, attention_mask, cache, position_ids,
+                                                              first_position)
+        log_decay = F.logsigmoid(self.decay_logit.float()) if self.decay else None
+        fq, factor = self.feature_map_q(q), torch.sigmoid(self.window_factor)
+        k, v = self.repeat_kv(k, v)
+        fk = zero_where_padding(self.map_k(k), new_token_mask(attention_mask, T))  # padding must not enter the state
+        past = None
+        if P:
+            past_k, past_v = self.repeat_kv(keys[:, :, :P].transpose(1, 2), values[:, :, :P, :D].transpose(1, 2))
+            past = (past_k, self.map_k(past_k), past_v)  # padded keys are masked out by key_mask
+        if sinks is not None:  # the store is head-major; the chunked forms take time-major keys at the query heads
+            sinks = (*self.repeat_kv(sinks[0].transpose(1, 2), sinks[1][..., :D].transpose(1, 2)), sinks[2])
+        return window_attn(q, k, fq, fk, v, factor, self.window, D**-0.5, mode=self.mode, key_mask=key_mask,
+                           past=past, initial_state=state, log_decay=log_decay, sinks=sinks)
+
+    # -- the decode step: one token after a cache, a few batched products on what the cache holds ------
+    def decode_step(self, hidden_states, position_embeddings, attention_mask, cache, **kwargs):
+        """One token after a cache. A window in the 'auto' or 'fla' mode reads the cached window in place
+        (``window_step``); other layers run the reference on the one token with the kept projections."""
+        step = self.window and self.mode in ("auto", "fla")
+        if not torch.is_grad_enabled():
+            kept = kept_for_steps(cache, self.layer_idx, self.keep_for_steps, hidden_states.dtype,
+                                  hidden_states.shape[0])
+        elif step:  # under autograd nothing is kept: the step's constants are made from the parameters
+            kept = StepKept(None, None, *self.window_constants())
+        else:
+            kept = StepKept()
+        if not step:
+            return self.torch_forward(hidden_states, position_embeddings, attention_mask, cache,
+                                      linears=kept.projections, **kwargs)
+        return self.window_step(hidden_states, position_embeddings, attention_mask, cache, kept,
+                                kwargs.get("position_ids"), kwargs.get("step_rotation"),
+                                kwargs.get("step_first_position"))
+
+    def keep_for_steps(self, dtype, batch_size):
+        """A cache's ``StepKept``, made at its first step without autograd. It is made afresh for every cache (and
+        after a reset) and never shared between caches, so weights changed in place, loaded or cast between two
+        generations are always seen, with no version counters to compare; within one cache the projections are
+        views of the weights, so in-place changes to q/k/v/o reach its later steps, while changes to feature maps,
+        window factor or decays wait for the next cache."""
+        if not self.window:
+            return StepKept(self.step_projections())
+        ones = torch.ones(batch_size, self.num_kv_heads, 1, 1, dtype=dtype, device=self.q_proj.weight.device)
+        return StepKept(self.step_projections(), self.step_map_weights(dtype), *self.window_constants(), ones)
+
+    def window_constants(self):
+        """(the window's share sigmoid(logit) as [Hkv, G, 1], ``step_decays`` or None) for a decode step; in fp32
+        without autograd (to be kept), from the parameters as they are under it."""
+        grad = torch.is_grad_enabled()
+        logit = self.window_factor if grad else self.window_factor.detach().float()
+        decays = None
+        if self.decay:
+            log_decay = F.logsigmoid((self.decay_logit if grad else self.decay_logit.detach()).float())
+            decays = step_decays(log_decay, self.window)
+        return torch.sigmoid(logit).view(self.num_kv_heads, -1, 1), decays
+
+    def step_map_weights(self, dtype):
+        """The feature maps' weights fused for ``step_features``, or None: the maps' own forwards."""
+        return None
+
+    def step_features(self, q, k=None, weights=None):
+        """A decode step's features: of the query q [B, H, D] (or [B, 1, H, D]), and, where the window's first key
+        k [B, Hkv, 1, D] (at the key/value heads, as the cache holds it) leaves the window, of that key at each of its
+        G query heads ([B, 1, H, F]). ``weights``: ``step_map_weights``, where a method fuses its maps."""
+        fk = None if k is None else self.map_k(self.repeat_kv(k.transpose(1, 2))[0])
+        return self.feature_map_q(q), fk
+
+    def window_step(self, hidden_states, position_embeddings, attention_mask, cache, kept, position_ids=None,
+                    rotation=None, first_position=None):
+        """The window's decode step: q [B, H, D] reads the cached window in place (a token's step is op overhead,
+        not FLOPs), only the key leaving the window is mapped, and an fp32 state is updated in place."""
+        state = previous = get_state(cache, self.layer_idx)
+        linears = kept.projections
+        q, kh, vh = self.step_qkv(hidden_states, position_embeddings, rotation, linears)
+        ones = kept.ones
+        if ones is not None and ones.shape[0] != kh.shape[0]:
+            ones = None  # a batch changed within the cache (beam search)
+        keys, values, _, key_mask, sinks = self.cached_window(kh, with_ones(vh, ones), attention_mask, cache,
+                                                              position_ids, first_position, kept)
+        fq, evicted = self.step_features(q, keys[:, :, :1] if keys.shape[2] == self.window else None,
+                                         kept.map_weights)
+        inplace = state is not None and state.dtype == torch.float32 and not torch.is_grad_enabled()
+        o, state = window_attn_step(q, fq, keys, values, kept.window_factor, self.window, self.head_dim**-0.5,
+                                    key_mask=key_mask, initial_state=state, decays=kept.decays, sinks=sinks,
+                                    evicted=evicted, inplace=inplace)
+        return self.output(o, hidden_states, cache, state, previous, linears)
+
+    # -- attention sinks ----------------------------------------------------------------------------
+    def full_sinks(self, cache, kept=None):
+        """The sink store's keys and values, all visible, once it is full and no window key is a sink: the store is
+        then never rewritten, so a decode step's ``kept`` holds its two views while the cache holds the same
+        tensor."""
+        store = get_state(cache, self.layer_idx, SINK_STATE)
+        if kept is not None and kept.sink_views is not None and kept.sink_views[0] is store:
+            return kept.sink_views[1]
+        D = self.head_dim
+        views = (store[..., :D], store[..., D:], None)
+        if kept is not None:
+            kept.sink_views = (store, views)
+        return views
+
+    def past_the_sinks(self, T, keys, key_mask, position_ids, first_position=None):
+        """A CPU decode step where every row is at position >= sinks + window - 1 with no padding in its window (an
+        all-ones window mask is dropped before this is asked): the sink store is full and stays so, no window key is
+        a sink, and nothing needs a mask (the general path costs many more ops a step). The check reads the rows'
+        first position on the host (``first_position``: the model reads it once a step for all its mixers): free on
+        CPU, where tensors are synchronous, but a stall on a GPU stream, so GPUs take the general path."""
+        if T != 1 or keys is None or key_mask is not None:
+            return False
+        if first_position is None:
+            if position_ids is None or position_ids.device.type != "cpu":
+                return False
+            first_position = int(position_ids.min())
+        return first_position >= self.sinks + self.window - 1
+
+    def sink_keys(self, kh, v1, attention_mask, key_mask, cache, position_ids, P):
+        """(sinks for the kernel at the key/value heads, key mask without the sink tokens). Slot s of the sink store
+        [B, Hkv, S, D + V + 1] (head-major, as the window) holds the token at position s of its row (positions count
+        real tokens, so left padding is handled): its key and its value with the ones column (the new tokens' ``kh``
+        and ``v1``, head-major [B, Hkv, T, *]); the store is the layer's second recurrent state in the cache."""
+        B, T = kh.shape[0], kh.shape[2]
+        S, D = self.sinks, self.head_dim
+        pos = torch.arange(T, device=kh.device)[None] if position_ids is None else position_ids
+        pos = pos.to(kh.device).expand(B, T)
+        valid = new_token_mask(attention_mask, T)
+        valid = torch.ones(B, T, dtype=torch.bool, device=kh.device) if valid is None else valid
+        store = get_state(cache, self.layer_idx, SINK_STATE)
+        if store is None:
+            store = kh.new_zeros(B, self.num_kv_heads, S, D + v1.shape[-1])
+        slot = (pos[..., None] == torch.arange(S, device=kh.device)) & valid[..., None]  # [B, T, S]
+        kv = torch.cat([kh, v1.to(kh.dtype)], -1)
+        if T == 1:  # decode: the token fills its slot, if it has one, by a broadcast
+            store = torch.where(slot.view(B, 1, S, 1), kv, store.to(kh.dtype))
+            key_pos = pos - P + torch.arange(P + 1, device=kh.device)
+        else:
+            written = torch.einsum("bts,bhtd->bhsd", slot.to(kh.dtype), kv)
+            store = torch.where(slot.any(1)[:, None, :, None], written, store.to(kh.dtype))
+            key_pos = torch.cat([pos[:, :1] - P + torch.arange(P, device=kh.device)[None], pos], 1)
+        set_state(cache, self.layer_idx, store, SINK_STATE)
+        visible = torch.arange(S, device=kh.device)[None, None] <= pos[..., None]  # slots fill in position order
+        not_sink = key_pos >= S
+        key_mask = not_sink if key_mask is None else key_mask.bool() & not_sink
+        return (store[..., :D], store[..., D:], visible), key_mask

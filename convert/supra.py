@@ -1,0 +1,29 @@
+"""supra: a shared trainable linear + ReLU feature map, rotary after it, RetNet's fixed per-head decays and
+GroupNorm on the output in place of the normaliser (SUPRA's uptraining of a transformer into an RNN)."""
+
+import torch
+
+from linearize.convert.linear_mixer import LinearAttentionMixer
+from linearize.convert.mixer_base import Citation
+
+
+def retnet_log_decays(num_heads):
+    """log(1 - 2^(-5 - h)) per head: the fixed multi-scale decays of RetNet, which SUPRA adopts."""
+    return torch.log1p(-torch.pow(2.0, -5.0 - torch.arange(num_heads, dtype=torch.float32)))
+
+
+class SupraAttention(LinearAttentionMixer):
+    """Shared trainable linear + ReLU feature map, rotary applied after it, fixed per-head (RetNet)
+    decays, and GroupNorm on the output in place of the normaliser."""
+
+    target = "supra"
+    feature_map = "shared_relu"
+    rotary_after_feature_map = True
+    fixed_decay = True
+    output_norm = True
+    citations = (Citation("Linearizing Large Language Models",
+                          ("Jean Mercat", "Igor Vasiljevic", "Sedrick Keh", "Kushal Arora", "Achal Dave",
+                           "Adrien Gaidon", "Thomas Kollar"), 2024, "COLM", "https://arxiv.org/abs/2405.06640"),)
+
+    def fixed_log_decays(self):
+        return retnet_log_decays(self.num_heads)
