@@ -14,7 +14,7 @@ IMPORT = re.compile(r"^from (linearize(?:\.\w+)+) import ", re.MULTILINE)
 
 
 def flat_name(module):
-    """linearize.convert.mixers -> mixers; linearize.kernels.linear_attn.chunk -> linear_attn_chunk;
+    """linearize.convert.lolcats -> lolcats; linearize.kernels.linear_attn.chunk -> linear_attn_chunk;
     linearize.errors -> errors."""
     return "_".join(module.split(".")[2:]) or module.split(".")[1]
 

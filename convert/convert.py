@@ -190,7 +190,8 @@ def build(config, base, copy=True, seed=0, meta=True):
         return clones[key]
 
     model.load_state_dict({k: take(v) for k, v in base_state.items() if k not in tied}, strict=False, assign=True)
-    del base_state, clones
+    del base_state
+    clones.clear()  # the copies now belong to the model
     model.tie_weights()
     # The new parameters: their memory on the base's device in its dtype, all of it first; then each is
     # initialised on the CPU in the default dtype (as the eager build does) and copied in, a layer at a time.

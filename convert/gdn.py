@@ -6,9 +6,10 @@ from torch import nn
 from transformers import initialization as init
 
 from linearize.convert.state_cache import get_state, set_state
-from linearize.convert.mixer_base import (Citation, Mixer, SettingError, causal_conv, init_A_log, init_dt_bias,
+from linearize.convert.mixer_base import (Citation, Mixer, causal_conv, init_A_log, init_dt_bias,
                                           init_identity_conv, new_token_mask, zero_where_padding)
 from linearize.kernels.delta_rule.dispatch import gated_delta
+from linearize.errors import SettingError
 
 
 class GatedDeltaNetAttention(Mixer):

@@ -15,7 +15,8 @@ from torch import nn
 from transformers import initialization as init
 
 from linearize.convert.state_cache import get_state, kept_for_steps, set_state, update_window
-from linearize.convert.mixer_base import SINK_STATE, Mixer, SettingError, new_token_mask, zero_where_padding
+from linearize.convert.mixer_base import SINK_STATE, Mixer, new_token_mask, zero_where_padding
+from linearize.errors import SettingError
 from linearize.convert.feature_maps import FEATURE_MAPS
 from linearize.kernels.linear_attn.dispatch import linear_attn, normalized_linear_attn
 from linearize.kernels.window_attn.dispatch import step_decays, window_attn, window_attn_step, with_ones

@@ -12,7 +12,6 @@ from torch.nn.modules.module import _global_forward_hooks, _global_forward_pre_h
 from transformers import initialization as init
 
 from linearize.convert.families import family, head_dim
-from linearize.errors import SettingError  # noqa: F401 (mixers import it from here)
 
 # The replaced attention's submodules a mixer keeps, under the same names (so base weights load by name).
 ADOPTED = ("q_proj", "k_proj", "v_proj", "o_proj", "q_norm", "k_norm")

@@ -86,7 +86,7 @@ def test_lower_parts_load_without_the_upper_ones(package, forbidden):
 
 
 def test_parts_are_packages_and_the_api_functions_have_their_own_names():
-    """`linearize.convert` is the subpackage whatever was imported first (`import linearize.convert.mixers as m`
+    """`linearize.convert` is the subpackage whatever was imported first (`import linearize.convert.lolcats as m`
     works); the API's functions are `convert_model` and `distill_model`."""
     script = ("from linearize import TARGETS, convert_model, distill_model, load_base\n"
               "import linearize.convert.plan as plan, linearize.distill.recipe as recipe\n"
