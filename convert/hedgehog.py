@@ -2,17 +2,44 @@
 runs both maps as one batched product (``step_features``)."""
 
 import torch
+from torch import nn
+from transformers import initialization as init
 
-from linearize.convert.feature_maps import hedgehog
-from linearize.convert.linear_mixer import LinearAttentionMixer
+from linearize.convert.linear_mixer import LinearAttentionMixer, identity_like, per_head
 from linearize.convert.mixer_base import Citation
+
+
+def hedgehog(z):
+    """[softmax(z), softmax(-z)] over z's last dim, as [..., 2, F]: both halves in one softmax call."""
+    return torch.stack([z, -z], -2).softmax(-1)
+
+
+class HedgehogFeatureMap(nn.Module):
+    """phi(x) = [softmax(x W_h), softmax(-x W_h)], one learned map per head (Zhang et al., 2024, Hedgehog).
+
+    The two softmaxes keep phi positive while letting it mimic the spiky, monotone dot-product
+    kernel of softmax attention; the output has 2 * feature_dim dimensions.
+    """
+
+    def __init__(self, num_heads, head_dim, feature_dim=None):
+        super().__init__()
+        feature_dim = feature_dim or head_dim
+        self.weight = nn.Parameter(torch.empty(num_heads, head_dim, feature_dim))
+        self.out_dim = 2 * feature_dim
+        self.reset_linearize_parameters()
+
+    def forward(self, x):
+        return hedgehog(per_head(x, self.weight)).flatten(-2)
+
+    def reset_linearize_parameters(self):
+        init.copy_(self.weight, identity_like(self.weight))
 
 
 class HedgehogAttention(LinearAttentionMixer):
     """Linear attention with Hedgehog's learned feature maps (separate for queries and keys)."""
 
     target = "hedgehog"
-    feature_map = "hedgehog"
+    feature_map = HedgehogFeatureMap
     share_feature_map = False
     default_feature_dim = 64
     citations = (Citation("The Hedgehog & the Porcupine: Expressive Linear Attentions with Softmax Mimicry",

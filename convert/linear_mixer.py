@@ -14,12 +14,26 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import initialization as init
 
-from linearize.convert.state_cache import get_state, kept_for_steps, set_state, update_window
 from linearize.convert.mixer_base import SINK_STATE, Mixer, new_token_mask, zero_where_padding
+from linearize.convert.state_cache import get_state, kept_for_steps, set_state, update_window
 from linearize.errors import SettingError
-from linearize.convert.feature_maps import FEATURE_MAPS
 from linearize.kernels.linear_attn.dispatch import linear_attn, normalized_linear_attn
 from linearize.kernels.window_attn.dispatch import step_decays, window_attn, window_attn_step, with_ones
+
+
+# Feature maps act per head on [batch, time, heads, head_dim]; learned ones start at the identity, so a freshly
+# converted layer is a sensible linearisation of the softmax attention it replaces (attention transfer trains them).
+def identity_like(weight):
+    """Identity matrices (rectangular where feature_dim != head_dim) shaped like ``weight`` [..., D, F]."""
+    eye = torch.eye(weight.shape[-2], weight.shape[-1], dtype=weight.dtype, device=weight.device)
+    return eye.expand_as(weight)
+
+
+def per_head(x, weight):
+    """x [B, T, H, D] times each head's own weight [H, D, F]: [B, T, H, F] (a batched matmul; einsum's
+    reshuffling costs more than the product itself in a decode step)."""
+    return (x.transpose(1, 2) @ weight.to(x.dtype)).transpose(1, 2)
+
 
 
 @dataclass
@@ -40,7 +54,7 @@ class LinearAttentionMixer(Mixer):
     """Causal linear attention reusing an attention layer's q/k/v/o; a method's subclass sets its choices."""
 
     target = None
-    feature_map = "elu"  # a ``FEATURE_MAPS`` name
+    feature_map = None  # the method's feature-map module class: (num_heads, head_dim, feature_dim) -> phi
     share_feature_map = True  # one map for queries and keys
     rotary_after_feature_map = False  # SUPRA: rotate phi(q), phi(k) instead of q, k
     fixed_decay = False  # per-head decays fixed by the method (``fixed_log_decays``)
@@ -77,7 +91,7 @@ class LinearAttentionMixer(Mixer):
             raise SettingError(f"--sinks needs a softmax window ({self.target} has none)")
         if not (isinstance(self.sinks, int) and self.sinks >= 0):
             raise SettingError(f"bad --sinks {sinks!r}: a whole number of tokens >= 0")
-        fmap = FEATURE_MAPS[self.feature_map]
+        fmap = self.feature_map
         self.feature_map_q = fmap(H, D, self.feature_dim)
         # A shared map is registered once, so checkpoints hold its weights once.
         self.feature_map_k = None if self.share_feature_map else fmap(H, D, self.feature_dim)

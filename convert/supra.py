@@ -2,8 +2,11 @@
 GroupNorm on the output in place of the normaliser (SUPRA's uptraining of a transformer into an RNN)."""
 
 import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import initialization as init
 
-from linearize.convert.linear_mixer import LinearAttentionMixer
+from linearize.convert.linear_mixer import LinearAttentionMixer, identity_like
 from linearize.convert.mixer_base import Citation
 
 
@@ -12,12 +15,31 @@ def retnet_log_decays(num_heads):
     return torch.log1p(-torch.pow(2.0, -5.0 - torch.arange(num_heads, dtype=torch.float32)))
 
 
+class SharedReluFeatureMap(nn.Module):
+    """phi(x) = relu(x W + b), one map shared by all heads and by queries and keys (Mercat et al., 2024, SUPRA)."""
+
+    def __init__(self, num_heads, head_dim, feature_dim=None):
+        super().__init__()
+        feature_dim = feature_dim or head_dim
+        self.weight = nn.Parameter(torch.empty(head_dim, feature_dim))
+        self.bias = nn.Parameter(torch.empty(feature_dim))
+        self.out_dim = feature_dim
+        self.reset_linearize_parameters()
+
+    def forward(self, x):
+        return F.relu(x @ self.weight.to(x.dtype) + self.bias.to(x.dtype))
+
+    def reset_linearize_parameters(self):
+        init.copy_(self.weight, identity_like(self.weight))
+        init.zeros_(self.bias)
+
+
 class SupraAttention(LinearAttentionMixer):
     """Shared trainable linear + ReLU feature map, rotary applied after it, fixed per-head (RetNet)
     decays, and GroupNorm on the output in place of the normaliser."""
 
     target = "supra"
-    feature_map = "shared_relu"
+    feature_map = SharedReluFeatureMap
     rotary_after_feature_map = True
     fixed_decay = True
     output_norm = True
