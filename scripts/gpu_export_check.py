@@ -96,7 +96,7 @@ def main():
         # Converted in the run's dtype (as `linearize convert --dtype` does: rotary frequencies stay fp32, as
         # from_pretrained keeps the host's), so both sides hold the same weights.
         tokenizer = load_tokenizer("llama")
-        torch.manual_seed(0)  # the conversion of tests/test_export_native.py's SmolLM2 check
+        torch.manual_seed(0)  # the conversion of tests/convert/test_export_native.py's SmolLM2 check
         model = convert(load_base("llama", dtype=dtype), "mamba", keep_attention="every:4")
     with tempfile.TemporaryDirectory() as tmp:
         folder = export_native(model, f"{tmp}/granite", tokenizer=tokenizer)

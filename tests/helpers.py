@@ -1,0 +1,82 @@
+"""What tests share: tiny bases shaped like Hub checkpoints, settings that exercise each target, and checks.
+Imported as `from helpers import ...` (pyproject.toml puts tests/ on the path); fixtures live in conftest.py."""
+
+import sys
+from pathlib import Path
+
+import torch
+from transformers import AutoConfig, AutoModelForCausalLM
+
+from hub_configs import DEFAULT_FOR_FAMILY, HUB_CONFIGS, SIZES, hub_config, hub_config_dict
+
+FAMILIES = ("llama", "mistral", "qwen2", "qwen3")
+HUB_BASES = tuple(HUB_CONFIGS)  # every hub-shaped base; each family name stands for one of them
+COMMON = dict(SIZES, pad_token_id=0, eos_token_id=1, bos_token_id=2)  # sizes for bases built by hand
+
+
+def tiny_base(family, seed=0, layers=3):
+    """A tiny random base built from the config.json of a real Hub checkpoint of ``family`` (see
+    tests/hub_configs.py), sizes scaled down: GQA with 6 query heads and 2 KV heads, head_dim as the
+    shipped file has it (absent for Mistral and Qwen2; qwen3 keeps 12 != hidden / heads). ``family`` is a
+    family name (its default base, ``DEFAULT_FOR_FAMILY``) or a ``HUB_BASES`` name. Weights are float32,
+    as ``from_pretrained(..., dtype=torch.float32)`` (what ``linearize convert`` does) would load them."""
+    config = hub_config(family, layers=layers)
+    torch.manual_seed(seed)
+    return AutoModelForCausalLM.from_config(config, dtype=torch.float32).eval()
+
+
+def tiny_smollm2(vocab_size, layers=2, seed=0):
+    """A tiny random base from the embedded SmolLM2-135M-Instruct's config.json (tests/hub_configs.py: sizes
+    scaled down, rope theta, norm eps, token ids and tied embeddings as shipped), with ``vocab_size`` rows: the
+    length of the embedded tokenizer it is paired with (49152, as shipped)."""
+    config = hub_config_dict("smollm2", layers)
+    config["vocab_size"] = vocab_size
+    config = AutoConfig.for_model(config.pop("model_type"), **config)
+    torch.manual_seed(seed)
+    return AutoModelForCausalLM.from_config(config, dtype=torch.float32).eval()
+
+
+def tiny_smollm2_dir(path, layers=2, seed=0):
+    """``tiny_smollm2`` saved with the embedded tokenizer as a local folder, as a user's base would be; returns
+    the path."""
+    from linearize.convert.bases import load_tokenizer
+
+    tok = load_tokenizer("llama")
+    tiny_smollm2(len(tok), layers, seed).save_pretrained(path)
+    tok.save_pretrained(path)
+    return path
+
+
+def perturb_new_parameters(model, scale=0.3, seed=1):
+    """Move the mixers' new parameters off their identity init, so tests exercise them."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for mixer in model.mixers().values():
+            for name, p in mixer.named_parameters():
+                if name in mixer.new_parameter_names():
+                    p.add_(torch.randn(p.shape, generator=g) * scale)
+    return model
+
+
+def tiny_settings(base, target):
+    """Conversion settings that exercise each target on a tiny model: a 4-token LoLCATs window (decode
+    crosses it), and for RecurFormer a recency threshold at the median so layers mix both head kinds."""
+    if target == "lolcats":
+        return {"window": 4, "decay": 16, "sinks": 2}
+    if target == "recurformer":
+        from linearize.convert.calibration import head_recency
+
+        ids = torch.randint(3, 128, (2, 40), generator=torch.Generator().manual_seed(11))
+        threshold = head_recency(base, ids, window=8).median().item()
+        return {"calibration": ids, "recency_window": 8, "recency_threshold": threshold}
+    return {}
+
+
+def assert_close(actual, expected, tol):
+    diff = (actual.float() - expected.float()).abs().max().item()
+    assert diff <= tol, f"max abs diff {diff:.3g} > {tol}"
+
+
+# The console script installed beside this interpreter: what a user types, found without relying on
+# PATH (the README runs the tests as `.venv/bin/python -m pytest`, with no virtualenv activated).
+LINEARIZE = str(Path(sys.executable).with_name("linearize"))
