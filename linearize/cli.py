@@ -359,7 +359,7 @@ def run_eval(args):
         if limit is not None and args.seq_len > limit and ("ppl" in suite or "agreement" in suite):
             raise UserError(f"--seq-len {args.seq_len} is longer than {spec!r} takes "
                             f"(max_position_embeddings {limit}); use at most {limit}")
-        if limit is not None and max(recall.get("recall_lengths") or [0]) > limit:
+        if limit is not None and "recall" in suite and max(recall["recall_lengths"] or [0]) > limit:
             raise UserError(f"--recall-lengths {args.recall_lengths} reaches past what {spec!r} takes "
                             f"(max_position_embeddings {limit}); use at most {limit}")
     if "recall" in suite and recall["recall_tasks"] and recall["recall_lengths"]:  # a haystack that cannot be had
