@@ -1,13 +1,19 @@
 """Recall tasks where recurrent models are known to fail, generated locally and deterministically.
 
 - Passkey retrieval (as in Mohtashami & Jaggi's landmark attention and "Stuffed Mamba"): a five-digit
-  key hidden at a chosen depth in filler text of a chosen length; the model must generate it.
+  key hidden at a chosen depth in filler text of a chosen length; the model must generate it. This is
+  the older form, in one repeated filler sentence, which flatters a student (``QUALITY.md``).
+- The recall suite users should read (``text_recall``): passkey and needle-in-a-haystack tasks (RULER's
+  kinds: one key; several keys, one asked; several values for one key; values that are numbers, words
+  and UUIDs) hidden in ordinary text from the out-of-domain corpora, per task, length and depth bucket,
+  greedy and short generation scored by exact match of the value in the generated text.
 - Multi-query associative recall (MQAR; Arora et al., Zoology): key-value pairs, then the keys again
   in another order; scored teacher-forced: every token of each recalled value must be the argmax.
 
 Each scorer takes a plain callable, so it is tested with scripted "models" that answer right or wrong.
 """
 
+import math
 import random
 import re
 
@@ -88,10 +94,11 @@ def score_mqar(samples, predict):
 
 
 def hf_generate(model, tokenizer, max_new_tokens=8):
-    """A ``generate`` callable for score_passkey: greedy decoding with the model's cache."""
+    """A ``generate(prompt, max_new_tokens=None)`` callable for the scorers: greedy decoding with the model's
+    cache, ``max_new_tokens`` (the callable's, else this default) new tokens at most."""
 
     @torch.no_grad()
-    def generate(prompt):
+    def generate(prompt, max_new_tokens=max_new_tokens):
         enc = tokenizer(prompt, return_tensors="pt").to(model.device)
         out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
                              pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id)
@@ -117,3 +124,239 @@ def recall_suite(model, tokenizer, passkey_lengths=(256, 512, 1024), mqar_pairs=
         "passkey": {str(n): score_passkey(passkey_samples(tokenizer, n, seed=seed), gen) for n in passkey_lengths},
         "mqar": {str(n): score_mqar(mqar_samples(tokenizer, n, seed=seed), pred) for n in mqar_pairs},
     }
+
+
+# ---------------------------------------------------------------------------------------------------
+# Recall in ordinary text: passkey and needle-in-a-haystack tasks per task, length and depth bucket.
+
+RECALL_TASKS = ("passkey", "niah_single", "niah_multikey", "niah_multivalue")
+RECALL_LENGTHS = (1024, 2048, 4096)
+RECALL_HAYSTACK = ("corpus:gnu-manuals", "corpus:jargon")
+VALUE_KINDS = ("number", "word", "uuid")  # niah_single's values, in turn from one prompt to the next
+NEEDLES = 4  # the needles of niah_multikey (one asked, the rest distractors) and of niah_multivalue
+
+_ADJECTIVES = ("amber", "brisk", "calm", "dusty", "eager", "faint", "gentle", "hollow", "icy", "jolly", "keen",
+               "lofty", "mellow", "nimble", "odd", "plush", "quiet", "rusty", "sandy", "tidy", "upbeat", "vivid",
+               "wary", "zesty", "bold", "crisp", "dim", "fuzzy", "grim", "humble")
+_NOUNS = ("otter", "kettle", "meadow", "lantern", "harbor", "walrus", "thimble", "glacier", "pebble", "falcon",
+          "orchard", "saddle", "teapot", "quarry", "beacon", "cactus", "dolphin", "ember", "ferry", "goblet",
+          "hammock", "igloo", "jigsaw", "kayak", "lobster", "mitten", "nutmeg", "oyster", "parsnip", "raven")
+_WORD_VALUES = ("apricot", "bramble", "cobalt", "dandelion", "eucalyptus", "flamingo", "gardenia", "hazelnut",
+                "iguana", "juniper", "kumquat", "lavender", "mandolin", "nectarine", "obsidian", "pelican",
+                "quince", "rhubarb", "saffron", "tangerine", "umbrella", "vermilion", "wombat", "xylophone",
+                "yarrow", "zeppelin", "artichoke", "buttercup", "chinchilla", "dragonfly", "espresso", "fennel")
+
+
+def haystack_documents(specs=RECALL_HAYSTACK):
+    """The documents haystacks are cut from: every document of each data spec in ``specs`` (named
+    corpora ``corpus:NAME``, fetched on first use; folders; files), in order."""
+    from linearize.data.texts import documents
+
+    docs = []
+    for spec in specs:
+        docs += documents(spec)
+    return docs
+
+
+def depth_buckets(n):
+    """``n`` equal depth buckets [(label, low, high)]: depth is the share of the haystack's tokens before the
+    needle (0: at the start, 1: at the end)."""
+    if not isinstance(n, int) or n < 1:
+        raise ValueError(f"depth buckets must be a whole number >= 1, got {n!r}")
+    edges = [i / n for i in range(n + 1)]
+    return [(f"{round(100 * a)}-{round(100 * b)}%", a, b) for a, b in zip(edges, edges[1:])]
+
+
+def _value(rng, kind):
+    if kind == "number":
+        return str(rng.randint(1_000_000, 9_999_999))
+    if kind == "word":
+        return rng.choice(_WORD_VALUES)
+    if kind == "uuid":
+        return "-".join("".join(rng.choice("0123456789abcdef") for _ in range(n)) for n in (8, 4, 4, 4, 12))
+    if kind == "passkey":
+        return str(rng.randint(10000, 99999))
+    raise ValueError(kind)
+
+
+def _occurs(text, needle):
+    """Whether ``needle`` occurs in ``text`` as a whole token (not inside a longer number or word)."""
+    return re.search(rf"(?<![\w-]){re.escape(needle)}(?![\w-])", text, re.I) is not None
+
+
+def _fresh(rng, draw, haystack, taken):
+    """A value from ``draw()`` that is neither in the haystack nor already used in this prompt."""
+    for _ in range(1000):
+        v = draw()
+        if v not in taken and not _occurs(haystack, v):
+            taken.add(v)
+            return v
+    raise ValueError("cannot draw a value that the haystack does not already hold")
+
+
+def _task_text(task, kind, keys, values):
+    """(intro, needles as strings, question, max_new_tokens) of one prompt."""
+    if task == "passkey":
+        v = values[0]
+        return ("There is a pass key hidden in the following text. Find it and remember it.\n\n",
+                [f"The pass key is {v}. Remember it. {v} is the pass key."],
+                "\n\nWhat is the pass key? The pass key is", 10)
+    noun = {"number": "number", "word": "word", "uuid": "UUID"}[kind]
+    intro = (f"Some special magic {noun}s are hidden in the following text. Make sure to memorize them. "
+             f"I will quiz you about them afterwards.\n\n")
+    needles = [f"One of the special magic {noun}s for {k} is: {v}." for k, v in zip(keys, values)]
+    if task == "niah_multivalue":
+        question = (f"\n\nWhat are all the special magic {noun}s for {keys[0]} mentioned in the text? "
+                    f"The special magic {noun}s for {keys[0]} mentioned in the text are")
+        return intro, needles, question, 12 * len(values)
+    question = (f"\n\nWhat is the special magic {noun} for {keys[0]} mentioned in the text? "
+                f"The special magic {noun} for {keys[0]} mentioned in the text is")
+    return intro, needles, question, {"number": 12, "word": 8, "uuid": 32}[kind]
+
+
+class Haystack:
+    """Cuts stretches of ordinary text of an exact token count from ``docs`` (one document after
+    another from a seeded starting point), with the token offsets that say where each token starts."""
+
+    def __init__(self, tokenizer, docs):
+        if not getattr(tokenizer, "is_fast", False):
+            raise ValueError("the recall suite needs a fast tokenizer (it places needles by token offsets)")
+        self.tokenizer, self.docs = tokenizer, [d for d in docs if d.strip()]
+        if not self.docs:
+            raise ValueError("the recall suite needs haystack text: no documents given")
+
+    def cut(self, rng, tokens):
+        """(text, [start character of each token]) of ``tokens`` tokens of text, from a random document
+        and line, continuing into the next documents as needed."""
+        doc = rng.randrange(len(self.docs))
+        text = self.docs[doc]
+        lines = [0] + [m.end() for m in re.finditer(r"\n", text) if m.end() < len(text)]
+        text = text[rng.choice(lines):]
+        while True:
+            enc = self.tokenizer(text[: 8 * tokens + 64], add_special_tokens=False, return_offsets_mapping=True)
+            if len(enc["input_ids"]) > tokens or len(text) > 8 * tokens + 64:
+                break
+            doc = (doc + 1) % len(self.docs)
+            text = text + "\n\n" + self.docs[doc]
+        starts = [a for a, _ in enc["offset_mapping"]][: tokens + 1]
+        end = starts[tokens] if len(starts) > tokens else len(text)
+        return text[:end], starts[:tokens]
+
+
+def _insert_at(text, starts, low, high, rng):
+    """A character offset where a needle goes, at token depth within [low, high] of the ``len(starts)``
+    tokens: after the end of a sentence there if one exists, else at a token's start. Returns (offset,
+    depth)."""
+    import bisect
+
+    n = len(starts)
+    ends = [m.start(1) for m in _SENTENCE_END.finditer(text)]
+    inside = [(o, bisect.bisect_left(starts, o) / max(1, n)) for o in ends]
+    inside = [(o, d) for o, d in inside if low <= d < high or d == high == 1.0]  # [low, high), the last closed
+    if inside:
+        return rng.choice(inside)
+    first = min(n, math.ceil(low * n))
+    i = rng.randint(first, max(first, n if high >= 1.0 else math.ceil(high * n) - 1))
+    return (starts[i] if i < n else len(text)), i / max(1, n)
+
+
+_SENTENCE_END = re.compile(r"[.!?][\"')\]]?(\s)")
+
+
+def recall_sample(tokenizer, haystack, task, length, bucket, index, seed=0, kind=None):
+    """One prompt of about ``length`` tokens for ``task``, its needle(s) in depth bucket ``bucket``
+    ((label, low, high)); reproducible from (task, length, bucket, index, seed) alone. For
+    niah_multikey only the asked needle sits in the bucket (the distractors anywhere); for
+    niah_multivalue all the values do."""
+    label, low, high = bucket
+    rng = random.Random(f"recall-{seed}-{task}-{length}-{label}-{index}")
+    if task not in RECALL_TASKS:
+        raise ValueError(f"unknown recall task {task!r}: choose from {', '.join(RECALL_TASKS)}")
+    kind = "passkey" if task == "passkey" else (kind or (VALUE_KINDS[index % len(VALUE_KINDS)]
+                                                         if task == "niah_single" else "number"))
+    count = NEEDLES if task in ("niah_multikey", "niah_multivalue") else 1
+    # The text around the needles is sized with placeholder values of the drawn kind's length.
+    keys = [f"{rng.choice(_ADJECTIVES)}-{rng.choice(_NOUNS)}" for _ in range(count)]
+    draft_values = [_value(random.Random(0), kind)] * count
+    intro, needles, question, max_new = _task_text(task, kind, keys, draft_values)
+    size = lambda texts: sum(len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts)  # noqa: E731
+    text, starts = haystack.cut(rng, max(count + 1, length - size([intro, question] + needles)) + 32)
+    taken = set()
+    keys = [keys[0] if task == "niah_multivalue" else
+            _fresh(rng, lambda: f"{rng.choice(_ADJECTIVES)}-{rng.choice(_NOUNS)}", text, taken) for _ in range(count)]
+    values = [_fresh(rng, lambda: _value(rng, kind), text, taken) for _ in range(count)]
+    intro, needles, question, max_new = _task_text(task, kind, keys, values)
+    # Sized again with the keys and values drawn: the haystack is cut to the tokens left over.
+    budget = max(count + 1, length - size([intro, question] + needles) - 1)
+    if budget < len(starts):
+        text, starts = text[: starts[budget]], starts[:budget]
+    places = [_insert_at(text, starts, low, high, rng)]  # the asked needle (multivalue: every needle)
+    for _ in needles[1:]:
+        places.append(_insert_at(text, starts, low, high, rng) if task == "niah_multivalue"
+                      else _insert_at(text, starts, 0.0, 1.0, rng))
+    order = sorted(range(count), key=lambda j: (places[j][0], j))
+    pieces, at = [], 0
+    for j in order:
+        offset = places[j][0]
+        before = "" if offset == 0 or text[offset - 1] in " \n" else " "
+        after = "" if offset < len(text) and text[offset] in " \n" else " "
+        pieces += [text[at:offset], before + needles[j] + after]
+        at = offset
+    pieces.append(text[at:])
+    prompt = intro + "".join(pieces) + question
+    depth = places[0][1] if task != "niah_multivalue" else sum(p[1] for p in places) / count
+    return {"task": task, "kind": kind, "length": length, "bucket": label, "depth": depth, "prompt": prompt,
+            "key": keys[0], "answers": values if task == "niah_multivalue" else values[:1],
+            "needles": needles, "max_new_tokens": max_new}
+
+
+def recall_samples(tokenizer, haystack, tasks=RECALL_TASKS, lengths=RECALL_LENGTHS, depths=3, prompts=20, seed=0):
+    """Every prompt of the suite: ``prompts`` per task, length and depth bucket (``depths`` equal buckets)."""
+    if not isinstance(prompts, int) or prompts < 1:
+        raise ValueError(f"prompts per cell must be a whole number >= 1, got {prompts!r}")
+    return [recall_sample(tokenizer, haystack, task, length, bucket, i, seed)
+            for task in tasks for length in lengths for bucket in depth_buckets(depths) for i in range(prompts)]
+
+
+def score_answer(sample, text):
+    """The share of the sample's values that occur, whole, in the generated ``text`` (one value: 0 or 1)."""
+    return sum(_occurs(text, v) for v in sample["answers"]) / len(sample["answers"])
+
+
+def _summary(scores):
+    return {"score": sum(scores) / len(scores), "n": len(scores)}
+
+
+def score_recall(samples, generate):
+    """``generate(prompt, max_new_tokens=N) -> text`` on every sample; returns {task: {length: {"score",
+    "n", "by_depth": {bucket: {"score", "n"}}, and for niah_single "by_kind": {kind: {"score", "n"}}}}}
+    (lengths as strings, as JSON keeps them)."""
+    cells = {}
+    for sample in samples:
+        s = score_answer(sample, generate(sample["prompt"], max_new_tokens=sample["max_new_tokens"]))
+        cell = cells.setdefault(sample["task"], {}).setdefault(str(sample["length"]), {"all": [], "depth": {},
+                                                                                        "kind": {}})
+        cell["all"].append(s)
+        cell["depth"].setdefault(sample["bucket"], []).append(s)
+        cell["kind"].setdefault(sample["kind"], []).append(s)
+    out = {}
+    for task, by_length in cells.items():
+        for length, cell in by_length.items():
+            row = {**_summary(cell["all"]), "by_depth": {b: _summary(v) for b, v in cell["depth"].items()}}
+            if task == "niah_single":
+                row["by_kind"] = {k: _summary(v) for k, v in cell["kind"].items()}
+            out.setdefault(task, {})[length] = row
+    return out
+
+
+def text_recall(model, tokenizer, haystack=RECALL_HAYSTACK, tasks=RECALL_TASKS, lengths=RECALL_LENGTHS, depths=3,
+                prompts=20, seed=0, generate=None, documents=None):
+    """The recall suite on one model: ``score_recall`` over ``recall_samples``, with what was measured.
+    Haystacks come from the data specs ``haystack``, or from ``documents`` (strings) where given;
+    ``generate`` replaces the model's greedy decoding (a scripted model in tests)."""
+    docs = list(documents) if documents is not None else haystack_documents(haystack)
+    samples = recall_samples(tokenizer, Haystack(tokenizer, docs), tasks, lengths, depths, prompts, seed)
+    scores = score_recall(samples, generate or hf_generate(model, tokenizer))
+    return {"haystack": f"{len(docs)} given documents" if documents is not None else [str(h) for h in haystack],
+            "tasks": list(tasks), "lengths": list(lengths), "depth_buckets": [b[0] for b in depth_buckets(depths)],
+            "prompts_per_cell": prompts, "seed": seed, "scores": scores}

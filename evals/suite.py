@@ -3,18 +3,22 @@ result dict that ``evals.report`` turns into tables."""
 
 from linearize.evals.lm_eval_bridge import metrics, run_lm_eval
 from linearize.evals.perplexity import agreement, heldout_ids, perplexity
-from linearize.evals.recall import recall_suite
+from linearize.evals.recall import RECALL_HAYSTACK, RECALL_LENGTHS, RECALL_TASKS, recall_suite, text_recall
 
 SUITES = ("ppl", "agreement", "recall", "lm-eval")
 
 
 def evaluate(model, tokenizer, name, suite=("ppl",), teacher=None, data=None, seq_len=512, max_tokens=8192,
-             tasks=(), include_path=None, limit=None, passkey_lengths=(256, 512, 1024), mqar_pairs=(8, 16),
-             buckets=None, split="heldout", ids=None):
+             tasks=(), include_path=None, limit=None, passkey_lengths=(), mqar_pairs=(8, 16),
+             buckets=None, split="heldout", ids=None, recall_tasks=RECALL_TASKS, recall_lengths=RECALL_LENGTHS,
+             recall_depths=3, recall_prompts=20, haystack=RECALL_HAYSTACK, seed=0):
     """Run the evaluations in ``suite`` (see SUITES); ``teacher`` is needed for 'agreement'. ``buckets``
     (position bucket edges) adds per-position perplexity; ``split`` is "heldout" (the held-out split of
     ``data``) or "all" (every document: out-of-domain corpora); ``ids`` [N, T] replaces that text with
-    given windows (so that teacher and student see the same ones)."""
+    given windows (so that teacher and student see the same ones). 'recall' is ``recall.text_recall``
+    (``recall_tasks`` at ``recall_lengths``, ``recall_depths`` depth buckets, ``recall_prompts`` prompts per
+    cell, haystacks from ``haystack``) and MQAR (``mqar_pairs``), and the repeated-filler passkey at
+    ``passkey_lengths`` where any are given."""
     unknown = set(suite) - set(SUITES)
     if unknown:
         raise ValueError(f"unknown eval suite {sorted(unknown)}: choose from {', '.join(SUITES)}")
@@ -27,7 +31,11 @@ def evaluate(model, tokenizer, name, suite=("ppl",), teacher=None, data=None, se
         if "agreement" in suite and teacher is not None and teacher is not model:
             quality.update(agreement(model, teacher, ids))
     if "recall" in suite:
-        quality.update(recall_suite(model, tokenizer, passkey_lengths, mqar_pairs))
+        if recall_tasks and recall_lengths:
+            quality["recall"] = text_recall(model, tokenizer, haystack, recall_tasks, recall_lengths, recall_depths,
+                                            recall_prompts, seed)
+        older = recall_suite(model, tokenizer, passkey_lengths, mqar_pairs)
+        quality.update({k: v for k, v in older.items() if v})
     if "lm-eval" in suite:
         if not tasks:
             raise ValueError("the lm-eval suite needs tasks (for example --tasks arc_easy,piqa)")

@@ -161,7 +161,17 @@ def build_parser():
     ev.add_argument("--tasks", default="", help="lm-eval task names, comma separated")
     ev.add_argument("--include-path", default=None, help="folder of extra lm-eval task YAMLs")
     ev.add_argument("--limit", type=int, default=None, help="lm-eval: examples per task")
-    ev.add_argument("--passkey-lengths", default="256,512,1024")
+    ev.add_argument("--passkey-lengths", default="",
+                    help="recall: the older passkey in one repeated filler sentence at these lengths (default: off)")
+    ev.add_argument("--recall-lengths", default="1024,2048,4096",
+                    help="recall: prompt lengths in tokens (8192,16384 on a GPU)")
+    ev.add_argument("--recall-tasks", default="passkey,niah_single,niah_multikey,niah_multivalue",
+                    help="recall: tasks, comma separated")
+    ev.add_argument("--recall-depths", type=int, default=3, help="recall: equal needle-depth buckets")
+    ev.add_argument("--recall-prompts", type=int, default=20, help="recall: seeded prompts per task, length and depth "
+                                                                   "bucket (20: one prompt is 5%% of a score)")
+    ev.add_argument("--haystack", default="corpus:gnu-manuals,corpus:jargon",
+                    help="recall: the ordinary text needles hide in, comma separated data specs")
     ev.add_argument("--out", default="eval-results", help="folder for eval.json and eval.md")
     add_dtype_arg(ev)
 
@@ -273,6 +283,26 @@ def parse_buckets(text):
     return tuple(edges)
 
 
+def _recall_args(args, suite):
+    """evaluate()'s recall settings from the --recall-* and --haystack flags."""
+    from linearize.evals.recall import RECALL_TASKS
+
+    tasks = [t.strip() for t in args.recall_tasks.split(",") if t.strip()]
+    if set(tasks) - set(RECALL_TASKS):
+        raise UserError(f"unknown --recall-tasks {args.recall_tasks!r}: choose from {', '.join(RECALL_TASKS)}")
+    lengths = _ints(args.recall_lengths, "--recall-lengths")
+    if any(n < 64 for n in lengths):
+        raise UserError(f"--recall-lengths takes lengths of at least 64 tokens, got {args.recall_lengths!r}")
+    if args.recall_depths < 1 or args.recall_prompts < 1:
+        raise UserError(f"--recall-depths and --recall-prompts take whole numbers >= 1, "
+                        f"got {args.recall_depths} and {args.recall_prompts}")
+    haystack = [h.strip() for h in args.haystack.split(",") if h.strip()]
+    if "recall" in suite and tasks and lengths and not haystack:
+        raise UserError("--haystack needs at least one data spec (for example corpus:gnu-manuals)")
+    return dict(recall_tasks=tasks, recall_lengths=lengths, recall_depths=args.recall_depths,
+                recall_prompts=args.recall_prompts, haystack=haystack)
+
+
 def run_eval(args):
     from linearize.convert.bases import resolve_dtype
     from linearize.evals import report
@@ -285,6 +315,7 @@ def run_eval(args):
     if set(suite) - set(SUITES):
         raise UserError(f"unknown --suite {args.suite!r}: choose from {', '.join(SUITES)}")
     lengths = _ints(args.passkey_lengths, "--passkey-lengths")
+    recall = _recall_args(args, suite)
     tasks = [t for t in args.tasks.split(",") if t]
     if "lm-eval" in suite and not tasks:
         raise UserError("--suite lm-eval needs --tasks (for example --tasks arc_easy,piqa)")
@@ -297,9 +328,16 @@ def run_eval(args):
                         f"got {args.seq_len} and {args.max_tokens}")
     for spec in [s for s in (args.teacher, args.model) if s]:  # from the configs, before any weights load
         limit = max_positions(spec)
-        if limit is not None and args.seq_len > limit:
+        if limit is not None and args.seq_len > limit and ("ppl" in suite or "agreement" in suite):
             raise UserError(f"--seq-len {args.seq_len} is longer than {spec!r} takes "
                             f"(max_position_embeddings {limit}); use at most {limit}")
+        if limit is not None and "recall" in suite and max(recall["recall_lengths"] or [0]) > limit:
+            raise UserError(f"--recall-lengths {args.recall_lengths} reaches past what {spec!r} takes "
+                            f"(max_position_embeddings {limit}); use at most {limit}")
+    if "recall" in suite and recall["recall_tasks"] and recall["recall_lengths"]:  # a haystack that cannot be had
+        from linearize.evals.recall import haystack_documents  # fails before any weights load
+
+        haystack_documents(recall["haystack"])
     teacher = load_model(args.teacher, dtype=dtype) if args.teacher else None
     student = load_model(args.model, dtype=dtype)
     ids = None
@@ -307,7 +345,7 @@ def run_eval(args):
         ids = heldout_ids(student[1], args.data, seq_len=args.seq_len, max_tokens=args.max_tokens, split=args.split)
     kwargs = dict(suite=suite, data=args.data, seq_len=args.seq_len, max_tokens=args.max_tokens, tasks=tasks,
                   include_path=args.include_path, limit=args.limit, passkey_lengths=lengths,
-                  buckets=buckets if by_position else None, split=args.split, ids=ids)
+                  buckets=buckets if by_position else None, split=args.split, ids=ids, **recall)
     results = []
     if teacher is not None:
         results.append(evaluate(*teacher, **{**kwargs, "suite": [s for s in suite if s != "agreement"]}))
@@ -323,6 +361,11 @@ def run_eval(args):
         curves = {f"{r.get('role') or 'student'}: {r['name']}": r["quality"]["position_nll"] for r in results}
     paths = report.write(results, args.out, "eval")
     print(report.comparison(results))
+    if "recall" in suite:
+        from linearize.evals.recall_plot import recall_table, write_recall
+
+        print(recall_table(results))
+        print(f"recall grids: {', '.join(map(str, write_recall(results, args.out)))}")
     if curves:
         title = f"Loss by position: {args.data or 'default corpus'} ({args.split}), {args.seq_len}-token windows"
         plot = report.plot_positions(curves, Path(args.out) / "positions.png", title=title)

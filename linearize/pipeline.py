@@ -21,7 +21,11 @@ KEEP_SHARE = 8 / 30
 def recipe_keep_attention(num_layers):
     """The recipe's plan for a base of ``num_layers`` layers: auto:N with N = KEEP_SHARE of them."""
     return f"auto:{max(1, round(KEEP_SHARE * num_layers))}"
-RECALL = {"passkey_lengths": (2048,), "mqar_pairs": (8, 16)}
+# Recall in the main job: passkey and single-key NIAH in ordinary text (the out-of-domain corpora) at
+# ``passkey_lengths``, 20 seeded prompts per task and length (needle depths spread over the whole text),
+# and MQAR. `linearize eval --suite recall` measures the full grid (more tasks, depth buckets, lengths).
+RECALL = {"passkey_lengths": (2048,), "mqar_pairs": (8, 16), "tasks": ("passkey", "niah_single"), "depths": 1,
+          "prompts": 20}
 
 
 def eval_lengths(seq_len):
@@ -34,7 +38,7 @@ def quality(teacher, student, tokenizer, seq_len, data=None, corpora=OOD_CORPORA
     """In-domain held-out perplexity at ``seq_len``, out-of-domain perplexity by length and position on
     each corpus, and recall, for teacher and student. Returns the dict the checkpoint records."""
     from linearize.evals.perplexity import heldout_ids, length_quality, perplexity
-    from linearize.evals.recall import recall_suite
+    from linearize.evals.recall import recall_suite, text_recall
 
     # The windows `linearize eval CKPT --seq-len seq_len --max-tokens eval_tokens` measures: the same number.
     held = heldout_ids(tokenizer, data, seq_len, eval_tokens)
@@ -47,11 +51,31 @@ def quality(teacher, student, tokenizer, seq_len, data=None, corpora=OOD_CORPORA
         out["out_of_domain"][spec] = length_quality(teacher, student, tokenizer, spec, seq_lens=lengths,
                                                     max_tokens=eval_tokens, split="all")
     if passkey_lengths or mqar_pairs:
-        log(f"      recall: passkey at {', '.join(map(str, passkey_lengths))}, MQAR with "
-            f"{', '.join(map(str, mqar_pairs))} pairs")
-        out["recall"] = {role: recall_suite(model, tokenizer, passkey_lengths, mqar_pairs)
-                         for role, model in (("teacher", teacher), ("student", student))}
+        log(f"      recall: {', '.join(RECALL['tasks'])} in ordinary text at {', '.join(map(str, passkey_lengths))} "
+            f"tokens ({RECALL['prompts']} prompts each), MQAR with {', '.join(map(str, mqar_pairs))} pairs")
+        docs = _haystack(corpora, data) if passkey_lengths else None
+        out["recall"] = {}
+        for role, model in (("teacher", teacher), ("student", student)):
+            r = {"mqar": recall_suite(model, tokenizer, (), mqar_pairs)["mqar"]}
+            if passkey_lengths:
+                grid = text_recall(model, tokenizer, tasks=RECALL["tasks"], lengths=passkey_lengths,
+                                   depths=RECALL["depths"], prompts=RECALL["prompts"], documents=docs)
+                grid["haystack"] = list(corpora) or f"{data or 'default'} (held-out documents)"
+                r.update({task: {n: cell["score"] for n, cell in by.items()} for task, by in grid["scores"].items()})
+                r["text_recall"] = grid
+            out["recall"][role] = r
     return out
+
+
+def _haystack(corpora, data):
+    """Haystack documents for the recall tasks: the out-of-domain corpora, else the training data's held-out
+    documents (never trained on either way)."""
+    from linearize.data.packing import HELDOUT_FRACTION, SPLIT_SEED
+    from linearize.data.texts import documents, split_documents
+
+    if corpora:
+        return [d for spec in corpora for d in documents(spec)]
+    return split_documents(documents(data), HELDOUT_FRACTION, SPLIT_SEED)[1]
 
 
 def summary_lines(q):
@@ -68,10 +92,15 @@ def summary_lines(q):
                          f"({w['ratio']:.2f}x); by position {buckets}")
     if "recall" in q:
         t, s = q["recall"]["teacher"], q["recall"]["student"]
-        lines.append("passkey " + ", ".join(f"@{n}: teacher {t['passkey'][n]:.2f}, student {s['passkey'][n]:.2f}"
-                                            for n in sorted(s["passkey"], key=int)))
-        lines.append("MQAR " + ", ".join(f"{n} pairs: teacher {t['mqar'][n]:.2f}, student {s['mqar'][n]:.2f}"
-                                         for n in sorted(s["mqar"], key=int)))
+        # Older checkpoints hold the passkey in a repeated filler sentence, without "text_recall".
+        where = f" (in ordinary text, {s['text_recall']['prompts_per_cell']} prompts)" if "text_recall" in s else ""
+        for task, name in (("passkey", "passkey"), ("niah_single", "single-key NIAH")):
+            if s.get(task):
+                lines.append(f"{name} " + ", ".join(f"@{n}: teacher {t[task][n]:.2f}, student {s[task][n]:.2f}"
+                                                    for n in sorted(s[task], key=int)) + where)
+        if s.get("mqar"):
+            lines.append("MQAR " + ", ".join(f"{n} pairs: teacher {t['mqar'][n]:.2f}, student {s['mqar'][n]:.2f}"
+                                             for n in sorted(s["mqar"], key=int)))
     if "cost" in q:
         c = q["cost"]
         lines.append(f"training: {c['train_tokens']:,} tokens in {c['train_seconds']:.0f}s; decode state at 4k tokens "

@@ -1,0 +1,156 @@
+"""The recall suite in ordinary text (evals/recall.py's text_recall): prompts reproducible and sized as asked,
+values never in the haystack by accident, and scores right on scripted models with known answers (one that
+copies the asked value, one that never does, one that finds needles only in the first half); the depth x
+length PNG shows what the JSON holds; and `linearize eval --suite recall` end to end on a tiny model."""
+
+import inspect
+import json
+import re
+
+import pytest
+
+from linearize.cli import main
+from linearize.convert.bases import load_tokenizer
+from linearize.convert.convert import convert
+from linearize.evals import recall_plot
+from linearize.evals.recall import (RECALL_TASKS, _WORD_VALUES, Haystack, depth_buckets, recall_sample,
+                                    recall_samples, score_answer, text_recall)
+from conftest import tiny_smollm2
+
+MODULES = ("json", "argparse", "re", "csv", "heapq", "subprocess", "ftplib", "smtplib", "difflib", "collections")
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return load_tokenizer("llama")  # the embedded SmolLM2 tokenizer
+
+
+@pytest.fixture(scope="module")
+def docs():
+    """Ordinary text that exists offline: the docstrings of a few standard-library modules."""
+    import importlib
+
+    return [inspect.getdoc(importlib.import_module(m)) for m in MODULES]
+
+
+def copier(prompt, max_new_tokens=None):
+    """Reads the prompt as a perfect model would: finds the asked key's needle(s) and says the value(s)."""
+    if "pass key" in prompt.split("\n\n")[0]:
+        return " " + re.search(r"The pass key is (\d+)\.", prompt).group(1) + "."
+    key = re.search(r"magic \w+s? for (\S+) mentioned in the text\? ", prompt).group(1)
+    return " " + ", ".join(re.findall(rf"magic \w+ for {re.escape(key)} is: (\S+)\.", prompt)) + "."
+
+
+def first_half_reader(prompt, max_new_tokens=None):
+    """The copier, blind past the middle of the text: a needle after half the prompt's characters is not seen."""
+    answer = copier(prompt)
+    first = re.search(r"(The pass key is|magic \w+ for \S+ is:) ", prompt).start()
+    return answer if first < len(prompt) / 2 else " I do not know."
+
+
+def test_prompts_are_reproducible_sized_and_hide_their_needles(tokenizer, docs):
+    hay = Haystack(tokenizer, docs)
+    a = recall_samples(tokenizer, hay, lengths=(256, 512), depths=3, prompts=3, seed=1)
+    assert a == recall_samples(tokenizer, Haystack(tokenizer, docs), lengths=(256, 512), depths=3, prompts=3, seed=1)
+    assert a != recall_samples(tokenizer, hay, lengths=(256, 512), depths=3, prompts=3, seed=2)
+    assert len(a) == len(RECALL_TASKS) * 2 * 3 * 3
+    assert {s["kind"] for s in a if s["task"] == "niah_single"} == {"number", "word", "uuid"}
+    for s in a:
+        n = len(tokenizer(s["prompt"])["input_ids"])
+        assert abs(n - s["length"]) <= 6, (s["task"], s["length"], n)
+        label, low, high = next(b for b in depth_buckets(3) if b[0] == s["bucket"])
+        assert low <= s["depth"] <= high
+        rest = s["prompt"]
+        for needle in s["needles"]:
+            assert rest.count(needle) == 1
+            rest = rest.replace(needle, "")
+        assert not any(v in rest for v in s["answers"])  # no value in the text around its needles
+        assert len(s["answers"]) == (4 if s["task"] == "niah_multivalue" else 1)
+        assert score_answer(s, copier(s["prompt"])) == 1.0
+
+
+def test_values_already_in_the_haystack_are_never_drawn(tokenizer, docs):
+    kept = ("wombat", "zeppelin")
+    line = " ".join(f"The {w} is here." for w in _WORD_VALUES if w not in kept)
+    hay = Haystack(tokenizer, ["\n".join([line] * 20)])  # every cut holds every other word value
+    words = [recall_sample(tokenizer, hay, "niah_single", 512, depth_buckets(1)[0], i, kind="word")
+             for i in range(12)]
+    assert {s["answers"][0] for s in words} <= set(kept)
+
+
+@pytest.mark.parametrize("model,expected", [(copier, 1.0), (lambda p, max_new_tokens=None: " 12345 no idea", 0.0)])
+def test_scripted_models_score_one_and_zero_at_every_length_and_depth(tokenizer, docs, model, expected):
+    r = text_recall(None, tokenizer, lengths=(128, 256), depths=3, prompts=2, generate=model, documents=docs)
+    assert set(r["scores"]) == set(RECALL_TASKS) and r["depth_buckets"] == ["0-33%", "33-67%", "67-100%"]
+    for task, by_length in r["scores"].items():
+        assert set(by_length) == {"128", "256"}
+        for cell in by_length.values():
+            assert cell["score"] == expected and cell["n"] == 6
+            assert {d: c["score"] for d, c in cell["by_depth"].items()} == dict.fromkeys(r["depth_buckets"], expected)
+
+
+def test_a_model_that_reads_the_first_half_only_fails_the_deep_buckets(tokenizer, docs):
+    r = text_recall(None, tokenizer, tasks=("passkey", "niah_single", "niah_multivalue"), lengths=(1024, 2048),
+                    depths=4, prompts=3, generate=first_half_reader, documents=docs)
+    for task, by_length in r["scores"].items():
+        for length, cell in by_length.items():
+            assert cell["by_depth"]["0-25%"]["score"] == 1.0, (task, length)
+            assert cell["by_depth"]["75-100%"]["score"] == 0.0, (task, length)
+    # By the needles' own depths: 1 above half way, 0 below (the multivalue needles all sit in the bucket).
+    samples = {s["prompt"]: s for s in recall_samples(tokenizer, Haystack(tokenizer, docs), ("niah_multikey",),
+                                                      (256,), depths=2, prompts=4)}
+    shallow = lambda p, max_new_tokens=None: copier(p) if samples[p]["depth"] < 0.5 else " no"  # noqa: E731
+    r = text_recall(None, tokenizer, tasks=("niah_multikey",), lengths=(256,), depths=2, prompts=4, generate=shallow,
+                    documents=docs)
+    assert {d: c["score"] for d, c in r["scores"]["niah_multikey"]["256"]["by_depth"].items()} == \
+        {"0-50%": 1.0, "50-100%": 0.0}
+
+
+def test_grid_png_shows_the_json_scores(tokenizer, docs, tmp_path):
+    r = text_recall(None, tokenizer, tasks=("passkey", "niah_multikey"), lengths=(128, 256), depths=2, prompts=2,
+                    generate=first_half_reader, documents=docs)
+    result = json.loads(json.dumps({"name": "student", "quality": {"recall": r}}))  # as eval.json holds it
+    shown = recall_plot.plot_recall(result, tmp_path / "grid.png")
+    assert (tmp_path / "grid.png").read_bytes()[:4] == b"\x89PNG"
+    for task in ("passkey", "niah_multikey"):
+        for i, depth in enumerate(r["depth_buckets"]):
+            for j, length in enumerate(("128", "256")):
+                assert shown[task][i][j] == r["scores"][task][length]["by_depth"][depth]["score"]
+    table = recall_plot.recall_table([result])
+    assert "**passkey**" in table and "| student | 128 |" in table and "depth 0-50%" in table
+
+
+def test_cli_eval_recall_teacher_and_student(tokenizer, tmp_path, capsys):
+    base = tiny_smollm2(len(tokenizer))
+    student, teacher = tmp_path / "tiny-lolcats", tmp_path / "tiny-base"
+    convert(base, "lolcats", keep_attention="1", window=4).save_pretrained(student)
+    base.save_pretrained(teacher)
+    for path in (student, teacher):
+        tokenizer.save_pretrained(path)
+    hay = tmp_path / "hay"
+    hay.mkdir()
+    for m in MODULES[:4]:
+        import importlib
+
+        (hay / f"{m}.txt").write_text(inspect.getdoc(importlib.import_module(m)))
+    out = tmp_path / "ev"
+    code = main(["eval", str(student), "--teacher", str(teacher), "--suite", "recall", "--recall-lengths", "96,160",
+                 "--recall-tasks", "passkey,niah_single", "--recall-depths", "2", "--recall-prompts", "2",
+                 "--haystack", str(hay), "--out", str(out)])
+    assert code == 0, capsys.readouterr().err
+    results = json.loads((out / "eval.json").read_text())
+    assert [r.get("role") for r in results] == ["teacher", None]
+    for r in results:
+        rec = r["quality"]["recall"]
+        assert rec["haystack"] == [str(hay)] and set(rec["scores"]) == {"passkey", "niah_single"}
+        assert set(rec["scores"]["passkey"]) == {"96", "160"} and rec["scores"]["passkey"]["96"]["n"] == 4
+        assert "mqar" in r["quality"]
+    md = (out / "eval.md").read_text()
+    assert "**niah_single**" in md and "tiny-base (teacher) | 96 |" in md and "| tiny-lolcats | 160 |" in md
+    assert (out / "recall-teacher-tiny-base.png").read_bytes()[:4] == b"\x89PNG"
+    assert (out / "recall-student-tiny-lolcats.png").read_bytes()[:4] == b"\x89PNG"
+    capsys.readouterr()
+    assert main(["eval", str(student), "--suite", "recall", "--recall-lengths", "4096", "--out", str(tmp_path / "no")]) == 2
+    assert "--recall-lengths 4096 reaches past" in capsys.readouterr().err and not (tmp_path / "no").exists()
+    assert main(["eval", str(student), "--suite", "recall", "--recall-tasks", "bogus", "--out", str(tmp_path / "no")]) == 2
+    assert "unknown --recall-tasks 'bogus'" in capsys.readouterr().err
