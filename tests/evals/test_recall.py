@@ -15,7 +15,7 @@ from linearize.convert.convert import convert
 from linearize.evals import recall_plot
 from linearize.evals.recall import (RECALL_TASKS, _WORD_VALUES, Haystack, depth_buckets, recall_sample,
                                     recall_samples, score_answer, text_recall)
-from conftest import tiny_smollm2
+from helpers import tiny_smollm2
 
 MODULES = ("json", "argparse", "re", "csv", "heapq", "subprocess", "ftplib", "smtplib", "difflib", "collections")
 
