@@ -12,7 +12,13 @@ project's folder) linearize/__init__.py maps them in, which setuptools' editable
 
 from setuptools import find_packages, setup
 
-ROOTS = {"linearize": "linearize", "linearize.kernels": "kernels", "linearize.data": "data", "linearize.convert": "convert",
-         "linearize.distill": "distill", "linearize.evals": "evals"}
+ROOTS = {
+    "linearize": "linearize",
+    "linearize.kernels": "kernels",
+    "linearize.data": "data",
+    "linearize.convert": "convert",
+    "linearize.distill": "distill",
+    "linearize.evals": "evals",
+}
 packages = [name for root, folder in ROOTS.items() for name in [root] + [f"{root}.{p}" for p in find_packages(folder)]]
 setup(packages=packages, package_dir=ROOTS)

@@ -31,52 +31,145 @@ HERE = Path(__file__).resolve().parent
 
 # meta-llama/Llama-3.2-1B-Instruct's config.json (sizes, rope, tie), as shipped.
 LLAMA_3_2_1B = {
-    "architectures": ["LlamaForCausalLM"], "attention_bias": False, "attention_dropout": 0.0, "bos_token_id": 128000,
-    "eos_token_id": [128001, 128008, 128009], "head_dim": 64, "hidden_act": "silu", "hidden_size": 2048,
-    "initializer_range": 0.02, "intermediate_size": 8192, "max_position_embeddings": 131072, "mlp_bias": False,
-    "model_type": "llama", "num_attention_heads": 32, "num_hidden_layers": 16, "num_key_value_heads": 8,
-    "pretraining_tp": 1, "rms_norm_eps": 1e-05,
-    "rope_scaling": {"factor": 32.0, "high_freq_factor": 4.0, "low_freq_factor": 1.0,
-                     "original_max_position_embeddings": 8192, "rope_type": "llama3"},
-    "rope_theta": 500000.0, "tie_word_embeddings": True, "use_cache": True, "vocab_size": 128256,
+    "architectures": ["LlamaForCausalLM"],
+    "attention_bias": False,
+    "attention_dropout": 0.0,
+    "bos_token_id": 128000,
+    "eos_token_id": [128001, 128008, 128009],
+    "head_dim": 64,
+    "hidden_act": "silu",
+    "hidden_size": 2048,
+    "initializer_range": 0.02,
+    "intermediate_size": 8192,
+    "max_position_embeddings": 131072,
+    "mlp_bias": False,
+    "model_type": "llama",
+    "num_attention_heads": 32,
+    "num_hidden_layers": 16,
+    "num_key_value_heads": 8,
+    "pretraining_tp": 1,
+    "rms_norm_eps": 1e-05,
+    "rope_scaling": {
+        "factor": 32.0,
+        "high_freq_factor": 4.0,
+        "low_freq_factor": 1.0,
+        "original_max_position_embeddings": 8192,
+        "rope_type": "llama3",
+    },
+    "rope_theta": 500000.0,
+    "tie_word_embeddings": True,
+    "use_cache": True,
+    "vocab_size": 128256,
 }
 # meta-llama/Llama-3.1-8B's config.json: no head_dim (4096 / 32 = 128), untied, llama3 rope scaling by 8.
 LLAMA_3_1_8B = {
-    "architectures": ["LlamaForCausalLM"], "attention_bias": False, "attention_dropout": 0.0, "bos_token_id": 128000,
-    "eos_token_id": 128001, "hidden_act": "silu", "hidden_size": 4096, "initializer_range": 0.02,
-    "intermediate_size": 14336, "max_position_embeddings": 131072, "mlp_bias": False, "model_type": "llama",
-    "num_attention_heads": 32, "num_hidden_layers": 32, "num_key_value_heads": 8, "pretraining_tp": 1,
+    "architectures": ["LlamaForCausalLM"],
+    "attention_bias": False,
+    "attention_dropout": 0.0,
+    "bos_token_id": 128000,
+    "eos_token_id": 128001,
+    "hidden_act": "silu",
+    "hidden_size": 4096,
+    "initializer_range": 0.02,
+    "intermediate_size": 14336,
+    "max_position_embeddings": 131072,
+    "mlp_bias": False,
+    "model_type": "llama",
+    "num_attention_heads": 32,
+    "num_hidden_layers": 32,
+    "num_key_value_heads": 8,
+    "pretraining_tp": 1,
     "rms_norm_eps": 1e-05,
-    "rope_scaling": {"factor": 8.0, "high_freq_factor": 4.0, "low_freq_factor": 1.0,
-                     "original_max_position_embeddings": 8192, "rope_type": "llama3"},
-    "rope_theta": 500000.0, "tie_word_embeddings": False, "use_cache": True, "vocab_size": 128256,
+    "rope_scaling": {
+        "factor": 8.0,
+        "high_freq_factor": 4.0,
+        "low_freq_factor": 1.0,
+        "original_max_position_embeddings": 8192,
+        "rope_type": "llama3",
+    },
+    "rope_theta": 500000.0,
+    "tie_word_embeddings": False,
+    "use_cache": True,
+    "vocab_size": 128256,
 }
 # Qwen/Qwen3-1.7B's and Qwen/Qwen3-8B's config.json: head_dim 128 given, q/k norms (in the architecture), 1.7B
 # tied, 8B untied.
 QWEN3_1_7B = {
-    "architectures": ["Qwen3ForCausalLM"], "attention_bias": False, "attention_dropout": 0.0, "bos_token_id": 151643,
-    "eos_token_id": 151645, "head_dim": 128, "hidden_act": "silu", "hidden_size": 2048, "initializer_range": 0.02,
-    "intermediate_size": 6144, "max_position_embeddings": 40960, "max_window_layers": 28, "model_type": "qwen3",
-    "num_attention_heads": 16, "num_hidden_layers": 28, "num_key_value_heads": 8, "rms_norm_eps": 1e-06,
-    "rope_scaling": None, "rope_theta": 1000000, "sliding_window": None, "tie_word_embeddings": True,
-    "use_cache": True, "use_sliding_window": False, "vocab_size": 151936,
+    "architectures": ["Qwen3ForCausalLM"],
+    "attention_bias": False,
+    "attention_dropout": 0.0,
+    "bos_token_id": 151643,
+    "eos_token_id": 151645,
+    "head_dim": 128,
+    "hidden_act": "silu",
+    "hidden_size": 2048,
+    "initializer_range": 0.02,
+    "intermediate_size": 6144,
+    "max_position_embeddings": 40960,
+    "max_window_layers": 28,
+    "model_type": "qwen3",
+    "num_attention_heads": 16,
+    "num_hidden_layers": 28,
+    "num_key_value_heads": 8,
+    "rms_norm_eps": 1e-06,
+    "rope_scaling": None,
+    "rope_theta": 1000000,
+    "sliding_window": None,
+    "tie_word_embeddings": True,
+    "use_cache": True,
+    "use_sliding_window": False,
+    "vocab_size": 151936,
 }
-QWEN3_8B = {**QWEN3_1_7B, "hidden_size": 4096, "intermediate_size": 12288, "max_window_layers": 36,
-            "num_attention_heads": 32, "num_hidden_layers": 36, "tie_word_embeddings": False}
+QWEN3_8B = {
+    **QWEN3_1_7B,
+    "hidden_size": 4096,
+    "intermediate_size": 12288,
+    "max_window_layers": 36,
+    "num_attention_heads": 32,
+    "num_hidden_layers": 36,
+    "tie_word_embeddings": False,
+}
 
 # HuggingFaceTB/SmolLM2-135M-Instruct's config.json (the embedded default model's shape): no head_dim (576 / 9 = 64),
 # tied, rope_scaling null, nanotron's extra fields.
 SMOLLM2_135M = {
-    "architectures": ["LlamaForCausalLM"], "attention_bias": False, "attention_dropout": 0.0, "bos_token_id": 1,
-    "eos_token_id": 2, "hidden_act": "silu", "hidden_size": 576, "initializer_range": 0.041666666666666664,
-    "intermediate_size": 1536, "is_llama_config": True, "max_position_embeddings": 8192, "mlp_bias": False,
-    "model_type": "llama", "num_attention_heads": 9, "num_hidden_layers": 30, "num_key_value_heads": 3,
-    "pad_token_id": 2, "pretraining_tp": 1, "rms_norm_eps": 1e-05, "rope_interleaved": False, "rope_scaling": None,
-    "rope_theta": 100000, "tie_word_embeddings": True, "use_cache": True, "vocab_size": 49152,
+    "architectures": ["LlamaForCausalLM"],
+    "attention_bias": False,
+    "attention_dropout": 0.0,
+    "bos_token_id": 1,
+    "eos_token_id": 2,
+    "hidden_act": "silu",
+    "hidden_size": 576,
+    "initializer_range": 0.041666666666666664,
+    "intermediate_size": 1536,
+    "is_llama_config": True,
+    "max_position_embeddings": 8192,
+    "mlp_bias": False,
+    "model_type": "llama",
+    "num_attention_heads": 9,
+    "num_hidden_layers": 30,
+    "num_key_value_heads": 3,
+    "pad_token_id": 2,
+    "pretraining_tp": 1,
+    "rms_norm_eps": 1e-05,
+    "rope_interleaved": False,
+    "rope_scaling": None,
+    "rope_theta": 100000,
+    "tie_word_embeddings": True,
+    "use_cache": True,
+    "vocab_size": 49152,
 }
 
-TINY = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2,
-            vocab_size=512, bos_token_id=0, eos_token_id=1)
+TINY = dict(
+    hidden_size=64,
+    intermediate_size=128,
+    num_hidden_layers=4,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    vocab_size=512,
+    bos_token_id=0,
+    eos_token_id=1,
+)
 
 
 def tiny(config):
@@ -90,8 +183,15 @@ def tiny(config):
     return small
 
 
-SHAPES = {"llama-1b": LLAMA_3_2_1B, "llama-8b": LLAMA_3_1_8B, "qwen3-1.7b": QWEN3_1_7B, "qwen3-8b": QWEN3_8B,
-          "smollm2-135m": SMOLLM2_135M, "tiny-llama": tiny(LLAMA_3_2_1B), "tiny-qwen3": tiny(QWEN3_1_7B)}
+SHAPES = {
+    "llama-1b": LLAMA_3_2_1B,
+    "llama-8b": LLAMA_3_1_8B,
+    "qwen3-1.7b": QWEN3_1_7B,
+    "qwen3-8b": QWEN3_8B,
+    "smollm2-135m": SMOLLM2_135M,
+    "tiny-llama": tiny(LLAMA_3_2_1B),
+    "tiny-qwen3": tiny(QWEN3_1_7B),
+}
 
 
 def random_base(config, dtype="float32", device="cpu", seed=0):
@@ -197,8 +297,12 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--base-dir", help="where the random base is kept (made once); default: under the temp dir")
     p.add_argument("--shape", default="llama-1b", choices=list(SHAPES), help="whose config.json (default llama-1b)")
-    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"],
-                   help="the base's dtype on disk, and (passed as --dtype unless float32) the one it is loaded in")
+    p.add_argument(
+        "--dtype",
+        default="float32",
+        choices=["float32", "bfloat16"],
+        help="the base's dtype on disk, and (passed as --dtype unless float32) the one it is loaded in",
+    )
     p.add_argument("--targets", nargs="+", default=["lolcats", "mamba"])
     p.add_argument("--md", help="append the table to this markdown file")
     p.add_argument("--label", default="", help="a note for the table's heading (e.g. the commit measured)")
@@ -215,20 +319,30 @@ def main(argv=None):
     for target in args.targets:
         out = Path(tempfile.mkdtemp(prefix=f"convert-memory-{target}-"))
         try:
-            rss, secs = peak_rss([*linearize, "convert", "--base", str(base), "--to", target, "--out", str(out / "m"),
-                                  *dtype_arg])
+            rss, secs = peak_rss(
+                [*linearize, "convert", "--base", str(base), "--to", target, "--out", str(out / "m"), *dtype_arg]
+            )
         finally:
             shutil.rmtree(out, ignore_errors=True)
         rows.append((f"`linearize convert --to {target}{' '.join(['', *dtype_arg])}`", rss, secs))
         print(f"{target}: peak RSS {rss / 2**30:.2f} GiB ({rss / wbytes:.3f}x) in {secs:.0f}s", flush=True)
-    lines = [f"### {args.label or 'measurement'}", "",
-             f"base: random {args.shape} shape, {args.dtype} on disk and in memory, weights {wbytes:,} bytes "
-             f"({wbytes / 2**30:.2f} GiB)", "",
-             "| run | peak RSS | peak RSS / base weights | seconds |", "|---|---|---|---|"]
+    lines = [
+        f"### {args.label or 'measurement'}",
+        "",
+        f"base: random {args.shape} shape, {args.dtype} on disk and in memory, weights {wbytes:,} bytes "
+        f"({wbytes / 2**30:.2f} GiB)",
+        "",
+        "| run | peak RSS | peak RSS / base weights | seconds |",
+        "|---|---|---|---|",
+    ]
     lines += [f"| {name} | {rss / 2**30:.2f} GiB | {rss / wbytes:.3f}x | {secs:.0f} |" for name, rss, secs in rows]
     table = "\n".join(lines) + "\n"
     print(table)
-    print(json.dumps({"weight_bytes": wbytes, "rows": [{"run": n, "peak_rss": r, "seconds": round(s, 1)} for n, r, s in rows]}))
+    print(
+        json.dumps(
+            {"weight_bytes": wbytes, "rows": [{"run": n, "peak_rss": r, "seconds": round(s, 1)} for n, r, s in rows]}
+        )
+    )
     if args.md:
         with open(args.md, "a") as f:
             f.write("\n" + table)

@@ -31,14 +31,24 @@ def package_view(tree, into):
 
 
 # An editable install's finder would answer before PYTHONPATH: drop it, then run the script as __main__.
-BOOT = ("import runpy, sys; sys.meta_path[:] = [f for f in sys.meta_path if not getattr(f, '__module__', '')"
-        ".startswith('__editable__')]; sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')")
+BOOT = (
+    "import runpy, sys; sys.meta_path[:] = [f for f in sys.meta_path if not getattr(f, '__module__', '')"
+    ".startswith('__editable__')]; sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')"
+)
 
 
 def run(view, args):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([view, os.environ.get("PYTHONPATH", "")])}
-    cmd = [sys.executable, "-c", BOOT, str(ROOT / "benchmarks" / "decode_vs_teacher.py"), "--contexts",
-           str(args.context), "--rounds", str(args.rounds)]
+    cmd = [
+        sys.executable,
+        "-c",
+        BOOT,
+        str(ROOT / "benchmarks" / "decode_vs_teacher.py"),
+        "--contexts",
+        str(args.context),
+        "--rounds",
+        str(args.rounds),
+    ]
     out = subprocess.run(cmd, env=env, cwd=view, capture_output=True, text=True, check=True).stdout
     return next(line for line in out.splitlines() if line.startswith(f"| {args.context} |"))
 
@@ -53,12 +63,21 @@ def main():
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         old_tree = Path(tmp) / "tree"
-        subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "-q", "--detach", str(old_tree), args.rev], check=True)
+        subprocess.run(
+            ["git", "-C", str(ROOT), "worktree", "add", "-q", "--detach", str(old_tree), args.rev], check=True
+        )
         try:
-            views = {args.rev: package_view(old_tree, Path(tmp) / "old"), "working tree": package_view(ROOT, Path(tmp) / "new")}
-            lines = [f"`python {' '.join(sys.argv)}`, {time.strftime('%Y-%m-%d')}: decode_vs_teacher.py "
-                     f"--contexts {args.context} --rounds {args.rounds}, alternating; cells as that script prints them",
-                     "", "| pair | code | teacher | all-lolcats | main-recipe-shape |", "|---|---|---|---|---|"]
+            views = {
+                args.rev: package_view(old_tree, Path(tmp) / "old"),
+                "working tree": package_view(ROOT, Path(tmp) / "new"),
+            }
+            lines = [
+                f"`python {' '.join(sys.argv)}`, {time.strftime('%Y-%m-%d')}: decode_vs_teacher.py "
+                f"--contexts {args.context} --rounds {args.rounds}, alternating; cells as that script prints them",
+                "",
+                "| pair | code | teacher | all-lolcats | main-recipe-shape |",
+                "|---|---|---|---|---|",
+            ]
             for pair in range(1, args.pairs + 1):
                 for name, view in views.items():
                     cells = run(str(view), args).strip("|").split("|")[1:]

@@ -9,14 +9,12 @@ given context; ops that run inside an op (a matmul's reshapes) count too.
 import argparse
 import collections
 
-import torch
+from decode_vs_teacher import STUDENTS
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from linearize.api import convert
 from linearize.convert.bases import load_base
 from linearize.evals.bench import decode, prefill
-
-from decode_vs_teacher import STUDENTS
 
 
 class Count(TorchDispatchMode):
@@ -35,6 +33,7 @@ def count_step(model, layer, context):
     _, token = decode(model, cache, token, 2)  # past the first steps' one-off work
     attention = model.model.layers[layer].self_attn
     mode = Count()
+
     def enter(*_):
         mode.__enter__()  # a pre-hook that returns something replaces the module's inputs
 
@@ -67,8 +66,10 @@ def main():
         raise SystemExit(f"layer {layer} keeps softmax attention in a student: pick one of {sorted(converted)}")
     counts = {"teacher": count_step(teacher, layer, args.context)}
     counts.update({name: count_step(student, layer, args.context) for name, student in students.items()})
-    print(f"ops dispatched by layer {layer}'s attention in one decode step at {args.context} tokens "
-          f"({args.base}, float32)\n")
+    print(
+        f"ops dispatched by layer {layer}'s attention in one decode step at {args.context} tokens "
+        f"({args.base}, float32)\n"
+    )
     print("| model | ops | views (view, reshape, slice, select, transpose, t, expand, unsqueeze) |")
     print("|---|---|---|")
     view_ops = {"view", "_unsafe_view", "reshape", "slice", "select", "transpose", "t", "expand", "unsqueeze"}

@@ -77,8 +77,10 @@ def main():
             if name == "teacher":
                 run[1].crop(args.context + 2 - run[1].get_seq_length())
     layers = teacher.config.num_hidden_layers
-    print(f"us per layer per token at {args.context} tokens ({args.base}, float32, torch threads "
-          f"{torch.get_num_threads()}, {args.rounds} alternating rounds of {args.tokens} steps)\n")
+    print(
+        f"us per layer per token at {args.context} tokens ({args.base}, float32, torch threads "
+        f"{torch.get_num_threads()}, {args.rounds} alternating rounds of {args.tokens} steps)\n"
+    )
     print("| piece | us |\n|---|---|")
     for key in sorted(SPENT):
         print(f"| {key} | {SPENT[key] / (args.rounds * args.tokens) / layers * 1e6:.1f} |")

@@ -34,9 +34,12 @@ def main():
     ap.add_argument("--rounds", type=int, default=9)
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--out", default=None)
-    ap.add_argument("--control", action="store_true",
-                    help="also measure a second, identical all-lolcats student: how far apart two copies of one "
-                         "model come out is the run's noise floor")
+    ap.add_argument(
+        "--control",
+        action="store_true",
+        help="also measure a second, identical all-lolcats student: how far apart two copies of one "
+        "model come out is the run's noise floor",
+    )
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -46,10 +49,14 @@ def main():
     for name, settings in students.items():
         settings = dict(settings)
         models[name] = convert(teacher, settings.pop("target"), **settings).eval()
-    lines = [f"decode ms/token, {args.base}, float32, torch threads {torch.get_num_threads()}, {args.rounds} "
-             f"interleaved rounds of {args.tokens} steps: median (min) ms; paired ratio = median over rounds of "
-             "student / teacher in the same round; ratio of medians in brackets", "",
-             "| context | " + " | ".join(models) + " |", "|---" * (len(models) + 1) + "|"]
+    lines = [
+        f"decode ms/token, {args.base}, float32, torch threads {torch.get_num_threads()}, {args.rounds} "
+        f"interleaved rounds of {args.tokens} steps: median (min) ms; paired ratio = median over rounds of "
+        "student / teacher in the same round; ratio of medians in brackets",
+        "",
+        "| context | " + " | ".join(models) + " |",
+        "|---" * (len(models) + 1) + "|",
+    ]
     for context in (int(c) for c in args.contexts.split(",")):
         runs = {}
         for name, model in models.items():
@@ -60,16 +67,19 @@ def main():
         for r in range(args.rounds):
             # Each round starts one model later: in a fixed order the model right after the teacher ran slower than
             # an identical copy of it measured after it (--control shows the two copies side by side).
-            for name in names[r % len(names):] + names[: r % len(names)]:
+            for name in names[r % len(names) :] + names[: r % len(names)]:
                 run = runs[name]
                 seconds, run[2] = decode(run[0], run[1], run[2], args.tokens)
                 run[3].append(1000 * seconds)
                 if name == "teacher":
-                    run[1].crop(context + 2 - run[1].get_seq_length())  # back to the stated context (negative: tokens to drop)
+                    run[1].crop(
+                        context + 2 - run[1].get_seq_length()
+                    )  # back to the stated context (negative: tokens to drop)
         med = {name: statistics.median(run[3]) for name, run in runs.items()}
         paired = {n: statistics.median(s / t for s, t in zip(runs[n][3], runs["teacher"][3])) for n in models}
-        cells = [f"{med[n]:.1f} ({min(runs[n][3]):.1f}), {paired[n]:.2f}x ({med[n] / med['teacher']:.2f}x)"
-                 for n in models]
+        cells = [
+            f"{med[n]:.1f} ({min(runs[n][3]):.1f}), {paired[n]:.2f}x ({med[n] / med['teacher']:.2f}x)" for n in models
+        ]
         lines.append(f"| {context} | " + " | ".join(cells) + " |")
         print(lines[-1], flush=True)
         del runs

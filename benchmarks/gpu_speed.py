@@ -62,26 +62,52 @@ SMOLLM2_PLAN = [3, 4, 7, 8, 14, 18, 20, 23]
 LONG = 131072  # max_position_embeddings for the runs (64k prompts and their decode steps)
 
 # (section, GPU budget in seconds). Budgets are caps: a section that finishes early leaves its time to the next.
-SECTIONS = [("prefill-smollm2", 70), ("profile", 35), ("decode-smollm2", 25), ("prefill-llama-1b", 55),
-            ("decode-llama-1b", 20), ("long-64k", 45), ("batch8", 45), ("serving", 40), ("graphs", 60)]
+SECTIONS = [
+    ("prefill-smollm2", 70),
+    ("profile", 35),
+    ("decode-smollm2", 25),
+    ("prefill-llama-1b", 55),
+    ("decode-llama-1b", 20),
+    ("long-64k", 45),
+    ("batch8", 45),
+    ("serving", 40),
+    ("graphs", 60),
+]
 CPU_BUDGET = 20  # each section's cap in the dry run
 # The shapes each section measures: their models are built before its clock starts (a build cut by a section's
 # budget would be redone by the next section).
-NEEDS = {"prefill-smollm2": ["smollm2"], "profile": ["smollm2"], "decode-smollm2": ["smollm2"],
-         "prefill-llama-1b": ["llama-1b"], "decode-llama-1b": ["llama-1b"], "long-64k": ["smollm2", "llama-1b"],
-         "batch8": ["smollm2", "llama-1b"], "serving": ["smollm2", "llama-1b"], "graphs": ["smollm2"]}
+NEEDS = {
+    "prefill-smollm2": ["smollm2"],
+    "profile": ["smollm2"],
+    "decode-smollm2": ["smollm2"],
+    "prefill-llama-1b": ["llama-1b"],
+    "decode-llama-1b": ["llama-1b"],
+    "long-64k": ["smollm2", "llama-1b"],
+    "batch8": ["smollm2", "llama-1b"],
+    "serving": ["smollm2", "llama-1b"],
+    "graphs": ["smollm2"],
+}
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--cpu", action="store_true", help="dry run on the CPU: tiny shapes, short lengths, every section")
     p.add_argument("--out", default=os.environ.get("OUT") or "/tmp/gpu-speed-out")
-    p.add_argument("--seconds", type=float, default=None,
-                   help="deadline for the whole run, from the start of this process (default 300 on GPU, 120 on CPU)")
+    p.add_argument(
+        "--seconds",
+        type=float,
+        default=None,
+        help="deadline for the whole run, from the start of this process (default 300 on GPU, 120 on CPU)",
+    )
     p.add_argument("--sections", default=None, help="comma list (default: all, in the order above)")
-    p.add_argument("--prefill-chunk", type=int, default=0, help="prefill in chunks of this many tokens (0: one forward)")
-    p.add_argument("--full-shapes", action="store_true",
-                   help="with --cpu: the real configs (30 and 16 layers) instead of the 2-layer tiny ones")
+    p.add_argument(
+        "--prefill-chunk", type=int, default=0, help="prefill in chunks of this many tokens (0: one forward)"
+    )
+    p.add_argument(
+        "--full-shapes",
+        action="store_true",
+        help="with --cpu: the real configs (30 and 16 layers) instead of the 2-layer tiny ones",
+    )
     p.add_argument("--dtype", default=None, help="default: bfloat16 on GPU, float32 in the dry run")
     p.add_argument("--render", default=None, help="print the tables of a saved gpu_speed.jsonl and exit")
     args = p.parse_args(argv)
@@ -116,14 +142,25 @@ def shapes(cpu, full=False):
 
     recipe = {k: v for k, v in MAIN_RECIPE.items() if k != "rank_by"}  # decay 64, sinks 4 (the plan is given)
     return {
-        "smollm2": {"config": smol, "target": "lolcats", "keep_attention": plan, "settings": {**recipe, "window": 64},
-                    "label": f"SmolLM2-135M shape, main recipe (softmax in {len(plan)} of {smol['num_hidden_layers']})"},
-        "llama-1b": {"config": llama, "target": "lolcats", "keep_attention": None, "settings": {},
-                     "label": f"Llama-3.2-1B shape, all {llama['num_hidden_layers']} layers LoLCATs"},
+        "smollm2": {
+            "config": smol,
+            "target": "lolcats",
+            "keep_attention": plan,
+            "settings": {**recipe, "window": 64},
+            "label": f"SmolLM2-135M shape, main recipe (softmax in {len(plan)} of {smol['num_hidden_layers']})",
+        },
+        "llama-1b": {
+            "config": llama,
+            "target": "lolcats",
+            "keep_attention": None,
+            "settings": {},
+            "label": f"Llama-3.2-1B shape, all {llama['num_hidden_layers']} layers LoLCATs",
+        },
     }
 
 
 # ---------------------------------------------------------------- budgets, results
+
 
 class SectionTimeout(BaseException):
     """A section's budget is spent. A BaseException, like KeyboardInterrupt, so that no ``except Exception`` on the
@@ -134,6 +171,7 @@ class SectionTimeout(BaseException):
 def time_limit(seconds):
     """Raise SectionTimeout in this (main) thread after ``seconds``: between Python bytecodes, so a running kernel
     or a blocking synchronize finishes first."""
+
     def on_alarm(signum, frame):
         raise SectionTimeout(f"section budget of {seconds:.0f}s spent")
 
@@ -171,28 +209,40 @@ def summary(rec):
     """One line of a record for the log."""
     kind = rec["kind"]
     if kind == "prefill":
-        return (f"{rec['section']}: prefill {rec['shape']} {rec['model']} {rec['length']} x{rec['batch']}: "
-                f"{rec['tokens_per_s']:,.0f} tok/s (warm-up {rec['warmup_s']:.2f}s, runs {rec['runs_s']})")
+        return (
+            f"{rec['section']}: prefill {rec['shape']} {rec['model']} {rec['length']} x{rec['batch']}: "
+            f"{rec['tokens_per_s']:,.0f} tok/s (warm-up {rec['warmup_s']:.2f}s, runs {rec['runs_s']})"
+        )
     if kind == "decode":
-        return (f"{rec['section']}: decode {rec['shape']} {rec['model']} @{rec['length']} x{rec['batch']} "
-                f"[{rec['mode']}]: {rec['ms_per_token']:.2f} ms/token")
+        return (
+            f"{rec['section']}: decode {rec['shape']} {rec['model']} @{rec['length']} x{rec['batch']} "
+            f"[{rec['mode']}]: {rec['ms_per_token']:.2f} ms/token"
+        )
     if kind == "serving":
-        return (f"serving {rec['shape']} {rec['model']} @{rec['length']}: batch {rec['bound']}{rec['largest']} "
-                f"{rec['tokens_per_s']:,.0f} tok/s ({rec['ms_per_step']:.1f} ms/step)")
+        return (
+            f"serving {rec['shape']} {rec['model']} @{rec['length']}: batch {rec['bound']}{rec['largest']} "
+            f"{rec['tokens_per_s']:,.0f} tok/s ({rec['ms_per_step']:.1f} ms/step)"
+        )
     if kind == "skip":
         return f"{rec['section']}: SKIP {rec['what']}: {rec['why']}"
     if kind == "section":
         return f"=== {rec['section']} {rec['status']} in {rec['seconds']:.1f}s (budget {rec['budget_s']:.0f}s)" + (
-            f": {rec['error']}" if rec.get("error") else "")
+            f": {rec['error']}" if rec.get("error") else ""
+        )
     if kind == "profile":
-        return f"profile {rec['shape']} {rec['model']} @{rec['length']}: {rec['wall_s']:.2f}s wall, " \
-               f"{rec['kernels_launched']} kernels, busy {rec.get('busy_share', 0):.0%}"
+        return (
+            f"profile {rec['shape']} {rec['model']} @{rec['length']}: {rec['wall_s']:.2f}s wall, "
+            f"{rec['kernels_launched']} kernels, busy {rec.get('busy_share', 0):.0%}"
+        )
     if kind == "modules":
-        return f"modules {rec['shape']} {rec['model']}: " + ", ".join(f"{m['module']} {m['share']:.0%}" for m in rec["modules"])
+        return f"modules {rec['shape']} {rec['model']}: " + ", ".join(
+            f"{m['module']} {m['share']:.0%}" for m in rec["modules"]
+        )
     return json.dumps({k: v for k, v in rec.items() if k not in ("kernels", "ops", "modules")}, default=str)[:300]
 
 
 # ---------------------------------------------------------------- the models
+
 
 def sync(device):
     import torch
@@ -227,8 +277,9 @@ class Bench:
         if shape not in self.models:
             import torch
 
-            from convert_memory import random_base
             from linearize.api import convert
+
+            from convert_memory import random_base
 
             s = self.shapes[shape]
             t0 = time.time()
@@ -239,13 +290,20 @@ class Bench:
             student.eval()
             sync(self.args.device)
             self.models[shape] = {"teacher": teacher, "student": student}
-            self.res.add("models", shape=shape, label=s["label"], seconds=round(time.time() - t0, 1),
-                         teacher_params=teacher.num_parameters(), student_params=student.num_parameters(),
-                         attn_implementation=teacher.config._attn_implementation,
-                         student_softmax_layers=[i for i, layer in enumerate(student.model.layers)
-                                                 if i not in student.mixers()],
-                         settings=s["settings"], target=s["target"], dtype=str(teacher.dtype).removeprefix("torch."),
-                         memory_allocated_bytes=torch.cuda.memory_allocated() if self.args.device == "cuda" else None)
+            self.res.add(
+                "models",
+                shape=shape,
+                label=s["label"],
+                seconds=round(time.time() - t0, 1),
+                teacher_params=teacher.num_parameters(),
+                student_params=student.num_parameters(),
+                attn_implementation=teacher.config._attn_implementation,
+                student_softmax_layers=[i for i, layer in enumerate(student.model.layers) if i not in student.mixers()],
+                settings=s["settings"],
+                target=s["target"],
+                dtype=str(teacher.dtype).removeprefix("torch."),
+                memory_allocated_bytes=torch.cuda.memory_allocated() if self.args.device == "cuda" else None,
+            )
         return self.models[shape]
 
     def left(self):
@@ -267,9 +325,13 @@ class Bench:
             n, tps = basis
             predicted = batch * length / tps * max(1.0, length / n) ** 0.5  # a margin for superlinear growth
             if 2 * predicted > self.section_left():
-                self.res.add("skip", what=what, why=f"predicted {predicted:.0f}s a run (from {tps:,.0f} tok/s at "
-                             f"{n} tokens x{batch if (shape, model_name, batch, n) in self.speed else 1}) x 2 "
-                             f"(warm-up + run) > {self.section_left():.0f}s left in the section")
+                self.res.add(
+                    "skip",
+                    what=what,
+                    why=f"predicted {predicted:.0f}s a run (from {tps:,.0f} tok/s at "
+                    f"{n} tokens x{batch if (shape, model_name, batch, n) in self.speed else 1}) x 2 "
+                    f"(warm-up + run) > {self.section_left():.0f}s left in the section",
+                )
                 return None
         oom = None
         try:
@@ -278,8 +340,11 @@ class Bench:
             warm = time.time() - t0
             runs = []
             for i in range(args.repeats):
-                if i and (self.section_left() < 3 * row["prefill_seconds"] or (i >= 1 and row["prefill_seconds"] > 8)
-                          or (i >= 2 and row["prefill_seconds"] > 3)):
+                if i and (
+                    self.section_left() < 3 * row["prefill_seconds"]
+                    or (i >= 1 and row["prefill_seconds"] > 8)
+                    or (i >= 2 and row["prefill_seconds"] > 3)
+                ):
                     break  # one or two runs where a run is slow
                 del cache, token
                 cache, token, row = prefill(model, length, args.prefill_chunk, batch=batch, fresh=False)
@@ -298,10 +363,21 @@ class Bench:
         if keep and batch == 1:
             self.caches[(shape, model_name, length_name)] = (cache, token)
         del cache
-        self.res.add("prefill", shape=shape, model=model_name, length=length_name, tokens=length, batch=batch,
-                     tokens_per_s=tps, warmup_s=round(warm, 3), runs_s=[round(r["prefill_seconds"], 3) for r in runs],
-                     peak_memory_bytes=row["peak_memory_bytes"], peak_memory_added_bytes=row.get("peak_memory_added_bytes"),
-                     cache_bytes=row["cache_bytes"], prefill_chunk=args.prefill_chunk or None)
+        self.res.add(
+            "prefill",
+            shape=shape,
+            model=model_name,
+            length=length_name,
+            tokens=length,
+            batch=batch,
+            tokens_per_s=tps,
+            warmup_s=round(warm, 3),
+            runs_s=[round(r["prefill_seconds"], 3) for r in runs],
+            peak_memory_bytes=row["peak_memory_bytes"],
+            peak_memory_added_bytes=row.get("peak_memory_added_bytes"),
+            cache_bytes=row["cache_bytes"],
+            prefill_chunk=args.prefill_chunk or None,
+        )
         free(args.device)
         return tps
 
@@ -330,7 +406,8 @@ class Bench:
         return (model, *self.caches[key])
 
     def decode(self, shape, model_name, length_name, steps=None, repeats=None):
-        """Decode ms/token at batch 1 on the cache kept from the prefill at ``length_name`` (made, untimed, if absent)."""
+        """Decode ms/token at batch 1 on the cache kept from the prefill at ``length_name`` (made untimed if
+        absent)."""
         from linearize.evals.bench import decode
 
         args = self.args
@@ -342,9 +419,19 @@ class Bench:
             s, token = decode(model, cache, token, steps)
             times.append(s)
         self.caches[(shape, model_name, length_name)] = (cache, token)
-        self.res.add("decode", shape=shape, model=model_name, length=length_name, tokens=args.lengths[length_name],
-                     batch=1, mode="eager, DynamicCache", ms_per_token=1000 * statistics.median(times),
-                     ms_all=[round(1000 * t, 3) for t in times], steps=steps, warmup_ms=round(1000 * seconds, 3))
+        self.res.add(
+            "decode",
+            shape=shape,
+            model=model_name,
+            length=length_name,
+            tokens=args.lengths[length_name],
+            batch=1,
+            mode="eager, DynamicCache",
+            ms_per_token=1000 * statistics.median(times),
+            ms_all=[round(1000 * t, 3) for t in times],
+            steps=steps,
+            warmup_ms=round(1000 * seconds, 3),
+        )
 
     def drop_caches(self, keep=()):
         for key in [k for k in self.caches if k[2] not in keep]:
@@ -356,7 +443,6 @@ class Bench:
     def profile(self, shape, model_name, length_name):
         """One prefill under torch.profiler (CUDA kernels on GPU, CPU ops always), then one under forward hooks
         that time each module kind (synchronising around each)."""
-        import torch
         from torch.autograd import DeviceType
         from torch.profiler import ProfilerActivity, profile
 
@@ -380,13 +466,28 @@ class Bench:
         kernels = sorted(cuda, key=lambda e: e.self_device_time_total, reverse=True)
         busy = sum(e.self_device_time_total for e in cuda) / 1e6
         ops = sorted((e for e in cpu if e.key.startswith("aten::")), key=lambda e: e.self_cpu_time_total, reverse=True)
-        rec = {"shape": shape, "model": model_name, "length": length_name, "tokens": length, "wall_s": wall,
-               "kernels_launched": sum(e.count for e in cuda),
-               "aten_ops": sum(e.count for e in cpu if e.key.startswith("aten::")),
-               "kernels": [{"name": e.key[:300], "total_ms": e.self_device_time_total / 1e3, "calls": e.count}
-                           for e in kernels[:15]],
-               "ops": [{"name": e.key, "self_cpu_ms": e.self_cpu_time_total / 1e3, "calls": e.count,
-                        "device_ms": e.device_time_total / 1e3} for e in ops[:10]]}
+        rec = {
+            "shape": shape,
+            "model": model_name,
+            "length": length_name,
+            "tokens": length,
+            "wall_s": wall,
+            "kernels_launched": sum(e.count for e in cuda),
+            "aten_ops": sum(e.count for e in cpu if e.key.startswith("aten::")),
+            "kernels": [
+                {"name": e.key[:300], "total_ms": e.self_device_time_total / 1e3, "calls": e.count}
+                for e in kernels[:15]
+            ],
+            "ops": [
+                {
+                    "name": e.key,
+                    "self_cpu_ms": e.self_cpu_time_total / 1e3,
+                    "calls": e.count,
+                    "device_ms": e.device_time_total / 1e3,
+                }
+                for e in ops[:10]
+            ],
+        }
         tps = self.speed.get((shape, model_name, 1, length))
         if tps:
             rec["unprofiled_s"] = length / tps  # the same prefill's median time without the profiler
@@ -395,11 +496,21 @@ class Bench:
             if not cuda:
                 rec["note"] = "no CUDA kernel events (CUPTI unavailable here?): see the ops and module tables"
         (self.res.out / f"profile_{shape}_{model_name}.txt").write_text(
-            events.table(sort_by="self_cuda_time_total" if cuda else "self_cpu_time_total", row_limit=60,
-                         max_name_column_width=100))
+            events.table(
+                sort_by="self_cuda_time_total" if cuda else "self_cpu_time_total",
+                row_limit=60,
+                max_name_column_width=100,
+            )
+        )
         self.res.add("profile", **rec)
-        self.res.add("modules", shape=shape, model=model_name, length=length_name, tokens=length,
-                     modules=self.module_times(model, length))
+        self.res.add(
+            "modules",
+            shape=shape,
+            model=model_name,
+            length=length_name,
+            tokens=length,
+            modules=self.module_times(model, length),
+        )
 
     def module_times(self, model, length):
         """Seconds per module kind in one prefill: forward hooks that synchronise before and after each module."""
@@ -436,8 +547,13 @@ class Bench:
             for h in hooks:
                 h.remove()
         out = [{"module": k, "seconds": v, "share": v / wall} for k, v in sorted(totals.items(), key=lambda kv: -kv[1])]
-        out.append({"module": "rest (embeddings, norms, lm_head, masks, Python)", "seconds": wall - sum(totals.values()),
-                    "share": 1 - sum(totals.values()) / wall})
+        out.append(
+            {
+                "module": "rest (embeddings, norms, lm_head, masks, Python)",
+                "seconds": wall - sum(totals.values()),
+                "share": 1 - sum(totals.values()) / wall,
+            }
+        )
         return out
 
     # -------------------------------------------------------- serving throughput
@@ -449,16 +565,30 @@ class Bench:
 
         args = self.args
         model, cache, token = self.prefilled(shape, model_name, length_name)
-        row = serving(model, cache, token, steps=args.serve_steps, max_batch=args.max_serve_batch,
-                      probe_seconds=args.probe_cap, deadline=deadline,
-                      log=lambda line: print(f"[gpu_speed] {shape} {model_name}{line}", flush=True))
+        row = serving(
+            model,
+            cache,
+            token,
+            steps=args.serve_steps,
+            max_batch=args.max_serve_batch,
+            probe_seconds=args.probe_cap,
+            deadline=deadline,
+            log=lambda line: print(f"[gpu_speed] {shape} {model_name}{line}", flush=True),
+        )
         what = f"serving {shape} {model_name} {length_name}"
         if not row.get("tokens_per_s"):
             self.res.add("skip", what=what, why=f"no batch fits ({row['stopped_by']})")
             return
-        self.res.add("serving", shape=shape, model=model_name, length=length_name, tokens=args.lengths[length_name],
-                     bound="" if row["first_not_fitting"] else "≥ ", mode="eager, DynamicCache; caches copied from one prefill",
-                     **{k: v for k, v in row.items() if k != "batch"})
+        self.res.add(
+            "serving",
+            shape=shape,
+            model=model_name,
+            length=length_name,
+            tokens=args.lengths[length_name],
+            bound="" if row["first_not_fitting"] else "≥ ",
+            mode="eager, DynamicCache; caches copied from one prefill",
+            **{k: v for k, v in row.items() if k != "batch"},
+        )
 
     # -------------------------------------------------------- graphs (teacher only)
 
@@ -484,27 +614,46 @@ class Bench:
             with torch.no_grad():
                 for _ in range(n):
                     pos = torch.tensor([[position[0]]], device=model.device)
-                    token = fn(input_ids=token, cache=cache, use_cache=True, position_ids=pos,
-                               logits_to_keep=1).logits[:, -1:].argmax(-1)
+                    token = (
+                        fn(input_ids=token, cache=cache, use_cache=True, position_ids=pos, logits_to_keep=1)
+                        .logits[:, -1:]
+                        .argmax(-1)
+                    )
                     position[0] += 1
             sync(args.device)
             return (time.perf_counter() - t0) / n
 
         modes = [("eager, StaticCache", model)]
         if args.cpu:
-            modes.append(("torch.compile(backend='eager') [dry run], StaticCache", torch.compile(model, backend="eager")))
+            modes.append(
+                ("torch.compile(backend='eager') [dry run], StaticCache", torch.compile(model, backend="eager"))
+            )
         else:
-            modes.append(("torch.compile(mode='reduce-overhead') (CUDA graphs), StaticCache",
-                          torch.compile(model, mode="reduce-overhead")))
+            modes.append(
+                (
+                    "torch.compile(mode='reduce-overhead') (CUDA graphs), StaticCache",
+                    torch.compile(model, mode="reduce-overhead"),
+                )
+            )
         for mode, fn in modes:
             t0 = time.time()
             run(fn, 3)  # warm-up: compiles and captures
             warm = time.time() - t0
             times = [run(fn, steps) for _ in range(args.repeats)]
-            self.res.add("decode", shape=shape, model="teacher", length=length_name, tokens=length, batch=1, mode=mode,
-                         ms_per_token=1000 * statistics.median(times), ms_all=[round(1000 * t, 3) for t in times],
-                         steps=steps, warmup_s=round(warm, 2))
-        del cache
+            self.res.add(
+                "decode",
+                shape=shape,
+                model="teacher",
+                length=length_name,
+                tokens=length,
+                batch=1,
+                mode=mode,
+                ms_per_token=1000 * statistics.median(times),
+                ms_all=[round(1000 * t, 3) for t in times],
+                steps=steps,
+                warmup_s=round(warm, 2),
+            )
+        cache = None  # freed before the next model
         free(args.device)
 
     # -------------------------------------------------------- sections
@@ -517,8 +666,13 @@ class Bench:
         budget = min(budget, self.left() - 2)
         self.res.section = name
         if budget < (3 if args.cpu else 8) or (name == "graphs" and budget < (3 if args.cpu else 25)):
-            self.res.add("section", status="skipped", why="no time left before the run's deadline", seconds=0.0,
-                         budget_s=max(budget, 0))
+            self.res.add(
+                "section",
+                status="skipped",
+                why="no time left before the run's deadline",
+                seconds=0.0,
+                budget_s=max(budget, 0),
+            )
             return
         t0, status, error, built = time.time(), "done", None, 0.0
         try:
@@ -538,8 +692,14 @@ class Bench:
         with contextlib.suppress(Exception):
             sync(args.device)
             free(args.device, collect=True)
-        self.res.add("section", status=status, error=error, seconds=time.time() - t0, budget_s=budget,
-                     models_built_s=round(built, 1) if built >= 0.05 else None)
+        self.res.add(
+            "section",
+            status=status,
+            error=error,
+            seconds=time.time() - t0,
+            budget_s=budget,
+            models_built_s=round(built, 1) if built >= 0.05 else None,
+        )
 
     def attempt(self, what, fn, *a, **k):
         """One measurement: an error other than the budget's is recorded and the section goes on with the next
@@ -607,7 +767,6 @@ class Bench:
             self.attempt(f"graphs smollm2 teacher {name}", self.graphs, "smollm2", name)
 
     def run(self):
-        import torch
 
         self.deadline = T0 + self.args.seconds
         self.res.section = "env"
@@ -633,15 +792,26 @@ def environment(args):
     digest = hashlib.sha1()
     for p in sorted((root / "kernels").rglob("*.py")) + sorted((root / "convert").glob("*mixer*.py")):
         digest.update(p.read_bytes())
-    return {"device": torch.cuda.get_device_name() if args.device == "cuda" else f"cpu ({os.cpu_count()} cores)",
-            "dtype": args.dtype, "dry_run": args.cpu, "python": platform.python_version(),
-            "versions": {n: version(n) for n in ("torch", "triton", "transformers", "flash-linear-attention",
-                                                 "fla-core", "linearize")},
-            "kernels_sha1": digest.hexdigest()[:12], "lengths": args.lengths, "big_batch": args.big_batch,
-            "deadline_s": args.seconds, "sections": args.sections, "prefill_chunk": args.prefill_chunk or None}
+    return {
+        "device": torch.cuda.get_device_name() if args.device == "cuda" else f"cpu ({os.cpu_count()} cores)",
+        "dtype": args.dtype,
+        "dry_run": args.cpu,
+        "python": platform.python_version(),
+        "versions": {
+            n: version(n)
+            for n in ("torch", "triton", "transformers", "flash-linear-attention", "fla-core", "linearize")
+        },
+        "kernels_sha1": digest.hexdigest()[:12],
+        "lengths": args.lengths,
+        "big_batch": args.big_batch,
+        "deadline_s": args.seconds,
+        "sections": args.sections,
+        "prefill_chunk": args.prefill_chunk or None,
+    }
 
 
 # ---------------------------------------------------------------- markdown
+
 
 def _gib(n):
     return f"{n / GiB:.2f}" if n is not None else "–"
@@ -657,88 +827,153 @@ def _ratio(a, b):
 
 def acceptance(records):
     """Issue #23's GPU acceptance points, each with what this run measured (student / teacher)."""
+
     def ratio(kind, shape, length, key, batch=1, mode="eager, DynamicCache"):
-        got = {r["model"]: r.get(key) for r in records if r["kind"] == kind and r["shape"] == shape
-               and r["length"] == length and r.get("batch", 1) == batch and (kind != "decode" or r["mode"] == mode)}
+        got = {
+            r["model"]: r.get(key)
+            for r in records
+            if r["kind"] == kind
+            and r["shape"] == shape
+            and r["length"] == length
+            and r.get("batch", 1) == batch
+            and (kind != "decode" or r["mode"] == mode)
+        }
         if got.get("student") and got.get("teacher"):
             return got["student"] / got["teacher"]
         return None
 
-    points = [("SmolLM2 default plan: prefill at 4k, batch 1, >= 1.0x", ratio("prefill", "smollm2", "4k", "tokens_per_s"), 1.0),
-              ("SmolLM2 default plan: prefill at 32k, batch 1, >= 2x", ratio("prefill", "smollm2", "32k", "tokens_per_s"), 2.0),
-              ("Llama-3.2-1B all LoLCATs: prefill at 32k, batch 1, >= 4x",
-               ratio("prefill", "llama-1b", "32k", "tokens_per_s"), 4.0),
-              ("SmolLM2 default plan: serving at 32k, largest batch, >= 3x",
-               ratio("serving", "smollm2", "32k", "tokens_per_s"), 3.0),
-              ("Llama-3.2-1B all LoLCATs: serving at 32k, largest batch, >= 8x",
-               ratio("serving", "llama-1b", "32k", "tokens_per_s"), 8.0)]
+    points = [
+        (
+            "SmolLM2 default plan: prefill at 4k, batch 1, >= 1.0x",
+            ratio("prefill", "smollm2", "4k", "tokens_per_s"),
+            1.0,
+        ),
+        (
+            "SmolLM2 default plan: prefill at 32k, batch 1, >= 2x",
+            ratio("prefill", "smollm2", "32k", "tokens_per_s"),
+            2.0,
+        ),
+        (
+            "Llama-3.2-1B all LoLCATs: prefill at 32k, batch 1, >= 4x",
+            ratio("prefill", "llama-1b", "32k", "tokens_per_s"),
+            4.0,
+        ),
+        (
+            "SmolLM2 default plan: serving at 32k, largest batch, >= 3x",
+            ratio("serving", "smollm2", "32k", "tokens_per_s"),
+            3.0,
+        ),
+        (
+            "Llama-3.2-1B all LoLCATs: serving at 32k, largest batch, >= 8x",
+            ratio("serving", "llama-1b", "32k", "tokens_per_s"),
+            8.0,
+        ),
+    ]
     lines = ["## Issue #23's acceptance points (student / teacher, this run)", ""]
     for text, value, need in points:
-        lines.append(f"- {text}: " + ("not measured" if value is None else
-                                      f"{value:.2f}x ({'met' if value >= need else 'NOT met'})"))
+        lines.append(
+            f"- {text}: "
+            + ("not measured" if value is None else f"{value:.2f}x ({'met' if value >= need else 'NOT met'})")
+        )
     for shape in ("smollm2", "llama-1b"):
-        decode = {r["length"]: ratio("decode", shape, r["length"], "ms_per_token") for r in records
-                  if r["kind"] == "decode" and r["shape"] == shape and r["mode"] == "eager, DynamicCache"}
+        decode = {
+            r["length"]: ratio("decode", shape, r["length"], "ms_per_token")
+            for r in records
+            if r["kind"] == "decode" and r["shape"] == shape and r["mode"] == "eager, DynamicCache"
+        }
         decode = {k: v for k, v in decode.items() if v is not None}
         if decode:
-            lines.append(f"- {shape}: decode ms/token at batch 1, student / teacher (<= 1.0x asked, with CUDA graphs for "
-                         "both; these are eager): " + ", ".join(f"{k} {v:.2f}x" for k, v in decode.items()))
+            lines.append(
+                f"- {shape}: decode ms/token at batch 1, student / teacher (<= 1.0x asked, with CUDA graphs for "
+                "both; these are eager): " + ", ".join(f"{k} {v:.2f}x" for k, v in decode.items())
+            )
     return lines + [""]
 
 
 def render(records):
     """The run's tables, from its records (complete or cut short)."""
     env = next((r for r in records if r["kind"] == "env"), {})
-    lines = ["# GPU speed: teacher (SDPA) vs student" + (" — CPU DRY RUN (tiny shapes; no number means anything)"
-                                                       if env.get("dry_run") else ""), ""]
+    lines = [
+        "# GPU speed: teacher (SDPA) vs student"
+        + (" — CPU DRY RUN (tiny shapes; no number means anything)" if env.get("dry_run") else ""),
+        "",
+    ]
     if env:
         v = env["versions"]
-        lines += [f"{env['device']}, {env['dtype']}; python {env['python']}, "
-                  + ", ".join(f"{k} {v[k]}" for k in v if v[k]) + f"; kernels/ + mixers sha1 {env['kernels_sha1']}; "
-                  f"lengths {env['lengths']}; prefill " + (f"in chunks of {env['prefill_chunk']}" if env.get("prefill_chunk")
-                                                            else "one forward") + ", logits at the last position", ""]
+        lines += [
+            f"{env['device']}, {env['dtype']}; python {env['python']}, "
+            + ", ".join(f"{k} {v[k]}" for k in v if v[k])
+            + f"; kernels/ + mixers sha1 {env['kernels_sha1']}; "
+            f"lengths {env['lengths']}; prefill "
+            + (f"in chunks of {env['prefill_chunk']}" if env.get("prefill_chunk") else "one forward")
+            + ", logits at the last position",
+            "",
+        ]
     for r in records:
         if r["kind"] == "models":
-            lines.append(f"- {r['shape']}: {r['label']}; {r['teacher_params'] / 1e6:.1f}M -> {r['student_params'] / 1e6:.1f}M "
-                         f"parameters; {r['target']} {r['settings']}; softmax layers {r['student_softmax_layers']}; "
-                         f"teacher attention {r['attn_implementation']}; built in {r['seconds']}s")
+            lines.append(
+                f"- {r['shape']}: {r['label']}; {r['teacher_params'] / 1e6:.1f}M -> {r['student_params'] / 1e6:.1f}M "
+                f"parameters; {r['target']} {r['settings']}; softmax layers {r['student_softmax_layers']}; "
+                f"teacher attention {r['attn_implementation']}; built in {r['seconds']}s"
+            )
     lines.append("")
     lines += acceptance(records)
     pre = {(r["shape"], r["model"], r["length"], r["batch"]): r for r in records if r["kind"] == "prefill"}
     if pre:
-        lines += ["## Prefill (tokens/s; median of the timed runs after a warm-up)", "",
-                  "| shape | length | batch | teacher tok/s | student tok/s | student / teacher | teacher warm-up s; runs s "
-                  "| student warm-up s; runs s | peak GiB added (teacher; student) |", "|---|---|---|---|---|---|---|---|---|"]
-        keys = sorted({(s, n, b) for s, _, n, b in pre}, key=lambda k: (k[0] != "smollm2", k[2], env.get("lengths", {}).get(k[1], 0)))
+        lines += [
+            "## Prefill (tokens/s; median of the timed runs after a warm-up)",
+            "",
+            "| shape | length | batch | teacher tok/s | student tok/s | student / teacher | teacher warm-up s; runs s "
+            "| student warm-up s; runs s | peak GiB added (teacher; student) |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
+        keys = sorted(
+            {(s, n, b) for s, _, n, b in pre},
+            key=lambda k: (k[0] != "smollm2", k[2], env.get("lengths", {}).get(k[1], 0)),
+        )
         for s, n, b in keys:
             t, st = pre.get((s, "teacher", n, b), {}), pre.get((s, "student", n, b), {})
 
             def runs(r):
                 return f"{r['warmup_s']:.2f}; {', '.join(f'{x:.2f}' for x in r['runs_s'])}" if r else "–"
 
-            lines.append(f"| {s} | {n} | {b} | {_num(t.get('tokens_per_s'), ',.0f')} | {_num(st.get('tokens_per_s'), ',.0f')} | "
-                         f"{_ratio(st.get('tokens_per_s'), t.get('tokens_per_s'))} | {runs(t)} | {runs(st)} | "
-                         f"{_gib(t.get('peak_memory_added_bytes'))}; {_gib(st.get('peak_memory_added_bytes'))} |")
+            lines.append(
+                f"| {s} | {n} | {b} | {_num(t.get('tokens_per_s'), ',.0f')} | {_num(st.get('tokens_per_s'), ',.0f')} | "
+                f"{_ratio(st.get('tokens_per_s'), t.get('tokens_per_s'))} | {runs(t)} | {runs(st)} | "
+                f"{_gib(t.get('peak_memory_added_bytes'))}; {_gib(st.get('peak_memory_added_bytes'))} |"
+            )
         lines.append("")
     dec = [r for r in records if r["kind"] == "decode"]
     if dec:
-        lines += ["## Decode at batch 1 (ms/token; median of the repeats after 2 warm-up steps)", "",
-                  "| shape | length | mode | teacher ms/token | student ms/token | student / teacher |", "|---|---|---|---|---|---|"]
+        lines += [
+            "## Decode at batch 1 (ms/token; median of the repeats after 2 warm-up steps)",
+            "",
+            "| shape | length | mode | teacher ms/token | student ms/token | student / teacher |",
+            "|---|---|---|---|---|---|",
+        ]
         by = {(r["shape"], r["model"], r["length"], r["mode"]): r for r in dec}
         for s, n, mode in dict.fromkeys((r["shape"], r["length"], r["mode"]) for r in dec):
             t, st = by.get((s, "teacher", n, mode), {}), by.get((s, "student", n, mode), {})
-            lines.append(f"| {s} | {n} | {mode} | {_num(t.get('ms_per_token'), '.2f')} | "
-                         f"{_num(st.get('ms_per_token'), '.2f')} | {_ratio(st.get('ms_per_token'), t.get('ms_per_token'))} |")
+            lines.append(
+                f"| {s} | {n} | {mode} | {_num(t.get('ms_per_token'), '.2f')} | "
+                f"{_num(st.get('ms_per_token'), '.2f')} | {_ratio(st.get('ms_per_token'), t.get('ms_per_token'))} |"
+            )
         lines.append("")
     srv = [r for r in records if r["kind"] == "serving"]
     if srv:
-        lines += ["## Serving throughput at the largest batch (decode; each sequence's cache a copy of one prefill)", "",
-                  "| shape | model | length | largest batch | generated tok/s | ms/step | cache MiB per sequence | "
-                  "GPU max allocated GiB | stopped by |", "|---|---|---|---|---|---|---|---|---|"]
+        lines += [
+            "## Serving throughput at the largest batch (decode; each sequence's cache a copy of one prefill)",
+            "",
+            "| shape | model | length | largest batch | generated tok/s | ms/step | cache MiB per sequence | "
+            "GPU max allocated GiB | stopped by |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
         for r in srv:
-            lines.append(f"| {r['shape']} | {r['model']} | {r['length']} | {r['bound']}{r['largest']} | "
-                         f"{r['tokens_per_s']:,.0f} | {r['ms_per_step']:.1f} | {r['cache_bytes_per_sequence'] / 2**20:.1f} | "
-                         f"{_gib(r['peak_memory_bytes'])} | {r['stopped_by']} |")
+            lines.append(
+                f"| {r['shape']} | {r['model']} | {r['length']} | {r['bound']}{r['largest']} | "
+                f"{r['tokens_per_s']:,.0f} | {r['ms_per_step']:.1f} | {r['cache_bytes_per_sequence'] / 2**20:.1f} | "
+                f"{_gib(r['peak_memory_bytes'])} | {r['stopped_by']} |"
+            )
         for s in dict.fromkeys(r["shape"] for r in srv):
             t = next((r for r in srv if r["shape"] == s and r["model"] == "teacher"), None)
             st = next((r for r in srv if r["shape"] == s and r["model"] == "student"), None)
@@ -746,26 +981,44 @@ def render(records):
                 lines.append(f"\n{s}: student / teacher throughput {_ratio(st['tokens_per_s'], t['tokens_per_s'])}")
         lines.append("")
     for r in (r for r in records if r["kind"] == "profile"):
-        lines += [f"## Profile: {r['shape']} {r['model']} prefill at {r['length']} ({r['tokens']} tokens), batch 1", "",
-                  f"{r['wall_s']:.3f}s wall under the profiler" + (f", {r['unprofiled_s']:.3f}s without it"
-                                                                    if r.get("unprofiled_s") else "")
-                  + f"; {r['kernels_launched']} CUDA kernels launched, {r['aten_ops']} aten ops"
-                  + (f"; kernels busy {r['busy_s']:.3f}s = {r['busy_share']:.0%} of the "
-                     + ("unprofiled" if r.get("unprofiled_s") else "profiled") + " time" if "busy_s" in r else "")
-                  + (f". {r['note']}" if r.get("note") else ""), ""]
+        lines += [
+            f"## Profile: {r['shape']} {r['model']} prefill at {r['length']} ({r['tokens']} tokens), batch 1",
+            "",
+            f"{r['wall_s']:.3f}s wall under the profiler"
+            + (f", {r['unprofiled_s']:.3f}s without it" if r.get("unprofiled_s") else "")
+            + f"; {r['kernels_launched']} CUDA kernels launched, {r['aten_ops']} aten ops"
+            + (
+                f"; kernels busy {r['busy_s']:.3f}s = {r['busy_share']:.0%} of the "
+                + ("unprofiled" if r.get("unprofiled_s") else "profiled")
+                + " time"
+                if "busy_s" in r
+                else ""
+            )
+            + (f". {r['note']}" if r.get("note") else ""),
+            "",
+        ]
         if r["kernels"]:
             total = sum(k["total_ms"] for k in r["kernels"])
             lines += ["| # | CUDA kernel | total ms | calls | ms/call |", "|---|---|---|---|---|"]
             for i, k in enumerate(r["kernels"], 1):
-                lines.append(f"| {i} | `{k['name'][:110]}` | {k['total_ms']:.2f} | {k['calls']} | "
-                             f"{k['total_ms'] / max(k['calls'], 1):.4f} |")
+                lines.append(
+                    f"| {i} | `{k['name'][:110]}` | {k['total_ms']:.2f} | {k['calls']} | "
+                    f"{k['total_ms'] / max(k['calls'], 1):.4f} |"
+                )
             lines += [f"\n(top 15: {total:.1f} ms)", ""]
         lines += ["| op (CPU side) | self CPU ms | calls | device ms under it |", "|---|---|---|---|"]
         lines += [f"| `{o['name']}` | {o['self_cpu_ms']:.2f} | {o['calls']} | {o['device_ms']:.2f} |" for o in r["ops"]]
         lines.append("")
-        for m in (m for m in records if m["kind"] == "modules" and (m["shape"], m["model"]) == (r["shape"], r["model"])):
-            lines += [f"Time per module kind, one more prefill ({m['model']}, forward hooks synchronising around each "
-                      "module):", "", "| module kind | seconds | share of the prefill |", "|---|---|---|"]
+        for m in (
+            m for m in records if m["kind"] == "modules" and (m["shape"], m["model"]) == (r["shape"], r["model"])
+        ):
+            lines += [
+                f"Time per module kind, one more prefill ({m['model']}, forward hooks synchronising around each "
+                "module):",
+                "",
+                "| module kind | seconds | share of the prefill |",
+                "|---|---|---|",
+            ]
             lines += [f"| {x['module']} | {x['seconds']:.3f} | {x['share']:.0%} |" for x in m["modules"]]
             lines.append("")
     skips = [r for r in records if r["kind"] == "skip"]
@@ -773,10 +1026,17 @@ def render(records):
         lines += ["## Not measured", ""] + [f"- {r['section']}: {r['what']}: {r['why']}" for r in skips] + [""]
     secs = [r for r in records if r["kind"] == "section"]
     if secs:
-        lines += ["## Sections", "", "| section | status | seconds | budget s | models built first, s | note |",
-                  "|---|---|---|---|---|---|"]
-        lines += [f"| {r['section']} | {r['status']} | {r['seconds']:.1f} | {r['budget_s']:.0f} | "
-                  f"{r.get('models_built_s') or ''} | {r.get('error') or r.get('why') or ''} |" for r in secs]
+        lines += [
+            "## Sections",
+            "",
+            "| section | status | seconds | budget s | models built first, s | note |",
+            "|---|---|---|---|---|---|",
+        ]
+        lines += [
+            f"| {r['section']} | {r['status']} | {r['seconds']:.1f} | {r['budget_s']:.0f} | "
+            f"{r.get('models_built_s') or ''} | {r.get('error') or r.get('why') or ''} |"
+            for r in secs
+        ]
         lines.append("")
     return "\n".join(lines)
 

@@ -24,6 +24,7 @@ LENGTHS = (512, 2048)
 # Levers are chosen on jargon (informal prose) only; gnu-manuals and c-code are the reported corpora.
 CORPORA = ("corpus:jargon", "corpus:gnu-manuals", "corpus:c-code")
 
+
 def lolcats(decay=None, sinks=None, keep=None, rank_by="kl", **extra):
     """main_job arguments for a LoLCATs config: decay span, sinks, an auto:N plan ranked by ``rank_by``."""
     settings = {k: v for k, v in (("decay", decay), ("sinks", sinks)) if v}
@@ -40,8 +41,10 @@ LEVERS = {
     "lolcats-seq512": ("+ 512-token training sequences", lolcats(seq_len=512)),
     "lolcats-keep4kl": ("+ 4 softmax layers ranked by KL", lolcats(keep="auto:4")),
     "lolcats-decay256-keep4kl": ("+ decay 256 + 4 softmax layers ranked by KL", lolcats(256, keep="auto:4")),
-    "lolcats-decay256-keep4rec": ("+ decay 256 + 4 softmax layers ranked by recency",
-                                  lolcats(256, keep="auto:4", rank_by="recency")),
+    "lolcats-decay256-keep4rec": (
+        "+ decay 256 + 4 softmax layers ranked by recency",
+        lolcats(256, keep="auto:4", rank_by="recency"),
+    ),
     "lolcats-decay256-keep8even": ("+ decay 256 + 8 softmax layers spread evenly (0.25)", lolcats(256, keep="0.25")),
     "lolcats-decay256-keep8kl": ("+ decay 256 + 8 softmax layers ranked by KL", lolcats(256, keep="auto:8")),
     "lolcats-decay64-keep4kl": ("+ decay 64 + 4 softmax layers ranked by KL", lolcats(64, keep="auto:4")),
@@ -59,10 +62,14 @@ ROUND2 = {
 }
 LEVERS.update(ROUND2)
 # Every target, all layers converted, at the same budget (targets' own defaults), plus one hybrid.
-TARGETS = {f"all-{t}": (f"{t} on every layer", dict(target=t))
-           for t in ("linear", "hedgehog", "t2r", "lolcats", "supra", "mamba", "gla", "gdn")}
-TARGETS["all-recurformer"] = ("recurformer, the most local half of all heads",
-                              dict(target="recurformer", convert_settings={"recency_fraction": 0.5}))
+TARGETS = {
+    f"all-{t}": (f"{t} on every layer", dict(target=t))
+    for t in ("linear", "hedgehog", "t2r", "lolcats", "supra", "mamba", "gla", "gdn")
+}
+TARGETS["all-recurformer"] = (
+    "recurformer, the most local half of all heads",
+    dict(target="recurformer", convert_settings={"recency_fraction": 0.5}),
+)
 CONFIGS = {**LEVERS, **TARGETS}
 
 
@@ -81,16 +88,26 @@ def run_one(name, out, tokens, eval_tokens):
         from linearize.distill.trainer import TrainConfig
 
         plain = TrainConfig()
-        overrides = {stage: {**{k: getattr(plain, k) for k in GPU[stage]}, **CPU[stage], "mixed_precision": "no"}
-                     for stage in CPU}
+        overrides = {
+            stage: {**{k: getattr(plain, k) for k in GPU[stage]}, **CPU[stage], "mixed_precision": "no"}
+            for stage in CPU
+        }
         for stage in overrides:
             overrides[stage].pop("tokens"), overrides[stage].pop("seq_len")
     t0 = time.time()
-    result = main_job("llama", kwargs.pop("target"), Path(out) / f"model-{name}", seq_len=seq_len,
-                      tokens=tokens or kwargs.pop("tokens"), eval_lengths=LENGTHS, eval_tokens=eval_tokens,
-                      eval_corpora=CORPORA,
-                      stage_overrides=overrides, log=lambda m: print(f"[{name}] {m}", file=sys.stderr, flush=True),
-                      **{k: v for k, v in kwargs.items() if k != "tokens"})
+    result = main_job(
+        "llama",
+        kwargs.pop("target"),
+        Path(out) / f"model-{name}",
+        seq_len=seq_len,
+        tokens=tokens or kwargs.pop("tokens"),
+        eval_lengths=LENGTHS,
+        eval_tokens=eval_tokens,
+        eval_corpora=CORPORA,
+        stage_overrides=overrides,
+        log=lambda m: print(f"[{name}] {m}", file=sys.stderr, flush=True),
+        **{k: v for k, v in kwargs.items() if k != "tokens"},
+    )
     q = result["quality"]
     q["wall_seconds"] = round(time.time() - t0, 1)
     q["config"] = {"name": name, "what": what, **CONFIGS[name][1], "seq_len": seq_len}
@@ -116,26 +133,37 @@ def table(out):
                 worst = max(b["ratio"] for b in w["by_position"].values())
                 cells.append(f"{w['ratio']:.2f} ({worst:.2f})")
         t, s = q["recall"]["teacher"], q["recall"]["student"]
-        rows.append(f"| {c['name']} | {c['what']} | " + " | ".join(cells)
-                    + f" | {s['passkey']['2048']:.2f} / {t['passkey']['2048']:.2f} | {s['mqar']['16']:.2f} / "
-                      f"{t['mqar']['16']:.2f} | {cost['train_tokens']:,} | {cost['train_seconds']:.0f} | "
-                      f"{cost['state_bytes_4k'] / 2**20:.1f} | {q['device']} |")
+        rows.append(
+            f"| {c['name']} | {c['what']} | "
+            + " | ".join(cells)
+            + f" | {s['passkey']['2048']:.2f} / {t['passkey']['2048']:.2f} | {s['mqar']['16']:.2f} / "
+            f"{t['mqar']['16']:.2f} | {cost['train_tokens']:,} | {cost['train_seconds']:.0f} | "
+            f"{cost['state_bytes_4k'] / 2**20:.1f} | {q['device']} |"
+        )
     corpora = list(json.loads(next(Path(out).glob("*.json")).read_text())["out_of_domain"])
     head = " | ".join(f"{c} @{n}" for c in corpora for n in LENGTHS)
-    return "\n".join([
-        "Student/teacher perplexity ratio on out-of-domain text (worst position bucket in brackets); passkey "
-        "and MQAR student / teacher; cost.",
-        "",
-        f"| config | what | {head} | passkey@2048 | MQAR 16 | train tokens | train s | state MiB @4k | device |",
-        "|---|---|" + "---|" * (len(corpora) * len(LENGTHS) + 6),
-        *rows,
-    ]) + "\n"
+    return (
+        "\n".join(
+            [
+                "Student/teacher perplexity ratio on out-of-domain text (worst position bucket in brackets); passkey "
+                "and MQAR student / teacher; cost.",
+                "",
+                f"| config | what | {head} | passkey@2048 | MQAR 16 | train tokens | train s | state MiB @4k "
+                "| device |",
+                "|---|---|" + "---|" * (len(corpora) * len(LENGTHS) + 6),
+                *rows,
+            ]
+        )
+        + "\n"
+    )
 
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", required=True)
-    p.add_argument("--configs", default=",".join(LEVERS), help=f"comma list, 'targets', or 'all' ({', '.join(CONFIGS)})")
+    p.add_argument(
+        "--configs", default=",".join(LEVERS), help=f"comma list, 'targets', or 'all' ({', '.join(CONFIGS)})"
+    )
     p.add_argument("--tokens", type=int, default=None, help="override the budget (both stages)")
     p.add_argument("--eval-tokens", type=int, default=8192)
     p.add_argument("--workers", type=int, default=1)
@@ -176,8 +204,10 @@ def main():
             if proc.poll() is not None:
                 log.close()
                 running.remove(item)
-                print(f"{name}: {'done' if proc.returncode == 0 else f'FAILED ({proc.returncode}), see {name}.log'}",
-                      flush=True)
+                print(
+                    f"{name}: {'done' if proc.returncode == 0 else f'FAILED ({proc.returncode}), see {name}.log'}",
+                    flush=True,
+                )
     print(table(args.out))
 
 

@@ -7,7 +7,8 @@ the student is undistilled. Each length is prefilled as ``linearize bench`` does
 model's cache); the rounds alternate the models' order, and the table keeps each model's median and the median of
 the per-round ratios.
 
-    python benchmarks/prefill_vs_teacher.py --lengths 2048 8192 16384 --rounds 3 --out benchmarks/smollm2/prefill-vs-teacher.md
+    python benchmarks/prefill_vs_teacher.py --lengths 2048 8192 16384 --rounds 3 \
+        --out benchmarks/smollm2/prefill-vs-teacher.md
 """
 
 import argparse
@@ -45,15 +46,27 @@ def main():
                 _, _, row = prefill(models[name], n)
                 seconds[name, n].append(n / row["prefill_tokens_per_s"])
                 print(f"round {r} {name} {n}: {row['prefill_tokens_per_s']:.0f} tok/s", file=sys.stderr, flush=True)
-    lines = [f"`{' '.join(['python', *sys.argv])}` on {platform.machine()}, {torch.get_num_threads()} threads, "
-             f"torch {torch.__version__}, float32, batch 1, {args.rounds} rounds", "",
-             "| tokens | teacher tok/s | student tok/s | student / teacher (median of rounds) |", "|---|---|---|---|"]
+    lines = [
+        f"`{' '.join(['python', *sys.argv])}` on {platform.machine()}, {torch.get_num_threads()} threads, "
+        f"torch {torch.__version__}, float32, batch 1, {args.rounds} rounds",
+        "",
+        "| tokens | teacher tok/s | student tok/s | student / teacher (median of rounds) |",
+        "|---|---|---|---|",
+    ]
     rows = []
     for n in args.lengths:
         t, s = statistics.median(seconds["teacher", n]), statistics.median(seconds["student", n])
         ratio = statistics.median(a / b for a, b in zip(seconds["teacher", n], seconds["student", n]))
-        rows.append({"tokens": n, "teacher_tok_s": n / t, "student_tok_s": n / s, "speedup": ratio,
-                     "teacher_s": seconds["teacher", n], "student_s": seconds["student", n]})
+        rows.append(
+            {
+                "tokens": n,
+                "teacher_tok_s": n / t,
+                "student_tok_s": n / s,
+                "speedup": ratio,
+                "teacher_s": seconds["teacher", n],
+                "student_s": seconds["student", n],
+            }
+        )
         lines.append(f"| {n} | {n / t:.0f} | {n / s:.0f} | {ratio:.2f}x |")
     text = "\n".join(lines) + "\n\n```json\n" + json.dumps(rows, indent=1) + "\n```\n"
     print(text)

@@ -56,11 +56,15 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--shape", default="llama-1b", choices=list(SHAPES))
     p.add_argument("--device", choices=["cpu", "cuda"], default=None, help="default: cuda where available")
-    p.add_argument("--dtype", default="auto",
-                   help="auto (bfloat16 on cuda, float32 on cpu), bfloat16, float16, float32")
+    p.add_argument(
+        "--dtype", default="auto", help="auto (bfloat16 on cuda, float32 on cpu), bfloat16, float16, float32"
+    )
     p.add_argument("--target", default="lolcats")
-    p.add_argument("--keep-attention", default=None,
-                   help="plan spec (default for lolcats: the main recipe's share of layers, spread evenly; else none)")
+    p.add_argument(
+        "--keep-attention",
+        default=None,
+        help="plan spec (default for lolcats: the main recipe's share of layers, spread evenly; else none)",
+    )
     p.add_argument("--stages", default=",".join(STAGES), help="comma list of convert, transfer, kd")
     p.add_argument("--transfer-mode", default=None, help="streamed or whole (default: the stage default here)")
     p.add_argument("--steps", type=int, default=3, help="measured optimizer steps per stage, after one warm-up step")
@@ -69,10 +73,18 @@ def parse_args(argv=None):
     p.add_argument("--batch-search", choices=["auto", "on", "off"], default="auto", help="auto: on for cuda only")
     p.add_argument("--search-seq-lens", default="2048,8192")
     p.add_argument("--max-batch", type=int, default=256, help="the batch search stops doubling here")
-    p.add_argument("--search-seconds", type=float, default=150.0,
-                   help="time for one stage's search at one length; past it the search reports its lower bound")
-    p.add_argument("--memory-budget", type=float, default=12.0,
-                   help="GiB of peak RSS a batch may take on cpu (the batch search's limit there)")
+    p.add_argument(
+        "--search-seconds",
+        type=float,
+        default=150.0,
+        help="time for one stage's search at one length; past it the search reports its lower bound",
+    )
+    p.add_argument(
+        "--memory-budget",
+        type=float,
+        default=12.0,
+        help="GiB of peak RSS a batch may take on cpu (the batch search's limit there)",
+    )
     p.add_argument("--deepspeed", default=None, help="a DeepSpeed config: transfer and kd run under torchrun on it")
     p.add_argument("--nproc", type=int, default=1, help="processes per torchrun (with --deepspeed)")
     p.add_argument("--bench-models", nargs="+", default=None, help="bench mode: checkpoint folders or bases")
@@ -121,6 +133,7 @@ def conversion_settings(args):
 
 
 # ---------------------------------------------------------------- memory and time helpers
+
 
 def sync(device):
     import torch
@@ -190,6 +203,7 @@ def largest_batch(fits, max_batch, seconds):
 
 # ---------------------------------------------------------------- stages (each run in its own process)
 
+
 def build_models(args):
     """(teacher, student): the random base on the device and its conversion (a copy: the base stays the teacher)."""
     from linearize.api import convert
@@ -215,8 +229,14 @@ def stage_convert_cuda(args):
         t0 = time.time()
         student = convert(base, args.target, keep_attention=keep, copy=copy, **settings)
         sync("cuda")
-        rows.append({"copy": copy, "seconds": time.time() - t0, "peak_bytes": torch.cuda.max_memory_allocated(),
-                     "ratio": torch.cuda.max_memory_allocated() / base_bytes})
+        rows.append(
+            {
+                "copy": copy,
+                "seconds": time.time() - t0,
+                "peak_bytes": torch.cuda.max_memory_allocated(),
+                "ratio": torch.cuda.max_memory_allocated() / base_bytes,
+            }
+        )
         del student
     return {"base_bytes": base_bytes, "rows": rows}
 
@@ -237,11 +257,23 @@ def stage_train(args, stage):
     result = {"stage": stage, "models_bytes": memory_now(device)}
     world = int(os.environ.get("WORLD_SIZE", "1"))
     steps = args.steps + 1  # the first is the warm-up
-    cfg = stage_config(stage, tokens=steps * args.batch_size * world * args.seq_len, seq_len=args.seq_len,
-                       batch_size=args.batch_size, grad_accum=1, save_every=0, save_minutes=0, deepspeed=args.deepspeed,
-                       **({"transfer_mode": args.transfer_mode} if stage == "transfer" and args.transfer_mode else {}))
-    blocks = torch.randint(0, SHAPES[args.shape]["vocab_size"], (steps * args.batch_size * world, args.seq_len),
-                           generator=torch.Generator().manual_seed(0))
+    cfg = stage_config(
+        stage,
+        tokens=steps * args.batch_size * world * args.seq_len,
+        seq_len=args.seq_len,
+        batch_size=args.batch_size,
+        grad_accum=1,
+        save_every=0,
+        save_minutes=0,
+        deepspeed=args.deepspeed,
+        **({"transfer_mode": args.transfer_mode} if stage == "transfer" and args.transfer_mode else {}),
+    )
+    blocks = torch.randint(
+        0,
+        SHAPES[args.shape]["vocab_size"],
+        (steps * args.batch_size * world, args.seq_len),
+        generator=torch.Generator().manual_seed(0),
+    )
     # Each step starts with the teacher's embedding lookup (once a step in both stages, whichever way the teacher
     # is walked) and ends with the optimizer's step (the last call, where DeepSpeed steps its sub-groups one by one).
     starts, ends = [], {}
@@ -254,8 +286,10 @@ def stage_train(args, stage):
         sync(device)
         ends[len(starts) - 1] = time.perf_counter()
 
-    hooks = [teacher.get_input_embeddings().register_forward_pre_hook(on_start),
-             register_optimizer_step_post_hook(on_end)]
+    hooks = [
+        teacher.get_input_embeddings().register_forward_pre_hook(on_start),
+        register_optimizer_step_post_hook(on_end),
+    ]
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
     work = tempfile.mkdtemp(prefix=f"scale-{stage}-")
@@ -263,9 +297,14 @@ def stage_train(args, stage):
         with PeakRSS() as rss:
             student, summary, _ = train(student, teacher, blocks, cfg, work, progress=False, log=lambda line: None)
         ticks = [ends[i] for i in sorted(ends)]
-        result.update(steps=len(ticks) - 1, tokens_per_step=args.batch_size * world * args.seq_len,
-                      step_seconds=[b - a for a, b in zip(ticks, ticks[1:])], warmup_seconds=ticks[0] - starts[0],
-                      distributed=summary["distributed"], config=cfg.to_dict())
+        result.update(
+            steps=len(ticks) - 1,
+            tokens_per_step=args.batch_size * world * args.seq_len,
+            step_seconds=[b - a for a, b in zip(ticks, ticks[1:])],
+            warmup_seconds=ticks[0] - starts[0],
+            distributed=summary["distributed"],
+            config=cfg.to_dict(),
+        )
         result["tokens_per_s"] = result["tokens_per_step"] * result["steps"] / (ticks[-1] - ticks[0])
         result["peak_bytes"] = torch.cuda.max_memory_allocated() if device == "cuda" else rss.peak
     except Exception as err:
@@ -322,38 +361,56 @@ def batch_search(args, stage, cfg, student, teacher):
         peak = torch.cuda.max_memory_allocated() if device == "cuda" else rss.peak
         free(device)
         ok = error is None and (budget is None or peak <= budget)
-        info = {"seconds": round(time.time() - t0, 2), "peak_bytes": peak if error is None else None,
-                "why": error or (None if ok else f"peak RSS over the {args.memory_budget:g} GiB budget")}
-        print(f"  {stage} search: batch {batch} x {seq_len}: {'fits' if ok else 'does not fit'} {info}",
-              file=sys.stderr, flush=True)
+        info = {
+            "seconds": round(time.time() - t0, 2),
+            "peak_bytes": peak if error is None else None,
+            "why": error or (None if ok else f"peak RSS over the {args.memory_budget:g} GiB budget"),
+        }
+        print(
+            f"  {stage} search: batch {batch} x {seq_len}: {'fits' if ok else 'does not fit'} {info}",
+            file=sys.stderr,
+            flush=True,
+        )
         return ok, info
 
     out = []
     for seq_len in args.search_seq_lens:
         lo, hi, probes, stopped = largest_batch(lambda b: fits(b, seq_len), args.max_batch, args.search_seconds)
         best = next((info for b, ok, info in reversed(probes) if ok and b == lo), None)
-        out.append({"seq_len": seq_len, "largest": lo, "first_not_fitting": hi, "stopped_early": stopped,
-                    "peak_bytes": best and best["peak_bytes"], "step_seconds": best and best["seconds"],
-                    "probes": [{"batch": b, "fits": ok, **info} for b, ok, info in probes]})
+        out.append(
+            {
+                "seq_len": seq_len,
+                "largest": lo,
+                "first_not_fitting": hi,
+                "stopped_early": stopped,
+                "peak_bytes": best and best["peak_bytes"],
+                "step_seconds": best and best["seconds"],
+                "probes": [{"batch": b, "fits": ok, **info} for b, ok, info in probes],
+            }
+        )
     return out
 
 
 # ---------------------------------------------------------------- bench mode
+
 
 def bench_batches(args):
     """For each model and context: the largest batch whose prefill and decode fit, and their speed at it."""
     import torch
     from transformers import DynamicCache
 
-    from linearize.evals.bench import decode
     from linearize.convert.load import load_model
+    from linearize.evals.bench import decode
 
     results = []
     for spec in args.bench_models:
         model, _, name = load_model(spec, dtype=args.dtype)
         device = model.device.type
-        print(f"bench: {name} ({model.config._attn_implementation or 'eager'} attention where softmax) on {device}",
-              file=sys.stderr, flush=True)
+        print(
+            f"bench: {name} ({model.config._attn_implementation or 'eager'} attention where softmax) on {device}",
+            file=sys.stderr,
+            flush=True,
+        )
 
         @torch.no_grad()
         def run(batch, context):
@@ -363,14 +420,17 @@ def bench_batches(args):
             sync(device)
             t0 = time.perf_counter()
             for start in range(0, context, 2048):
-                out = model(ids[:, start:start + 2048], cache=cache, use_cache=True, logits_to_keep=1)
+                out = model(ids[:, start : start + 2048], cache=cache, use_cache=True, logits_to_keep=1)
             sync(device)
             prefill = time.perf_counter() - t0
             token = out.logits[:, -1:].argmax(-1)
             _, token = decode(model, cache, token, 2)  # warm-up
             seconds, _ = decode(model, cache, token, args.decode_tokens)
-            return {"prefill_tokens_per_s": batch * context / prefill, "decode_ms_per_step": 1000 * seconds,
-                    "decode_tokens_per_s": batch / seconds}
+            return {
+                "prefill_tokens_per_s": batch * context / prefill,
+                "decode_ms_per_step": 1000 * seconds,
+                "decode_tokens_per_s": batch / seconds,
+            }
 
         def fits(batch, context):
             free(device)
@@ -392,38 +452,67 @@ def bench_batches(args):
         for context in args.bench_contexts:
             lo, hi, probes, stopped = largest_batch(lambda b: fits(b, context), args.max_batch, args.search_seconds)
             at = fits(lo, context)[1] if lo else None  # measured again: the probe's first run carried warm-up
-            rows.append({"context": context, "largest": lo, "first_not_fitting": hi, "stopped_early": stopped,
-                         "at_largest": at, "batch_1": next((i for b, ok, i in probes if b == 1 and ok), None)})
-        results.append({"name": name, "device": device, "dtype": str(model.dtype).removeprefix("torch."),
-                        "attn_implementation": model.config._attn_implementation, "rows": rows})
+            rows.append(
+                {
+                    "context": context,
+                    "largest": lo,
+                    "first_not_fitting": hi,
+                    "stopped_early": stopped,
+                    "at_largest": at,
+                    "batch_1": next((i for b, ok, i in probes if b == 1 and ok), None),
+                }
+            )
+        results.append(
+            {
+                "name": name,
+                "device": device,
+                "dtype": str(model.dtype).removeprefix("torch."),
+                "attn_implementation": model.config._attn_implementation,
+                "rows": rows,
+            }
+        )
         if args.json:  # after each model: a run cut short keeps what it measured (--render)
             Path(args.json).write_text(json.dumps({"command": args.command, "bench": results}, indent=1))
-        del model
+        model = None  # freed before the next model
         free(device)
     return results
 
 
 def bench_markdown(results, command):
-    lines = ["| model | context | largest batch | prefill tok/s at it | decode ms/step at it | decode tok/s at it "
-             "| decode ms/token at batch 1 |", "|---|---|---|---|---|---|---|"]
+    lines = [
+        "| model | context | largest batch | prefill tok/s at it | decode ms/step at it | decode tok/s at it "
+        "| decode ms/token at batch 1 |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for r in results:
         for row in r["rows"]:
             at, one = row["at_largest"] or {}, row["batch_1"] or {}
             bound = "≥ " if row["stopped_early"] or row["first_not_fitting"] is None else ""
-            lines.append(f"| {r['name']} | {row['context']} | {bound}{row['largest']} | "
-                         f"{at.get('prefill_tokens_per_s', 0):,.0f} | {at.get('decode_ms_per_step', 0):.1f} | "
-                         f"{at.get('decode_tokens_per_s', 0):,.0f} | {one.get('decode_ms_per_step', 0):.1f} |")
+            lines.append(
+                f"| {r['name']} | {row['context']} | {bound}{row['largest']} | "
+                f"{at.get('prefill_tokens_per_s', 0):,.0f} | {at.get('decode_ms_per_step', 0):.1f} | "
+                f"{at.get('decode_tokens_per_s', 0):,.0f} | {one.get('decode_ms_per_step', 0):.1f} |"
+            )
     return f"    {command}\n\n" + "\n".join(lines) + "\n"
 
 
 # ---------------------------------------------------------------- the parent: one process per stage
 
+
 def child_argv(args, stage, out):
     cmd = [sys.executable, str(Path(__file__).resolve()), *args.argv, "--child", stage, "--child-out", out]
     if args.deepspeed and stage != "convert":
         port = str(29500 + os.getpid() % 1000)
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(args.nproc), "--master_port",
-               port, *cmd[1:]]
+        cmd = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            str(args.nproc),
+            "--master_port",
+            port,
+            *cmd[1:],
+        ]
     return cmd
 
 
@@ -443,8 +532,14 @@ def convert_cpu(args):
     """Peak RSS of `linearize convert` on the base saved as an HF folder (made once, kept in the temp dir)."""
     keep, settings = conversion_settings(args)
     folder = make_base(base_dir(args.shape, args.dtype), args.dtype, SHAPES[args.shape])
-    flags = ["--to", args.target, "--dtype", args.dtype, *[f for k, v in settings.items() for f in (f"--{k}", str(v))],
-             *(["--keep-attention", keep] if keep else [])]
+    flags = [
+        "--to",
+        args.target,
+        "--dtype",
+        args.dtype,
+        *[f for k, v in settings.items() for f in (f"--{k}", str(v))],
+        *(["--keep-attention", keep] if keep else []),
+    ]
     out = Path(tempfile.mkdtemp(prefix="scale-convert-"))
     try:
         rss, secs = peak_rss([*linearize_cli(), "convert", "--base", str(folder), "--out", str(out / "m"), *flags])
@@ -452,8 +547,10 @@ def convert_cpu(args):
         shutil.rmtree(out, ignore_errors=True)
     wbytes = weight_bytes(folder)
     command = f"`linearize convert --base BASE_DIR --out OUT {' '.join(flags)}` (base saved in {args.dtype})"
-    return {"base_bytes": wbytes, "rows": [{"command": command, "seconds": secs, "peak_bytes": rss,
-                                            "ratio": rss / wbytes}]}
+    return {
+        "base_bytes": wbytes,
+        "rows": [{"command": command, "seconds": secs, "peak_bytes": rss, "ratio": rss / wbytes}],
+    }
 
 
 def gib(n):
@@ -466,28 +563,42 @@ def markdown(args, res, command):
     mem = "GPU max allocated" if cuda else "peak RSS during the steps"
     n = res["parameters"]
     size = f"{n / 1e9:.2f}B" if n >= 1e8 else f"{n / 1e6:.2f}M"
-    lines = [f"### {args.shape}: {size} parameters, {args.target}, {args.dtype}, {args.device}"
-             + (f", DeepSpeed {Path(args.deepspeed).stem} x{args.nproc}" if args.deepspeed else ""), "",
-             f"    {command}", "",
-             f"{cfg['num_hidden_layers']} layers, hidden {cfg['hidden_size']}, {cfg['num_attention_heads']}/"
-             f"{cfg['num_key_value_heads']} heads, vocab {cfg['vocab_size']}; plan: keep attention "
-             f"{res['keep_attention'] or 'none'}"
-             + "".join(f", {k} {v}" for k, v in res["settings"].items()) + f"; {res['device_name']}", ""]
+    lines = [
+        f"### {args.shape}: {size} parameters, {args.target}, {args.dtype}, {args.device}"
+        + (f", DeepSpeed {Path(args.deepspeed).stem} x{args.nproc}" if args.deepspeed else ""),
+        "",
+        f"    {command}",
+        "",
+        f"{cfg['num_hidden_layers']} layers, hidden {cfg['hidden_size']}, {cfg['num_attention_heads']}/"
+        f"{cfg['num_key_value_heads']} heads, vocab {cfg['vocab_size']}; plan: keep attention "
+        f"{res['keep_attention'] or 'none'}"
+        + "".join(f", {k} {v}" for k, v in res["settings"].items())
+        + f"; {res['device_name']}",
+        "",
+    ]
     if "convert" in res["stages"]:
         c = res["stages"]["convert"]
         lines += ["| conversion | peak memory | / base weights | seconds |", "|---|---|---|---|"]
         if "error" in c:
             lines.append(f"| failed: {c['error']} | | | |")
         for row in c.get("rows", []):
-            what = row.get("command") or ("`convert(base, copy=False)` (storage shared, as `linearize convert`)"
-                                          if not row["copy"] else "`convert(base)` (a copy: base kept as teacher)")
-            lines.append(f"| {what} | {gib(row['peak_bytes'])} ({'RSS' if 'command' in row else 'GPU'}) | "
-                         f"{row['ratio']:.2f}x of {gib(c['base_bytes'])} | {row['seconds']:.0f} |")
+            what = row.get("command") or (
+                "`convert(base, copy=False)` (storage shared, as `linearize convert`)"
+                if not row["copy"]
+                else "`convert(base)` (a copy: base kept as teacher)"
+            )
+            lines.append(
+                f"| {what} | {gib(row['peak_bytes'])} ({'RSS' if 'command' in row else 'GPU'}) | "
+                f"{row['ratio']:.2f}x of {gib(c['base_bytes'])} | {row['seconds']:.0f} |"
+            )
         lines.append("")
     trained = [s for s in ("transfer", "kd") if s in res["stages"]]
     if trained:
-        lines += [f"| stage | batch x seq | tokens/s (after warm-up) | s/step (mean; fastest) | warm-up s | {mem} "
-                  "| teacher + student | process peak RSS |", "|---|---|---|---|---|---|---|---|"]
+        lines += [
+            f"| stage | batch x seq | tokens/s (after warm-up) | s/step (mean; fastest) | warm-up s | {mem} "
+            "| teacher + student | process peak RSS |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
         for s in trained:
             r = res["stages"][s]
             if "tokens_per_s" not in r:
@@ -496,28 +607,42 @@ def markdown(args, res, command):
             per = sum(r["step_seconds"]) / len(r["step_seconds"])
             form = r["config"].get("transfer_mode") if s == "transfer" else f"train {r['config']['train']}"
             name = f"{s} ({form})" if form else s
-            lines.append(f"| {name} | {args.batch_size} x {args.seq_len} | {r['tokens_per_s']:,.0f} | "
-                         f"{per:.2f}; {min(r['step_seconds']):.2f} | "
-                         f"{r['warmup_seconds']:.1f} | {gib(r['peak_bytes'])} | {gib(r['models_bytes'])} | "
-                         f"{gib(r['host_peak_rss'])} |")
+            lines.append(
+                f"| {name} | {args.batch_size} x {args.seq_len} | {r['tokens_per_s']:,.0f} | "
+                f"{per:.2f}; {min(r['step_seconds']):.2f} | "
+                f"{r['warmup_seconds']:.1f} | {gib(r['peak_bytes'])} | {gib(r['models_bytes'])} | "
+                f"{gib(r['host_peak_rss'])} |"
+            )
         lines.append("")
     searches = [(s, row) for s in trained for row in res["stages"][s].get("search", [])]
     if searches:
         at = "GPU max allocated" if cuda else "peak RSS"
-        lines += [f"| stage | seq len | largest batch | {at} at it | s/step at it | probes (batch: fits?) |",
-                  "|---|---|---|---|---|---|"]
+        lines += [
+            f"| stage | seq len | largest batch | {at} at it | s/step at it | probes (batch: fits?) |",
+            "|---|---|---|---|---|---|",
+        ]
         for s, row in searches:
             bound = "≥ " if row["stopped_early"] or row["first_not_fitting"] is None else ""
             probes = ", ".join(f"{p['batch']}{'✓' if p['fits'] else '✗'}" for p in row["probes"])
-            lines.append(f"| {s} | {row['seq_len']} | {bound}{row['largest']} | {gib(row['peak_bytes'])} | "
-                         f"{row['step_seconds'] or '–'} | {probes} |")
+            lines.append(
+                f"| {s} | {row['seq_len']} | {bound}{row['largest']} | {gib(row['peak_bytes'])} | "
+                f"{row['step_seconds'] or '–'} | {probes} |"
+            )
         lines.append("")
     elif trained:
-        lines += ["Largest batch: not searched (" + ("not under `--deepspeed`" if args.deepspeed else
-                                                     "`--batch-search off`" if cuda else
-                  "off by default on CPU: one step of this shape at 2k tokens takes minutes on a few cores; "
-                  f"`--batch-search on` measures it against `--memory-budget` {args.memory_budget:g} GiB of RSS")
-                  + ").", ""]
+        lines += [
+            "Largest batch: not searched ("
+            + (
+                "not under `--deepspeed`"
+                if args.deepspeed
+                else "`--batch-search off`"
+                if cuda
+                else "off by default on CPU: one step of this shape at 2k tokens takes minutes on a few cores; "
+                f"`--batch-search on` measures it against `--memory-budget` {args.memory_budget:g} GiB of RSS"
+            )
+            + ").",
+            "",
+        ]
     return "\n".join(lines)
 
 
@@ -531,7 +656,7 @@ def render(blob):
 def main(argv=None):
     args = parse_args(argv)
     if args.child:
-        result = (stage_convert_cuda(args) if args.child == "convert" else stage_train(args, args.child))
+        result = stage_convert_cuda(args) if args.child == "convert" else stage_train(args, args.child)
         if int(os.environ.get("RANK", "0")) == 0:
             Path(args.child_out).write_text(json.dumps(result))
         return
@@ -547,17 +672,29 @@ def main(argv=None):
         with torch.device("meta"):  # the parameter count, from the config alone
             meta = AutoModelForCausalLM.from_config(AutoConfig.for_model(fields.pop("model_type"), **fields))
         keep, settings = conversion_settings(args)
-        blob = {"command": args.command, "shape": args.shape,
-                "config": SHAPES[args.shape], "parameters": meta.num_parameters(), "device": args.device,
-                "dtype": args.dtype, "target": args.target, "keep_attention": keep, "settings": settings,
-                "seq_len": args.seq_len, "batch_size": args.batch_size, "steps": args.steps,
-                "deepspeed": args.deepspeed, "stages": {},
-                "device_name": torch.cuda.get_device_name() if args.device == "cuda" else f"{os.cpu_count()} CPU cores"}
+        blob = {
+            "command": args.command,
+            "shape": args.shape,
+            "config": SHAPES[args.shape],
+            "parameters": meta.num_parameters(),
+            "device": args.device,
+            "dtype": args.dtype,
+            "target": args.target,
+            "keep_attention": keep,
+            "settings": settings,
+            "seq_len": args.seq_len,
+            "batch_size": args.batch_size,
+            "steps": args.steps,
+            "deepspeed": args.deepspeed,
+            "stages": {},
+            "device_name": torch.cuda.get_device_name() if args.device == "cuda" else f"{os.cpu_count()} CPU cores",
+        }
         for stage in args.stages:
             print(f"[{args.shape}] {stage} ...", file=sys.stderr, flush=True)
             t0 = time.time()
-            blob["stages"][stage] = convert_cpu(args) if stage == "convert" and args.device == "cpu" else \
-                run_child(args, stage)
+            blob["stages"][stage] = (
+                convert_cpu(args) if stage == "convert" and args.device == "cpu" else run_child(args, stage)
+            )
             blob["stages"][stage]["wall_seconds"] = time.time() - t0
             if args.json:  # after each stage: a run cut short by a timeout keeps what it measured (--render)
                 Path(args.json).write_text(json.dumps(blob, indent=1))

@@ -26,7 +26,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from zero3_memory import SHAPE, report, rss_kib as kib  # the same random Llama shape (156M parameters)
+from zero3_memory import SHAPE, report  # the same random Llama shape (156M parameters)
+from zero3_memory import rss_kib as kib
 
 
 def build(args):
@@ -39,8 +40,11 @@ def build(args):
 
     fields = {**SHAPE, "num_hidden_layers": args.layers}
     torch.manual_seed(0)
-    teacher = AutoModelForCausalLM.from_config(AutoConfig.for_model(fields.pop("model_type"), **fields),
-                                               dtype=torch.float32).eval().requires_grad_(False)
+    teacher = (
+        AutoModelForCausalLM.from_config(AutoConfig.for_model(fields.pop("model_type"), **fields), dtype=torch.float32)
+        .eval()
+        .requires_grad_(False)
+    )
     student = convert(teacher, "lolcats", keep_attention=args.keep_attention, window=64, decay=64, sinks=4)
     g = torch.Generator().manual_seed(1)
     with torch.no_grad():  # off the identity init, so the losses and gradients are not trivially equal
@@ -104,9 +108,25 @@ def main(argv=None):
     import torch
 
     def run(mode, grads=None, env=None):
-        cmd = [sys.executable, __file__, "--worker", "--mode", mode, "--grads", str(grads), "--layers",
-               str(args.layers), "--batch", str(args.batch), "--seq-len", str(args.seq_len), "--keep-attention",
-               args.keep_attention, "--rounds", str(args.rounds)]
+        cmd = [
+            sys.executable,
+            __file__,
+            "--worker",
+            "--mode",
+            mode,
+            "--grads",
+            str(grads),
+            "--layers",
+            str(args.layers),
+            "--batch",
+            str(args.batch),
+            "--seq-len",
+            str(args.seq_len),
+            "--keep-attention",
+            args.keep_attention,
+            "--rounds",
+            str(args.rounds),
+        ]
         proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **(env or {})})
         if proc.returncode:
             raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stderr[-3000:]}")
@@ -122,16 +142,24 @@ def main(argv=None):
         rows[mode]["seconds"] = seconds
     whole = rows["whole"]
     mib = 2**20
-    lines = [f"### {args.label or 'measurement'}", "",
-             f"random Llama shape (hidden 1024, {args.layers} layers, vocab 32000, float32), LoLCATs "
-             f"(keep attention: {args.keep_attention}); one transfer step, batch {args.batch} x {args.seq_len} tokens; "
-             f"seconds: the least of {args.rounds} rounds",
-             "", "| mode | step peak (RSS above the models) | seconds per step | loss | max grad difference from whole |",
-             "|---|---|---|---|---|"]
+    lines = [
+        f"### {args.label or 'measurement'}",
+        "",
+        f"random Llama shape (hidden 1024, {args.layers} layers, vocab 32000, float32), LoLCATs "
+        f"(keep attention: {args.keep_attention}); one transfer step, batch {args.batch} x {args.seq_len} tokens; "
+        f"seconds: the least of {args.rounds} rounds",
+        "",
+        "| mode | step peak (RSS above the models) | seconds per step | loss | max grad difference from whole |",
+        "|---|---|---|---|---|",
+    ]
     for mode, r in rows.items():
-        diff = max(((a - b).abs().max().item() for a, b in zip(r["grads"], whole["grads"]) if a is not None or b is not None),
-                   default=0.0)  # None: a parameter without gradient (sequences within the window reach no feature map)
-        lines.append(f"| {mode} | {r['step_peak'] / mib:,.0f} MiB | {r['seconds']:.1f} | {r['loss']:.6g} | {diff:.1e} |")
+        diff = max(
+            ((a - b).abs().max().item() for a, b in zip(r["grads"], whole["grads"]) if a is not None or b is not None),
+            default=0.0,
+        )  # None: a parameter without gradient (sequences within the window reach no feature map)
+        lines.append(
+            f"| {mode} | {r['step_peak'] / mib:,.0f} MiB | {r['seconds']:.1f} | {r['loss']:.6g} | {diff:.1e} |"
+        )
     report(lines, args.md)
 
 

@@ -41,11 +41,25 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 
 # Llama-shaped, about 156M parameters (623 MB in float32): big enough that a whole copy shows against a shard.
-SHAPE = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 1024,
-         "intermediate_size": 2816, "num_hidden_layers": 8, "num_attention_heads": 16, "num_key_value_heads": 4,
-         "head_dim": 64, "vocab_size": 32000, "max_position_embeddings": 4096, "rms_norm_eps": 1e-5,
-         "rope_theta": 10000.0, "tie_word_embeddings": False, "hidden_act": "silu", "pad_token_id": 0,
-         "bos_token_id": 1, "eos_token_id": 2}
+SHAPE = {
+    "architectures": ["LlamaForCausalLM"],
+    "model_type": "llama",
+    "hidden_size": 1024,
+    "intermediate_size": 2816,
+    "num_hidden_layers": 8,
+    "num_attention_heads": 16,
+    "num_key_value_heads": 4,
+    "head_dim": 64,
+    "vocab_size": 32000,
+    "max_position_embeddings": 4096,
+    "rms_norm_eps": 1e-5,
+    "rope_theta": 10000.0,
+    "tie_word_embeddings": False,
+    "hidden_act": "silu",
+    "pad_token_id": 0,
+    "bos_token_id": 1,
+    "eos_token_id": 2,
+}
 
 
 def rss_kib(field):
@@ -69,8 +83,9 @@ def random_base(seed=0):
 
     fields = dict(SHAPE)
     torch.manual_seed(seed)
-    return AutoModelForCausalLM.from_config(AutoConfig.for_model(fields.pop("model_type"), **fields),
-                                            dtype=torch.float32).eval()
+    return AutoModelForCausalLM.from_config(
+        AutoConfig.for_model(fields.pop("model_type"), **fields), dtype=torch.float32
+    ).eval()
 
 
 def worker(args):
@@ -112,11 +127,21 @@ def worker(args):
     trainer.DeepSpeedRun.step = measured_step
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
     extra = {"transfer_mode": args.transfer_mode} if args.transfer_mode and "transfer_mode" in fields else {}
-    cfg = TrainConfig(stage=args.stage, tokens=args.steps * 2 * args.seq_len, seq_len=args.seq_len, batch_size=1,
-                      lr=1e-3, deepspeed=str(ROOT / "distill" / "configs" / f"zero{args.zero}.json"),
-                      train="lora", save_every=0, save_minutes=0, **extra)
-    blocks = torch.randint(3, SHAPE["vocab_size"], (4 * args.steps, args.seq_len),
-                           generator=torch.Generator().manual_seed(0))
+    cfg = TrainConfig(
+        stage=args.stage,
+        tokens=args.steps * 2 * args.seq_len,
+        seq_len=args.seq_len,
+        batch_size=1,
+        lr=1e-3,
+        deepspeed=str(ROOT / "distill" / "configs" / f"zero{args.zero}.json"),
+        train="lora",
+        save_every=0,
+        save_minutes=0,
+        **extra,
+    )
+    blocks = torch.randint(
+        3, SHAPE["vocab_size"], (4 * args.steps, args.seq_len), generator=torch.Generator().manual_seed(0)
+    )
     with tempfile.TemporaryDirectory() as out:
         trained, summary, _ = train(student, teacher, blocks, cfg, out, progress=False)
     stats["steps"] = summary["steps"]
@@ -128,10 +153,29 @@ def worker(args):
 def launch(stage, zero, steps, seq_len, transfer_mode, port, trainer=None):
     with tempfile.TemporaryDirectory() as tmp:
         result = Path(tmp) / "result"
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port),
-               __file__, "--worker", "--stage", stage, "--zero", str(zero), "--steps", str(steps),
-               "--seq-len", str(seq_len), "--result", str(result),
-               *(["--transfer-mode", transfer_mode] if transfer_mode else []), *(["--trainer", trainer] if trainer else [])]
+        cmd = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            "2",
+            "--master_port",
+            str(port),
+            __file__,
+            "--worker",
+            "--stage",
+            stage,
+            "--zero",
+            str(zero),
+            "--steps",
+            str(steps),
+            "--seq-len",
+            str(seq_len),
+            "--result",
+            str(result),
+            *(["--transfer-mode", transfer_mode] if transfer_mode else []),
+            *(["--trainer", trainer] if trainer else []),
+        ]
         env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "131072", "MALLOC_TRIM_THRESHOLD_": "131072"}
         proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env)
         if proc.returncode:
@@ -145,8 +189,9 @@ def main(argv=None):
     p.add_argument("--zero", nargs="+", type=int, default=[2, 3], choices=[2, 3])
     p.add_argument("--steps", type=int, default=3, help="optimizer steps per run (batch 1 per rank)")
     p.add_argument("--seq-len", type=int, default=256)
-    p.add_argument("--transfer-mode", default=None,
-                   help="the transfer stage's --transfer-mode (where the trainer has one)")
+    p.add_argument(
+        "--transfer-mode", default=None, help="the transfer stage's --transfer-mode (where the trainer has one)"
+    )
     p.add_argument("--trainer", help="measure this distill/trainer.py instead of the installed one")
     p.add_argument("--md", help="append the table to this markdown file")
     p.add_argument("--label", default="", help="a note for the table's heading (e.g. the commit measured)")
@@ -158,20 +203,26 @@ def main(argv=None):
         args.zero = args.zero[0]
         return worker(args)
     gib = 2**30
-    lines = [f"### {args.label or 'measurement'}", "",
-             f"random Llama shape (hidden 1024, 8 layers, vocab 32000; 156M parameters, float32), all layers "
-             f"LoLCATs; 2 ranks, batch 1 x {args.seq_len} tokens per rank, {args.steps} steps", "",
-             "| stage | ZeRO | rank | loaded | at step 1 | training peak | tensor bytes at step 1 | process peak |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"### {args.label or 'measurement'}",
+        "",
+        f"random Llama shape (hidden 1024, 8 layers, vocab 32000; 156M parameters, float32), all layers "
+        f"LoLCATs; 2 ranks, batch 1 x {args.seq_len} tokens per rank, {args.steps} steps",
+        "",
+        "| stage | ZeRO | rank | loaded | at step 1 | training peak | tensor bytes at step 1 | process peak |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     port = 29700
     for stage in args.stages:
         for zero in args.zero:
             port += 1
             for s in launch(stage, zero, args.steps, args.seq_len, args.transfer_mode, port, args.trainer):
-                row = (f"| {stage} | {zero} | {s['rank']} | {s['loaded_rss'] / gib:.2f} GiB | "
-                       f"{s['step1_rss'] / gib:.2f} GiB | {s['training_peak'] / gib:.2f} GiB | "
-                       f"{s['tensor_bytes'] / gib:.2f} GiB | "
-                       f"{s['process_peak'] / gib:.2f} GiB |")
+                row = (
+                    f"| {stage} | {zero} | {s['rank']} | {s['loaded_rss'] / gib:.2f} GiB | "
+                    f"{s['step1_rss'] / gib:.2f} GiB | {s['training_peak'] / gib:.2f} GiB | "
+                    f"{s['tensor_bytes'] / gib:.2f} GiB | "
+                    f"{s['process_peak'] / gib:.2f} GiB |"
+                )
                 print(row, flush=True)
                 lines.append(row)
     report(lines, args.md)

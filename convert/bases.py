@@ -46,8 +46,9 @@ def resolve_dtype(dtype="auto"):
         return dtype
     if isinstance(dtype, str) and dtype in DTYPES:
         return DTYPES[dtype]
-    raise BaseError(f"unknown dtype {str(dtype)!r}: choose auto (bfloat16 on CUDA, float32 on CPU), "
-                    f"{', '.join(DTYPES)}")
+    raise BaseError(
+        f"unknown dtype {str(dtype)!r}: choose auto (bfloat16 on CUDA, float32 on CPU), {', '.join(DTYPES)}"
+    )
 
 
 def embedded_gguf():

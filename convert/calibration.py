@@ -102,8 +102,10 @@ def layer_kl(model, ids, make_mixer, batch_size=2):
 
         handle = attention.register_forward_hook(swap, with_kwargs=True)
         try:
-            total = sum(F.kl_div(model(b).logits.float().log_softmax(-1), ref, log_target=True, reduction="sum").item()
-                        for b, ref in zip(batches, reference))
+            total = sum(
+                F.kl_div(model(b).logits.float().log_softmax(-1), ref, log_target=True, reduction="sum").item()
+                for b, ref in zip(batches, reference)
+            )
         finally:
             handle.remove()
         out.append(total / ids.numel())

@@ -6,9 +6,22 @@ from linearize.convert.families import base_layer_types
 
 # Base fields mirrored at the top level, where generation, caches and pipelines look for them.
 MIRRORED = (
-    "vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
-    "num_key_value_heads", "head_dim", "max_position_embeddings", "rms_norm_eps", "initializer_range",
-    "tie_word_embeddings", "bos_token_id", "eos_token_id", "pad_token_id", "sliding_window", "rope_parameters",
+    "vocab_size",
+    "hidden_size",
+    "intermediate_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "num_key_value_heads",
+    "head_dim",
+    "max_position_embeddings",
+    "rms_norm_eps",
+    "initializer_range",
+    "tie_word_embeddings",
+    "bos_token_id",
+    "eos_token_id",
+    "pad_token_id",
+    "sliding_window",
+    "rope_parameters",
 )
 
 
@@ -47,7 +60,9 @@ class LinearizedConfig(PreTrainedConfig):
             # Not recorded yet (a new conversion): a converted layer reads "linear_attention" until the model built
             # from this config records what its mixer declares (``record_cache_layers``).
             base_types = base_layer_types(_base(full)) if full else ["full_attention"] * len(mixers)
-            layer_types = [base_types[i] if settings is None else "linear_attention" for i, settings in enumerate(mixers)]
+            layer_types = [
+                base_types[i] if settings is None else "linear_attention" for i, settings in enumerate(mixers)
+            ]
             per_layer = None
         super().__init__(layer_types=layer_types, per_layer_config=per_layer or None, **kwargs)
 

@@ -2,15 +2,21 @@
 
 import torch
 
+from linearize.convert.auto import LinearizedForCausalLM  # registers the Auto classes too
+from linearize.convert.calibration import (
+    DEFAULT_THRESHOLD,
+    DEFAULT_WINDOW,
+    calibration_ids,
+    fresh_mixer,
+    head_recency,
+    layer_kl,
+    rank_by_kl,
+)
 from linearize.convert.configuration_linearized import LinearizedConfig
 from linearize.convert.families import check_family, family
-from linearize.convert.targets import MIXERS
-from linearize.convert.auto import LinearizedForCausalLM  # registers the Auto classes too
-from linearize.convert.calibration import (DEFAULT_THRESHOLD, DEFAULT_WINDOW, calibration_ids, fresh_mixer,
-                                           head_recency, layer_kl, rank_by_kl)
 from linearize.convert.plan import PlanError, auto_count, parse_keep_attention
+from linearize.convert.targets import MIXERS
 from linearize.errors import LinearizeError
-
 
 RANKINGS = ("recency", "kl")
 KL_SAMPLES = (4, 512)  # calibration windows for rank_by="kl": long enough to need more than the window
@@ -30,12 +36,28 @@ def versions():
 
     import transformers
 
-    return {"linearize": importlib.metadata.version("linearize"), "transformers": transformers.__version__, "torch": torch.__version__}
+    return {
+        "linearize": importlib.metadata.version("linearize"),
+        "transformers": transformers.__version__,
+        "torch": torch.__version__,
+    }
 
 
-def convert(base, target, keep_attention=None, base_name=None, tokenizer=None, calibration=None,
-            recency_window=DEFAULT_WINDOW, recency_threshold=DEFAULT_THRESHOLD, recency_fraction=None,
-            rank_by="recency", copy=True, seed=0, **mixer_settings):
+def convert(
+    base,
+    target,
+    keep_attention=None,
+    base_name=None,
+    tokenizer=None,
+    calibration=None,
+    recency_window=DEFAULT_WINDOW,
+    recency_threshold=DEFAULT_THRESHOLD,
+    recency_fraction=None,
+    rank_by="recency",
+    copy=True,
+    seed=0,
+    **mixer_settings,
+):
     """Return a ``LinearizedForCausalLM`` made from ``base`` (a loaded HF causal LM).
 
     target: one of ``MIXERS``; keep_attention: a plan spec (see ``convert.plan``); mixer_settings:
@@ -72,8 +94,10 @@ def convert(base, target, keep_attention=None, base_name=None, tokenizer=None, c
     if n_auto is not None and rank_by == "kl" and target != "recurformer":
         if calibration is None:
             if tokenizer is None:
-                raise PlanError(f"keep_attention={keep_attention!r} ranked by KL needs calibration text: pass "
-                                "tokenizer= (default texts) or calibration= (token ids)")
+                raise PlanError(
+                    f"keep_attention={keep_attention!r} ranked by KL needs calibration text: pass "
+                    "tokenizer= (default texts) or calibration= (token ids)"
+                )
             calibration = calibration_ids(tokenizer, num_samples=KL_SAMPLES[0], seq_len=KL_SAMPLES[1])
         cls = MIXERS[target]
         with torch.random.fork_rng(devices=[]):
@@ -84,12 +108,18 @@ def convert(base, target, keep_attention=None, base_name=None, tokenizer=None, c
     elif target == "recurformer" or n_auto is not None:
         if calibration is None:
             if tokenizer is None:
-                raise PlanError(f"{target!r} with keep_attention={keep_attention!r} measures attention on calibration "
-                                 "text: pass tokenizer= (default texts) or calibration= (token ids)")
+                raise PlanError(
+                    f"{target!r} with keep_attention={keep_attention!r} measures attention on calibration "
+                    "text: pass tokenizer= (default texts) or calibration= (token ids)"
+                )
             calibration = calibration_ids(tokenizer)
         recency = head_recency(base, calibration, recency_window)
-        evidence = {"method": "attention recency", "window": recency_window, "samples": list(calibration.shape),
-                    "recency": [[round(r, 4) for r in row] for row in recency.tolist()]}
+        evidence = {
+            "method": "attention recency",
+            "window": recency_window,
+            "samples": list(calibration.shape),
+            "recency": [[round(r, 4) for r in row] for row in recency.tolist()],
+        }
     if evidence is None or evidence["method"] != "kl":
         kept = parse_keep_attention(keep_attention, num_layers, recency)
     if target == "recurformer":
@@ -137,8 +167,10 @@ def check_mapping(model, base_names):
     names = set(model.state_dict())
     missing, unexpected = names - set(base_names), set(base_names) - names
     if unexpected or missing - new_parameter_names(model):
-        raise RuntimeError(f"weights did not map onto the converted model: missing "
-                           f"{sorted(missing - new_parameter_names(model))[:5]}, unexpected {sorted(unexpected)[:5]}")
+        raise RuntimeError(
+            f"weights did not map onto the converted model: missing "
+            f"{sorted(missing - new_parameter_names(model))[:5]}, unexpected {sorted(unexpected)[:5]}"
+        )
 
 
 @torch.no_grad()
@@ -216,5 +248,6 @@ def in_dtype(model, dtype):
 
 
 def new_parameter_count(model):
-    return sum(p.numel() for m in model.mixers().values() for n, p in m.named_parameters()
-               if n in set(m.new_parameter_names()))
+    return sum(
+        p.numel() for m in model.mixers().values() for n, p in m.named_parameters() if n in set(m.new_parameter_names())
+    )

@@ -28,17 +28,21 @@ from linearize.convert.families import head_dim
 def check_layer(i, m):
     """Layer i's mixer settings ``m`` have a host form."""
     if not m.get("conv_kernel", 4) or not m.get("gate", True):
-        raise ExportError(f"layer {i}: a mamba mixer without its convolution or gated norm (conv_kernel="
-                          f"{m.get('conv_kernel', 4)}, gate={m.get('gate', True)}) has no GraniteMoeHybrid form; "
-                          "export supports the default mamba mixer (conv_kernel >= 1, gate on)")
+        raise ExportError(
+            f"layer {i}: a mamba mixer without its convolution or gated norm (conv_kernel="
+            f"{m.get('conv_kernel', 4)}, gate={m.get('gate', True)}) has no GraniteMoeHybrid form; "
+            "export supports the default mamba mixer (conv_kernel >= 1, gate on)"
+        )
 
 
 def check_base(base):
     """The base's shapes and biases have a host form."""
     heads, dim, hidden = base.num_attention_heads, head_dim(base), base.hidden_size
     if heads * dim != hidden:
-        raise ExportError(f"heads x head_dim = {heads} x {dim} = {heads * dim} differs from hidden_size {hidden}; "
-                          "GraniteMoeHybrid (as transformers and vLLM build it) needs them equal")
+        raise ExportError(
+            f"heads x head_dim = {heads} x {dim} = {heads * dim} differs from hidden_size {hidden}; "
+            "GraniteMoeHybrid (as transformers and vLLM build it) needs them equal"
+        )
     if getattr(base, "mlp_bias", False):
         raise ExportError("mlp_bias=True: GraniteMoeHybrid's MLP has no biases; export supports bias-free MLPs")
 
@@ -52,23 +56,46 @@ def native_config(model):
     H, Hkv, D = base.num_attention_heads, base.num_key_value_heads, head_dim(base)
     mixers = model.config.mixers
     kernel = next((m.get("conv_kernel", 4) for m in mixers if m), 4)
-    bias = any(getattr(model.model.layers[i].self_attn, n).bias is not None
-               for i in range(base.num_hidden_layers) for n in ("q_proj", "k_proj", "v_proj", "o_proj"))
+    bias = any(
+        getattr(model.model.layers[i].self_attn, n).bias is not None
+        for i in range(base.num_hidden_layers)
+        for n in ("q_proj", "k_proj", "v_proj", "o_proj")
+    )
     out_bias = any(model.model.layers[i].self_attn.o_proj.bias is not None for i, m in enumerate(mixers) if m)
     config = GraniteMoeHybridConfig(
-        vocab_size=base.vocab_size, hidden_size=base.hidden_size, intermediate_size=base.intermediate_size,
-        shared_intermediate_size=base.intermediate_size, num_local_experts=0,
-        num_hidden_layers=len(layer_types(mixers)), num_attention_heads=H, num_key_value_heads=Hkv,
-        hidden_act="silu", max_position_embeddings=base.max_position_embeddings,
-        initializer_range=base.initializer_range, rms_norm_eps=base.rms_norm_eps,
-        pad_token_id=base.pad_token_id, bos_token_id=base.bos_token_id, eos_token_id=base.eos_token_id,
-        tie_word_embeddings=bool(base.tie_word_embeddings), rope_parameters=dict(base.rope_parameters),
-        attention_bias=bias, attention_dropout=float(getattr(base, "attention_dropout", 0.0) or 0.0),
-        embedding_multiplier=1.0, logits_scaling=1.0, residual_multiplier=1.0, attention_multiplier=D ** -0.5,
+        vocab_size=base.vocab_size,
+        hidden_size=base.hidden_size,
+        intermediate_size=base.intermediate_size,
+        shared_intermediate_size=base.intermediate_size,
+        num_local_experts=0,
+        num_hidden_layers=len(layer_types(mixers)),
+        num_attention_heads=H,
+        num_key_value_heads=Hkv,
+        hidden_act="silu",
+        max_position_embeddings=base.max_position_embeddings,
+        initializer_range=base.initializer_range,
+        rms_norm_eps=base.rms_norm_eps,
+        pad_token_id=base.pad_token_id,
+        bos_token_id=base.bos_token_id,
+        eos_token_id=base.eos_token_id,
+        tie_word_embeddings=bool(base.tie_word_embeddings),
+        rope_parameters=dict(base.rope_parameters),
+        attention_bias=bias,
+        attention_dropout=float(getattr(base, "attention_dropout", 0.0) or 0.0),
+        embedding_multiplier=1.0,
+        logits_scaling=1.0,
+        residual_multiplier=1.0,
+        attention_multiplier=D**-0.5,
         position_embedding_type="rope",
         layer_types=layer_types(mixers),
-        mamba_n_heads=H, mamba_n_groups=H, mamba_d_state=D, mamba_d_head=D, mamba_d_conv=kernel,
-        mamba_expand=1, mamba_conv_bias=True, mamba_proj_bias=out_bias,
+        mamba_n_heads=H,
+        mamba_n_groups=H,
+        mamba_d_state=D,
+        mamba_d_head=D,
+        mamba_d_conv=kernel,
+        mamba_expand=1,
+        mamba_conv_bias=True,
+        mamba_proj_bias=out_bias,
     )
     config.architectures = ["GraniteMoeHybridForCausalLM"]
     config.dtype = model.dtype
@@ -117,9 +144,15 @@ def native_state_dict(model, config):
                     sd[p + f"self_attn.{n}.bias"] = bias(getattr(attn, n))
             continue
         m = p + "mamba."
-        sd[m + "in_proj.weight"] = torch.cat([attn.z_proj.weight, per_head(attn.v_proj.weight, Hkv, G),
-                                              per_head(attn.k_proj.weight, Hkv, G), attn.q_proj.weight,
-                                              attn.dt_proj.weight])
+        sd[m + "in_proj.weight"] = torch.cat(
+            [
+                attn.z_proj.weight,
+                per_head(attn.v_proj.weight, Hkv, G),
+                per_head(attn.k_proj.weight, Hkv, G),
+                attn.q_proj.weight,
+                attn.dt_proj.weight,
+            ]
+        )
         if config.mamba_proj_bias:  # for o_proj's bias; the q/k/v biases are in the conv's bias
             sd[m + "in_proj.bias"] = zeros(sd[m + "in_proj.weight"].shape[0])
             sd[m + "out_proj.bias"] = bias(attn.o_proj)
@@ -143,9 +176,11 @@ def model_card(config, source, layers, name="PATH"):
     origin = f" from `{source}`" if source else ""
     notes = []
     if len(config.layer_types) > layers:
-        notes.append(f"Layer {layers} is a pass-through attention layer (zero output and MLP projections: it adds "
-                     "exactly 0), added because transformers' GraniteMoeHybrid cannot run with a cache when no "
-                     "layer is attention; it keeps one layer's KV cache (of zeros).")
+        notes.append(
+            f"Layer {layers} is a pass-through attention layer (zero output and MLP projections: it adds "
+            "exactly 0), added because transformers' GraniteMoeHybrid cannot run with a cache when no "
+            "layer is attention; it keeps one layer's KV cache (of zeros)."
+        )
     notes = "".join(f"\n{n}\n" for n in notes)
     return f"""---
 library_name: transformers
@@ -179,7 +214,18 @@ def config_json(written, config, rope):
     written["layer_types"] = ["mamba" if t == "linear_attention" else "attention" for t in config.layer_types]
 
 
-register(Host(target="mamba", families=("llama", "mistral", "qwen2"), model_type="granitemoehybrid",
-              name="GraniteMoeHybrid", model_class="GraniteMoeHybridForCausalLM", check_layer=check_layer,
-              check_base=check_base, config=native_config, state_dict=native_state_dict, card=model_card,
-              config_json=config_json))
+register(
+    Host(
+        target="mamba",
+        families=("llama", "mistral", "qwen2"),
+        model_type="granitemoehybrid",
+        name="GraniteMoeHybrid",
+        model_class="GraniteMoeHybridForCausalLM",
+        check_layer=check_layer,
+        check_base=check_base,
+        config=native_config,
+        state_dict=native_state_dict,
+        card=model_card,
+        config_json=config_json,
+    )
+)

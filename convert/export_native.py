@@ -89,6 +89,7 @@ def __getattr__(name):  # names derived from the registry, which fills on first 
 
 def supported():
     """The sentence naming what export supports, which the refusals of a model, base or target end with."""
+
     def listed(names):
         return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} or {names[-1]}"
 
@@ -140,8 +141,9 @@ def check_exportable(config):
     mixers = config.mixers
     targets = sorted({m["target"] for m in mixers if m})
     if len(targets) > 1 or (targets and targets[0] not in registry):
-        raise ExportError(f"cannot export target{'s' if len(targets) > 1 else ''} {', '.join(map(repr, targets))}: "
-                          f"{supported()}")
+        raise ExportError(
+            f"cannot export target{'s' if len(targets) > 1 else ''} {', '.join(map(repr, targets))}: {supported()}"
+        )
     target = targets[0] if targets else next(t for t, h in registry.items() if family in h.families)
     host = registry[target]
     if family not in host.families:
@@ -152,24 +154,32 @@ def check_exportable(config):
             continue
         host.check_layer(i, m)
         if m.get("norm_eps") is not None and float(m["norm_eps"]) != float(base.rms_norm_eps):
-            raise ExportError(f"layer {i}: the {target} output norm's epsilon {m['norm_eps']} differs from "
-                              f"rms_norm_eps {base.rms_norm_eps}, which {host.name} uses for both; export needs them "
-                              "equal")
+            raise ExportError(
+                f"layer {i}: the {target} output norm's epsilon {m['norm_eps']} differs from "
+                f"rms_norm_eps {base.rms_norm_eps}, which {host.name} uses for both; export needs them "
+                "equal"
+            )
     kernels = {m.get("conv_kernel", 4) for m in mixers if m}
     if len(kernels) > 1:
-        raise ExportError(f"{target} layers with different conv_kernel sizes {sorted(kernels)}: {host.name} has one "
-                          "convolution size; export supports one size")
+        raise ExportError(
+            f"{target} layers with different conv_kernel sizes {sorted(kernels)}: {host.name} has one "
+            "convolution size; export supports one size"
+        )
     if getattr(base, "hidden_act", "silu") != "silu":
-        raise ExportError(f"hidden_act {base.hidden_act!r}: {host.name}'s convolution uses the model's activation, and "
-                          f"the {target} mixer's is SiLU, so export supports 'silu' only")
+        raise ExportError(
+            f"hidden_act {base.hidden_act!r}: {host.name}'s convolution uses the model's activation, and "
+            f"the {target} mixer's is SiLU, so export supports 'silu' only"
+        )
     host.check_base(base)
     types = base_layer_types(base)
     sliding = [i for i, m in enumerate(mixers) if not m and types[i] != "full_attention"]
     if sliding:
-        raise ExportError(f"kept attention layer{'s' if len(sliding) > 1 else ''} {sliding} use"
-                          f"{'' if len(sliding) > 1 else 's'} a sliding window; {host.name}'s attention is full, "
-                          "so export supports kept layers with full attention only (convert those layers too, or use "
-                          "a base without sliding windows)")
+        raise ExportError(
+            f"kept attention layer{'s' if len(sliding) > 1 else ''} {sliding} use"
+            f"{'' if len(sliding) > 1 else 's'} a sliding window; {host.name}'s attention is full, "
+            "so export supports kept layers with full attention only (convert those layers too, or use "
+            "a base without sliding windows)"
+        )
     return target
 
 
@@ -195,8 +205,7 @@ def native_model(model):
     missing, unexpected = native.load_state_dict(sd, strict=False, assign=True)
     missing = [k for k in missing if not (config.tie_word_embeddings and k == "lm_head.weight")]
     if missing or unexpected:
-        raise RuntimeError(f"weights did not map onto {host.name}: missing {missing[:5]}, "
-                           f"unexpected {unexpected[:5]}")
+        raise RuntimeError(f"weights did not map onto {host.name}: missing {missing[:5]}, unexpected {unexpected[:5]}")
     if config.tie_word_embeddings:
         native.tie_weights()
     # The rotary frequencies are a computed (non-persistent) buffer: build them for real.
@@ -244,6 +253,7 @@ def export_native(model_or_dir, out, tokenizer=None):
         path.write_text(json.dumps(written, indent=2, sort_keys=True) + "\n")
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)
-        (tmp / "README.md").write_text(model_card(native.config, folder or model.config.linearize.get("base"),
-                                                  len(model.model.layers), out.name))
+        (tmp / "README.md").write_text(
+            model_card(native.config, folder or model.config.linearize.get("base"), len(model.model.layers), out.name)
+        )
     return out

@@ -28,16 +28,20 @@ from linearize.convert.families import head_dim
 def check_layer(i, m):
     """Layer i's mixer settings ``m`` have a host form."""
     if not m.get("conv_kernel", 4) or not m.get("gate", True):
-        raise ExportError(f"layer {i}: a gdn mixer without its convolution or output gate (conv_kernel="
-                          f"{m.get('conv_kernel', 4)}, gate={m.get('gate', True)}) has no Qwen3-Next form; "
-                          "export supports the default gdn mixer (conv_kernel >= 1, gate on)")
+        raise ExportError(
+            f"layer {i}: a gdn mixer without its convolution or output gate (conv_kernel="
+            f"{m.get('conv_kernel', 4)}, gate={m.get('gate', True)}) has no Qwen3-Next form; "
+            "export supports the default gdn mixer (conv_kernel >= 1, gate on)"
+        )
 
 
 def check_base(base):
     """The base's shapes and biases have a host form."""
     if getattr(base, "attention_bias", False):
-        raise ExportError("attention_bias=True: Qwen3-Next's Gated DeltaNet projections have no biases; export "
-                          "supports Qwen3 bases without attention biases")
+        raise ExportError(
+            "attention_bias=True: Qwen3-Next's Gated DeltaNet projections have no biases; export "
+            "supports Qwen3 bases without attention biases"
+        )
 
 
 def native_config(model):
@@ -53,15 +57,32 @@ def native_config(model):
     types = layer_types(mixers)
     rope = {**base.rope_parameters, "partial_rotary_factor": 1.0}
     config = Qwen3NextConfig(
-        vocab_size=base.vocab_size, hidden_size=base.hidden_size, intermediate_size=base.intermediate_size,
-        num_hidden_layers=len(types), num_attention_heads=H, num_key_value_heads=Hkv, head_dim=D,
-        hidden_act="silu", max_position_embeddings=base.max_position_embeddings,
-        initializer_range=base.initializer_range, rms_norm_eps=base.rms_norm_eps,
-        pad_token_id=base.pad_token_id, bos_token_id=base.bos_token_id, eos_token_id=base.eos_token_id,
-        tie_word_embeddings=bool(base.tie_word_embeddings), rope_parameters=rope, partial_rotary_factor=1.0,
-        attention_bias=False, attention_dropout=float(getattr(base, "attention_dropout", 0.0) or 0.0),
-        linear_conv_kernel_dim=kernel, linear_key_head_dim=D, linear_value_head_dim=D, linear_num_key_heads=H,
-        linear_num_value_heads=H, num_experts=0, mlp_only_layers=list(range(len(types))),
+        vocab_size=base.vocab_size,
+        hidden_size=base.hidden_size,
+        intermediate_size=base.intermediate_size,
+        num_hidden_layers=len(types),
+        num_attention_heads=H,
+        num_key_value_heads=Hkv,
+        head_dim=D,
+        hidden_act="silu",
+        max_position_embeddings=base.max_position_embeddings,
+        initializer_range=base.initializer_range,
+        rms_norm_eps=base.rms_norm_eps,
+        pad_token_id=base.pad_token_id,
+        bos_token_id=base.bos_token_id,
+        eos_token_id=base.eos_token_id,
+        tie_word_embeddings=bool(base.tie_word_embeddings),
+        rope_parameters=rope,
+        partial_rotary_factor=1.0,
+        attention_bias=False,
+        attention_dropout=float(getattr(base, "attention_dropout", 0.0) or 0.0),
+        linear_conv_kernel_dim=kernel,
+        linear_key_head_dim=D,
+        linear_value_head_dim=D,
+        linear_num_key_heads=H,
+        linear_num_value_heads=H,
+        num_experts=0,
+        mlp_only_layers=list(range(len(types))),
         layer_types=types,
     )
     config.architectures = ["Qwen3NextForCausalLM"]
@@ -79,8 +100,10 @@ def native_state_dict(model, config):
     base = model.model.base_config
     H, Hkv, D = base.num_attention_heads, base.num_key_value_heads, head_dim(base)
     G, hidden = H // Hkv, base.hidden_size
-    sd = {"model.embed_tokens.weight": model.model.embed_tokens.weight,
-          "model.norm.weight": _centred(model.model.norm.weight)}
+    sd = {
+        "model.embed_tokens.weight": model.model.embed_tokens.weight,
+        "model.norm.weight": _centred(model.model.norm.weight),
+    }
     if not config.tie_word_embeddings:
         sd["lm_head.weight"] = model.lm_head.weight
     like = model.model.embed_tokens.weight
@@ -97,12 +120,19 @@ def native_state_dict(model, config):
 
     if len(config.layer_types) > len(model.model.layers):  # the pass-through layer, last
         p, inner = f"model.layers.{len(model.model.layers)}.", base.intermediate_size
-        for n, shape in (("input_layernorm", (hidden,)), ("post_attention_layernorm", (hidden,)),
-                         ("self_attn.q_norm", (D,)), ("self_attn.k_norm", (D,)),
-                         ("self_attn.q_proj", (2 * H * D, hidden)), ("self_attn.k_proj", (Hkv * D, hidden)),
-                         ("self_attn.v_proj", (Hkv * D, hidden)), ("self_attn.o_proj", (hidden, H * D)),
-                         ("mlp.gate_proj", (inner, hidden)), ("mlp.up_proj", (inner, hidden)),
-                         ("mlp.down_proj", (hidden, inner))):
+        for n, shape in (
+            ("input_layernorm", (hidden,)),
+            ("post_attention_layernorm", (hidden,)),
+            ("self_attn.q_norm", (D,)),
+            ("self_attn.k_norm", (D,)),
+            ("self_attn.q_proj", (2 * H * D, hidden)),
+            ("self_attn.k_proj", (Hkv * D, hidden)),
+            ("self_attn.v_proj", (Hkv * D, hidden)),
+            ("self_attn.o_proj", (hidden, H * D)),
+            ("mlp.gate_proj", (inner, hidden)),
+            ("mlp.up_proj", (inner, hidden)),
+            ("mlp.down_proj", (hidden, inner)),
+        ):
             sd[p + n + ".weight"] = zeros(*shape)
     for i, layer in enumerate(model.model.layers):
         p = f"model.layers.{i}."
@@ -117,7 +147,10 @@ def native_state_dict(model, config):
             sd[a + "q_proj.weight"] = torch.stack([q, torch.zeros_like(q)], 1).reshape(2 * H * D, hidden)  # [q; gate]
             sd[a + "k_proj.weight"], sd[a + "v_proj.weight"] = attn.k_proj.weight, attn.v_proj.weight
             sd[a + "o_proj.weight"] = attn.o_proj.weight * 2  # undoes sigmoid(0) = 0.5
-            sd[a + "q_norm.weight"], sd[a + "k_norm.weight"] = _centred(attn.q_norm.weight), _centred(attn.k_norm.weight)
+            sd[a + "q_norm.weight"], sd[a + "k_norm.weight"] = (
+                _centred(attn.q_norm.weight),
+                _centred(attn.k_norm.weight),
+            )
             continue
         m = p + "linear_attn."
         q, k = scaled(attn.q_proj, attn.q_norm, H), scaled(attn.k_proj, attn.k_norm, Hkv).repeat_interleave(G, 0)
@@ -141,9 +174,11 @@ def model_card(config, source, layers, name="PATH"):
     origin = f" from `{source}`" if source else ""
     note = ""
     if len(config.layer_types) > layers:
-        note = (f"\nLayer {layers} is a pass-through attention layer (zero projections and MLP: it adds exactly 0), "
-                "added because transformers' Qwen3-Next cannot run with a cache when no layer is attention; it keeps "
-                "one layer's KV cache (of zeros).\n")
+        note = (
+            f"\nLayer {layers} is a pass-through attention layer (zero projections and MLP: it adds exactly 0), "
+            "added because transformers' Qwen3-Next cannot run with a cache when no layer is attention; it keeps "
+            "one layer's KV cache (of zeros).\n"
+        )
     return f"""---
 library_name: transformers
 tags: [linearize, gated-deltanet, hybrid, qwen3_next]
@@ -177,6 +212,18 @@ def config_json(written, config, rope):
     written["partial_rotary_factor"] = rope.pop("partial_rotary_factor")
 
 
-register(Host(target="gdn", families=("qwen3",), model_type="qwen3_next", name="Qwen3-Next",
-              model_class="Qwen3NextForCausalLM", check_layer=check_layer, check_base=check_base, config=native_config,
-              state_dict=native_state_dict, card=model_card, config_json=config_json))
+register(
+    Host(
+        target="gdn",
+        families=("qwen3",),
+        model_type="qwen3_next",
+        name="Qwen3-Next",
+        model_class="Qwen3NextForCausalLM",
+        check_layer=check_layer,
+        check_base=check_base,
+        config=native_config,
+        state_dict=native_state_dict,
+        card=model_card,
+        config_json=config_json,
+    )
+)

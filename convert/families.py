@@ -50,5 +50,7 @@ def base_layer_types(base_config):
     types = getattr(base_config, "layer_types", None)
     if types is not None:
         return list(types)
-    sliding = getattr(base_config, "sliding_window", None) is not None and getattr(base_config, "use_sliding_window", True)
+    sliding = getattr(base_config, "sliding_window", None) is not None and getattr(
+        base_config, "use_sliding_window", True
+    )
     return ["sliding_attention" if sliding else "full_attention"] * base_config.num_hidden_layers

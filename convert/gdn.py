@@ -5,11 +5,19 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import initialization as init
 
+from linearize.convert.mixer_base import (
+    Citation,
+    Mixer,
+    causal_conv,
+    init_A_log,
+    init_dt_bias,
+    init_identity_conv,
+    new_token_mask,
+    zero_where_padding,
+)
 from linearize.convert.state_cache import get_state, set_state
-from linearize.convert.mixer_base import (Citation, Mixer, causal_conv, init_A_log, init_dt_bias,
-                                          init_identity_conv, new_token_mask, zero_where_padding)
-from linearize.kernels.delta_rule.dispatch import gated_delta
 from linearize.errors import SettingError
+from linearize.kernels.delta_rule.dispatch import gated_delta
 
 
 class GatedDeltaNetAttention(Mixer):
@@ -40,10 +48,16 @@ class GatedDeltaNetAttention(Mixer):
 
     target = "gdn"
     citations = (
-        Citation("Gated Delta Networks: Improving Mamba2 with Delta Rule",
-                 ("Songlin Yang", "Jan Kautz", "Ali Hatamizadeh"), 2025, "ICLR", "https://arxiv.org/abs/2412.06464"),
-        Citation("Qwen3-Next", ("Qwen Team",), 2025, "",
-                 "https://huggingface.co/docs/transformers/model_doc/qwen3_next"),
+        Citation(
+            "Gated Delta Networks: Improving Mamba2 with Delta Rule",
+            ("Songlin Yang", "Jan Kautz", "Ali Hatamizadeh"),
+            2025,
+            "ICLR",
+            "https://arxiv.org/abs/2412.06464",
+        ),
+        Citation(
+            "Qwen3-Next", ("Qwen Team",), 2025, "", "https://huggingface.co/docs/transformers/model_doc/qwen3_next"
+        ),
     )
 
     def __init__(self, config, layer_idx, conv_kernel=4, gate=True, norm_eps=None, mode="auto"):
@@ -109,9 +123,17 @@ class GatedDeltaNetAttention(Mixer):
         beta = zero_where_padding(torch.sigmoid(self.b_proj(hidden_states).float()), valid)
         dt = F.softplus(self.a_proj(hidden_states).float() + self.dt_bias.float())
         g = zero_where_padding(-torch.exp(self.A_log.float()) * dt, valid)
-        o, state = gated_delta(q, k, v, beta, g, scale=D**-0.5,
-                               initial_state=get_state(cache, self.layer_idx),
-                               output_final_state=cache is not None, mode=self.mode)
+        o, state = gated_delta(
+            q,
+            k,
+            v,
+            beta,
+            g,
+            scale=D**-0.5,
+            initial_state=get_state(cache, self.layer_idx),
+            output_final_state=cache is not None,
+            mode=self.mode,
+        )
         set_state(cache, self.layer_idx, state)
         o = o.float()
         o = o * torch.rsqrt(o.pow(2).mean(-1, keepdim=True) + self.norm_eps) * self.norm_weight.float()

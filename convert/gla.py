@@ -2,8 +2,8 @@
 
 import torch.nn.functional as F
 
-from linearize.convert.state_cache import get_state, set_state
 from linearize.convert.mixer_base import Citation, Mixer, new_token_mask, zero_where_padding
+from linearize.convert.state_cache import get_state, set_state
 from linearize.kernels.linear_attn.dispatch import normalized_linear_attn
 
 
@@ -15,12 +15,20 @@ class GLAAttention(Mixer):
 
     target = "gla"
     citations = (
-        Citation("Liger: Linearizing Large Language Models to Gated Recurrent Structures",
-                 ("Disen Lan", "Weigao Sun", "Jiaxi Hu", "Jusen Du", "Yu Cheng"), 2025, "ICML",
-                 "https://arxiv.org/abs/2503.01496"),
-        Citation("Gated Linear Attention Transformers with Hardware-Efficient Training",
-                 ("Songlin Yang", "Bailin Wang", "Yikang Shen", "Rameswar Panda", "Yoon Kim"), 2024, "ICML",
-                 "https://arxiv.org/abs/2312.06635"),
+        Citation(
+            "Liger: Linearizing Large Language Models to Gated Recurrent Structures",
+            ("Disen Lan", "Weigao Sun", "Jiaxi Hu", "Jusen Du", "Yu Cheng"),
+            2025,
+            "ICML",
+            "https://arxiv.org/abs/2503.01496",
+        ),
+        Citation(
+            "Gated Linear Attention Transformers with Hardware-Efficient Training",
+            ("Songlin Yang", "Bailin Wang", "Yikang Shen", "Rameswar Panda", "Yoon Kim"),
+            2024,
+            "ICML",
+            "https://arxiv.org/abs/2312.06635",
+        ),
     )
 
     def __init__(self, config, layer_idx, gate_temperature=16.0, mode="auto"):
@@ -41,7 +49,14 @@ class GLAAttention(Mixer):
         g = zero_where_padding(F.logsigmoid(k.float()) / self.gate_temperature, valid)
         q, k = self.rotate(q, k, position_embeddings, kwargs.get("step_rotation"))
         fq, fk = F.elu(q) + 1, zero_where_padding(F.elu(k) + 1, valid)
-        o, state = normalized_linear_attn(fq, fk, v, g=g, initial_state=get_state(cache, self.layer_idx),
-                                          output_final_state=cache is not None, mode=self.mode)
+        o, state = normalized_linear_attn(
+            fq,
+            fk,
+            v,
+            g=g,
+            initial_state=get_state(cache, self.layer_idx),
+            output_final_state=cache is not None,
+            mode=self.mode,
+        )
         set_state(cache, self.layer_idx, state)
         return self.o_proj(o.reshape(B, T, -1).to(hidden_states.dtype)), None

@@ -42,9 +42,15 @@ class HedgehogAttention(LinearAttentionMixer):
     feature_map = HedgehogFeatureMap
     share_feature_map = False
     default_feature_dim = 64
-    citations = (Citation("The Hedgehog & the Porcupine: Expressive Linear Attentions with Softmax Mimicry",
-                          ("Michael Zhang", "Kush Bhatia", "Hermann Kumbong", "Christopher Ré"), 2024, "ICLR",
-                          "https://arxiv.org/abs/2402.04347"),)
+    citations = (
+        Citation(
+            "The Hedgehog & the Porcupine: Expressive Linear Attentions with Softmax Mimicry",
+            ("Michael Zhang", "Kush Bhatia", "Hermann Kumbong", "Christopher Ré"),
+            2024,
+            "ICLR",
+            "https://arxiv.org/abs/2402.04347",
+        ),
+    )
 
     def step_map_weights(self, dtype):
         """The query and key maps' weights stacked, [2H, D, F], in ``dtype``: a copy a step reads from memory, which

@@ -26,6 +26,12 @@ class EluLinearAttention(LinearAttentionMixer):
 
     target = "linear"
     feature_map = EluFeatureMap
-    citations = (Citation("Transformers are RNNs: Fast Autoregressive Transformers with Linear Attention",
-                          ("Angelos Katharopoulos", "Apoorv Vyas", "Nikolaos Pappas", "François Fleuret"), 2020,
-                          "ICML", "https://arxiv.org/abs/2006.16236"),)
+    citations = (
+        Citation(
+            "Transformers are RNNs: Fast Autoregressive Transformers with Linear Attention",
+            ("Angelos Katharopoulos", "Apoorv Vyas", "Nikolaos Pappas", "François Fleuret"),
+            2020,
+            "ICML",
+            "https://arxiv.org/abs/2006.16236",
+        ),
+    )

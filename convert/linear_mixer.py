@@ -35,14 +35,15 @@ def per_head(x, weight):
     return (x.transpose(1, 2) @ weight.to(x.dtype)).transpose(1, 2)
 
 
-
 @dataclass
 class StepKept:
     """What a mixer's decode steps reuse. Without autograd it is made at a cache's first step and kept on the
     cache's layer for its later steps (``state_cache.kept_for_steps``); under autograd each step makes its own,
     without projection views or fused weights, so gradients reach the parameters."""
 
-    projections: tuple | None = None  # ``Mixer.step_projections``: q, k, v, o as (weight, transposed view, bias), or None
+    projections: tuple | None = (
+        None  # ``Mixer.step_projections``: q, k, v, o as (weight, transposed view, bias), or None
+    )
     map_weights: torch.Tensor | None = None  # ``step_map_weights``: the method's fused feature-map weights, or None
     window_factor: torch.Tensor | None = None  # the window's share, sigmoid(logit), [Hkv, G, 1]
     decays: tuple | None = None  # ``step_decays`` of the learned decay, or None
@@ -128,8 +129,9 @@ class LinearAttentionMixer(Mixer):
         if self.window:
             init.zeros_(self.window_factor)
         if self.decay:
-            span = torch.logspace(torch.log10(torch.tensor(self.decay / 8)), torch.log10(torch.tensor(float(self.decay))),
-                                  self.num_heads)
+            span = torch.logspace(
+                torch.log10(torch.tensor(self.decay / 8)), torch.log10(torch.tensor(float(self.decay))), self.num_heads
+            )
             init.copy_(self.decay_logit, torch.log(span - 1))  # sigmoid(logit) = 1 - 1 / span
         if self.output_norm:
             init.ones_(self.group_norm.weight)
@@ -205,17 +207,26 @@ class LinearAttentionMixer(Mixer):
         return self.torch_forward(hidden_states, position_embeddings, attention_mask, cache, **kwargs)
 
     # -- the reference forward: prefill, training, and the kernels' torch forms ----------------------
-    def torch_forward(self, hidden_states, position_embeddings=None, attention_mask=None, cache=None, linears=None,
-                      **kwargs):
+    def torch_forward(
+        self, hidden_states, position_embeddings=None, attention_mask=None, cache=None, linears=None, **kwargs
+    ):
         """The layer over T tokens through the kernels' dispatch in ``self.mode`` (``linears``: a decode step's
         kept projection views, the modules' own products)."""
         B, T, _ = hidden_states.shape
         state = previous = get_state(cache, self.layer_idx)
         rotation = kwargs.get("step_rotation")
         if self.window:
-            o, state = self.window_forward(hidden_states, position_embeddings, attention_mask, cache, state,
-                                           kwargs.get("position_ids"), rotation, kwargs.get("step_first_position"),
-                                           linears)
+            o, state = self.window_forward(
+                hidden_states,
+                position_embeddings,
+                attention_mask,
+                cache,
+                state,
+                kwargs.get("position_ids"),
+                rotation,
+                kwargs.get("step_first_position"),
+                linears,
+            )
             return self.output(o, hidden_states, cache, state, previous, linears)
         log_decay = F.logsigmoid(self.decay_logit.float()) if self.decay else None
         q, k, fq, fk, v = self.project(hidden_states, position_embeddings, rotation, linears)
@@ -226,17 +237,36 @@ class LinearAttentionMixer(Mixer):
             # non-persistent buffer would never get its values.
             g = self.fixed_log_decays().to(q.device)[None, None].expand(B, T, -1)
         if self.output_norm:
-            o, state = linear_attn(fq, fk, v, g=g, scale=fq.shape[-1] ** -0.5, initial_state=state,
-                                   output_final_state=cache is not None, mode=self.mode)
+            o, state = linear_attn(
+                fq,
+                fk,
+                v,
+                g=g,
+                scale=fq.shape[-1] ** -0.5,
+                initial_state=state,
+                output_final_state=cache is not None,
+                mode=self.mode,
+            )
             gn = self.group_norm  # in fp32 whatever the model's dtype (bf16 statistics are too coarse)
             o = F.group_norm(o.reshape(B * T, -1).float(), gn.num_groups, gn.weight.float(), gn.bias.float(), gn.eps)
         else:
-            o, state = normalized_linear_attn(fq, fk, v, g=g, initial_state=state,
-                                              output_final_state=cache is not None, mode=self.mode)
+            o, state = normalized_linear_attn(
+                fq, fk, v, g=g, initial_state=state, output_final_state=cache is not None, mode=self.mode
+            )
         return self.output(o, hidden_states, cache, state, previous, linears)
 
-    def window_forward(self, hidden_states, position_embeddings, attention_mask, cache, state, position_ids=None,
-                       rotation=None, first_position=None, linears=None):
+    def window_forward(
+        self,
+        hidden_states,
+        position_embeddings,
+        attention_mask,
+        cache,
+        state,
+        position_ids=None,
+        rotation=None,
+        first_position=None,
+        linears=None,
+    ):
         """The window's keys and values live in the cache as the teacher's would: at the key/value heads, before
         repeat_kv and without feature maps; the values (and the sink store's) carry the normaliser's column of ones,
         so a decode step's one product gives the numerator and denominator. A prefill after a cache repeats and maps
@@ -245,8 +275,9 @@ class LinearAttentionMixer(Mixer):
         q, k, v = self.rotated_qkv(hidden_states, position_embeddings, rotation, linears)
         kh, vh = k.transpose(1, 2), v.transpose(1, 2)
         v1 = with_ones(vh) if cache is not None or self.sinks else None
-        keys, values, P, key_mask, sinks = self.cached_window(kh, v1, attention_mask, cache, position_ids,
-                                                              first_position)
+        keys, values, P, key_mask, sinks = self.cached_window(
+            kh, v1, attention_mask, cache, position_ids, first_position
+        )
         log_decay = F.logsigmoid(self.decay_logit.float()) if self.decay else None
         fq, factor = self.feature_map_q(q), torch.sigmoid(self.window_factor)
         k, v = self.repeat_kv(k, v)
@@ -257,8 +288,22 @@ class LinearAttentionMixer(Mixer):
             past = (past_k, self.map_k(past_k), past_v)  # padded keys are masked out by key_mask
         if sinks is not None:  # the store is head-major; the chunked forms take time-major keys at the query heads
             sinks = (*self.repeat_kv(sinks[0].transpose(1, 2), sinks[1][..., :D].transpose(1, 2)), sinks[2])
-        return window_attn(q, k, fq, fk, v, factor, self.window, D**-0.5, mode=self.mode, key_mask=key_mask,
-                           past=past, initial_state=state, log_decay=log_decay, sinks=sinks)
+        return window_attn(
+            q,
+            k,
+            fq,
+            fk,
+            v,
+            factor,
+            self.window,
+            D**-0.5,
+            mode=self.mode,
+            key_mask=key_mask,
+            past=past,
+            initial_state=state,
+            log_decay=log_decay,
+            sinks=sinks,
+        )
 
     # -- the decode step: one token after a cache, a few batched products on what the cache holds ------
     def decode_step(self, hidden_states, position_embeddings, attention_mask, cache, **kwargs):
@@ -266,18 +311,27 @@ class LinearAttentionMixer(Mixer):
         (``window_step``); other layers run the reference on the one token with the kept projections."""
         step = self.window and self.mode in ("auto", "fla")
         if not torch.is_grad_enabled():
-            kept = kept_for_steps(cache, self.layer_idx, self.keep_for_steps, hidden_states.dtype,
-                                  hidden_states.shape[0])
+            kept = kept_for_steps(
+                cache, self.layer_idx, self.keep_for_steps, hidden_states.dtype, hidden_states.shape[0]
+            )
         elif step:  # under autograd nothing is kept: the step's constants are made from the parameters
             kept = StepKept(None, None, *self.window_constants())
         else:
             kept = StepKept()
         if not step:
-            return self.torch_forward(hidden_states, position_embeddings, attention_mask, cache,
-                                      linears=kept.projections, **kwargs)
-        return self.window_step(hidden_states, position_embeddings, attention_mask, cache, kept,
-                                kwargs.get("position_ids"), kwargs.get("step_rotation"),
-                                kwargs.get("step_first_position"))
+            return self.torch_forward(
+                hidden_states, position_embeddings, attention_mask, cache, linears=kept.projections, **kwargs
+            )
+        return self.window_step(
+            hidden_states,
+            position_embeddings,
+            attention_mask,
+            cache,
+            kept,
+            kwargs.get("position_ids"),
+            kwargs.get("step_rotation"),
+            kwargs.get("step_first_position"),
+        )
 
     def keep_for_steps(self, dtype, batch_size):
         """A cache's ``StepKept``, made at its first step without autograd. It is made afresh for every cache (and
@@ -312,8 +366,17 @@ class LinearAttentionMixer(Mixer):
         fk = None if k is None else self.map_k(self.repeat_kv(k.transpose(1, 2))[0])
         return self.feature_map_q(q), fk
 
-    def window_step(self, hidden_states, position_embeddings, attention_mask, cache, kept, position_ids=None,
-                    rotation=None, first_position=None):
+    def window_step(
+        self,
+        hidden_states,
+        position_embeddings,
+        attention_mask,
+        cache,
+        kept,
+        position_ids=None,
+        rotation=None,
+        first_position=None,
+    ):
         """The window's decode step: q [B, H, D] reads the cached window in place (a token's step is op overhead,
         not FLOPs), only the key leaving the window is mapped, and an fp32 state is updated in place."""
         state = previous = get_state(cache, self.layer_idx)
@@ -322,14 +385,26 @@ class LinearAttentionMixer(Mixer):
         ones = kept.ones
         if ones is not None and ones.shape[0] != kh.shape[0]:
             ones = None  # a batch changed within the cache (beam search)
-        keys, values, _, key_mask, sinks = self.cached_window(kh, with_ones(vh, ones), attention_mask, cache,
-                                                              position_ids, first_position, kept)
-        fq, evicted = self.step_features(q, keys[:, :, :1] if keys.shape[2] == self.window else None,
-                                         kept.map_weights)
+        keys, values, _, key_mask, sinks = self.cached_window(
+            kh, with_ones(vh, ones), attention_mask, cache, position_ids, first_position, kept
+        )
+        fq, evicted = self.step_features(q, keys[:, :, :1] if keys.shape[2] == self.window else None, kept.map_weights)
         inplace = state is not None and state.dtype == torch.float32 and not torch.is_grad_enabled()
-        o, state = window_attn_step(q, fq, keys, values, kept.window_factor, self.window, self.head_dim**-0.5,
-                                    key_mask=key_mask, initial_state=state, decays=kept.decays, sinks=sinks,
-                                    evicted=evicted, inplace=inplace)
+        o, state = window_attn_step(
+            q,
+            fq,
+            keys,
+            values,
+            kept.window_factor,
+            self.window,
+            self.head_dim**-0.5,
+            key_mask=key_mask,
+            initial_state=state,
+            decays=kept.decays,
+            sinks=sinks,
+            evicted=evicted,
+            inplace=inplace,
+        )
         return self.output(o, hidden_states, cache, state, previous, linears)
 
     # -- attention sinks ----------------------------------------------------------------------------

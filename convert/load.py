@@ -31,7 +31,9 @@ def load_model(spec, dtype="auto"):
 
         model = LinearizedForCausalLM.from_pretrained(path, dtype=dtype).eval()
         has_tokenizer = any((path / f).exists() for f in ("tokenizer.json", "tokenizer_config.json"))
-        tokenizer = AutoTokenizer.from_pretrained(path) if has_tokenizer else load_tokenizer(model.config.linearize["base"])
+        tokenizer = (
+            AutoTokenizer.from_pretrained(path) if has_tokenizer else load_tokenizer(model.config.linearize["base"])
+        )
         name = path.name
     else:
         model, tokenizer, name = load_base(spec, dtype=dtype), load_tokenizer(spec), str(spec)

@@ -11,7 +11,21 @@ class LoLCATsAttention(HedgehogAttention):
     target = "lolcats"
     default_window = 64
     cache_layer = "hybrid_sliding"
-    citations = (Citation("LoLCATs: On Low-Rank Linearizing of Large Language Models",
-                          ("Michael Zhang", "Simran Arora", "Rahul Chalamala", "Alan Wu", "Benjamin Spector",
-                           "Aaryan Singhal", "Krithik Ramesh", "Christopher Ré"), 2025, "ICLR",
-                          "https://arxiv.org/abs/2410.10254"),)
+    citations = (
+        Citation(
+            "LoLCATs: On Low-Rank Linearizing of Large Language Models",
+            (
+                "Michael Zhang",
+                "Simran Arora",
+                "Rahul Chalamala",
+                "Alan Wu",
+                "Benjamin Spector",
+                "Aaryan Singhal",
+                "Krithik Ramesh",
+                "Christopher Ré",
+            ),
+            2025,
+            "ICLR",
+            "https://arxiv.org/abs/2410.10254",
+        ),
+    )

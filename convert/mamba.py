@@ -6,9 +6,17 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import initialization as init
 
+from linearize.convert.mixer_base import (
+    Citation,
+    Mixer,
+    causal_conv,
+    init_A_log,
+    init_dt_bias,
+    init_identity_conv,
+    new_token_mask,
+    zero_where_padding,
+)
 from linearize.convert.state_cache import get_state, set_state
-from linearize.convert.mixer_base import (Citation, Mixer, causal_conv, init_A_log, init_dt_bias, init_identity_conv,
-                                          new_token_mask, zero_where_padding)
 from linearize.kernels.ssd.dispatch import ssd
 
 
@@ -22,11 +30,20 @@ class MambaMixer(Mixer):
 
     target = "mamba"
     citations = (
-        Citation("The Mamba in the Llama: Distilling and Accelerating Hybrid Models",
-                 ("Junxiong Wang", "Daniele Paliotta", "Avner May", "Alexander M. Rush", "Tri Dao"), 2024, "NeurIPS",
-                 "https://arxiv.org/abs/2408.15237"),
-        Citation("Transformers are SSMs: Generalized Models and Efficient Algorithms Through Structured State Space "
-                 "Duality", ("Tri Dao", "Albert Gu"), 2024, "ICML", "https://arxiv.org/abs/2405.21060"),
+        Citation(
+            "The Mamba in the Llama: Distilling and Accelerating Hybrid Models",
+            ("Junxiong Wang", "Daniele Paliotta", "Avner May", "Alexander M. Rush", "Tri Dao"),
+            2024,
+            "NeurIPS",
+            "https://arxiv.org/abs/2408.15237",
+        ),
+        Citation(
+            "Transformers are SSMs: Generalized Models and Efficient Algorithms Through Structured State Space Duality",
+            ("Tri Dao", "Albert Gu"),
+            2024,
+            "ICML",
+            "https://arxiv.org/abs/2405.21060",
+        ),
     )
 
     def __init__(self, config, layer_idx, conv_kernel=4, gate=True, norm_eps=None, mode="auto"):
@@ -103,11 +120,10 @@ class MambaMixer(Mixer):
         C = C.view(Bsz, T, H, D)
         dt = F.softplus(self.dt_proj(hidden_states).float() + self.dt_bias.float())
         dt = zero_where_padding(dt, valid)  # a padded step neither writes nor decays the state
-        y, state = ssd(C, Bm, x, dt, self.A_log, self.D, get_state(cache, self.layer_idx),
-                       cache is not None, self.mode)
+        y, state = ssd(C, Bm, x, dt, self.A_log, self.D, get_state(cache, self.layer_idx), cache is not None, self.mode)
         if self.gate:
             z = self.z_proj(hidden_states).view(Bsz, T, H, D)
-            y = (y.float() * F.silu(z.float()))
+            y = y.float() * F.silu(z.float())
             y = y * torch.rsqrt(y.pow(2).mean(-1, keepdim=True) + self.norm_eps) * self.norm_weight.float().view(H, D)
         set_state(cache, self.layer_idx, state)
         return self.o_proj(y.reshape(Bsz, T, H * D).to(hidden_states.dtype)), None

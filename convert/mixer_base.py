@@ -18,8 +18,6 @@ ADOPTED = ("q_proj", "k_proj", "v_proj", "o_proj", "q_norm", "k_norm")
 PROJECTIONS = ADOPTED[:4]
 
 
-
-
 SINK_STATE = 1  # a windowed mixer's attention-sink keys/values live in its cache layer's second state
 
 
@@ -40,11 +38,14 @@ class Citation:
         return f'{who}, "{self.title}", {self.venue + " " if self.venue else ""}{self.year}'
 
     def bibtex(self):
-        kind, where = ("inproceedings", f"  booktitle = {{{self.venue}}},\n") if self.venue not in ("", "arXiv") \
-            else ("misc", "")
+        kind, where = (
+            ("inproceedings", f"  booktitle = {{{self.venue}}},\n") if self.venue not in ("", "arXiv") else ("misc", "")
+        )
         key = f"{self.authors[0].split()[-1].lower()}{self.year}{self.title.split()[0].strip(':').lower()}"
-        return (f"@{kind}{{{key},\n  title = {{{self.title}}},\n  author = {{{' and '.join(self.authors)}}},\n{where}"
-                f"  year = {{{self.year}}},\n  url = {{{self.url}}}\n}}")
+        return (
+            f"@{kind}{{{key},\n  title = {{{self.title}}},\n  author = {{{' and '.join(self.authors)}}},\n{where}"
+            f"  year = {{{self.year}}},\n  url = {{{self.url}}}\n}}"
+        )
 
 
 def new_token_mask(attention_mask, T):
@@ -72,8 +73,9 @@ def materialize(module, device, dtype=None):
             if t is None or not t.is_meta:
                 continue
             floating = t.is_floating_point()
-            real = torch.full(t.shape, float("nan") if floating else 0, device=device,
-                              dtype=dtype if floating and dtype else t.dtype)
+            real = torch.full(
+                t.shape, float("nan") if floating else 0, device=device, dtype=dtype if floating and dtype else t.dtype
+            )
             store[name] = nn.Parameter(real, requires_grad=t.requires_grad) if isinstance(t, nn.Parameter) else real
 
 
@@ -86,8 +88,13 @@ def causal_conv(x, weight, bias, cache, layer_idx):
         seq = cache.update_conv_state(seq, layer_idx, conv_kernel_size=K)
     # conv1d pads both ends and the tail is dropped, as transformers' Mamba-2 and Gated DeltaNet layers do, so
     # exports to them round alike (a one-ulp difference here grows through a model's layers).
-    out = F.conv1d(seq, weight.to(seq.dtype)[:, None], None if bias is None else bias.to(seq.dtype), padding=K - 1,
-                   groups=weight.shape[0])
+    out = F.conv1d(
+        seq,
+        weight.to(seq.dtype)[:, None],
+        None if bias is None else bias.to(seq.dtype),
+        padding=K - 1,
+        groups=weight.shape[0],
+    )
     return out[..., : seq.shape[-1]][..., -T:].transpose(1, 2)
 
 
@@ -128,9 +135,14 @@ def plain_linear(module):
     """Whether calling ``module`` is exactly ``nn.Linear``'s product: a plain ``nn.Linear`` with its class's forward,
     no forward hooks of its own or global ones, and weights off the meta device. PyTorch has no public query for
     registered hooks, so the hook tables are read here, in this one place."""
-    return (type(module) is nn.Linear and "forward" not in vars(module) and module.weight.device.type != "meta"
-            and not (module._forward_hooks or module._forward_pre_hooks or _global_forward_hooks
-                     or _global_forward_pre_hooks))
+    return (
+        type(module) is nn.Linear
+        and "forward" not in vars(module)
+        and module.weight.device.type != "meta"
+        and not (
+            module._forward_hooks or module._forward_pre_hooks or _global_forward_hooks or _global_forward_pre_hooks
+        )
+    )
 
 
 class Mixer(nn.Module):
@@ -309,5 +321,6 @@ class Mixer(nn.Module):
         if groups == 1:
             return xs
         # expand + reshape, as transformers' repeat_kv: one copy (repeat_interleave costs several ops more)
-        return tuple(x[:, :, :, None].expand(*x.shape[:3], groups, x.shape[3]).reshape(*x.shape[:2], -1, x.shape[3])
-                     for x in xs)
+        return tuple(
+            x[:, :, :, None].expand(*x.shape[:3], groups, x.shape[3]).reshape(*x.shape[:2], -1, x.shape[3]) for x in xs
+        )

@@ -13,8 +13,8 @@ from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutpu
 
 from linearize.convert.configuration_linearized import LinearizedConfig
 from linearize.convert.families import family, head_dim
-from linearize.convert.state_cache import advance, prepare, seen_tokens
 from linearize.convert.mixer_base import Mixer, step_rotation
+from linearize.convert.state_cache import advance, prepare, seen_tokens
 from linearize.convert.targets import build_mixer
 
 try:  # the package writes the modeling code flat beside the weights; as remote code, transformers copies it
@@ -75,8 +75,17 @@ class LinearizedModel(LinearizedPreTrainedModel):
     def set_input_embeddings(self, value):
         self.embed_tokens = value
 
-    def forward(self, input_ids=None, attention_mask=None, position_ids=None, cache=None, inputs_embeds=None,
-                use_cache=None, past_key_values=None, **kwargs):
+    def forward(
+        self,
+        input_ids=None,
+        attention_mask=None,
+        position_ids=None,
+        cache=None,
+        inputs_embeds=None,
+        use_cache=None,
+        past_key_values=None,
+        **kwargs,
+    ):
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("pass exactly one of input_ids or inputs_embeds")
         cache = cache if cache is not None else past_key_values
@@ -101,8 +110,12 @@ class LinearizedModel(LinearizedPreTrainedModel):
         for i, layer_type in enumerate(layer_types):
             if mixers[i] is None and layer_type not in masks:
                 masks[layer_type] = LAYER_PATTERN_TO_MASK_FUNCTION_MAPPING[layer_type](
-                    config=self.base_config, inputs_embeds=inputs_embeds, attention_mask=attention_mask,
-                    cache=cache, position_ids=position_ids, layer_idx=i,
+                    config=self.base_config,
+                    inputs_embeds=inputs_embeds,
+                    attention_mask=attention_mask,
+                    cache=cache,
+                    position_ids=position_ids,
+                    layer_idx=i,
                 )
         hidden_states = inputs_embeds
         position_embeddings = self.rotary_emb(hidden_states, position_ids)
@@ -114,8 +127,12 @@ class LinearizedModel(LinearizedPreTrainedModel):
         for i, decoder_layer in enumerate(self.layers):
             mixed = mixers[i] is not None
             hidden_states = decoder_layer(
-                hidden_states, attention_mask=padding if mixed else masks[layer_types[i]],
-                position_ids=position_ids, cache=cache, use_cache=use_cache, position_embeddings=position_embeddings,
+                hidden_states,
+                attention_mask=padding if mixed else masks[layer_types[i]],
+                position_ids=position_ids,
+                cache=cache,
+                use_cache=use_cache,
+                position_embeddings=position_embeddings,
                 **(mixer_kwargs if mixed else kwargs),
             )
         advance(cache, T)
@@ -138,12 +155,27 @@ class LinearizedForCausalLM(LinearizedPreTrainedModel, GenerationMixin):
     def set_input_embeddings(self, value):
         self.model.embed_tokens = value
 
-    def forward(self, input_ids=None, attention_mask=None, position_ids=None, cache=None, inputs_embeds=None,
-                labels=None, use_cache=None, logits_to_keep=0, past_key_values=None, **kwargs):
+    def forward(
+        self,
+        input_ids=None,
+        attention_mask=None,
+        position_ids=None,
+        cache=None,
+        inputs_embeds=None,
+        labels=None,
+        use_cache=None,
+        logits_to_keep=0,
+        past_key_values=None,
+        **kwargs,
+    ):
         outputs = self.model(
-            input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-            cache=cache if cache is not None else past_key_values, inputs_embeds=inputs_embeds,
-            use_cache=use_cache, **kwargs,
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            cache=cache if cache is not None else past_key_values,
+            inputs_embeds=inputs_embeds,
+            use_cache=use_cache,
+            **kwargs,
         )
         hidden_states = outputs.last_hidden_state
         if isinstance(logits_to_keep, int) and logits_to_keep > 0:
@@ -159,8 +191,7 @@ class LinearizedForCausalLM(LinearizedPreTrainedModel, GenerationMixin):
     # -- introspection used by the CLI summary and the model card ---------------------------------
     def mixers(self):
         """{layer index: mixer} for the converted layers."""
-        return {i: layer.self_attn for i, layer in enumerate(self.model.layers)
-                if isinstance(layer.self_attn, Mixer)}
+        return {i: layer.self_attn for i, layer in enumerate(self.model.layers) if isinstance(layer.self_attn, Mixer)}
 
     def cache_bytes(self, seq_len, batch_size=1):
         """(bytes of decode state at ``seq_len`` tokens, bytes the base's KV cache would take)."""

@@ -6,8 +6,8 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import initialization as init
 
-from linearize.convert.state_cache import get_state, set_state
 from linearize.convert.mixer_base import Citation, Mixer, init_A_log, init_dt_bias, new_token_mask, zero_where_padding
+from linearize.convert.state_cache import get_state, set_state
 from linearize.kernels.ssd.dispatch import ssd
 
 
@@ -19,15 +19,23 @@ class RecurFormerAttention(Mixer):
 
     target = "recurformer"
     cache_layer = "hybrid"  # the Mamba heads' state plus the softmax heads' growing KV cache
-    citations = (Citation("RecurFormer: Not All Transformer Heads Need Self-Attention",
-                          ("Ruiqing Yan", "Linghan Zheng", "Xingbo Du", "Han Zou", "Yufeng Guo", "Jianfei Yang"), 2024,
-                          "arXiv", "https://arxiv.org/abs/2410.12850"),)
+    citations = (
+        Citation(
+            "RecurFormer: Not All Transformer Heads Need Self-Attention",
+            ("Ruiqing Yan", "Linghan Zheng", "Xingbo Du", "Han Zou", "Yufeng Guo", "Jianfei Yang"),
+            2024,
+            "arXiv",
+            "https://arxiv.org/abs/2410.12850",
+        ),
+    )
 
     def __init__(self, config, layer_idx, mamba_heads=(), mode="auto"):
         super().__init__(config, layer_idx, mode)
         self.mamba_heads = sorted(int(h) for h in mamba_heads)
         if not self.mamba_heads or any(not 0 <= h < self.num_heads for h in self.mamba_heads):
-            raise ValueError(f"recurformer layer {layer_idx}: mamba_heads must be a non-empty subset of 0..{self.num_heads - 1}")
+            raise ValueError(
+                f"recurformer layer {layer_idx}: mamba_heads must be a non-empty subset of 0..{self.num_heads - 1}"
+            )
         groups = self.num_heads // self.num_kv_heads
         self.attn_heads = [h for h in range(self.num_heads) if h not in self.mamba_heads]
         self.kv_heads = sorted({h // groups for h in self.attn_heads})  # cached KV heads
@@ -66,8 +74,17 @@ class RecurFormerAttention(Mixer):
         mh = self.mamba_heads
         kv_idx = [h // groups for h in mh]
         dt = zero_where_padding(F.softplus(self.dt_proj(hidden_states).float() + self.dt_bias.float()), valid)
-        y, state = ssd(q[:, :, mh], k[:, :, kv_idx], v[:, :, kv_idx], dt, self.A_log, self.D,
-                       get_state(cache, self.layer_idx), cache is not None, self.mode)
+        y, state = ssd(
+            q[:, :, mh],
+            k[:, :, kv_idx],
+            v[:, :, kv_idx],
+            dt,
+            self.A_log,
+            self.D,
+            get_state(cache, self.layer_idx),
+            cache is not None,
+            self.mode,
+        )
         out[:, :, mh] = y.to(out.dtype)
         set_state(cache, self.layer_idx, state)
         if self.attn_heads:

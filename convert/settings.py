@@ -10,30 +10,53 @@ RUN_FIELDS = ("base", "target", "keep_attention")
 
 @dataclass
 class ConvertSettings:
-    base: str = field(default=None, metadata={
-        "help": "hub id, local HF directory, or alias (llama = embedded SmolLM2-135M-Instruct)"})
-    target: str = field(default=None, metadata={
-        "flag": "--to", "help": "conversion target: one of linearize.TARGETS (see `linearize convert -h`)"})
-    keep_attention: str | None = field(default=None, metadata={
-        "help": "layers that keep softmax attention: '0,5,-1', 'every:K', a fraction '0.25', 'auto:N' (N layers "
-                "chosen on calibration text, see --rank-by), or 'none' (convert every layer)"})
+    base: str = field(
+        default=None, metadata={"help": "hub id, local HF directory, or alias (llama = embedded SmolLM2-135M-Instruct)"}
+    )
+    target: str = field(
+        default=None,
+        metadata={"flag": "--to", "help": "conversion target: one of linearize.TARGETS (see `linearize convert -h`)"},
+    )
+    keep_attention: str | None = field(
+        default=None,
+        metadata={
+            "help": "layers that keep softmax attention: '0,5,-1', 'every:K', a fraction '0.25', 'auto:N' (N layers "
+            "chosen on calibration text, see --rank-by), or 'none' (convert every layer)"
+        },
+    )
     feature_dim: int | None = field(default=None, metadata={"help": "feature-map size (default: per target)"})
-    window: int | None = field(default=None, metadata={
-        "help": "lolcats: tokens the softmax window covers (default 64; 0 = no window)"})
-    decay: int | None = field(default=None, metadata={
-        "help": "lolcats/linear/t2r/hedgehog: learned per-head decay of the linear state, initial memory span in "
-                "tokens (0 = none)"})
-    sinks: int | None = field(default=None, metadata={
-        "help": "lolcats: the first N tokens stay visible to the window's softmax (attention sinks)"})
-    rank_by: str | None = field(default=None, metadata={
-        "choices": ("recency", "kl"),
-        "help": "auto:N: rank layers by attention recency or by the KL of converting each alone"})
-    recency_window: int | None = field(default=None, metadata={
-        "help": "recurformer / auto:N: tokens counted as recent when measuring heads (default 64)"})
-    recency_threshold: float | None = field(default=None, metadata={
-        "help": "recurformer: heads at or above this recency become Mamba heads (default 0.9)"})
-    recency_fraction: float | None = field(default=None, metadata={
-        "help": "recurformer: convert this share of all heads, most local first (instead of a threshold)"})
+    window: int | None = field(
+        default=None, metadata={"help": "lolcats: tokens the softmax window covers (default 64; 0 = no window)"}
+    )
+    decay: int | None = field(
+        default=None,
+        metadata={
+            "help": "lolcats/linear/t2r/hedgehog: learned per-head decay of the linear state, initial memory span in "
+            "tokens (0 = none)"
+        },
+    )
+    sinks: int | None = field(
+        default=None,
+        metadata={"help": "lolcats: the first N tokens stay visible to the window's softmax (attention sinks)"},
+    )
+    rank_by: str | None = field(
+        default=None,
+        metadata={
+            "choices": ("recency", "kl"),
+            "help": "auto:N: rank layers by attention recency or by the KL of converting each alone",
+        },
+    )
+    recency_window: int | None = field(
+        default=None,
+        metadata={"help": "recurformer / auto:N: tokens counted as recent when measuring heads (default 64)"},
+    )
+    recency_threshold: float | None = field(
+        default=None, metadata={"help": "recurformer: heads at or above this recency become Mamba heads (default 0.9)"}
+    )
+    recency_fraction: float | None = field(
+        default=None,
+        metadata={"help": "recurformer: convert this share of all heads, most local first (instead of a threshold)"},
+    )
 
     def mixer_settings(self):
         """The settings given (not None) beyond base, target and plan: ``convert``'s keyword arguments."""

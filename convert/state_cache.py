@@ -13,8 +13,12 @@ Mixers call ``get_state``/``set_state`` for recurrent states and ``update_window
 keys and values; the model calls ``prepare`` before its layers and ``advance`` after them.
 """
 
-from transformers.cache_utils import (CacheLayerMixin, LinearAttentionAndFullAttentionLayer,
-                                      LinearAttentionAndSlidingWindowAttentionLayer, LinearAttentionLayer)
+from transformers.cache_utils import (
+    CacheLayerMixin,
+    LinearAttentionAndFullAttentionLayer,
+    LinearAttentionAndSlidingWindowAttentionLayer,
+    LinearAttentionLayer,
+)
 
 
 class _MarksWrittenState:
@@ -89,10 +93,15 @@ def prepare(cache):
         new = _swap(layer)
         if new is None:
             continue
-        if any(layer.is_recurrent_states_initialized.values()) or any(layer.is_conv_states_initialized.values()) \
-                or getattr(layer, "is_initialized", False):
-            raise ValueError(f"cache layer {i} holds state written by another model: pass a fresh cache, or the "
-                             "one this model returned")
+        if (
+            any(layer.is_recurrent_states_initialized.values())
+            or any(layer.is_conv_states_initialized.values())
+            or getattr(layer, "is_initialized", False)
+        ):
+            raise ValueError(
+                f"cache layer {i} holds state written by another model: pass a fresh cache, or the "
+                "one this model returned"
+            )
         cache.layers[i] = new
     return cache
 

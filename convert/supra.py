@@ -43,9 +43,23 @@ class SupraAttention(LinearAttentionMixer):
     rotary_after_feature_map = True
     fixed_decay = True
     output_norm = True
-    citations = (Citation("Linearizing Large Language Models",
-                          ("Jean Mercat", "Igor Vasiljevic", "Sedrick Keh", "Kushal Arora", "Achal Dave",
-                           "Adrien Gaidon", "Thomas Kollar"), 2024, "COLM", "https://arxiv.org/abs/2405.06640"),)
+    citations = (
+        Citation(
+            "Linearizing Large Language Models",
+            (
+                "Jean Mercat",
+                "Igor Vasiljevic",
+                "Sedrick Keh",
+                "Kushal Arora",
+                "Achal Dave",
+                "Adrien Gaidon",
+                "Thomas Kollar",
+            ),
+            2024,
+            "COLM",
+            "https://arxiv.org/abs/2405.06640",
+        ),
+    )
 
     def fixed_log_decays(self):
         return retnet_log_decays(self.num_heads)

@@ -33,7 +33,22 @@ class T2RAttention(LinearAttentionMixer):
 
     target = "t2r"
     feature_map = ReluMLPFeatureMap
-    citations = (Citation("Finetuning Pretrained Transformers into RNNs",
-                          ("Jungo Kasai", "Hao Peng", "Yizhe Zhang", "Dani Yogatama", "Gabriel Ilharco",
-                           "Nikolaos Pappas", "Yi Mao", "Weizhu Chen", "Noah A. Smith"), 2021, "EMNLP",
-                          "https://arxiv.org/abs/2103.13076"),)
+    citations = (
+        Citation(
+            "Finetuning Pretrained Transformers into RNNs",
+            (
+                "Jungo Kasai",
+                "Hao Peng",
+                "Yizhe Zhang",
+                "Dani Yogatama",
+                "Gabriel Ilharco",
+                "Nikolaos Pappas",
+                "Yi Mao",
+                "Weizhu Chen",
+                "Noah A. Smith",
+            ),
+            2021,
+            "EMNLP",
+            "https://arxiv.org/abs/2103.13076",
+        ),
+    )

@@ -12,8 +12,17 @@ from linearize.convert.t2r import T2RAttention
 
 MIXERS = {
     cls.target: cls
-    for cls in (EluLinearAttention, T2RAttention, HedgehogAttention, LoLCATsAttention, SupraAttention,
-                MambaMixer, RecurFormerAttention, GLAAttention, GatedDeltaNetAttention)
+    for cls in (
+        EluLinearAttention,
+        T2RAttention,
+        HedgehogAttention,
+        LoLCATsAttention,
+        SupraAttention,
+        MambaMixer,
+        RecurFormerAttention,
+        GLAAttention,
+        GatedDeltaNetAttention,
+    )
 }
 
 

@@ -10,12 +10,16 @@ offer. With no new parameters there is no attention transfer: KD with LoRA r=8 o
     python cookbook/liger_gla.py --smoke
 """
 
-from smoke import SMOKE, check, recipe_args, tiny_base_dir
-
 from linearize.pipeline import main_job
 
-PUBLISHED = dict(base="meta-llama/Meta-Llama-3-8B", data="yahma/alpaca-cleaned", tokens=20_000_000,
-                 kd=dict(lr=1e-4, lora_r=8, lora_alpha=16))
+from smoke import SMOKE, check, recipe_args, tiny_base_dir
+
+PUBLISHED = dict(
+    base="meta-llama/Meta-Llama-3-8B",
+    data="yahma/alpaca-cleaned",
+    tokens=20_000_000,
+    kd=dict(lr=1e-4, lora_r=8, lora_alpha=16),
+)
 
 if __name__ == "__main__":
     args = recipe_args(__doc__)
@@ -26,5 +30,11 @@ if __name__ == "__main__":
         check(result, out, kept_layers=[])
         assert list(result["stages"]) == ["kd"]  # nothing new to transfer
     else:
-        main_job(args.base or PUBLISHED["base"], "gla", args.out or "liger-out", data=args.data or PUBLISHED["data"],
-                 tokens=PUBLISHED["tokens"], stage_overrides={"kd": PUBLISHED["kd"]})
+        main_job(
+            args.base or PUBLISHED["base"],
+            "gla",
+            args.out or "liger-out",
+            data=args.data or PUBLISHED["data"],
+            tokens=PUBLISHED["tokens"],
+            stage_overrides={"kd": PUBLISHED["kd"]},
+        )

@@ -13,10 +13,9 @@ stage defaults (sequences of 1024, LoRA KD at lr 1e-4):
     python cookbook/long_context.py --smoke
 """
 
-from smoke import SMOKE, check, recipe_args, tiny_base_dir
-
 from linearize.pipeline import MAIN_RECIPE, main_job, recipe_keep_attention
 
+from smoke import SMOKE, check, recipe_args, tiny_base_dir
 
 if __name__ == "__main__":
     args = recipe_args(__doc__)
@@ -24,9 +23,15 @@ if __name__ == "__main__":
         base = tiny_base_dir(layers=4)
         out = base.parent / "long-context"
         # A window of 4 so the tiny 64-token run reaches the linear part, sinks and decay.
-        result = main_job(base, "lolcats", out, keep_attention=recipe_keep_attention(4),
-                          convert_settings={**MAIN_RECIPE, "window": 4, "decay": 16},
-                          stage_overrides={"transfer": {"lr": 5e-2}, "kd": {"lr": 5e-3}}, **SMOKE)
+        result = main_job(
+            base,
+            "lolcats",
+            out,
+            keep_attention=recipe_keep_attention(4),
+            convert_settings={**MAIN_RECIPE, "window": 4, "decay": 16},
+            stage_overrides={"transfer": {"lr": 5e-2}, "kd": {"lr": 5e-3}},
+            **SMOKE,
+        )
         check(result, out)
         from transformers import AutoConfig
 
@@ -38,5 +43,11 @@ if __name__ == "__main__":
 
         base = args.base or "meta-llama/Llama-3.2-1B-Instruct"
         layers = load_config(base)[1].num_hidden_layers
-        main_job(base, "lolcats", args.out or "long-context-out", data=args.data,
-                 keep_attention=recipe_keep_attention(layers), convert_settings=dict(MAIN_RECIPE))
+        main_job(
+            base,
+            "lolcats",
+            args.out or "long-context-out",
+            data=args.data,
+            keep_attention=recipe_keep_attention(layers),
+            convert_settings=dict(MAIN_RECIPE),
+        )

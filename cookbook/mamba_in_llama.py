@@ -12,22 +12,39 @@ projections and new parameters (--train attention), ZeRO-3 on a GPU node.
     python cookbook/mamba_in_llama.py --smoke
 """
 
-from smoke import SMOKE, check, recipe_args, tiny_base_dir
-
 from linearize.pipeline import main_job
 
-PUBLISHED = dict(base="meta-llama/Meta-Llama-3-8B-Instruct", keep_attention="0.5", deepspeed="distill/configs/zero3.json",
-                 transfer=dict(lr=1e-3), kd=dict(lr=1e-5, train="attention"))
+from smoke import SMOKE, check, recipe_args, tiny_base_dir
+
+PUBLISHED = dict(
+    base="meta-llama/Meta-Llama-3-8B-Instruct",
+    keep_attention="0.5",
+    deepspeed="distill/configs/zero3.json",
+    transfer=dict(lr=1e-3),
+    kd=dict(lr=1e-5, train="attention"),
+)
 
 if __name__ == "__main__":
     args = recipe_args(__doc__)
     if args.smoke:
         base = tiny_base_dir()
         out = base.parent / "mamba50"
-        result = main_job(base, "mamba", out, keep_attention="0.5",
-                          stage_overrides={"transfer": {"lr": 1e-2}, "kd": {"lr": 1e-3, "train": "attention"}}, **SMOKE)
+        result = main_job(
+            base,
+            "mamba",
+            out,
+            keep_attention="0.5",
+            stage_overrides={"transfer": {"lr": 1e-2}, "kd": {"lr": 1e-3, "train": "attention"}},
+            **SMOKE,
+        )
         check(result, out, kept_layers=[1, 3])  # half the layers, evenly spread, ending at the last
     else:
-        main_job(args.base or PUBLISHED["base"], "mamba", args.out or "mamba-in-llama-out", data=args.data,
-                 keep_attention=PUBLISHED["keep_attention"], deepspeed=PUBLISHED["deepspeed"],
-                 stage_overrides={"transfer": PUBLISHED["transfer"], "kd": PUBLISHED["kd"]})
+        main_job(
+            args.base or PUBLISHED["base"],
+            "mamba",
+            args.out or "mamba-in-llama-out",
+            data=args.data,
+            keep_attention=PUBLISHED["keep_attention"],
+            deepspeed=PUBLISHED["deepspeed"],
+            stage_overrides={"transfer": PUBLISHED["transfer"], "kd": PUBLISHED["kd"]},
+        )

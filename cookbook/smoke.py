@@ -24,9 +24,17 @@ def tiny_base_dir(layers=4):
 
     tok = load_tokenizer("llama")
     torch.manual_seed(0)
-    model = LlamaForCausalLM(LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128,
-                                         num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
-                                         tie_word_embeddings=True))
+    model = LlamaForCausalLM(
+        LlamaConfig(
+            vocab_size=len(tok),
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=layers,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            tie_word_embeddings=True,
+        )
+    )
     folder = Path(tempfile.mkdtemp(prefix="linearize-smoke-")) / "tiny-llama"
     model.save_pretrained(folder)
     tok.save_pretrained(folder)

@@ -7,16 +7,20 @@ their pretraining compute (tens of billions of tokens), on multi-node GPU cluste
 attention transfer (SUPRA does not use one); the kd stage trains all weights on next-token
 cross-entropy plus KL to the original model (--train all --ce-weight 1), ZeRO-2 on a GPU node.
 
-    torchrun --nproc_per_node 8 cookbook/supra.py --base mistralai/Mistral-7B-v0.1 --data HuggingFaceFW/fineweb --out mistral-supra
+    torchrun --nproc_per_node 8 cookbook/supra.py --base mistralai/Mistral-7B-v0.1 --data HuggingFaceFW/fineweb \
+        --out mistral-supra
     python cookbook/supra.py --smoke
 """
 
-from smoke import SMOKE, check, recipe_args, tiny_base_dir
-
 from linearize.pipeline import main_job
 
-PUBLISHED = dict(base="mistralai/Mistral-7B-v0.1", deepspeed="distill/configs/zero2.json",
-                 kd=dict(lr=1e-5, train="all", ce_weight=1.0))
+from smoke import SMOKE, check, recipe_args, tiny_base_dir
+
+PUBLISHED = dict(
+    base="mistralai/Mistral-7B-v0.1",
+    deepspeed="distill/configs/zero2.json",
+    kd=dict(lr=1e-5, train="all", ce_weight=1.0),
+)
 NO_TRANSFER = {"transfer": {"skip": True}}
 
 if __name__ == "__main__":
@@ -24,10 +28,21 @@ if __name__ == "__main__":
     if args.smoke:
         base = tiny_base_dir()
         out = base.parent / "supra"
-        result = main_job(base, "supra", out, stage_overrides={**NO_TRANSFER, "kd": {"lr": 1e-3, "train": "all",
-                                                                                      "ce_weight": 1.0}}, **SMOKE)
+        result = main_job(
+            base,
+            "supra",
+            out,
+            stage_overrides={**NO_TRANSFER, "kd": {"lr": 1e-3, "train": "all", "ce_weight": 1.0}},
+            **SMOKE,
+        )
         check(result, out, kept_layers=[])
         assert "transfer" not in result["stages"]
     else:
-        main_job(args.base or PUBLISHED["base"], "supra", args.out or "supra-out", data=args.data,
-                 deepspeed=PUBLISHED["deepspeed"], stage_overrides={**NO_TRANSFER, "kd": PUBLISHED["kd"]})
+        main_job(
+            args.base or PUBLISHED["base"],
+            "supra",
+            args.out or "supra-out",
+            data=args.data,
+            deepspeed=PUBLISHED["deepspeed"],
+            stage_overrides={**NO_TRANSFER, "kd": PUBLISHED["kd"]},
+        )

@@ -18,7 +18,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
@@ -91,8 +90,12 @@ def jargon_documents(root, path, chunk_chars=20000):
             title, paras = (None if glossary else re.sub(r"\W+", "-", first.strip()).strip("-")), []
             continue
         stripped = para.strip()
-        if "\n" not in stripped and len(stripped) <= 60 and not stripped.startswith(":") \
-                and not stripped.endswith((".", "?", "!", "\"", "”")):
+        if (
+            "\n" not in stripped
+            and len(stripped) <= 60
+            and not stripped.startswith(":")
+            and not stripped.endswith((".", "?", "!", '"', "”"))
+        ):
             continue  # a headword in an index list, a table-of-contents line
         entry = _ENTRY.match(para)
         if glossary and entry and (title is None or sum(len(p) for p in paras) >= chunk_chars):
@@ -112,24 +115,25 @@ def jargon_documents(root, path, chunk_chars=20000):
 CORPORA = {
     "gnu-manuals": {
         "what": "English technical prose: the GNU Coding Standards, the GNU maintainers' information and the "
-                "Bash reference manual, one document per Info node (indexes and licenses dropped)",
+        "Bash reference manual, one document per Info node (indexes and licenses dropped)",
         "packages": ("gnu-standards", "bash-doc"),
         "versions": {"gnu-standards": "2022.03.23-0.1", "bash-doc": "5.2.15-2"},
-        "extract": lambda root: info_documents(root, ("usr/share/info/standards.info.gz",
-                                                      "usr/share/info/maintain.info.gz",
-                                                      "usr/share/info/bash.info.gz")),
+        "extract": lambda root: info_documents(
+            root, ("usr/share/info/standards.info.gz", "usr/share/info/maintain.info.gz", "usr/share/info/bash.info.gz")
+        ),
     },
     "c-code": {
         "what": "C source code with its comments: zlib's public headers (zlib.h, zconf.h) and its example "
-                "programs, one document per file",
+        "programs, one document per file",
         "packages": ("zlib1g-dev",),
         "versions": {"zlib1g-dev": "1:1.2.13.dfsg-1"},
-        "extract": lambda root: source_documents(root, ("usr/include/*.h", "usr/share/doc/zlib1g-dev/examples/*.c",
-                                                        "usr/share/doc/zlib1g-dev/examples/*.h")),
+        "extract": lambda root: source_documents(
+            root, ("usr/include/*.h", "usr/share/doc/zlib1g-dev/examples/*.c", "usr/share/doc/zlib1g-dev/examples/*.h")
+        ),
     },
     "jargon": {
         "what": "informal English prose: the Jargon File 4.4.7 (hacker slang lexicon with essays and folklore, "
-                "public domain), one document per section and per ~20k characters of glossary entries",
+        "public domain), one document per section and per ~20k characters of glossary entries",
         "packages": ("jargon-text",),
         "versions": {"jargon-text": "4.4.7-4.1"},
         "extract": lambda root: jargon_documents(root, "usr/share/doc/jargon-text/jargon.txt.gz"),
@@ -149,8 +153,10 @@ def _run(cmd, cwd=None):
     try:
         return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
     except FileNotFoundError:
-        raise DataError(f"{cmd[0]} not found: the named corpora are fetched from Debian packages with apt-get "
-                        "and dpkg-deb (Debian or Ubuntu); elsewhere pass a folder of .txt files") from None
+        raise DataError(
+            f"{cmd[0]} not found: the named corpora are fetched from Debian packages with apt-get "
+            "and dpkg-deb (Debian or Ubuntu); elsewhere pass a folder of .txt files"
+        ) from None
 
 
 def _download(package, dest):
@@ -202,8 +208,13 @@ def fetch(name, force=False):
         out.mkdir()
         for i, (doc, text) in enumerate(docs):
             (out / _filename(i, doc)).write_text(text, encoding="utf-8")
-        source = {"name": name, "what": spec["what"], "packages": versions, "documents": len(docs),
-                  "characters": sum(len(t) for _, t in docs)}
+        source = {
+            "name": name,
+            "what": spec["what"],
+            "packages": versions,
+            "documents": len(docs),
+            "characters": sum(len(t) for _, t in docs),
+        }
         (out / "SOURCE").write_text(json.dumps(source, indent=2) + "\n")
         if target.exists():  # forced, or a folder left without SOURCE
             shutil.rmtree(target)

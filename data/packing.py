@@ -48,8 +48,12 @@ def windows(ids, seq_len, max_tokens=None):
 
 
 def _tokenizer_key(tokenizer):
-    return (getattr(tokenizer, "name_or_path", id(tokenizer)), len(tokenizer), tokenizer.eos_token_id,
-            getattr(tokenizer, "chat_template", None))
+    return (
+        getattr(tokenizer, "name_or_path", id(tokenizer)),
+        len(tokenizer),
+        tokenizer.eos_token_id,
+        getattr(tokenizer, "chat_template", None),
+    )
 
 
 def text_ids(tokenizer, data=None, split="heldout", heldout_fraction=HELDOUT_FRACTION):
@@ -69,8 +73,9 @@ def text_ids(tokenizer, data=None, split="heldout", heldout_fraction=HELDOUT_FRA
     return _SOURCE["ids"][split]
 
 
-def heldout_ids(tokenizer, data=None, seq_len=512, max_tokens=16384, split="heldout",
-                heldout_fraction=HELDOUT_FRACTION):
+def heldout_ids(
+    tokenizer, data=None, seq_len=512, max_tokens=16384, split="heldout", heldout_fraction=HELDOUT_FRACTION
+):
     """[N, seq_len] evaluation windows of ``data`` (the default corpus when None), about ``max_tokens`` of them
     (at least one window; ``None``: all): the held-out documents that training never sees
     (``split="heldout"``), or every document (``split="all"``: out-of-domain corpora). Raises DataError if the

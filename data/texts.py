@@ -27,9 +27,13 @@ class DataError(LinearizeError):
 def stdlib_documents(min_chars=200):
     """One document per public standard-library module: its docstring and its members' docstrings, in
     a fixed (sorted) order. Modules that fail to import here are skipped."""
-    names = sorted(m.name for m in pkgutil.iter_modules() if m.name in sys.stdlib_module_names
-                   and not m.name.startswith("_") and m.name not in {"antigravity", "this", "idlelib", "turtledemo",
-                                                                    "tkinter", "turtle", "pydoc_data", "lib2to3"})
+    names = sorted(
+        m.name
+        for m in pkgutil.iter_modules()
+        if m.name in sys.stdlib_module_names
+        and not m.name.startswith("_")
+        and m.name not in {"antigravity", "this", "idlelib", "turtledemo", "tkinter", "turtle", "pydoc_data", "lib2to3"}
+    )
     docs = []
     for name in names:
         try:
@@ -62,7 +66,7 @@ def load_rows(spec, split="train"):
     if str(spec).startswith("corpus:"):  # a named out-of-domain corpus, fetched on first use
         from linearize.data.corpora import corpus_path
 
-        spec = corpus_path(str(spec)[len("corpus:"):])
+        spec = corpus_path(str(spec)[len("corpus:") :])
     path = Path(str(spec)).expanduser()
     if path.exists():
         files = sorted(p for p in path.rglob("*") if p.suffix in FORMATS) if path.is_dir() else [path]
@@ -73,23 +77,33 @@ def load_rows(spec, split="train"):
             raise DataError(f"{str(spec)!r}: use one format of .txt, .jsonl, .json or .parquet")
         kind = kinds.pop()
         try:
-            return datasets.load_dataset(kind, data_files=[str(p) for p in files], split="train",
-                                         **({"sample_by": "document"} if kind == "text" else {}))
+            return datasets.load_dataset(
+                kind,
+                data_files=[str(p) for p in files],
+                split="train",
+                **({"sample_by": "document"} if kind == "text" else {}),
+            )
         except Exception as err:
-            raise DataError(f"cannot read {str(spec)!r}: {type(err).__name__}: {str(err).splitlines()[0][:200]}") from None
+            raise DataError(
+                f"cannot read {str(spec)!r}: {type(err).__name__}: {str(err).splitlines()[0][:200]}"
+            ) from None
     name, _, config = str(spec).partition(":")
     try:
         return datasets.load_dataset(name, config or None, split=split)
     except Exception as err:
-        raise DataError(f"unknown data {str(spec)!r}: not a local file or folder, and not loadable from the Hub "
-                        f"({type(err).__name__})") from None
+        raise DataError(
+            f"unknown data {str(spec)!r}: not a local file or folder, and not loadable from the Hub "
+            f"({type(err).__name__})"
+        ) from None
 
 
 def text_column(rows, spec, text_field=None):
     field = text_field or next((f for f in TEXT_FIELDS if f in rows.column_names), None)
     if field is None:
-        raise DataError(f"{str(spec)!r} has no text column (looked for {', '.join(TEXT_FIELDS)}; columns: "
-                        f"{', '.join(rows.column_names)}); pass text_field=")
+        raise DataError(
+            f"{str(spec)!r} has no text column (looked for {', '.join(TEXT_FIELDS)}; columns: "
+            f"{', '.join(rows.column_names)}); pass text_field="
+        )
     return field
 
 
@@ -104,8 +118,11 @@ def documents(spec=None, tokenizer=None, split="train", text_field=None):
             raise DataError(f"{str(spec)!r} holds chat/instruction rows, which need a tokenizer with a chat template")
         out = []
         for row in rows:
-            messages = row["messages"] if "messages" in cols else [
-                {"role": "user", "content": row["prompt"]}, {"role": "assistant", "content": row["response"]}]
+            messages = (
+                row["messages"]
+                if "messages" in cols
+                else [{"role": "user", "content": row["prompt"]}, {"role": "assistant", "content": row["response"]}]
+            )
             out.append(tokenizer.apply_chat_template(messages, tokenize=False))
         return out
     field = text_column(rows, spec, text_field)

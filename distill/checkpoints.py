@@ -14,9 +14,26 @@ import shutil
 from pathlib import Path
 
 # Settings whose change makes a resumed run differ from the one that wrote the checkpoint.
-RESUME_KEYS = ("stage", "tokens", "seq_len", "batch_size", "grad_accum", "lr", "weight_decay", "warmup_steps",
-               "min_lr_ratio", "max_grad_norm", "seed", "temperature", "top_k", "ce_weight", "train", "lora_r",
-               "lora_alpha", "lora_targets")
+RESUME_KEYS = (
+    "stage",
+    "tokens",
+    "seq_len",
+    "batch_size",
+    "grad_accum",
+    "lr",
+    "weight_decay",
+    "warmup_steps",
+    "min_lr_ratio",
+    "max_grad_norm",
+    "seed",
+    "temperature",
+    "top_k",
+    "ce_weight",
+    "train",
+    "lora_r",
+    "lora_alpha",
+    "lora_targets",
+)
 
 
 def latest_checkpoint(out):

@@ -56,8 +56,17 @@ class KDObjective(Objective):
             teacher_hidden = teacher_decoder(input_ids=input_ids, use_cache=False).last_hidden_state
         hidden = decoder(input_ids=input_ids, use_cache=False).last_hidden_state
         cfg = self.cfg
-        loss = chunked_kd_loss(hidden, teacher_hidden, head, teacher_head, cfg.temperature, cfg.top_k, cfg.ce_weight,
-                               input_ids, cfg.kd_chunk)
+        loss = chunked_kd_loss(
+            hidden,
+            teacher_hidden,
+            head,
+            teacher_head,
+            cfg.temperature,
+            cfg.top_k,
+            cfg.ce_weight,
+            input_ids,
+            cfg.kd_chunk,
+        )
         return loss, {}
 
 
@@ -72,6 +81,9 @@ def build_objective(student, teacher, cfg):
     if cfg.gradient_checkpointing:
         student.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     teacher.eval().requires_grad_(False)
-    objective = (TransferObjective(model, teacher, dtype, cfg.transfer_mode) if cfg.stage == "transfer"
-                 else KDObjective(model, teacher, cfg))
+    objective = (
+        TransferObjective(model, teacher, dtype, cfg.transfer_mode)
+        if cfg.stage == "transfer"
+        else KDObjective(model, teacher, cfg)
+    )
     return objective, fp32

@@ -15,10 +15,18 @@ import torch
 from linearize.distill.config import TrainConfig
 
 GPU = {
-    "transfer": dict(tokens=20_000_000, seq_len=1024, batch_size=8, grad_accum=1, lr=1e-2, warmup_steps=50,
-                     transfer_mode="streamed"),
-    "kd": dict(tokens=20_000_000, seq_len=1024, batch_size=8, grad_accum=1, lr=1e-4, warmup_steps=50,
-               gradient_checkpointing=True),
+    "transfer": dict(
+        tokens=20_000_000, seq_len=1024, batch_size=8, grad_accum=1, lr=1e-2, warmup_steps=50, transfer_mode="streamed"
+    ),
+    "kd": dict(
+        tokens=20_000_000,
+        seq_len=1024,
+        batch_size=8,
+        grad_accum=1,
+        lr=1e-4,
+        warmup_steps=50,
+        gradient_checkpointing=True,
+    ),
 }
 CPU = {  # 120k tokens: the main job (KL ranking, training, quality measurement) within the CPU budget; more
     # tokens cost time for no better quality (benchmarks/smollm2/length.md: main-job-cpu.txt, main-job-cpu-160k.txt)
@@ -33,8 +41,19 @@ def stage_config(stage, **overrides):
     return TrainConfig(stage=stage, **{**defaults, **{k: v for k, v in overrides.items() if v is not None}})
 
 
-def distill(student, teacher, tokenizer, out, stage="transfer", data=None, resume=False, heldout_fraction=0.05,
-            save=True, log=None, **overrides):
+def distill(
+    student,
+    teacher,
+    tokenizer,
+    out,
+    stage="transfer",
+    data=None,
+    resume=False,
+    heldout_fraction=0.05,
+    save=True,
+    log=None,
+    **overrides,
+):
     """Run one stage and (with ``save``) write the distilled checkpoint to ``out`` atomically.
 
     Training state (checkpoints, TensorBoard logs, the loss curve) lives in ``<out>.work/<stage>``
@@ -64,8 +83,10 @@ def distill(student, teacher, tokenizer, out, stage="transfer", data=None, resum
     (work / "history.json").write_text(json.dumps(history))
     entry = {k: summary[k] for k in ("stage", "steps", "tokens", "seconds", "first_loss", "last_loss", "data", "dtype")}
     entry["lr"], entry["train"] = cfg.lr, cfg.train if stage == "kd" else "new parameters"
-    trained.config.linearize = {**trained.config.linearize,
-                                "history": [*trained.config.linearize.get("history", []), entry]}
+    trained.config.linearize = {
+        **trained.config.linearize,
+        "history": [*trained.config.linearize.get("history", []), entry],
+    }
     if save:
         save_atomic(trained, tokenizer, out, extra={f"training/{stage}": work})
         leftover = Path(f"{out}.work")

@@ -142,8 +142,9 @@ class DeepSpeedRun:
         self.zero3 = config["zero_optimization"].get("stage") == 3
         # ZeRO-3 partitions the student in place; the trained weights come back into this (meta: no memory).
         self.skeleton = meta_skeleton(objective.student) if self.zero3 else None
-        self.engine, self.optimizer, _, _ = deepspeed.initialize(model=objective, optimizer=optimizer,
-                                                                 lr_scheduler=scheduler, config=config)
+        self.engine, self.optimizer, _, _ = deepspeed.initialize(
+            model=objective, optimizer=optimizer, lr_scheduler=scheduler, config=config
+        )
         # The teacher, inference only (see the module docstring): whole on this rank's device under ZeRO-2;
         # under ZeRO-3 sharded by an engine of its own. Its weights move into a copy that engine shards (the
         # caller's teacher keeps its modules, its parameters empty until ``end`` puts them back whole), so
@@ -223,7 +224,7 @@ class DeepSpeedRun:
         prefix = "student."  # the engine's module is the objective
         state = self._consolidated(self.engine)
         student = self.skeleton
-        student.load_state_dict({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}, assign=True)
+        student.load_state_dict({k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}, assign=True)
         unwrap_peft(student).tie_weights()  # assign gave tied names one tensor in two Parameters: one again
         state = self._consolidated(self.teacher_engine)
         for name, p in self.teacher.named_parameters():  # a tied parameter once
@@ -248,8 +249,14 @@ class AccelerateRun:
         if precision == "no" and dtype == torch.float16 and cuda:
             # An fp16 student needs loss scaling: accelerate's fp16 scaler, its autocast off.
             precision, handlers = "fp16", [AutocastKwargs(enabled=False)]
-        self.acc = acc = Accelerator(cpu=not cuda, gradient_accumulation_steps=cfg.grad_accum, mixed_precision=precision,
-                                     log_with="tensorboard", project_dir=str(out), kwargs_handlers=handlers)
+        self.acc = acc = Accelerator(
+            cpu=not cuda,
+            gradient_accumulation_steps=cfg.grad_accum,
+            mixed_precision=precision,
+            log_with="tensorboard",
+            project_dir=str(out),
+            kwargs_handlers=handlers,
+        )
         objective.teacher.to(acc.device)  # whole on each process, inference only
         loader = torch.utils.data.DataLoader(dataset, batch_size=cfg.batch_size, shuffle=False)
         self.objective, self.optimizer, self.loader = acc.prepare(objective, optimizer, loader)

@@ -89,15 +89,23 @@ def teacher_attention_io(teacher, input_ids, attention_mask=None, layers=()):
     hidden = decoder.embed_tokens(input_ids)
     position_ids = torch.arange(hidden.shape[1], device=hidden.device)[None]
     types = base_layer_types(config)
-    masks = {kind: LAYER_PATTERN_TO_MASK_FUNCTION_MAPPING[kind](config=config, inputs_embeds=hidden,
-                                                                  attention_mask=attention_mask, cache=None,
-                                                                  position_ids=position_ids)
-             for kind in set(types[: max(wanted) + 1])}
+    masks = {
+        kind: LAYER_PATTERN_TO_MASK_FUNCTION_MAPPING[kind](
+            config=config, inputs_embeds=hidden, attention_mask=attention_mask, cache=None, position_ids=position_ids
+        )
+        for kind in set(types[: max(wanted) + 1])
+    }
     position_embeddings = decoder.rotary_emb(hidden, position_ids)
     for i, layer in enumerate(decoder.layers[: max(wanted) + 1]):
         with AttentionCapture(teacher, [i] if i in wanted else []) as records:
-            hidden = layer(hidden, attention_mask=masks[types[i]], position_embeddings=position_embeddings,
-                           position_ids=position_ids, cache=None, use_cache=False)
+            hidden = layer(
+                hidden,
+                attention_mask=masks[types[i]],
+                position_embeddings=position_embeddings,
+                position_ids=position_ids,
+                cache=None,
+                use_cache=False,
+            )
         if i in wanted:
             yield (i, *records.pop(i))
 
@@ -122,8 +130,15 @@ def streamed_transfer_loss(student, teacher, input_ids, attention_mask=None, dty
     for i, hidden, position_embeddings, target in teacher_attention_io(teacher, input_ids, attention_mask, mixers):
         if position_embeddings is not None:
             position_embeddings = tuple(t.to(dtype) for t in position_embeddings)
-        losses[i] = checkpoint(_layer_transfer_loss, mixers[i], hidden.to(dtype), position_embeddings, target,
-                               attention_mask, use_reentrant=False)
+        losses[i] = checkpoint(
+            _layer_transfer_loss,
+            mixers[i],
+            hidden.to(dtype),
+            position_embeddings,
+            target,
+            attention_mask,
+            use_reentrant=False,
+        )
     return torch.stack(list(losses.values())).mean(), {i: v.detach() for i, v in losses.items()}
 
 
@@ -138,8 +153,9 @@ def kd_loss(student_logits, teacher_logits, temperature=1.0, top_k=None, ce_weig
     log_p_t, log_p_s = t.log_softmax(-1), s.log_softmax(-1)
     kl = (log_p_t.exp() * (log_p_t - log_p_s)).sum(-1).mean() * temperature**2
     if ce_weight and input_ids is not None:
-        ce = F.cross_entropy(student_logits[:, :-1].float().reshape(-1, student_logits.shape[-1]),
-                             input_ids[:, 1:].reshape(-1))
+        ce = F.cross_entropy(
+            student_logits[:, :-1].float().reshape(-1, student_logits.shape[-1]), input_ids[:, 1:].reshape(-1)
+        )
         return kl + ce_weight * ce
     return kl
 
@@ -171,8 +187,17 @@ def _kd_chunk(student_hidden, teacher_hidden, targets, student_head, teacher_hea
     return kl, ce
 
 
-def chunked_kd_loss(student_hidden, teacher_hidden, student_head, teacher_head, temperature=1.0, top_k=None,
-                    ce_weight=0.0, input_ids=None, chunk=1024):
+def chunked_kd_loss(
+    student_hidden,
+    teacher_hidden,
+    student_head,
+    teacher_head,
+    temperature=1.0,
+    top_k=None,
+    ce_weight=0.0,
+    input_ids=None,
+    chunk=1024,
+):
     """``kd_loss(student_head(student_hidden), teacher_head(teacher_hidden), ...)`` (same options, same
     value and gradients up to float rounding) without the [batch, seq, vocab] logits: the batch's
     [batch, seq, hidden] states are flattened to tokens and taken ``chunk`` tokens at a time; each chunk's
@@ -187,8 +212,18 @@ def chunked_kd_loss(student_hidden, teacher_hidden, student_head, teacher_head, 
     kl_sum = ce_sum = 0.0
     for a in range(0, B * T, chunk):
         part = slice(a, a + chunk)
-        kl, ce = checkpoint(_kd_chunk, hs[part], ht[part], targets[part] if with_ce else None, student_head,
-                            teacher_head, temperature, top_k, use_reentrant=False, preserve_rng_state=False)
+        kl, ce = checkpoint(
+            _kd_chunk,
+            hs[part],
+            ht[part],
+            targets[part] if with_ce else None,
+            student_head,
+            teacher_head,
+            temperature,
+            top_k,
+            use_reentrant=False,
+            preserve_rng_state=False,
+        )
         kl_sum, ce_sum = kl_sum + kl, ce_sum + ce
     loss = kl_sum / (B * T) * temperature**2
     if with_ce:
@@ -205,7 +240,9 @@ def new_parameters(student):
     return out
 
 
-def select_trainable(student, stage, train="lora", lora_r=8, lora_alpha=16, lora_targets=("q_proj", "k_proj", "v_proj", "o_proj")):
+def select_trainable(
+    student, stage, train="lora", lora_r=8, lora_alpha=16, lora_targets=("q_proj", "k_proj", "v_proj", "o_proj")
+):
     """Freeze the student, then unfreeze what the stage trains. Returns the (possibly peft-wrapped)
     model. transfer: the new parameters. kd: ``train`` in TRAINABLE (default LoRA on q/k/v/o)."""
     student.requires_grad_(False)
@@ -222,14 +259,19 @@ def select_trainable(student, stage, train="lora", lora_r=8, lora_alpha=16, lora
     if "lora" in train:
         from peft import LoraConfig, get_peft_model
 
-        model = get_peft_model(student, LoraConfig(r=lora_r, lora_alpha=lora_alpha, lora_dropout=0.0,
-                                                   target_modules=list(lora_targets)))
+        model = get_peft_model(
+            student, LoraConfig(r=lora_r, lora_alpha=lora_alpha, lora_dropout=0.0, target_modules=list(lora_targets))
+        )
     if "new" in train:
         for p in new_parameters(student):
             p.requires_grad_(True)
     if train in ("attention", "mlp", "all"):
         for name, p in student.named_parameters():
-            if train == "all" or (train == "attention" and ".self_attn." in name) or (train == "mlp" and ".mlp." in name):
+            if (
+                train == "all"
+                or (train == "attention" and ".self_attn." in name)
+                or (train == "mlp" and ".mlp." in name)
+            ):
                 p.requires_grad_(True)
     return model
 

@@ -13,8 +13,14 @@ from pathlib import Path
 
 import torch
 
-from linearize.distill.checkpoints import (changed_settings, checkpoint_interval, latest_checkpoint, load_checkpoint,
-                                           plot_losses, save_checkpoint)
+from linearize.distill.checkpoints import (
+    changed_settings,
+    checkpoint_interval,
+    latest_checkpoint,
+    load_checkpoint,
+    plot_losses,
+    save_checkpoint,
+)
 from linearize.distill.config import TrainConfig
 from linearize.distill.objectives import build_objective
 from linearize.distill.runners import AccelerateRun, DeepSpeedRun, Runner
@@ -55,8 +61,10 @@ def train(student, teacher, blocks, cfg: TrainConfig, out, resume=False, progres
     runner = DeepSpeedRun if cfg.deepspeed else AccelerateRun
     run: Runner = runner(objective, optimizer, scheduler, dataset, cfg, cuda, out, dtype)
     if log is None:
+
         def log(line):
             print(line, file=sys.stderr, flush=True)
+
     say = log if run.is_main_process else (lambda line: None)
 
     step, history = 0, []
@@ -64,12 +72,16 @@ def train(student, teacher, blocks, cfg: TrainConfig, out, resume=False, progres
     if resume and (ckpt := latest_checkpoint(out)) is not None:
         state = load_checkpoint(run, ckpt)
         step, history = state["step"], state["history"]
-        say(f"{cfg.stage}: resuming from {ckpt} at step {step} of {steps} "
-            f"({step * tokens_per_step:,} of {steps * tokens_per_step:,} tokens seen)")
+        say(
+            f"{cfg.stage}: resuming from {ckpt} at step {step} of {steps} "
+            f"({step * tokens_per_step:,} of {steps * tokens_per_step:,} tokens seen)"
+        )
         changed = changed_settings(state.get("config", {}), cfg)
         if changed:
-            say(f"{cfg.stage}: warning: settings differ from the checkpoint's (then -> now): "
-                + ", ".join(f"{k} {a} -> {b}" for k, (a, b) in changed.items()))
+            say(
+                f"{cfg.stage}: warning: settings differ from the checkpoint's (then -> now): "
+                + ", ".join(f"{k} {a} -> {b}" for k, (a, b) in changed.items())
+            )
     elif resume:
         say(f"{cfg.stage}: nothing to resume (no complete checkpoint in {out / 'checkpoints'}); starting fresh")
     every = checkpoint_interval(cfg, steps)
@@ -111,9 +123,18 @@ def train(student, teacher, blocks, cfg: TrainConfig, out, resume=False, progres
     trained = fp32.restore(merge(run.trained()))
     if run.is_main_process and history:
         plot_losses(history, out / f"loss_curve_{cfg.stage}.png")
-    summary = {"stage": cfg.stage, "steps": step, "tokens": steps * per_step * cfg.seq_len,
-               "seconds": elapsed, "tokens_per_s": tokens_done / max(elapsed, 1e-9),
-               "first_loss": history[0]["loss"] if history else None, "last_loss": history[-1]["loss"] if history else None,
-               "config": cfg.to_dict(), "samples_seen": seen, "processes": run.num_processes,
-               "distributed": run.distributed_type, "dtype": str(dtype).removeprefix("torch.")}
+    summary = {
+        "stage": cfg.stage,
+        "steps": step,
+        "tokens": steps * per_step * cfg.seq_len,
+        "seconds": elapsed,
+        "tokens_per_s": tokens_done / max(elapsed, 1e-9),
+        "first_loss": history[0]["loss"] if history else None,
+        "last_loss": history[-1]["loss"] if history else None,
+        "config": cfg.to_dict(),
+        "samples_seen": seen,
+        "processes": run.num_processes,
+        "distributed": run.distributed_type,
+        "dtype": str(dtype).removeprefix("torch."),
+    }
     return trained, summary, history

@@ -48,8 +48,9 @@ def prefill(model, context, prefill_chunk=2048, seed=0, batch=1, fresh=True):
     from transformers import DynamicCache
 
     device = model.device
-    ids = torch.randint(0, model.config.vocab_size, (batch, context),
-                        generator=torch.Generator().manual_seed(seed)).to(device)
+    ids = torch.randint(0, model.config.vocab_size, (batch, context), generator=torch.Generator().manual_seed(seed)).to(
+        device
+    )
     if fresh:
         gc.collect()
         if device.type == "cuda":
@@ -144,8 +145,18 @@ def decode_batch(model, cache, token, batch, steps, warmup=1):
     return seconds, peak
 
 
-def serving(model, cache, token, steps=16, batch=None, max_batch=4096, probe_steps=2, probe_seconds=15.0,
-            deadline=None, log=None):
+def serving(
+    model,
+    cache,
+    token,
+    steps=16,
+    batch=None,
+    max_batch=4096,
+    probe_steps=2,
+    probe_seconds=15.0,
+    deadline=None,
+    log=None,
+):
     """Serving throughput: generated tokens/s of greedy decode at ``batch`` sequences, each continuing the one-row
     ``cache`` (``replicate``). ``batch=None``: the largest that fits, doubling from 1 until a probe (``probe_steps``
     timed steps) runs out of memory, takes longer than ``probe_seconds``, would pass ``deadline`` (a
@@ -178,8 +189,15 @@ def serving(model, cache, token, steps=16, batch=None, max_batch=4096, probe_ste
                 probes.append({"batch": b, "fits": False})
                 break
             took = time.time() - t0
-            probes.append({"batch": b, "fits": True, "ms_per_step": round(1000 * seconds, 3), "probe_s": round(took, 2),
-                           "peak_memory_bytes": peak})
+            probes.append(
+                {
+                    "batch": b,
+                    "fits": True,
+                    "ms_per_step": round(1000 * seconds, 3),
+                    "probe_s": round(took, 2),
+                    "peak_memory_bytes": peak,
+                }
+            )
             if log:
                 log(f"  serving probe: batch {b}: {1000 * seconds:.1f} ms/step ({took:.1f}s)")
             largest = b
@@ -191,8 +209,13 @@ def serving(model, cache, token, steps=16, batch=None, max_batch=4096, probe_ste
                 break
             b *= 2
         if not largest:
-            return {"largest": 0, "first_not_fitting": failed, "stopped_by": why, "probes": probes,
-                    "cache_bytes_per_sequence": per_sequence}
+            return {
+                "largest": 0,
+                "first_not_fitting": failed,
+                "stopped_by": why,
+                "probes": probes,
+                "cache_bytes_per_sequence": per_sequence,
+            }
         batch = largest
     if device.type == "cuda":
         torch.cuda.empty_cache()
@@ -204,15 +227,38 @@ def serving(model, cache, token, steps=16, batch=None, max_batch=4096, probe_ste
             raise
     free()
     if seconds is None:  # the batch asked for does not fit
-        return {"batch": batch, "largest": None, "first_not_fitting": batch, "stopped_by": "out of memory",
-                "probes": probes, "cache_bytes_per_sequence": per_sequence}
-    return {"batch": batch, "largest": batch if search else None, "first_not_fitting": failed, "stopped_by": why,
-            "tokens_per_s": batch / seconds, "ms_per_step": 1000 * seconds, "steps": steps,
-            "cache_bytes_per_sequence": per_sequence, "peak_memory_bytes": peak, "probes": probes}
+        return {
+            "batch": batch,
+            "largest": None,
+            "first_not_fitting": batch,
+            "stopped_by": "out of memory",
+            "probes": probes,
+            "cache_bytes_per_sequence": per_sequence,
+        }
+    return {
+        "batch": batch,
+        "largest": batch if search else None,
+        "first_not_fitting": failed,
+        "stopped_by": why,
+        "tokens_per_s": batch / seconds,
+        "ms_per_step": 1000 * seconds,
+        "steps": steps,
+        "cache_bytes_per_sequence": per_sequence,
+        "peak_memory_bytes": peak,
+        "probes": probes,
+    }
 
 
-def bench(model, contexts=(512, 2048, 8192, 16384), decode_tokens=16, repeats=3, prefill_chunk=2048, batch=None,
-          max_batch=4096, probe_seconds=15.0):
+def bench(
+    model,
+    contexts=(512, 2048, 8192, 16384),
+    decode_tokens=16,
+    repeats=3,
+    prefill_chunk=2048,
+    batch=None,
+    max_batch=4096,
+    probe_seconds=15.0,
+):
     """One row per context length. Every context is prefilled first; the decode repeats then visit the
     contexts in turn, so a slow spell of a shared machine hits all lengths alike rather than one.
 
@@ -236,8 +282,15 @@ def bench(model, contexts=(512, 2048, 8192, 16384), decode_tokens=16, repeats=3,
         rows.append(row)
     if batch is not None:
         for (cache, _, row), token in zip(runs, tokens):
-            row["serving"] = serving(model, cache, token, steps=decode_tokens, batch=None if batch == "max" else batch,
-                                     max_batch=max_batch, probe_seconds=probe_seconds)
+            row["serving"] = serving(
+                model,
+                cache,
+                token,
+                steps=decode_tokens,
+                batch=None if batch == "max" else batch,
+                max_batch=max_batch,
+                probe_seconds=probe_seconds,
+            )
     return rows
 
 
@@ -256,8 +309,9 @@ def plot(results, path):
         axes[0].plot(x, [r["decode_ms_per_token"] for r in rows], marker="o", label=name)
         axes[1].plot(x, [r["cache_bytes"] / 2**20 for r in rows], marker="o", label=name)
         if serving:
-            axes[2].plot(x, [r.get("serving", {}).get("tokens_per_s", float("nan")) for r in rows], marker="o",
-                         label=name)
+            axes[2].plot(
+                x, [r.get("serving", {}).get("tokens_per_s", float("nan")) for r in rows], marker="o", label=name
+            )
     if serving:
         panels.append((axes[2], "generated tokens / s (serving batch)"))
     for ax, label in panels:

@@ -23,8 +23,13 @@ def write_tiny_tasks(folder, n=12):
     mc, gen = [], []
     for i in range(n):
         c, a = colors[i % 6], animals[(i * 5) % 6]
-        mc.append({"question": f"The {a} is {c}. What color is the {a}? Answer:",
-                   "choices": [f" {x}" for x in colors[:4] if x != c][:3] + [f" {c}"], "answer": 3})
+        mc.append(
+            {
+                "question": f"The {a} is {c}. What color is the {a}? Answer:",
+                "choices": [f" {x}" for x in colors[:4] if x != c][:3] + [f" {c}"],
+                "answer": 3,
+            }
+        )
         gen.append({"prompt": f"Repeat the word. Word: {a}\nRepeat:", "target": f" {a}"})
     (folder / "tiny_mc.jsonl").write_text("".join(json.dumps(r) + "\n" for r in mc))
     (folder / "tiny_gen.jsonl").write_text("".join(json.dumps(r) + "\n" for r in gen))
@@ -32,12 +37,14 @@ def write_tiny_tasks(folder, n=12):
     (folder / f"{TINY_MC}.yaml").write_text(
         f"task: {TINY_MC}\n{common}dataset_kwargs:\n  data_files:\n    test: {folder.resolve() / 'tiny_mc.jsonl'}\n"
         "output_type: multiple_choice\ndoc_to_text: '{{question}}'\ndoc_to_choice: '{{choices}}'\n"
-        "doc_to_target: '{{answer}}'\nmetric_list:\n  - metric: acc\n  - metric: acc_norm\n")
+        "doc_to_target: '{{answer}}'\nmetric_list:\n  - metric: acc\n  - metric: acc_norm\n"
+    )
     (folder / f"{TINY_GEN}.yaml").write_text(
         f"task: {TINY_GEN}\n{common}dataset_kwargs:\n  data_files:\n    test: {folder.resolve() / 'tiny_gen.jsonl'}\n"
         "output_type: generate_until\ndoc_to_text: '{{prompt}}'\ndoc_to_target: '{{target}}'\n"
         "generation_kwargs:\n  until: ['\\n']\n  max_gen_toks: 6\n  do_sample: false\n"
-        "metric_list:\n  - metric: exact_match\n")
+        "metric_list:\n  - metric: exact_match\n"
+    )
     return folder
 
 
@@ -49,12 +56,15 @@ def run_lm_eval(model, tokenizer, tasks, include_path=None, limit=None, batch_si
 
     lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, device=str(model.device))
     manager = TaskManager(include_path=str(include_path) if include_path else None)
-    out = simple_evaluate(model=lm, tasks=list(tasks), task_manager=manager, limit=limit, num_fewshot=num_fewshot,
-                          log_samples=False)
+    out = simple_evaluate(
+        model=lm, tasks=list(tasks), task_manager=manager, limit=limit, num_fewshot=num_fewshot, log_samples=False
+    )
     return out["results"]
 
 
 def metrics(results):
     """{task: {metric: value}} without lm-eval's stderr and alias entries."""
-    return {task: {k.split(",")[0]: v for k, v in m.items() if "stderr" not in k and k != "alias"}
-            for task, m in results.items()}
+    return {
+        task: {k.split(",")[0]: v for k, v in m.items() if "stderr" not in k and k != "alias"}
+        for task, m in results.items()
+    }

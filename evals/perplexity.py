@@ -77,8 +77,18 @@ def perplexity(model, ids, batch_size=4, buckets=None):
     return result
 
 
-def length_quality(teacher, student, tokenizer, data, seq_lens=(256, 2048), max_tokens=8192,
-                   buckets=DEFAULT_BUCKETS, split="all", batch_size=1, heldout_fraction=HELDOUT_FRACTION):
+def length_quality(
+    teacher,
+    student,
+    tokenizer,
+    data,
+    seq_lens=(256, 2048),
+    max_tokens=8192,
+    buckets=DEFAULT_BUCKETS,
+    split="all",
+    batch_size=1,
+    heldout_fraction=HELDOUT_FRACTION,
+):
     """Teacher and student on the same windows of ``data`` at each window length in ``seq_lens``
     (``max_tokens`` per length, at least one window): overall perplexity, per position bucket, and the
     per-position mean NLL, with the student/teacher ratios. ``split="all"`` uses every document (for a
@@ -93,12 +103,19 @@ def length_quality(teacher, student, tokenizer, data, seq_lens=(256, 2048), max_
         batch = heldout_ids(tokenizer, data, seq_len, max_tokens, split, heldout_fraction)
         t = perplexity(teacher, batch, batch_size, buckets)
         s = perplexity(student, batch, batch_size, buckets)
-        pairs = {label: (t["by_position"][label]["perplexity"], s["by_position"][label]["perplexity"])
-                 for label in t["by_position"]}
+        pairs = {
+            label: (t["by_position"][label]["perplexity"], s["by_position"][label]["perplexity"])
+            for label in t["by_position"]
+        }
         result["windows"][str(seq_len)] = {
-            "teacher": t["perplexity"], "student": s["perplexity"], "ratio": s["perplexity"] / t["perplexity"],
-            "tokens": t["tokens"], "windows": batch.shape[0],
-            "by_position": {label: {"teacher": tp, "student": sp, "ratio": sp / tp} for label, (tp, sp) in pairs.items()},
+            "teacher": t["perplexity"],
+            "student": s["perplexity"],
+            "ratio": s["perplexity"] / t["perplexity"],
+            "tokens": t["tokens"],
+            "windows": batch.shape[0],
+            "by_position": {
+                label: {"teacher": tp, "student": sp, "ratio": sp / tp} for label, (tp, sp) in pairs.items()
+            },
             "position_nll": {"teacher": t["position_nll"], "student": s["position_nll"]},
         }
     return result

@@ -19,7 +19,7 @@ import re
 
 import torch
 
-FILLER = ("The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again. ")
+FILLER = "The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again. "
 
 
 def passkey_samples(tokenizer, context_tokens, depths=(0.1, 0.5, 0.9), per_depth=2, seed=0):
@@ -33,9 +33,13 @@ def passkey_samples(tokenizer, context_tokens, depths=(0.1, 0.5, 0.9), per_depth
             key = str(rng.randint(10000, 99999))
             cut = round(depth * repeats)
             needle = f"The pass key is {key}. Remember it. {key} is the pass key. "
-            prompt = ("There is a pass key hidden in this text. Find it and remember it. "
-                      + FILLER * cut + needle + FILLER * (repeats - cut)
-                      + "What is the pass key? The pass key is")
+            prompt = (
+                "There is a pass key hidden in this text. Find it and remember it. "
+                + FILLER * cut
+                + needle
+                + FILLER * (repeats - cut)
+                + "What is the pass key? The pass key is"
+            )
             samples.append({"prompt": prompt, "answer": key, "context_tokens": context_tokens, "depth": depth})
     return samples
 
@@ -53,10 +57,40 @@ def mqar_samples(tokenizer, num_pairs=16, num_samples=8, seed=0):
     """Sequences 'k1 v1, k2 v2, ... | kA vA, kB vB, ...' with the keys queried again in shuffled order;
     returns ids and the token positions of every queried value."""
     rng = random.Random(f"mqar-{seed}-{num_pairs}")
-    words = ["apple", "river", "stone", "cloud", "tiger", "piano", "lemon", "candle", "forest", "rocket", "silver",
-             "garden", "window", "bridge", "marble", "violet", "anchor", "falcon", "meadow", "harbor", "copper",
-             "saddle", "lantern", "pepper", "glacier", "walnut", "canyon", "orchid", "beacon", "thunder", "velvet",
-             "compass"]
+    words = [
+        "apple",
+        "river",
+        "stone",
+        "cloud",
+        "tiger",
+        "piano",
+        "lemon",
+        "candle",
+        "forest",
+        "rocket",
+        "silver",
+        "garden",
+        "window",
+        "bridge",
+        "marble",
+        "violet",
+        "anchor",
+        "falcon",
+        "meadow",
+        "harbor",
+        "copper",
+        "saddle",
+        "lantern",
+        "pepper",
+        "glacier",
+        "walnut",
+        "canyon",
+        "orchid",
+        "beacon",
+        "thunder",
+        "velvet",
+        "compass",
+    ]
     samples = []
     for _ in range(num_samples):
         keys = rng.sample(words, num_pairs)
@@ -100,9 +134,13 @@ def hf_generate(model, tokenizer, max_new_tokens=8):
     @torch.no_grad()
     def generate(prompt, max_new_tokens=max_new_tokens):
         enc = tokenizer(prompt, return_tensors="pt").to(model.device)
-        out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
-                             pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id)
-        return tokenizer.decode(out[0, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+        out = model.generate(
+            **enc,
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id,
+        )
+        return tokenizer.decode(out[0, enc["input_ids"].shape[1] :], skip_special_tokens=True)
 
     return generate
 
@@ -135,16 +173,104 @@ RECALL_HAYSTACK = ("corpus:gnu-manuals", "corpus:jargon")
 VALUE_KINDS = ("number", "word", "uuid")  # niah_single's values, in turn from one prompt to the next
 NEEDLES = 4  # the needles of niah_multikey (one asked, the rest distractors) and of niah_multivalue
 
-_ADJECTIVES = ("amber", "brisk", "calm", "dusty", "eager", "faint", "gentle", "hollow", "icy", "jolly", "keen",
-               "lofty", "mellow", "nimble", "odd", "plush", "quiet", "rusty", "sandy", "tidy", "upbeat", "vivid",
-               "wary", "zesty", "bold", "crisp", "dim", "fuzzy", "grim", "humble")
-_NOUNS = ("otter", "kettle", "meadow", "lantern", "harbor", "walrus", "thimble", "glacier", "pebble", "falcon",
-          "orchard", "saddle", "teapot", "quarry", "beacon", "cactus", "dolphin", "ember", "ferry", "goblet",
-          "hammock", "igloo", "jigsaw", "kayak", "lobster", "mitten", "nutmeg", "oyster", "parsnip", "raven")
-_WORD_VALUES = ("apricot", "bramble", "cobalt", "dandelion", "eucalyptus", "flamingo", "gardenia", "hazelnut",
-                "iguana", "juniper", "kumquat", "lavender", "mandolin", "nectarine", "obsidian", "pelican",
-                "quince", "rhubarb", "saffron", "tangerine", "umbrella", "vermilion", "wombat", "xylophone",
-                "yarrow", "zeppelin", "artichoke", "buttercup", "chinchilla", "dragonfly", "espresso", "fennel")
+_ADJECTIVES = (
+    "amber",
+    "brisk",
+    "calm",
+    "dusty",
+    "eager",
+    "faint",
+    "gentle",
+    "hollow",
+    "icy",
+    "jolly",
+    "keen",
+    "lofty",
+    "mellow",
+    "nimble",
+    "odd",
+    "plush",
+    "quiet",
+    "rusty",
+    "sandy",
+    "tidy",
+    "upbeat",
+    "vivid",
+    "wary",
+    "zesty",
+    "bold",
+    "crisp",
+    "dim",
+    "fuzzy",
+    "grim",
+    "humble",
+)
+_NOUNS = (
+    "otter",
+    "kettle",
+    "meadow",
+    "lantern",
+    "harbor",
+    "walrus",
+    "thimble",
+    "glacier",
+    "pebble",
+    "falcon",
+    "orchard",
+    "saddle",
+    "teapot",
+    "quarry",
+    "beacon",
+    "cactus",
+    "dolphin",
+    "ember",
+    "ferry",
+    "goblet",
+    "hammock",
+    "igloo",
+    "jigsaw",
+    "kayak",
+    "lobster",
+    "mitten",
+    "nutmeg",
+    "oyster",
+    "parsnip",
+    "raven",
+)
+_WORD_VALUES = (
+    "apricot",
+    "bramble",
+    "cobalt",
+    "dandelion",
+    "eucalyptus",
+    "flamingo",
+    "gardenia",
+    "hazelnut",
+    "iguana",
+    "juniper",
+    "kumquat",
+    "lavender",
+    "mandolin",
+    "nectarine",
+    "obsidian",
+    "pelican",
+    "quince",
+    "rhubarb",
+    "saffron",
+    "tangerine",
+    "umbrella",
+    "vermilion",
+    "wombat",
+    "xylophone",
+    "yarrow",
+    "zeppelin",
+    "artichoke",
+    "buttercup",
+    "chinchilla",
+    "dragonfly",
+    "espresso",
+    "fennel",
+)
 
 
 def haystack_documents(specs=RECALL_HAYSTACK):
@@ -198,19 +324,28 @@ def _task_text(task, kind, keys, values):
     """(intro, needles as strings, question, max_new_tokens) of one prompt."""
     if task == "passkey":
         v = values[0]
-        return ("There is a pass key hidden in the following text. Find it and remember it.\n\n",
-                [f"The pass key is {v}. Remember it. {v} is the pass key."],
-                "\n\nWhat is the pass key? The pass key is", 10)
+        return (
+            "There is a pass key hidden in the following text. Find it and remember it.\n\n",
+            [f"The pass key is {v}. Remember it. {v} is the pass key."],
+            "\n\nWhat is the pass key? The pass key is",
+            10,
+        )
     noun = {"number": "number", "word": "word", "uuid": "UUID"}[kind]
-    intro = (f"Some special magic {noun}s are hidden in the following text. Make sure to memorize them. "
-             f"I will quiz you about them afterwards.\n\n")
+    intro = (
+        f"Some special magic {noun}s are hidden in the following text. Make sure to memorize them. "
+        f"I will quiz you about them afterwards.\n\n"
+    )
     needles = [f"One of the special magic {noun}s for {k} is: {v}." for k, v in zip(keys, values)]
     if task == "niah_multivalue":
-        question = (f"\n\nWhat are all the special magic {noun}s for {keys[0]} mentioned in the text? "
-                    f"The special magic {noun}s for {keys[0]} mentioned in the text are")
+        question = (
+            f"\n\nWhat are all the special magic {noun}s for {keys[0]} mentioned in the text? "
+            f"The special magic {noun}s for {keys[0]} mentioned in the text are"
+        )
         return intro, needles, question, 12 * len(values)
-    question = (f"\n\nWhat is the special magic {noun} for {keys[0]} mentioned in the text? "
-                f"The special magic {noun} for {keys[0]} mentioned in the text is")
+    question = (
+        f"\n\nWhat is the special magic {noun} for {keys[0]} mentioned in the text? "
+        f"The special magic {noun} for {keys[0]} mentioned in the text is"
+    )
     return intro, needles, question, {"number": 12, "word": 8, "uuid": 32}[kind]
 
 
@@ -231,7 +366,7 @@ class Haystack:
         doc = rng.randrange(len(self.docs))
         text = self.docs[doc]
         lines = [0] + [m.end() for m in re.finditer(r"\n", text) if m.end() < len(text)]
-        text = text[rng.choice(lines):]
+        text = text[rng.choice(lines) :]
         while True:
             enc = self.tokenizer(text[: 8 * tokens + 64], add_special_tokens=False, return_offsets_mapping=True)
             if len(enc["input_ids"]) > tokens or len(text) > 8 * tokens + 64:
@@ -272,8 +407,11 @@ def recall_sample(tokenizer, haystack, task, length, bucket, index, seed=0, kind
     rng = random.Random(f"recall-{seed}-{task}-{length}-{label}-{index}")
     if task not in RECALL_TASKS:
         raise ValueError(f"unknown recall task {task!r}: choose from {', '.join(RECALL_TASKS)}")
-    kind = "passkey" if task == "passkey" else (kind or (VALUE_KINDS[index % len(VALUE_KINDS)]
-                                                         if task == "niah_single" else "number"))
+    kind = (
+        "passkey"
+        if task == "passkey"
+        else (kind or (VALUE_KINDS[index % len(VALUE_KINDS)] if task == "niah_single" else "number"))
+    )
     count = NEEDLES if task in ("niah_multikey", "niah_multivalue") else 1
     # The text around the needles is sized with placeholder values of the drawn kind's length.
     keys = [f"{rng.choice(_ADJECTIVES)}-{rng.choice(_NOUNS)}" for _ in range(count)]
@@ -282,8 +420,12 @@ def recall_sample(tokenizer, haystack, task, length, bucket, index, seed=0, kind
     size = lambda texts: sum(len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts)  # noqa: E731
     text, starts = haystack.cut(rng, max(count + 1, length - size([intro, question] + needles)) + 32)
     taken = set()
-    keys = [keys[0] if task == "niah_multivalue" else
-            _fresh(rng, lambda: f"{rng.choice(_ADJECTIVES)}-{rng.choice(_NOUNS)}", text, taken) for _ in range(count)]
+    keys = [
+        keys[0]
+        if task == "niah_multivalue"
+        else _fresh(rng, lambda: f"{rng.choice(_ADJECTIVES)}-{rng.choice(_NOUNS)}", text, taken)
+        for _ in range(count)
+    ]
     values = [_fresh(rng, lambda: _value(rng, kind), text, taken) for _ in range(count)]
     intro, needles, question, max_new = _task_text(task, kind, keys, values)
     # Sized again with the keys and values drawn: the haystack is cut to the tokens left over.
@@ -292,8 +434,11 @@ def recall_sample(tokenizer, haystack, task, length, bucket, index, seed=0, kind
         text, starts = text[: starts[budget]], starts[:budget]
     places = [_insert_at(text, starts, low, high, rng)]  # the asked needle (multivalue: every needle)
     for _ in needles[1:]:
-        places.append(_insert_at(text, starts, low, high, rng) if task == "niah_multivalue"
-                      else _insert_at(text, starts, 0.0, 1.0, rng))
+        places.append(
+            _insert_at(text, starts, low, high, rng)
+            if task == "niah_multivalue"
+            else _insert_at(text, starts, 0.0, 1.0, rng)
+        )
     order = sorted(range(count), key=lambda j: (places[j][0], j))
     pieces, at = [], 0
     for j in order:
@@ -305,17 +450,31 @@ def recall_sample(tokenizer, haystack, task, length, bucket, index, seed=0, kind
     pieces.append(text[at:])
     prompt = intro + "".join(pieces) + question
     depth = places[0][1] if task != "niah_multivalue" else sum(p[1] for p in places) / count
-    return {"task": task, "kind": kind, "length": length, "bucket": label, "depth": depth, "prompt": prompt,
-            "key": keys[0], "answers": values if task == "niah_multivalue" else values[:1],
-            "needles": needles, "max_new_tokens": max_new}
+    return {
+        "task": task,
+        "kind": kind,
+        "length": length,
+        "bucket": label,
+        "depth": depth,
+        "prompt": prompt,
+        "key": keys[0],
+        "answers": values if task == "niah_multivalue" else values[:1],
+        "needles": needles,
+        "max_new_tokens": max_new,
+    }
 
 
 def recall_samples(tokenizer, haystack, tasks=RECALL_TASKS, lengths=RECALL_LENGTHS, depths=3, prompts=20, seed=0):
     """Every prompt of the suite: ``prompts`` per task, length and depth bucket (``depths`` equal buckets)."""
     if not isinstance(prompts, int) or prompts < 1:
         raise ValueError(f"prompts per cell must be a whole number >= 1, got {prompts!r}")
-    return [recall_sample(tokenizer, haystack, task, length, bucket, i, seed)
-            for task in tasks for length in lengths for bucket in depth_buckets(depths) for i in range(prompts)]
+    return [
+        recall_sample(tokenizer, haystack, task, length, bucket, i, seed)
+        for task in tasks
+        for length in lengths
+        for bucket in depth_buckets(depths)
+        for i in range(prompts)
+    ]
 
 
 def score_answer(sample, text):
@@ -334,8 +493,9 @@ def score_recall(samples, generate):
     cells = {}
     for sample in samples:
         s = score_answer(sample, generate(sample["prompt"], max_new_tokens=sample["max_new_tokens"]))
-        cell = cells.setdefault(sample["task"], {}).setdefault(str(sample["length"]), {"all": [], "depth": {},
-                                                                                        "kind": {}})
+        cell = cells.setdefault(sample["task"], {}).setdefault(
+            str(sample["length"]), {"all": [], "depth": {}, "kind": {}}
+        )
         cell["all"].append(s)
         cell["depth"].setdefault(sample["bucket"], []).append(s)
         cell["kind"].setdefault(sample["kind"], []).append(s)
@@ -349,14 +509,30 @@ def score_recall(samples, generate):
     return out
 
 
-def text_recall(model, tokenizer, haystack=RECALL_HAYSTACK, tasks=RECALL_TASKS, lengths=RECALL_LENGTHS, depths=3,
-                prompts=20, seed=0, generate=None, documents=None):
+def text_recall(
+    model,
+    tokenizer,
+    haystack=RECALL_HAYSTACK,
+    tasks=RECALL_TASKS,
+    lengths=RECALL_LENGTHS,
+    depths=3,
+    prompts=20,
+    seed=0,
+    generate=None,
+    documents=None,
+):
     """The recall suite on one model: ``score_recall`` over ``recall_samples``, with what was measured.
     Haystacks come from the data specs ``haystack``, or from ``documents`` (strings) where given;
     ``generate`` replaces the model's greedy decoding (a scripted model in tests)."""
     docs = list(documents) if documents is not None else haystack_documents(haystack)
     samples = recall_samples(tokenizer, Haystack(tokenizer, docs), tasks, lengths, depths, prompts, seed)
     scores = score_recall(samples, generate or hf_generate(model, tokenizer))
-    return {"haystack": f"{len(docs)} given documents" if documents is not None else [str(h) for h in haystack],
-            "tasks": list(tasks), "lengths": list(lengths), "depth_buckets": [b[0] for b in depth_buckets(depths)],
-            "prompts_per_cell": prompts, "seed": seed, "scores": scores}
+    return {
+        "haystack": f"{len(docs)} given documents" if documents is not None else [str(h) for h in haystack],
+        "tasks": list(tasks),
+        "lengths": list(lengths),
+        "depth_buckets": [b[0] for b in depth_buckets(depths)],
+        "prompts_per_cell": prompts,
+        "seed": seed,
+        "scores": scores,
+    }

@@ -11,8 +11,10 @@ def grid(recall, task):
     that cell was not measured): the numbers the PNG shows, read from the JSON result."""
     depths, lengths = recall["depth_buckets"], [str(n) for n in recall["lengths"]]
     scores = recall["scores"].get(task, {})
-    rows = [[scores[n]["by_depth"][d]["score"] if n in scores and d in scores[n]["by_depth"] else None
-             for n in lengths] for d in depths]
+    rows = [
+        [scores[n]["by_depth"][d]["score"] if n in scores and d in scores[n]["by_depth"] else None for n in lengths]
+        for d in depths
+    ]
     return depths, lengths, rows
 
 
@@ -30,27 +32,43 @@ def recall_table(results):
     teacher = next((r for r in rows if r.get("role") == "teacher"), None)
     depths = first["depth_buckets"]
     haystack = first["haystack"] if isinstance(first["haystack"], str) else ", ".join(first["haystack"])
-    parts = [f"Recall in ordinary text (haystack: {haystack}; {first['prompts_per_cell']} prompts per depth bucket, "
-             f"seed {first['seed']}; exact match of the value in greedy output)"]
+    parts = [
+        f"Recall in ordinary text (haystack: {haystack}; {first['prompts_per_cell']} prompts per depth bucket, "
+        f"seed {first['seed']}; exact match of the value in greedy output)"
+    ]
     for task in first["tasks"]:
         head = ["model", "length", "all"] + [f"depth {d}" for d in depths] + ["prompts", "/ teacher"]
         lines = [f"**{task}**", "", "| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
         for r in rows:
             for n, cell in r["quality"]["recall"]["scores"].get(task, {}).items():
-                ref = teacher["quality"]["recall"]["scores"].get(task, {}).get(n) if teacher and r is not teacher else None
+                ref = (
+                    teacher["quality"]["recall"]["scores"].get(task, {}).get(n)
+                    if teacher and r is not teacher
+                    else None
+                )
                 ratio = f"{cell['score'] / ref['score']:.2f}x" if ref and ref["score"] > 0 else ""
                 cells = [_row_name(r), n, f"{cell['score']:.2f}"]
                 cells += [f"{cell['by_depth'][d]['score']:.2f}" if d in cell["by_depth"] else "" for d in depths]
                 lines.append("| " + " | ".join(cells + [str(cell["n"]), ratio]) + " |")
-        kinds = [(r, n, c["by_kind"]) for r in rows for n, c in r["quality"]["recall"]["scores"].get(task, {}).items()
-                 if "by_kind" in c]
+        kinds = [
+            (r, n, c["by_kind"])
+            for r in rows
+            for n, c in r["quality"]["recall"]["scores"].get(task, {}).items()
+            if "by_kind" in c
+        ]
         if kinds:
             names = sorted({k for _, _, by in kinds for k in by})
-            lines += ["", "| model | length | " + " | ".join(f"{k} values" for k in names) + " |",
-                      "|---" * (len(names) + 2) + "|"]
+            lines += [
+                "",
+                "| model | length | " + " | ".join(f"{k} values" for k in names) + " |",
+                "|---" * (len(names) + 2) + "|",
+            ]
             for r, n, by in kinds:
-                lines.append(f"| {_row_name(r)} | {n} | " + " | ".join(
-                    f"{by[k]['score']:.2f} ({by[k]['n']})" if k in by else "" for k in names) + " |")
+                lines.append(
+                    f"| {_row_name(r)} | {n} | "
+                    + " | ".join(f"{by[k]['score']:.2f} ({by[k]['n']})" if k in by else "" for k in names)
+                    + " |"
+                )
         parts.append("\n".join(lines))
     return "\n\n".join(parts) + "\n"
 
@@ -68,8 +86,9 @@ def plot_recall(result, path, title=None):
     recall = result["quality"]["recall"]
     tasks = recall["tasks"]
     shown = {}
-    fig, axes = plt.subplots(1, len(tasks), figsize=(2.2 + 2.0 * len(tasks) + 0.5 * len(recall["lengths"]), 3.6),
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        1, len(tasks), figsize=(2.2 + 2.0 * len(tasks) + 0.5 * len(recall["lengths"]), 3.6), squeeze=False
+    )
     for ax, task in zip(axes[0], tasks):
         depths, lengths, rows = grid(recall, task)
         shown[task] = rows

@@ -51,13 +51,19 @@ def speed_table(results):
         return ""
     contexts = [s["context"] for s in rows[0]["speed"]]
     ref = {s["context"]: s["decode_ms_per_token"] for s in rows[0]["speed"]}
-    head = ["model"] + [f"decode ms @{c}" for c in contexts] + [f"cache MiB @{c}" for c in contexts] + \
-           [f"prefill tok/s @{contexts[-1]}"]
+    head = (
+        ["model"]
+        + [f"decode ms @{c}" for c in contexts]
+        + [f"cache MiB @{c}" for c in contexts]
+        + [f"prefill tok/s @{contexts[-1]}"]
+    )
     lines = ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
     for r in rows:
         by = {s["context"]: s for s in r["speed"]}
-        decode = [f"{by[c]['decode_ms_per_token']:.1f} ({by[c]['decode_ms_per_token'] / ref[c]:.2f}x)" if c in by else ""
-                  for c in contexts]
+        decode = [
+            f"{by[c]['decode_ms_per_token']:.1f} ({by[c]['decode_ms_per_token'] / ref[c]:.2f}x)" if c in by else ""
+            for c in contexts
+        ]
         cache = [f"{by[c]['cache_bytes'] / 2**20:.1f}" if c in by else "" for c in contexts]
         prefill = f"{by[contexts[-1]]['prefill_tokens_per_s']:.0f}" if contexts[-1] in by else ""
         lines.append("| " + " | ".join([r["name"], *decode, *cache, prefill]) + " |")
@@ -68,7 +74,9 @@ def speed_table(results):
         lines += ["", "| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
         for r in serving:
             by = {s["context"]: s.get("serving") for s in r["speed"]}
-            lines.append("| " + " | ".join([r["name"]] + [_serving_cell(by.get(c), ref.get(c)) for c in contexts]) + " |")
+            lines.append(
+                "| " + " | ".join([r["name"]] + [_serving_cell(by.get(c), ref.get(c)) for c in contexts]) + " |"
+            )
     return "\n".join(lines)
 
 
@@ -147,8 +155,14 @@ def plot_positions(curves, path, title=None, bins=40):
         y = np.array([nll[a - 1 : b - 1].mean() for a, b in zip(edges, edges[1:])])
         binned[name] = (x, y)
     many = len(binned) > 1
-    fig, axes = plt.subplots(2 if many else 1, 1, figsize=(8, 6.5 if many else 4.5), sharex=True, squeeze=False,
-                             gridspec_kw={"height_ratios": [2, 1]} if many else None)
+    fig, axes = plt.subplots(
+        2 if many else 1,
+        1,
+        figsize=(8, 6.5 if many else 4.5),
+        sharex=True,
+        squeeze=False,
+        gridspec_kw={"height_ratios": [2, 1]} if many else None,
+    )
     ax = axes[0][0]
     for name, (x, y) in binned.items():
         ax.plot(x, y, marker=".", label=name)

@@ -8,10 +8,30 @@ from linearize.evals.recall import RECALL_HAYSTACK, RECALL_LENGTHS, RECALL_TASKS
 SUITES = ("ppl", "agreement", "recall", "lm-eval")
 
 
-def evaluate(model, tokenizer, name, suite=("ppl",), teacher=None, data=None, seq_len=512, max_tokens=8192,
-             tasks=(), include_path=None, limit=None, passkey_lengths=(), mqar_pairs=(8, 16),
-             buckets=None, split="heldout", ids=None, recall_tasks=RECALL_TASKS, recall_lengths=RECALL_LENGTHS,
-             recall_depths=3, recall_prompts=20, haystack=RECALL_HAYSTACK, seed=0):
+def evaluate(
+    model,
+    tokenizer,
+    name,
+    suite=("ppl",),
+    teacher=None,
+    data=None,
+    seq_len=512,
+    max_tokens=8192,
+    tasks=(),
+    include_path=None,
+    limit=None,
+    passkey_lengths=(),
+    mqar_pairs=(8, 16),
+    buckets=None,
+    split="heldout",
+    ids=None,
+    recall_tasks=RECALL_TASKS,
+    recall_lengths=RECALL_LENGTHS,
+    recall_depths=3,
+    recall_prompts=20,
+    haystack=RECALL_HAYSTACK,
+    seed=0,
+):
     """Run the evaluations in ``suite`` (see SUITES); ``teacher`` is needed for 'agreement'. ``buckets``
     (position bucket edges) adds per-position perplexity; ``split`` is "heldout" (the held-out split of
     ``data``) or "all" (every document: out-of-domain corpora); ``ids`` [N, T] replaces that text with
@@ -32,8 +52,9 @@ def evaluate(model, tokenizer, name, suite=("ppl",), teacher=None, data=None, se
             quality.update(agreement(model, teacher, ids))
     if "recall" in suite:
         if recall_tasks and recall_lengths:
-            quality["recall"] = text_recall(model, tokenizer, haystack, recall_tasks, recall_lengths, recall_depths,
-                                            recall_prompts, seed)
+            quality["recall"] = text_recall(
+                model, tokenizer, haystack, recall_tasks, recall_lengths, recall_depths, recall_prompts, seed
+            )
         older = recall_suite(model, tokenizer, passkey_lengths, mqar_pairs)
         quality.update({k: v for k, v in older.items() if v})
     if "lm-eval" in suite:

@@ -32,4 +32,9 @@ def fla_gated_backward_refused(*tensors):
         from fla.utils import IS_NVIDIA_HOPPER, TRITON_ABOVE_3_4_0, TRITON_ABOVE_3_7_1
     except Exception:
         return False
-    return IS_NVIDIA_HOPPER and TRITON_ABOVE_3_4_0 and not TRITON_ABOVE_3_7_1 and importlib.util.find_spec("tilelang") is None
+    return (
+        IS_NVIDIA_HOPPER
+        and TRITON_ABOVE_3_4_0
+        and not TRITON_ABOVE_3_7_1
+        and importlib.util.find_spec("tilelang") is None
+    )

@@ -69,15 +69,18 @@ if not os.path.isdir(os.path.join(os.path.dirname(os.path.abspath(__file__)), "k
 
 # Registration with transformers' Auto classes, deferred until transformers loads them: the config class when
 # configuration_auto has run, the model classes when modeling_auto has.
-_AUTO = {"transformers.models.auto.configuration_auto": "linearize.convert.configuration_linearized",
-         "transformers.models.auto.modeling_auto": "linearize.convert.auto"}
+_AUTO = {
+    "transformers.models.auto.configuration_auto": "linearize.convert.configuration_linearized",
+    "transformers.models.auto.modeling_auto": "linearize.convert.auto",
+}
 
 
 def _register(auto_module):
     module = importlib.import_module(_AUTO[auto_module])
     if auto_module.endswith("configuration_auto"):
-        sys.modules[auto_module].AutoConfig.register(module.LinearizedConfig.model_type, module.LinearizedConfig,
-                                                     exist_ok=True)
+        sys.modules[auto_module].AutoConfig.register(
+            module.LinearizedConfig.model_type, module.LinearizedConfig, exist_ok=True
+        )
 
 
 class _ThenRegister(importlib.abc.Loader):

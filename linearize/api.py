@@ -14,5 +14,14 @@ from linearize.distill.recipe import distill
 
 TARGETS = tuple(MIXERS)
 
-__all__ = ["DTYPES", "TARGETS", "convert", "distill", "load_base", "load_tokenizer", "new_parameter_count",
-           "resolve_base", "resolve_dtype"]
+__all__ = [
+    "DTYPES",
+    "TARGETS",
+    "convert",
+    "distill",
+    "load_base",
+    "load_tokenizer",
+    "new_parameter_count",
+    "resolve_base",
+    "resolve_dtype",
+]

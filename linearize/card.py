@@ -73,8 +73,13 @@ def model_card(folder, repo_id=None):
     mixers = config.get("mixers", [])
     converted = [i for i, m in enumerate(mixers) if m]
     kept = [i for i, m in enumerate(mixers) if not m]
-    data = ModelCardData(base_model=base_id, library_name="transformers", license=base_license(base_id),
-                         tags=["linearize", "linear-attention", target, "distillation"], pipeline_tag="text-generation")
+    data = ModelCardData(
+        base_model=base_id,
+        library_name="transformers",
+        license=base_license(base_id),
+        tags=["linearize", "linear-attention", target, "distillation"],
+        pipeline_tag="text-generation",
+    )
     results = []
     for name in ("eval.json", "bench.json"):
         if (folder / name).exists():
@@ -99,13 +104,20 @@ def model_card(folder, repo_id=None):
         lines.append("- Mamba heads per layer: " + ", ".join(f"{i}: {h}" for i, h in heads))
     if info.get("plan_evidence"):
         ev = info["plan_evidence"]
-        how = f"window {ev['window']}" if "window" in ev else f"{ev['samples'][0]} x {ev['samples'][1]} calibration tokens"
+        how = (
+            f"window {ev['window']}"
+            if "window" in ev
+            else f"{ev['samples'][0]} x {ev['samples'][1]} calibration tokens"
+        )
         lines.append(f"- chosen from {ev['method']} ({how}), evidence in config.json")
     lines += ["", "## Distillation", ""]
     if history:
         lines += ["| stage | tokens | steps | seconds | loss (first -> last) | data |", "|---|---|---|---|---|---|"]
-        lines += [f"| {h['stage']} | {h['tokens']:,} | {h['steps']} | {h['seconds']:.0f} | "
-                  f"{h['first_loss']:.4g} -> {h['last_loss']:.4g} | {h.get('data', '')} |" for h in history]
+        lines += [
+            f"| {h['stage']} | {h['tokens']:,} | {h['steps']} | {h['seconds']:.0f} | "
+            f"{h['first_loss']:.4g} -> {h['last_loss']:.4g} | {h.get('data', '')} |"
+            for h in history
+        ]
     else:
         lines.append("Not distilled: this is the direct conversion.")
     if info.get("heldout_perplexity"):
@@ -116,10 +128,15 @@ def model_card(folder, repo_id=None):
     if results:
         lines += ["", "## Evaluation", "", report.comparison(results).strip()]
     state, kv = decode_state_bytes(folder)
-    lines += ["", "## Memory", "",
-              "| per sequence at 4k tokens | bytes |", "|---|---|",
-              f"| this model's decode state (recurrent states + remaining KV) | {state / 2**20:.1f} MiB |",
-              f"| the base model's KV cache | {kv / 2**20:.1f} MiB |"]
+    lines += [
+        "",
+        "## Memory",
+        "",
+        "| per sequence at 4k tokens | bytes |",
+        "|---|---|",
+        f"| this model's decode state (recurrent states + remaining KV) | {state / 2**20:.1f} MiB |",
+        f"| the base model's KV cache | {kv / 2**20:.1f} MiB |",
+    ]
     lines += [
         "",
         "## Usage",

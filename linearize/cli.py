@@ -58,8 +58,15 @@ def run_convert(settings, out, overwrite=False, dtype="auto"):
     tokenizer = load_tokenizer(base)
     _stage(3, 4, f"converting to {target}")
     # The base is not used again here: the converted model takes its tensors instead of copying them.
-    student = convert(model, target, keep_attention=keep_attention, base_name=str(base), tokenizer=tokenizer,
-                      copy=False, **settings.mixer_settings())
+    student = convert(
+        model,
+        target,
+        keep_attention=keep_attention,
+        base_name=str(base),
+        tokenizer=tokenizer,
+        copy=False,
+        **settings.mixer_settings(),
+    )
     _stage(4, 4, f"saving to {out}")
     if tokenizer is None:
         print("note: the base has no tokenizer; the checkpoint is saved without one", file=sys.stderr)
@@ -84,8 +91,10 @@ def run_convert(settings, out, overwrite=False, dtype="auto"):
 def print_summary(s):
     evidence = s.get("plan_evidence")
     if evidence and evidence["method"] == "kl":
-        print(f"KL from the base with only that layer converted ({evidence['samples'][0]} calibration samples of "
-              f"{evidence['samples'][1]} tokens; the highest keep softmax attention):")
+        print(
+            f"KL from the base with only that layer converted ({evidence['samples'][0]} calibration samples of "
+            f"{evidence['samples'][1]} tokens; the highest keep softmax attention):"
+        )
         for i, kl in enumerate(evidence["kl"]):
             print(f"  layer {i:>3d}  {kl:.4f}{'  kept' if i in evidence['kept_layers'] else ''}")
     elif evidence:
@@ -93,22 +102,30 @@ def print_summary(s):
 
         from linearize.convert.calibration import recency_table
 
-        print(f"attention recency (share of mass on the last {evidence['window']} tokens; "
-              f"{evidence['samples'][0]} calibration samples of {evidence['samples'][1]} tokens"
-              + (f"; * = at or above {evidence['threshold']}, becomes a Mamba head" if "threshold" in evidence else "")
-              + "):")
+        print(
+            f"attention recency (share of mass on the last {evidence['window']} tokens; "
+            f"{evidence['samples'][0]} calibration samples of {evidence['samples'][1]} tokens"
+            + (f"; * = at or above {evidence['threshold']}, becomes a Mamba head" if "threshold" in evidence else "")
+            + "):"
+        )
         print(recency_table(torch.tensor(evidence["recency"]), evidence.get("threshold")))
     if s["target"] == "recurformer":
         heads = sum(len(m["mamba_heads"]) for m in s["mixers"] if m)
         total = s["layers"] * len(evidence["recency"][0])
-        print(f"mamba heads: {heads}/{total}; KV-cache reduction at 4k tokens: "
-              f"{1 - s['state_bytes_4k'] / s['kv_bytes_4k']:.1%} (state and remaining KV vs the base's KV)")
-    print(f"converted {s['layers_converted']}/{s['layers']} layers to {s['target']}"
-          + (f" (softmax attention kept in {s['kept_attention']})" if s["kept_attention"] else ""))
+        print(
+            f"mamba heads: {heads}/{total}; KV-cache reduction at 4k tokens: "
+            f"{1 - s['state_bytes_4k'] / s['kv_bytes_4k']:.1%} (state and remaining KV vs the base's KV)"
+        )
+    print(
+        f"converted {s['layers_converted']}/{s['layers']} layers to {s['target']}"
+        + (f" (softmax attention kept in {s['kept_attention']})" if s["kept_attention"] else "")
+    )
     print(f"parameters added: {s['parameters_added']:,}")
     ratio = s["kv_bytes_4k"] / max(s["state_bytes_4k"], 1)
-    print(f"decode state per sequence at 4k tokens: {_fmt_bytes(s['state_bytes_4k'])} "
-          f"vs {_fmt_bytes(s['kv_bytes_4k'])} KV cache ({ratio:.1f}x smaller)")
+    print(
+        f"decode state per sequence at 4k tokens: {_fmt_bytes(s['state_bytes_4k'])} "
+        f"vs {_fmt_bytes(s['kv_bytes_4k'])} KV cache ({ratio:.1f}x smaller)"
+    )
     print(f"saved to {s['out']} ({s['dtype']}) in {s['seconds']:.1f}s")
 
 
@@ -117,10 +134,13 @@ def _dtype_name(dtype):
 
 
 def add_dtype_arg(p):
-    p.add_argument("--dtype", default="auto",
-                   help="weights and compute of teacher and student: auto (bfloat16 on CUDA, float32 on CPU; the "
-                        "default), bfloat16, float16 or float32; recurrent states and normalisers accumulate in fp32 "
-                        "and trained parameters are held in fp32 whatever it is")
+    p.add_argument(
+        "--dtype",
+        default="auto",
+        help="weights and compute of teacher and student: auto (bfloat16 on CUDA, float32 on CPU; the "
+        "default), bfloat16, float16 or float32; recurrent states and normalisers accumulate in fp32 "
+        "and trained parameters are held in fp32 whatever it is",
+    )
 
 
 def add_convert_args(p, main_job=False):
@@ -145,33 +165,66 @@ def build_parser():
     ev.add_argument("model", help="converted checkpoint folder, or any --base value")
     ev.add_argument("--teacher", default=None, help="base to compare with (evaluated too, listed first)")
     ev.add_argument("--suite", default="ppl,agreement", help="comma list of ppl, agreement, recall, lm-eval")
-    ev.add_argument("--data", default=None, help="evaluation text: file, folder, corpus:NAME (an out-of-domain "
-                                                 "corpus: gnu-manuals, c-code, jargon) or hub dataset (default: "
-                                                 "the offline default corpus)")
-    ev.add_argument("--split", default="heldout", help="heldout (the held-out split of --data, never trained on; "
-                                                       "default) or all (every document: for corpora never trained on)")
-    ev.add_argument("--max-tokens", type=int, default=8192,
-                    help="tokens for ppl and agreement (whole windows, at least one)")
-    ev.add_argument("--seq-len", type=int, default=512,
-                    help="window length, up to the model's max_position_embeddings (default 512)")
-    ev.add_argument("--by-position", action="store_true",
-                    help="add perplexity per position bucket (and positions.png, the loss against position)")
-    ev.add_argument("--buckets", default=None, help="position bucket edges for --by-position "
-                                                    "(default 0,64,256,1024,4096; implies --by-position)")
+    ev.add_argument(
+        "--data",
+        default=None,
+        help="evaluation text: file, folder, corpus:NAME (an out-of-domain "
+        "corpus: gnu-manuals, c-code, jargon) or hub dataset (default: "
+        "the offline default corpus)",
+    )
+    ev.add_argument(
+        "--split",
+        default="heldout",
+        help="heldout (the held-out split of --data, never trained on; "
+        "default) or all (every document: for corpora never trained on)",
+    )
+    ev.add_argument(
+        "--max-tokens", type=int, default=8192, help="tokens for ppl and agreement (whole windows, at least one)"
+    )
+    ev.add_argument(
+        "--seq-len",
+        type=int,
+        default=512,
+        help="window length, up to the model's max_position_embeddings (default 512)",
+    )
+    ev.add_argument(
+        "--by-position",
+        action="store_true",
+        help="add perplexity per position bucket (and positions.png, the loss against position)",
+    )
+    ev.add_argument(
+        "--buckets",
+        default=None,
+        help="position bucket edges for --by-position (default 0,64,256,1024,4096; implies --by-position)",
+    )
     ev.add_argument("--tasks", default="", help="lm-eval task names, comma separated")
     ev.add_argument("--include-path", default=None, help="folder of extra lm-eval task YAMLs")
     ev.add_argument("--limit", type=int, default=None, help="lm-eval: examples per task")
-    ev.add_argument("--passkey-lengths", default="",
-                    help="recall: the older passkey in one repeated filler sentence at these lengths (default: off)")
-    ev.add_argument("--recall-lengths", default="1024,2048,4096",
-                    help="recall: prompt lengths in tokens (8192,16384 on a GPU)")
-    ev.add_argument("--recall-tasks", default="passkey,niah_single,niah_multikey,niah_multivalue",
-                    help="recall: tasks, comma separated")
+    ev.add_argument(
+        "--passkey-lengths",
+        default="",
+        help="recall: the older passkey in one repeated filler sentence at these lengths (default: off)",
+    )
+    ev.add_argument(
+        "--recall-lengths", default="1024,2048,4096", help="recall: prompt lengths in tokens (8192,16384 on a GPU)"
+    )
+    ev.add_argument(
+        "--recall-tasks",
+        default="passkey,niah_single,niah_multikey,niah_multivalue",
+        help="recall: tasks, comma separated",
+    )
     ev.add_argument("--recall-depths", type=int, default=3, help="recall: equal needle-depth buckets")
-    ev.add_argument("--recall-prompts", type=int, default=20, help="recall: seeded prompts per task, length and depth "
-                                                                   "bucket (20: one prompt is 5%% of a score)")
-    ev.add_argument("--haystack", default="corpus:gnu-manuals,corpus:jargon",
-                    help="recall: the ordinary text needles hide in, comma separated data specs")
+    ev.add_argument(
+        "--recall-prompts",
+        type=int,
+        default=20,
+        help="recall: seeded prompts per task, length and depth bucket (20: one prompt is 5%% of a score)",
+    )
+    ev.add_argument(
+        "--haystack",
+        default="corpus:gnu-manuals,corpus:jargon",
+        help="recall: the ordinary text needles hide in, comma separated data specs",
+    )
     ev.add_argument("--out", default="eval-results", help="folder for eval.json and eval.md")
     add_dtype_arg(ev)
 
@@ -181,10 +234,13 @@ def build_parser():
     be.add_argument("--contexts", default="512,2048,8192,16384")
     be.add_argument("--decode-tokens", type=int, default=32)
     be.add_argument("--repeats", type=int, default=5)
-    be.add_argument("--batch", default=None,
-                    help="serving throughput too: generated tokens/s of N sequences decoding together at each context "
-                         "(each a copy of that context's prefilled cache), or 'max': the largest batch that fits there, "
-                         "doubling from 1 until one runs out of memory (or passes --max-batch)")
+    be.add_argument(
+        "--batch",
+        default=None,
+        help="serving throughput too: generated tokens/s of N sequences decoding together at each context "
+        "(each a copy of that context's prefilled cache), or 'max': the largest batch that fits there, "
+        "doubling from 1 until one runs out of memory (or passes --max-batch)",
+    )
     be.add_argument("--max-batch", type=int, default=4096, help="with --batch max: stop doubling here")
     be.add_argument("--out", default="bench-results", help="folder for bench.json, bench.md and bench.png")
     add_dtype_arg(be)
@@ -203,8 +259,11 @@ def build_parser():
     push.add_argument("--private", action="store_true")
     push.add_argument("--revision", default=None, help="branch to push to (created if missing)")
     push.add_argument("--dry-run", action="store_true", help="verify and list what would be uploaded; upload nothing")
-    push.add_argument("--native", action="store_true",
-                      help="publish as the architecture transformers ships (see `linearize export`): no remote code")
+    push.add_argument(
+        "--native",
+        action="store_true",
+        help="publish as the architecture transformers ships (see `linearize export`): no remote code",
+    )
 
     cor = sub.add_parser("corpora", help="list or fetch the out-of-domain corpora (built from Debian packages)")
     cor.add_argument("action", choices=["list", "fetch"])
@@ -216,8 +275,11 @@ def build_parser():
     rep.add_argument("results", nargs="+", help="JSON files written by eval or bench")
     rep.add_argument("--out", default=None, help="write the markdown here (default: print it)")
 
-    exp = sub.add_parser("export", help="write a checkpoint as an architecture transformers ships (no remote code): "
-                                        "mamba -> GraniteMoeHybrid, gdn on Qwen3 -> Qwen3-Next")
+    exp = sub.add_parser(
+        "export",
+        help="write a checkpoint as an architecture transformers ships (no remote code): "
+        "mamba -> GraniteMoeHybrid, gdn on Qwen3 -> Qwen3-Next",
+    )
     exp.add_argument("folder", help="converted checkpoint folder (target mamba; llama, mistral or qwen2 base)")
     exp.add_argument("--out", required=True, help="output directory for the GraniteMoeHybrid checkpoint")
     exp.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
@@ -225,8 +287,17 @@ def build_parser():
 
 
 # The training flags the main job takes (the rest are the distill verb's).
-MAIN_JOB_TRAINING = ("tokens", "seq_len", "batch_size", "grad_accum", "save_every", "save_minutes", "deepspeed",
-                     "transfer_mode", "seed")
+MAIN_JOB_TRAINING = (
+    "tokens",
+    "seq_len",
+    "batch_size",
+    "grad_accum",
+    "save_every",
+    "save_minutes",
+    "deepspeed",
+    "transfer_mode",
+    "seed",
+)
 
 
 def add_train_args(p, main_job=False):
@@ -234,21 +305,40 @@ def add_train_args(p, main_job=False):
     from linearize.distill.recipe import CPU, GPU
     from linearize.flags import add_flags
 
-    p.add_argument("--data", default=None, help="training text: .txt/.jsonl/.json/.parquet file or folder, or a hub "
-                                                "dataset id[:config] (default: the offline corpus of Python's docs)")
+    p.add_argument(
+        "--data",
+        default=None,
+        help="training text: .txt/.jsonl/.json/.parquet file or folder, or a hub "
+        "dataset id[:config] (default: the offline corpus of Python's docs)",
+    )
     # Fields the stage recipes set take their default from the stage and the machine, not from TrainConfig.
     per_stage = {k for recipe in (CPU, GPU) for stage in recipe.values() for k in stage}
-    texts = {f.name: f.metadata["help"] + " (default: the stage's, on CUDA or CPU: distill/recipe.py)"
-             for f in dataclasses.fields(TrainConfig) if f.name in per_stage}
+    texts = {
+        f.name: f.metadata["help"] + " (default: the stage's, on CUDA or CPU: distill/recipe.py)"
+        for f in dataclasses.fields(TrainConfig)
+        if f.name in per_stage
+    }
     if main_job:
         texts["tokens"] = "training tokens for both stages together (55% transfer, 45% kd)"
-    add_flags(p, TrainConfig, only=MAIN_JOB_TRAINING if main_job else None, required=() if main_job else ("stage",),
-              help=texts)
-    p.add_argument("--resume", action="store_true",
-                   help="continue an interrupted run in the same --out " + (
-                       "(stages that finished are not rerun: their saved students load; the unfinished one continues "
-                       "from its newest complete checkpoint)" if main_job else "from its newest complete checkpoint")
-                        + "; it says what it resumed from, or that there is nothing to resume and it starts fresh")
+    add_flags(
+        p,
+        TrainConfig,
+        only=MAIN_JOB_TRAINING if main_job else None,
+        required=() if main_job else ("stage",),
+        help=texts,
+    )
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue an interrupted run in the same --out "
+        + (
+            "(stages that finished are not rerun: their saved students load; the unfinished one continues "
+            "from its newest complete checkpoint)"
+            if main_job
+            else "from its newest complete checkpoint"
+        )
+        + "; it says what it resumed from, or that there is nothing to resume and it starts fresh",
+    )
 
 
 def _ints(text, flag):
@@ -278,8 +368,10 @@ def parse_buckets(text):
     except ValueError:
         edges = []
     if not edges or any(e < 0 for e in edges) or any(a >= b for a, b in zip(edges, edges[1:])):
-        raise UserError(f"--buckets takes increasing non-negative whole numbers separated by commas "
-                        f"(for example 0,64,256,1024,4096), got {text!r}")
+        raise UserError(
+            f"--buckets takes increasing non-negative whole numbers separated by commas "
+            f"(for example 0,64,256,1024,4096), got {text!r}"
+        )
     return tuple(edges)
 
 
@@ -294,20 +386,27 @@ def _recall_args(args, suite):
     if any(n < 64 for n in lengths):
         raise UserError(f"--recall-lengths takes lengths of at least 64 tokens, got {args.recall_lengths!r}")
     if args.recall_depths < 1 or args.recall_prompts < 1:
-        raise UserError(f"--recall-depths and --recall-prompts take whole numbers >= 1, "
-                        f"got {args.recall_depths} and {args.recall_prompts}")
+        raise UserError(
+            f"--recall-depths and --recall-prompts take whole numbers >= 1, "
+            f"got {args.recall_depths} and {args.recall_prompts}"
+        )
     haystack = [h.strip() for h in args.haystack.split(",") if h.strip()]
     if "recall" in suite and tasks and lengths and not haystack:
         raise UserError("--haystack needs at least one data spec (for example corpus:gnu-manuals)")
-    return dict(recall_tasks=tasks, recall_lengths=lengths, recall_depths=args.recall_depths,
-                recall_prompts=args.recall_prompts, haystack=haystack)
+    return dict(
+        recall_tasks=tasks,
+        recall_lengths=lengths,
+        recall_depths=args.recall_depths,
+        recall_prompts=args.recall_prompts,
+        haystack=haystack,
+    )
 
 
 def run_eval(args):
     from linearize.convert.bases import resolve_dtype
+    from linearize.convert.load import load_model, max_positions
     from linearize.evals import report
     from linearize.evals.perplexity import DEFAULT_BUCKETS, SPLITS, heldout_ids
-    from linearize.convert.load import load_model, max_positions
     from linearize.evals.suite import SUITES, add_ratios, evaluate
 
     dtype = resolve_dtype(args.dtype)
@@ -324,16 +423,21 @@ def run_eval(args):
     if args.split not in SPLITS:
         raise UserError(f"unknown --split {args.split!r}: choose from {', '.join(SPLITS)}")
     if args.seq_len < 2 or args.max_tokens < 1:
-        raise UserError(f"--seq-len must be at least 2 and --max-tokens at least 1, "
-                        f"got {args.seq_len} and {args.max_tokens}")
+        raise UserError(
+            f"--seq-len must be at least 2 and --max-tokens at least 1, got {args.seq_len} and {args.max_tokens}"
+        )
     for spec in [s for s in (args.teacher, args.model) if s]:  # from the configs, before any weights load
         limit = max_positions(spec)
         if limit is not None and args.seq_len > limit and ("ppl" in suite or "agreement" in suite):
-            raise UserError(f"--seq-len {args.seq_len} is longer than {spec!r} takes "
-                            f"(max_position_embeddings {limit}); use at most {limit}")
+            raise UserError(
+                f"--seq-len {args.seq_len} is longer than {spec!r} takes "
+                f"(max_position_embeddings {limit}); use at most {limit}"
+            )
         if limit is not None and "recall" in suite and max(recall["recall_lengths"] or [0]) > limit:
-            raise UserError(f"--recall-lengths {args.recall_lengths} reaches past what {spec!r} takes "
-                            f"(max_position_embeddings {limit}); use at most {limit}")
+            raise UserError(
+                f"--recall-lengths {args.recall_lengths} reaches past what {spec!r} takes "
+                f"(max_position_embeddings {limit}); use at most {limit}"
+            )
     if "recall" in suite and recall["recall_tasks"] and recall["recall_lengths"]:  # a haystack that cannot be had
         from linearize.evals.recall import haystack_documents  # fails before any weights load
 
@@ -343,9 +447,20 @@ def run_eval(args):
     ids = None
     if "ppl" in suite or "agreement" in suite:  # the same windows for teacher and student
         ids = heldout_ids(student[1], args.data, seq_len=args.seq_len, max_tokens=args.max_tokens, split=args.split)
-    kwargs = dict(suite=suite, data=args.data, seq_len=args.seq_len, max_tokens=args.max_tokens, tasks=tasks,
-                  include_path=args.include_path, limit=args.limit, passkey_lengths=lengths,
-                  buckets=buckets if by_position else None, split=args.split, ids=ids, **recall)
+    kwargs = dict(
+        suite=suite,
+        data=args.data,
+        seq_len=args.seq_len,
+        max_tokens=args.max_tokens,
+        tasks=tasks,
+        include_path=args.include_path,
+        limit=args.limit,
+        passkey_lengths=lengths,
+        buckets=buckets if by_position else None,
+        split=args.split,
+        ids=ids,
+        **recall,
+    )
     results = []
     if teacher is not None:
         results.append(evaluate(*teacher, **{**kwargs, "suite": [s for s in suite if s != "agreement"]}))
@@ -376,9 +491,9 @@ def run_eval(args):
 
 def run_bench(args):
     from linearize.convert.bases import resolve_dtype
+    from linearize.convert.load import load_model
     from linearize.evals import report
     from linearize.evals.bench import bench, plot
-    from linearize.convert.load import load_model
 
     dtype = resolve_dtype(args.dtype)
     contexts = _ints(args.contexts, "--contexts")
@@ -389,9 +504,16 @@ def run_bench(args):
     for spec in [s for s in (args.teacher, args.model) if s]:
         model, _, name = load_model(spec, dtype=dtype)
         print(f"benchmarking {name} at {contexts} in {_dtype_name(dtype)}", file=sys.stderr, flush=True)
-        results.append({"name": name, "speed": bench(model, contexts, args.decode_tokens, args.repeats, batch=batch,
-                                                     max_batch=args.max_batch),
-                        "device": str(model.device), "dtype": _dtype_name(model.dtype)})
+        results.append(
+            {
+                "name": name,
+                "speed": bench(
+                    model, contexts, args.decode_tokens, args.repeats, batch=batch, max_batch=args.max_batch
+                ),
+                "device": str(model.device),
+                "dtype": _dtype_name(model.dtype),
+            }
+        )
         del model
     paths = report.write(results, args.out, "bench")
     plot({r["name"]: r["speed"] for r in results}, Path(args.out) / "bench.png")
@@ -413,10 +535,10 @@ def check_deepspeed(path):
 def run_distill(args):
     from linearize.api import distill
     from linearize.convert.bases import resolve_dtype
+    from linearize.convert.load import load_model
     from linearize.distill.config import TrainConfig
     from linearize.distill.recipe import stage_config
     from linearize.flags import given
-    from linearize.convert.load import load_model
 
     dtype = resolve_dtype(args.dtype)
     out = check_out(args.out, args.overwrite or args.resume)
@@ -430,10 +552,13 @@ def run_distill(args):
     from linearize.convert.bases import load_base
 
     teacher = load_base(teacher_spec, dtype=dtype)
-    summary = distill(student, teacher, tokenizer, out, stage=args.stage, data=args.data, resume=args.resume,
-                      **overrides)
-    print(f"{args.stage}: {summary['steps']} steps, {summary['tokens']:,} tokens, {summary['tokens_per_s']:.0f} tok/s, "
-          f"loss {summary['first_loss']:.4g} -> {summary['last_loss']:.4g}; saved to {out}")
+    summary = distill(
+        student, teacher, tokenizer, out, stage=args.stage, data=args.data, resume=args.resume, **overrides
+    )
+    print(
+        f"{args.stage}: {summary['steps']} steps, {summary['tokens']:,} tokens, {summary['tokens_per_s']:.0f} tok/s, "
+        f"loss {summary['first_loss']:.4g} -> {summary['last_loss']:.4g}; saved to {out}"
+    )
 
 
 def run_push(args):
@@ -441,8 +566,14 @@ def run_push(args):
 
     if not Path(args.folder).is_dir():
         raise UserError(f"no such checkpoint folder: {args.folder!r}")
-    push_to_hub(args.folder, args.repo_id, private=args.private, revision=args.revision, dry_run=args.dry_run,
-                native=args.native)
+    push_to_hub(
+        args.folder,
+        args.repo_id,
+        private=args.private,
+        revision=args.revision,
+        dry_run=args.dry_run,
+        native=args.native,
+    )
 
 
 def run_export(args):
@@ -477,8 +608,10 @@ def run_corpora(args):
     for name in args.names or list(corpora.CORPORA):
         path = corpora.fetch(name, force=args.force)
         info = json.loads((path / "SOURCE").read_text())
-        line = (f"{name}: {info['documents']} documents, {info['characters']:,} characters from "
-                f"{', '.join(f'{p} {v}' for p, v in info['packages'].items())} -> {path}")
+        line = (
+            f"{name}: {info['documents']} documents, {info['characters']:,} characters from "
+            f"{', '.join(f'{p} {v}' for p, v in info['packages'].items())} -> {path}"
+        )
         if tokenizer is not None:
             texts = [p.read_text(encoding="utf-8") for p in sorted(path.glob("*.txt"))]
             tokens = sum(len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"])
@@ -504,24 +637,34 @@ def build_main_parser():
     parser = argparse.ArgumentParser(
         prog="linearize",
         description="The main job: convert BASE, attention transfer, end-to-end KD, quality of teacher and student "
-                    "(out-of-domain perplexity by length and position, passkey, MQAR), save. With the default target "
-                    "the recipe is lolcats --decay 64 --sinks 4 --rank-by kl --keep-attention auto:N, N = 8/30 of the "
-                    "layers (each can be overridden; --keep-attention none converts every layer). "
-                    "Verbs: convert, distill, eval, bench, report, push, export, corpora (linearize VERB -h).",
+        "(out-of-domain perplexity by length and position, passkey, MQAR), save. With the default target "
+        "the recipe is lolcats --decay 64 --sinks 4 --rank-by kl --keep-attention auto:N, N = 8/30 of the "
+        "layers (each can be overridden; --keep-attention none converts every layer). "
+        "Verbs: convert, distill, eval, bench, report, push, export, corpora (linearize VERB -h).",
     )
     add_convert_args(parser, main_job=True)
     add_train_args(parser, main_job=True)
     add_dtype_arg(parser)
     parser.add_argument("--out", default=None, help="output directory (default: ./linearized-<base>-<target>)")
     parser.add_argument("--push-to-hub", default=None, metavar="REPO", help="push the result to this Hub repo")
-    parser.add_argument("--export", choices=["none", "native"], default="none",
-                        help="native: also write OUT-native, the result as an architecture transformers ships "
-                             "(see `linearize export`; refused before training if the target/base has none), "
-                             "and push that folder with --push-to-hub")
-    parser.add_argument("--eval-data", default=",".join(OOD_CORPORA),
-                        help="out-of-domain corpora measured after training, comma separated data specs, or 'none'")
-    parser.add_argument("--eval-lengths", default="",
-                        help="window lengths for them (default: the training length and 8x it, at least 2048)")
+    parser.add_argument(
+        "--export",
+        choices=["none", "native"],
+        default="none",
+        help="native: also write OUT-native, the result as an architecture transformers ships "
+        "(see `linearize export`; refused before training if the target/base has none), "
+        "and push that folder with --push-to-hub",
+    )
+    parser.add_argument(
+        "--eval-data",
+        default=",".join(OOD_CORPORA),
+        help="out-of-domain corpora measured after training, comma separated data specs, or 'none'",
+    )
+    parser.add_argument(
+        "--eval-lengths",
+        default="",
+        help="window lengths for them (default: the training length and 8x it, at least 2048)",
+    )
     parser.add_argument("--eval-tokens", type=int, default=8192, help="tokens per corpus and window length")
     parser.add_argument("--passkey-lengths", default=",".join(map(str, RECALL["passkey_lengths"])))
     parser.add_argument("--mqar-pairs", default=",".join(map(str, RECALL["mqar_pairs"])))
@@ -555,20 +698,39 @@ def run_main_job(args):
     corpora = [] if args.eval_data.strip() == "none" else [c.strip() for c in args.eval_data.split(",") if c.strip()]
     settings = ConvertSettings(**given(args, ConvertSettings)).mixer_settings()
     t0 = time.time()
-    result = main_job(args.base, args.target, out, keep_attention=args.keep_attention, data=args.data,
-                      tokens=args.tokens, seq_len=args.seq_len, batch_size=args.batch_size, grad_accum=args.grad_accum,
-                      save_every=args.save_every, save_minutes=args.save_minutes, deepspeed=args.deepspeed,
-                      seed=args.seed, resume=args.resume, dtype=dtype, transfer_mode=args.transfer_mode,
-                      log=lambda m: print(m, file=sys.stderr, flush=True), convert_settings=settings,
-                      eval_corpora=corpora, eval_lengths=_ints(args.eval_lengths, "--eval-lengths") or None,
-                      eval_tokens=args.eval_tokens, passkey_lengths=_ints(args.passkey_lengths, "--passkey-lengths"),
-                      mqar_pairs=_ints(args.mqar_pairs, "--mqar-pairs"),
-                      export=None if args.export == "none" else args.export)
+    result = main_job(
+        args.base,
+        args.target,
+        out,
+        keep_attention=args.keep_attention,
+        data=args.data,
+        tokens=args.tokens,
+        seq_len=args.seq_len,
+        batch_size=args.batch_size,
+        grad_accum=args.grad_accum,
+        save_every=args.save_every,
+        save_minutes=args.save_minutes,
+        deepspeed=args.deepspeed,
+        seed=args.seed,
+        resume=args.resume,
+        dtype=dtype,
+        transfer_mode=args.transfer_mode,
+        log=lambda m: print(m, file=sys.stderr, flush=True),
+        convert_settings=settings,
+        eval_corpora=corpora,
+        eval_lengths=_ints(args.eval_lengths, "--eval-lengths") or None,
+        eval_tokens=args.eval_tokens,
+        passkey_lengths=_ints(args.passkey_lengths, "--passkey-lengths"),
+        mqar_pairs=_ints(args.mqar_pairs, "--mqar-pairs"),
+        export=None if args.export == "none" else args.export,
+    )
     native = result.get("native")
     print(f"linearized {args.base} -> {args.target} ({_dtype_name(dtype)}) in {time.time() - t0:.0f}s")
     for stage, s in result["stages"].items():
-        print(f"  {stage}: {s['tokens']:,} tokens, {s['seconds']:.0f}s, {s['tokens_per_s']:.0f} tok/s, "
-              f"loss {s['first_loss']:.4g} -> {s['last_loss']:.4g}")
+        print(
+            f"  {stage}: {s['tokens']:,} tokens, {s['seconds']:.0f}s, {s['tokens_per_s']:.0f} tok/s, "
+            f"loss {s['first_loss']:.4g} -> {s['last_loss']:.4g}"
+        )
     for line in summary_lines(result["quality"]):
         print(f"  {line}")
     print(f"  saved to {result['out']} (training logs, loss curves and checkpoints in {result['out']}/training)")
@@ -580,16 +742,27 @@ def run_main_job(args):
         push_to_hub(native or result["out"], args.push_to_hub, native=native is not None)
 
 
-VERBS = {"convert": "run_convert_verb", "eval": "run_eval", "bench": "run_bench", "report": "run_report",
-         "distill": "run_distill", "push": "run_push", "corpora": "run_corpora", "export": "run_export"}
+VERBS = {
+    "convert": "run_convert_verb",
+    "eval": "run_eval",
+    "bench": "run_bench",
+    "report": "run_report",
+    "distill": "run_distill",
+    "push": "run_push",
+    "corpora": "run_corpora",
+    "export": "run_export",
+}
 
 
 def run_convert_verb(args):
     from linearize.convert.settings import ConvertSettings
     from linearize.flags import given
 
-    print_summary(run_convert(ConvertSettings(**given(args, ConvertSettings)), args.out, overwrite=args.overwrite,
-                              dtype=args.dtype))
+    print_summary(
+        run_convert(
+            ConvertSettings(**given(args, ConvertSettings)), args.out, overwrite=args.overwrite, dtype=args.dtype
+        )
+    )
 
 
 def main(argv=None):

@@ -34,10 +34,13 @@ def add_flags(parser, schema, only=None, skip=(), required=(), help=None):
             kwargs["type"] = kind
             if "choices" in f.metadata:  # shown, not checked here: the schema refuses a bad value in its own words
                 kwargs["metavar"] = "{" + ",".join(f.metadata["choices"]) + "}"
-        parser.add_argument(f.metadata.get("flag", "--" + f.name.replace("_", "-")), required=f.name in required,
-                            **kwargs)
+        parser.add_argument(
+            f.metadata.get("flag", "--" + f.name.replace("_", "-")), required=f.name in required, **kwargs
+        )
 
 
 def given(args, schema):
     """The fields of ``schema`` the parsed ``args`` set (not None), by name."""
-    return {f.name: getattr(args, f.name) for f in dataclasses.fields(schema) if getattr(args, f.name, None) is not None}
+    return {
+        f.name: getattr(args, f.name) for f in dataclasses.fields(schema) if getattr(args, f.name, None) is not None
+    }

@@ -56,12 +56,17 @@ def verify(folder, timeout=600, remote_code=True):
     files = files_to_upload(folder)
     pickles = [f for f in files if f.endswith(PICKLE_SUFFIXES)]
     if pickles:
-        raise VerificationError(f"{str(folder)!r} holds pickled files ({', '.join(pickles[:3])}); only safetensors "
-                                "weights are pushed")
+        raise VerificationError(
+            f"{str(folder)!r} holds pickled files ({', '.join(pickles[:3])}); only safetensors weights are pushed"
+        )
     if not any(f.endswith(".safetensors") for f in files):
         raise VerificationError(f"{str(folder)!r} has no safetensors weights")
-    proc = subprocess.run([sys.executable, "-I", "-c", LOAD_CHECK, str(folder.resolve()),
-                           "remote" if remote_code else "native"], capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(
+        [sys.executable, "-I", "-c", LOAD_CHECK, str(folder.resolve()), "remote" if remote_code else "native"],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     if proc.returncode != 0 or not proc.stdout.strip().endswith("ok"):
         last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
         raise VerificationError(f"{str(folder)!r} does not load and generate without linearize: {last}")
@@ -75,8 +80,17 @@ def is_native(folder):
     return converted_config(folder) is None
 
 
-def push_to_hub(folder, repo_id, private=False, revision=None, dry_run=False, token=None,
-                commit_message="Upload linearized model", log=print, native=False):
+def push_to_hub(
+    folder,
+    repo_id,
+    private=False,
+    revision=None,
+    dry_run=False,
+    token=None,
+    commit_message="Upload linearized model",
+    log=print,
+    native=False,
+):
     """Verify ``folder``, write its model card, then (unless ``dry_run``) create ``repo_id`` and upload the
     folder in one commit. ``native``: publish the checkpoint as the architecture transformers ships
     (``convert.export_native``): a linearize checkpoint is exported to a temporary folder first, a folder
@@ -101,8 +115,11 @@ def push_to_hub(folder, repo_id, private=False, revision=None, dry_run=False, to
         model_card(folder, repo_id).save(Path(folder) / "README.md")
         files = verify(folder)
     if dry_run:
-        log(f"dry run: {str(folder)!r} verified; would upload {len(files)} files to {repo_id}"
-            + (f"@{revision}" if revision else "") + (" (private)" if private else ""))
+        log(
+            f"dry run: {str(folder)!r} verified; would upload {len(files)} files to {repo_id}"
+            + (f"@{revision}" if revision else "")
+            + (" (private)" if private else "")
+        )
         for f in files:
             log(f"  {f}")
         return {"files": files, "url": None}
@@ -110,7 +127,12 @@ def push_to_hub(folder, repo_id, private=False, revision=None, dry_run=False, to
     api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
     if revision:
         api.create_branch(repo_id, branch=revision, exist_ok=True)
-    info = api.upload_folder(folder_path=str(folder), repo_id=repo_id, revision=revision,
-                             commit_message=commit_message, ignore_patterns=IGNORE)
+    info = api.upload_folder(
+        folder_path=str(folder),
+        repo_id=repo_id,
+        revision=revision,
+        commit_message=commit_message,
+        ignore_patterns=IGNORE,
+    )
     log(f"pushed {len(files)} files to {repo_id}: {info}")
     return {"files": files, "url": str(info)}

@@ -6,13 +6,13 @@ Quality is measured as ../QUALITY.md asks: the training corpus's held-out split 
 position bucket, and passkey and MQAR recall; teacher and student on the same windows in the same run.
 """
 
-from linearize.errors import SettingError
 from linearize.distill.recipe import distill, stage_config
+from linearize.errors import SettingError
 
 OOD_CORPORA = ("corpus:gnu-manuals", "corpus:c-code")
 # The main job's default recipe, chosen by benchmarks/length_ablation.py (benchmarks/smollm2/length.md):
-# LoLCATs layers with a learned decay (spans 8-64 tokens at init) and 4 attention sinks, and softmax attention kept in the 8 layers
-# whose lone conversion costs the most KL (8 of SmolLM2's 30; the same share of other bases' layers).
+# LoLCATs layers with a learned decay (spans 8-64 tokens at init) and 4 attention sinks, and softmax attention kept
+# in the 8 layers whose lone conversion costs the most KL (8 of SmolLM2's 30; the same share of other bases' layers).
 # Applied when the target is lolcats and a setting is not given.
 MAIN_RECIPE = {"rank_by": "kl", "decay": 64, "sinks": 4}
 KEEP_SHARE = 8 / 30
@@ -21,11 +21,18 @@ KEEP_SHARE = 8 / 30
 def recipe_keep_attention(num_layers):
     """The recipe's plan for a base of ``num_layers`` layers: auto:N with N = KEEP_SHARE of them."""
     return f"auto:{max(1, round(KEEP_SHARE * num_layers))}"
+
+
 # Recall in the main job: passkey and single-key NIAH in ordinary text (the out-of-domain corpora) at
 # ``passkey_lengths``, 20 seeded prompts per task and length (needle depths spread over the whole text),
 # and MQAR. `linearize eval --suite recall` measures the full grid (more tasks, depth buckets, lengths).
-RECALL = {"passkey_lengths": (2048,), "mqar_pairs": (8, 16), "tasks": ("passkey", "niah_single"), "depths": 1,
-          "prompts": 20}
+RECALL = {
+    "passkey_lengths": (2048,),
+    "mqar_pairs": (8, 16),
+    "tasks": ("passkey", "niah_single"),
+    "depths": 1,
+    "prompts": 20,
+}
 
 
 def eval_lengths(seq_len):
@@ -33,8 +40,19 @@ def eval_lengths(seq_len):
     return (seq_len, max(8 * seq_len, 2048))
 
 
-def quality(teacher, student, tokenizer, seq_len, data=None, corpora=OOD_CORPORA, lengths=None, eval_tokens=8192,
-            passkey_lengths=RECALL["passkey_lengths"], mqar_pairs=RECALL["mqar_pairs"], log=print):
+def quality(
+    teacher,
+    student,
+    tokenizer,
+    seq_len,
+    data=None,
+    corpora=OOD_CORPORA,
+    lengths=None,
+    eval_tokens=8192,
+    passkey_lengths=RECALL["passkey_lengths"],
+    mqar_pairs=RECALL["mqar_pairs"],
+    log=print,
+):
     """In-domain held-out perplexity at ``seq_len``, out-of-domain perplexity by length and position on
     each corpus, and recall, for teacher and student. Returns the dict the checkpoint records."""
     from linearize.evals.perplexity import heldout_ids, length_quality, perplexity
@@ -43,23 +61,40 @@ def quality(teacher, student, tokenizer, seq_len, data=None, corpora=OOD_CORPORA
     # The windows `linearize eval CKPT --seq-len seq_len --max-tokens eval_tokens` measures: the same number.
     held = heldout_ids(tokenizer, data, seq_len, eval_tokens)
     ind = {"teacher": perplexity(teacher, held)["perplexity"], "student": perplexity(student, held)["perplexity"]}
-    out = {"in_domain": {**ind, "ratio": ind["student"] / ind["teacher"], "seq_len": seq_len, "data": str(data or "default")}}
+    out = {
+        "in_domain": {
+            **ind,
+            "ratio": ind["student"] / ind["teacher"],
+            "seq_len": seq_len,
+            "data": str(data or "default"),
+        }
+    }
     lengths = tuple(lengths or eval_lengths(seq_len))
     out["out_of_domain"] = {}
     for spec in corpora:
         log(f"      {spec}: perplexity over {', '.join(map(str, lengths))}-token windows")
-        out["out_of_domain"][spec] = length_quality(teacher, student, tokenizer, spec, seq_lens=lengths,
-                                                    max_tokens=eval_tokens, split="all")
+        out["out_of_domain"][spec] = length_quality(
+            teacher, student, tokenizer, spec, seq_lens=lengths, max_tokens=eval_tokens, split="all"
+        )
     if passkey_lengths or mqar_pairs:
-        log(f"      recall: {', '.join(RECALL['tasks'])} in ordinary text at {', '.join(map(str, passkey_lengths))} "
-            f"tokens ({RECALL['prompts']} prompts each), MQAR with {', '.join(map(str, mqar_pairs))} pairs")
+        log(
+            f"      recall: {', '.join(RECALL['tasks'])} in ordinary text at {', '.join(map(str, passkey_lengths))} "
+            f"tokens ({RECALL['prompts']} prompts each), MQAR with {', '.join(map(str, mqar_pairs))} pairs"
+        )
         docs = _haystack(corpora, data) if passkey_lengths else None
         out["recall"] = {}
         for role, model in (("teacher", teacher), ("student", student)):
             r = {"mqar": recall_suite(model, tokenizer, (), mqar_pairs)["mqar"]}
             if passkey_lengths:
-                grid = text_recall(model, tokenizer, tasks=RECALL["tasks"], lengths=passkey_lengths,
-                                   depths=RECALL["depths"], prompts=RECALL["prompts"], documents=docs)
+                grid = text_recall(
+                    model,
+                    tokenizer,
+                    tasks=RECALL["tasks"],
+                    lengths=passkey_lengths,
+                    depths=RECALL["depths"],
+                    prompts=RECALL["prompts"],
+                    documents=docs,
+                )
                 grid["haystack"] = list(corpora) or f"{data or 'default'} (held-out documents)"
                 r.update({task: {n: cell["score"] for n, cell in by.items()} for task, by in grid["scores"].items()})
                 r["text_recall"] = grid
@@ -81,38 +116,78 @@ def _haystack(corpora, data):
 def summary_lines(q):
     """Human lines for the main job's output and the model card."""
     d = q["in_domain"]
-    lines = [f"in-domain held-out ({d['seq_len']}-token windows): teacher {d['teacher']:.2f}, student "
-             f"{d['student']:.2f} ({d['ratio']:.2f}x)"]
+    lines = [
+        f"in-domain held-out ({d['seq_len']}-token windows): teacher {d['teacher']:.2f}, student "
+        f"{d['student']:.2f} ({d['ratio']:.2f}x)"
+    ]
     for spec, res in q.get("out_of_domain", {}).items():
         # Numeric order: a config reloaded from JSON has its keys sorted as strings.
         for n, w in sorted(res["windows"].items(), key=lambda item: int(item[0])):
-            buckets = " / ".join(f"{label} {b['ratio']:.2f}" for label, b in
-                                 sorted(w.get("by_position", {}).items(), key=lambda item: int(item[0].split("-")[0])))
-            lines.append(f"{spec}, {n}-token windows: teacher {w['teacher']:.2f}, student {w['student']:.2f} "
-                         f"({w['ratio']:.2f}x); by position {buckets}")
+            buckets = " / ".join(
+                f"{label} {b['ratio']:.2f}"
+                for label, b in sorted(w.get("by_position", {}).items(), key=lambda item: int(item[0].split("-")[0]))
+            )
+            lines.append(
+                f"{spec}, {n}-token windows: teacher {w['teacher']:.2f}, student {w['student']:.2f} "
+                f"({w['ratio']:.2f}x); by position {buckets}"
+            )
     if "recall" in q:
         t, s = q["recall"]["teacher"], q["recall"]["student"]
         # Older checkpoints hold the passkey in a repeated filler sentence, without "text_recall".
         where = f" (in ordinary text, {s['text_recall']['prompts_per_cell']} prompts)" if "text_recall" in s else ""
         for task, name in (("passkey", "passkey"), ("niah_single", "single-key NIAH")):
             if s.get(task):
-                lines.append(f"{name} " + ", ".join(f"@{n}: teacher {t[task][n]:.2f}, student {s[task][n]:.2f}"
-                                                    for n in sorted(s[task], key=int)) + where)
+                lines.append(
+                    f"{name} "
+                    + ", ".join(
+                        f"@{n}: teacher {t[task][n]:.2f}, student {s[task][n]:.2f}" for n in sorted(s[task], key=int)
+                    )
+                    + where
+                )
         if s.get("mqar"):
-            lines.append("MQAR " + ", ".join(f"{n} pairs: teacher {t['mqar'][n]:.2f}, student {s['mqar'][n]:.2f}"
-                                             for n in sorted(s["mqar"], key=int)))
+            lines.append(
+                "MQAR "
+                + ", ".join(
+                    f"{n} pairs: teacher {t['mqar'][n]:.2f}, student {s['mqar'][n]:.2f}"
+                    for n in sorted(s["mqar"], key=int)
+                )
+            )
     if "cost" in q:
         c = q["cost"]
-        lines.append(f"training: {c['train_tokens']:,} tokens in {c['train_seconds']:.0f}s; decode state at 4k tokens "
-                     f"{c['state_bytes_4k'] / 2**20:.1f} MiB vs {c['kv_bytes_4k'] / 2**20:.1f} MiB KV cache")
+        lines.append(
+            f"training: {c['train_tokens']:,} tokens in {c['train_seconds']:.0f}s; decode state at 4k tokens "
+            f"{c['state_bytes_4k'] / 2**20:.1f} MiB vs {c['kv_bytes_4k'] / 2**20:.1f} MiB KV cache"
+        )
     return lines
 
 
-def main_job(base_spec, target, out, keep_attention=None, data=None, tokens=None, seq_len=None, batch_size=None,
-             grad_accum=None, save_every=None, deepspeed=None, seed=None, resume=False, eval_tokens=8192, log=print,
-             stage_overrides=None, convert_settings=None, eval_corpora=OOD_CORPORA, eval_lengths=None,
-             passkey_lengths=RECALL["passkey_lengths"], mqar_pairs=RECALL["mqar_pairs"], save_minutes=None,
-             dtype="auto", export=None, transfer_mode=None):
+def main_job(
+    base_spec,
+    target,
+    out,
+    keep_attention=None,
+    data=None,
+    tokens=None,
+    seq_len=None,
+    batch_size=None,
+    grad_accum=None,
+    save_every=None,
+    deepspeed=None,
+    seed=None,
+    resume=False,
+    eval_tokens=8192,
+    log=print,
+    stage_overrides=None,
+    convert_settings=None,
+    eval_corpora=OOD_CORPORA,
+    eval_lengths=None,
+    passkey_lengths=RECALL["passkey_lengths"],
+    mqar_pairs=RECALL["mqar_pairs"],
+    save_minutes=None,
+    dtype="auto",
+    export=None,
+    transfer_mode=None,
+):
     """convert -> transfer -> kd -> quality of teacher and student -> save to ``out``.
     ``tokens`` is the budget of both stages (55% transfer, 45% kd); default: this machine's defaults.
     ``stage_overrides`` ({"transfer": {...}, "kd": {...}}; ``{"skip": True}`` leaves a stage out) and
@@ -143,10 +218,21 @@ def main_job(base_spec, target, out, keep_attention=None, data=None, tokens=None
     dtype = resolve_dtype(dtype)
     if tokens is not None and (isinstance(tokens, bool) or not isinstance(tokens, int) or tokens < 2):
         raise SettingError(f"bad --tokens {tokens!r}: a whole number >= 2 (both stages share it)")
-    common = dict(seq_len=seq_len, batch_size=batch_size, grad_accum=grad_accum, save_every=save_every,
-                  save_minutes=save_minutes, deepspeed=deepspeed, seed=seed, transfer_mode=transfer_mode)
-    budgets = {"transfer": None, "kd": None} if tokens is None else {"transfer": int(tokens * 0.55),
-                                                                     "kd": tokens - int(tokens * 0.55)}
+    common = dict(
+        seq_len=seq_len,
+        batch_size=batch_size,
+        grad_accum=grad_accum,
+        save_every=save_every,
+        save_minutes=save_minutes,
+        deepspeed=deepspeed,
+        seed=seed,
+        transfer_mode=transfer_mode,
+    )
+    budgets = (
+        {"transfer": None, "kd": None}
+        if tokens is None
+        else {"transfer": int(tokens * 0.55), "kd": tokens - int(tokens * 0.55)}
+    )
     for stage in ("transfer", "kd"):  # degenerate settings fail now, before a model loads or a work folder goes
         settings = {k: v for k, v in (stage_overrides or {}).get(stage, {}).items() if k != "skip"}
         stage_config(stage, **{**common, "tokens": budgets[stage], **settings})
@@ -158,8 +244,11 @@ def main_job(base_spec, target, out, keep_attention=None, data=None, tokens=None
         log(f"resume: nothing to resume from ({work} does not exist); starting fresh")
         resume = False
     elif resume:
-        finished = {stage: work / "results" / stage for _, stage in stages
-                    if (work / "results" / stage / "summary.json").exists()}
+        finished = {
+            stage: work / "results" / stage
+            for _, stage in stages
+            if (work / "results" / stage / "summary.json").exists()
+        }
     elif work.exists():
         shutil.rmtree(work)
     for spec in eval_corpora or ():
@@ -167,20 +256,28 @@ def main_job(base_spec, target, out, keep_attention=None, data=None, tokens=None
             # Fetch (or fail) now: a corpus that cannot be had must not cost a finished training run.
             from linearize.data.corpora import corpus_path
 
-            corpus_path(str(spec)[len("corpus:"):])
+            corpus_path(str(spec)[len("corpus:") :])
     tokenizer = load_tokenizer(base_spec)
     teacher = load_base(base_spec, dtype=dtype)
     latest = [stage for _, stage in stages if stage in finished][-1:]  # the last finished stage's student goes on
     if latest:
         from linearize.convert.auto import LinearizedForCausalLM
 
-        log(f"[1/5] loading {base_spec!r} in {str(dtype).removeprefix('torch.')}; the {target} conversion is in "
-            f"the {latest[0]} stage's saved result")
+        log(
+            f"[1/5] loading {base_spec!r} in {str(dtype).removeprefix('torch.')}; the {target} conversion is in "
+            f"the {latest[0]} stage's saved result"
+        )
         student = LinearizedForCausalLM.from_pretrained(finished[latest[0]], dtype=teacher.dtype).eval()
     else:
         log(f"[1/5] loading {base_spec!r} in {str(dtype).removeprefix('torch.')} and converting to {target}")
-        student = convert(teacher, target, keep_attention=keep_attention, base_name=str(base_spec),
-                          tokenizer=tokenizer, **(convert_settings or {}))
+        student = convert(
+            teacher,
+            target,
+            keep_attention=keep_attention,
+            base_name=str(base_spec),
+            tokenizer=tokenizer,
+            **(convert_settings or {}),
+        )
     if export == "native":
         from linearize.convert.export_native import check_exportable
 
@@ -201,17 +298,30 @@ def main_job(base_spec, target, out, keep_attention=None, data=None, tokens=None
             log(f"[{n}/5] {stage}: skipped ({target} adds no parameters)")
             continue
         log(f"[{n}/5] {stage}")
-        summary = distill(student, teacher, tokenizer, out, stage=stage, data=data, resume=resume, save=False, log=log,
-                          **{**common, "tokens": budgets[stage], **overrides})
+        summary = distill(
+            student,
+            teacher,
+            tokenizer,
+            out,
+            stage=stage,
+            data=data,
+            resume=resume,
+            save=False,
+            log=log,
+            **{**common, "tokens": budgets[stage], **overrides},
+        )
         student, trained_here = summary.pop("model"), True
         summaries[stage] = summary
         # The finished stage's student, so that a resumed run loads it instead of training the stage again.
         (work / "results").mkdir(parents=True, exist_ok=True)
         (work / "results" / f".{stage}-summary.json").write_text(json.dumps(summary))
-        save_atomic(student, None, work / "results" / stage,
-                    extra={"summary.json": work / "results" / f".{stage}-summary.json"})
-        log(f"      {summary['steps']} steps, {summary['tokens']:,} tokens in {summary['seconds']:.0f}s "
-            f"({summary['tokens_per_s']:.0f} tok/s), loss {summary['first_loss']:.4g} -> {summary['last_loss']:.4g}")
+        save_atomic(
+            student, None, work / "results" / stage, extra={"summary.json": work / "results" / f".{stage}-summary.json"}
+        )
+        log(
+            f"      {summary['steps']} steps, {summary['tokens']:,} tokens in {summary['seconds']:.0f}s "
+            f"({summary['tokens_per_s']:.0f} tok/s), loss {summary['first_loss']:.4g} -> {summary['last_loss']:.4g}"
+        )
     train_seconds = time.time() - t0 + earlier_seconds
     if latest and not trained_here:  # where training would have put them
         import torch
@@ -221,11 +331,26 @@ def main_job(base_spec, target, out, keep_attention=None, data=None, tokens=None
         student.to(device)
     log("[4/5] quality of teacher and student")
     cfg_seq = stage_config("kd", seq_len=seq_len).seq_len
-    q = quality(teacher, student, tokenizer, cfg_seq, data=data, corpora=eval_corpora or (), lengths=eval_lengths,
-                eval_tokens=eval_tokens, passkey_lengths=passkey_lengths or (), mqar_pairs=mqar_pairs or (), log=log)
+    q = quality(
+        teacher,
+        student,
+        tokenizer,
+        cfg_seq,
+        data=data,
+        corpora=eval_corpora or (),
+        lengths=eval_lengths,
+        eval_tokens=eval_tokens,
+        passkey_lengths=passkey_lengths or (),
+        mqar_pairs=mqar_pairs or (),
+        log=log,
+    )
     state, kv = student.cache_bytes(4096)
-    q["cost"] = {"train_tokens": sum(s["tokens"] for s in summaries.values()), "train_seconds": round(train_seconds, 1),
-                 "state_bytes_4k": state, "kv_bytes_4k": kv}
+    q["cost"] = {
+        "train_tokens": sum(s["tokens"] for s in summaries.values()),
+        "train_seconds": round(train_seconds, 1),
+        "state_bytes_4k": state,
+        "kv_bytes_4k": kv,
+    }
     student.config.linearize = {**student.config.linearize, "heldout_perplexity": q}
     log(f"[5/5] saving to {out}")
     # The stages' training logs and checkpoints go with the checkpoint; their saved students are dropped.

@@ -32,19 +32,32 @@ def check(name, ok, detail):
 
 def greedy(model, inputs, n):
     """n greedy tokens (EOS does not stop it early, so both sides produce n), with each step's raw logits."""
-    out = model.generate(**inputs, max_new_tokens=n, min_new_tokens=n, do_sample=False, output_logits=True,
-                         return_dict_in_generate=True, pad_token_id=model.generation_config.eos_token_id)
-    return out.sequences[0, inputs["input_ids"].shape[1]:].tolist(), torch.stack(out.logits, 1)[0].float()
+    out = model.generate(
+        **inputs,
+        max_new_tokens=n,
+        min_new_tokens=n,
+        do_sample=False,
+        output_logits=True,
+        return_dict_in_generate=True,
+        pad_token_id=model.generation_config.eos_token_id,
+    )
+    return out.sequences[0, inputs["input_ids"].shape[1] :].tolist(), torch.stack(out.logits, 1)[0].float()
 
 
 def decode_rate(model, inputs, n, sync):
     """Decode tokens/s: (n - 1) extra tokens over the time generate(n) takes beyond generate(1) (the prefill and
     first token), best of three after a warm-up."""
+
     def timed(k):
         sync()
         t = time.perf_counter()
-        model.generate(**inputs, max_new_tokens=k, min_new_tokens=k, do_sample=False,
-                       pad_token_id=model.generation_config.eos_token_id)
+        model.generate(
+            **inputs,
+            max_new_tokens=k,
+            min_new_tokens=k,
+            do_sample=False,
+            pad_token_id=model.generation_config.eos_token_id,
+        )
         sync()
         return time.perf_counter() - t
 
@@ -81,10 +94,13 @@ def main():
     else:
         name = "CPU (dry run)"
     have = {p: importlib.util.find_spec(p) is not None for p in ("fla", "mamba_ssm", "causal_conv1d")}
-    print(f"device {name}, {str(dtype)[6:]}, torch {torch.__version__}, transformers {transformers.__version__}; "
-          f"ours on {'fla' if have['fla'] and dev == 'cuda' else 'torch forms'}, GraniteMoeHybrid on "
-          f"{'mamba_ssm' if have['mamba_ssm'] else 'its torch fallback'} (scan) and "
-          f"{'causal_conv1d' if have['causal_conv1d'] else 'its torch fallback'} (conv)", flush=True)
+    print(
+        f"device {name}, {str(dtype)[6:]}, torch {torch.__version__}, transformers {transformers.__version__}; "
+        f"ours on {'fla' if have['fla'] and dev == 'cuda' else 'torch forms'}, GraniteMoeHybrid on "
+        f"{'mamba_ssm' if have['mamba_ssm'] else 'its torch fallback'} (scan) and "
+        f"{'causal_conv1d' if have['causal_conv1d'] else 'its torch fallback'} (conv)",
+        flush=True,
+    )
     sync = torch.cuda.synchronize if dev == "cuda" else (lambda: None)
 
     if args.model:  # a converted (e.g. distilled) checkpoint folder instead of the step-0 conversion
@@ -104,9 +120,12 @@ def main():
         # The reference: the same weights in fp32 (for telling rounding apart from a mapping error below).
         ref = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).to(dev).eval()
     model = model.to(dev).eval()
-    check("export loads as transformers' own GraniteMoeHybrid", type(host).__name__ == "GraniteMoeHybridForCausalLM"
-          and type(host).__module__.startswith("transformers.models.granitemoehybrid"),
-          f"{type(host).__module__}.{type(host).__name__}")
+    check(
+        "export loads as transformers' own GraniteMoeHybrid",
+        type(host).__name__ == "GraniteMoeHybridForCausalLM"
+        and type(host).__module__.startswith("transformers.models.granitemoehybrid"),
+        f"{type(host).__module__}.{type(host).__name__}",
+    )
 
     inputs = tokenizer(PROMPT, return_tensors="pt").to(dev)
     start = inputs["input_ids"].shape[1]
@@ -124,19 +143,30 @@ def main():
         # Diagnosis: both sides against fp32 along fp32's own greedy path (one forward each, no divergence).
         ref_tokens, _ = greedy(ref, inputs, n)
         path = torch.cat([inputs["input_ids"], torch.tensor([ref_tokens], device=dev)], 1)[:, :-1]
-        logits = {name: m(path, use_cache=False).logits[0, start - 1:].float()
-                  for name, m in (("ours", model), ("host", host), ("fp32", ref))}
+        logits = {
+            name: m(path, use_cache=False).logits[0, start - 1 :].float()
+            for name, m in (("ours", model), ("host", host), ("fp32", ref))
+        }
         diff = {k: (logits[k] - logits["fp32"]).abs().max().item() for k in ("ours", "host")}
         agree = {k: sum(a == b for a, b in zip(t, ref_tokens)) for k, t in (("ours", ours), ("host", theirs))}
-        print(f"{'max abs logit diff on fp32 greedy path vs fp32':<58} ours {diff['ours']:.3g}, host "
-              f"{diff['host']:.3g}, ours vs host {(logits['ours'] - logits['host']).abs().max().item():.3g} "
-              f"(|logits| up to {logits['fp32'].abs().max().item():.3g})", flush=True)
-        print(f"{'greedy tokens equal to fp32 greedy (same position)':<58} ours {agree['ours']}/{n}, "
-              f"host {agree['host']}/{n}", flush=True)
+        print(
+            f"{'max abs logit diff on fp32 greedy path vs fp32':<58} ours {diff['ours']:.3g}, host "
+            f"{diff['host']:.3g}, ours vs host {(logits['ours'] - logits['host']).abs().max().item():.3g} "
+            f"(|logits| up to {logits['fp32'].abs().max().item():.3g})",
+            flush=True,
+        )
+        print(
+            f"{'greedy tokens equal to fp32 greedy (same position)':<58} ours {agree['ours']}/{n}, "
+            f"host {agree['host']}/{n}",
+            flush=True,
+        )
         ours_rate = decode_rate(model, inputs, bench, sync)
         their_rate = decode_rate(host, inputs, bench, sync)
-    print(f"{f'decode tokens/s ({bench} tokens, batch 1, {str(dtype)[6:]}, {dev})':<58} ours {ours_rate:.1f}, "
-          f"GraniteMoeHybrid {their_rate:.1f}", flush=True)
+    print(
+        f"{f'decode tokens/s ({bench} tokens, batch 1, {str(dtype)[6:]}, {dev})':<58} ours {ours_rate:.1f}, "
+        f"GraniteMoeHybrid {their_rate:.1f}",
+        flush=True,
+    )
     print(f"{len(failures)} failed" if failures else "all export checks passed")
     sys.exit(1 if failures else 0)
 

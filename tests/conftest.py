@@ -4,7 +4,8 @@ import os
 
 import pytest
 
-from helpers import DEFAULT_FOR_FAMILY, FAMILIES, HUB_BASES
+from helpers import FAMILIES, HUB_BASES
+from hub_configs import DEFAULT_FOR_FAMILY
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach for the Hub
 

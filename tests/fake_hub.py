@@ -33,7 +33,11 @@ class FakeHub:
                     return self._reply(200, {"errors": [], "warnings": []})
                 if self.path.startswith("/api/repos/create"):
                     data = json.loads(body)
-                    repo = f"{data.get('organization') or 'user'}/{data['name']}" if "/" not in data["name"] else data["name"]
+                    repo = (
+                        f"{data.get('organization') or 'user'}/{data['name']}"
+                        if "/" not in data["name"]
+                        else data["name"]
+                    )
                     hub.repos[repo] = data
                     return self._reply(200, {"url": f"{hub.url}/{repo}", "name": repo})
                 if len(parts) >= 5 and parts[0] == "api" and parts[1] == "models":
@@ -43,16 +47,26 @@ class FakeHub:
                         return self._reply(200, {})
                     if action == "preupload":
                         files = json.loads(body)["files"]
-                        return self._reply(200, {"files": [{"path": f["path"], "uploadMode": "regular",
-                                                            "shouldIgnore": False, "oid": None} for f in files]})
+                        return self._reply(
+                            200,
+                            {
+                                "files": [
+                                    {"path": f["path"], "uploadMode": "regular", "shouldIgnore": False, "oid": None}
+                                    for f in files
+                                ]
+                            },
+                        )
                     if action == "commit":
                         for line in body.splitlines():
                             item = json.loads(line)
                             if item["key"] == "file":
                                 v = item["value"]
-                                hub.files[(repo, parts[5] if len(parts) > 5 else "main", v["path"])] = base64.b64decode(v["content"])
-                        return self._reply(200, {"commitUrl": f"{hub.url}/{repo}/commit/{'0' * 40}",
-                                                 "commitOid": "0" * 40})
+                                hub.files[(repo, parts[5] if len(parts) > 5 else "main", v["path"])] = base64.b64decode(
+                                    v["content"]
+                                )
+                        return self._reply(
+                            200, {"commitUrl": f"{hub.url}/{repo}/commit/{'0' * 40}", "commitOid": "0" * 40}
+                        )
                 return self._reply(404, {"error": f"not faked: {self.path}"})
 
             def do_GET(self):

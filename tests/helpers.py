@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM
 
-from hub_configs import DEFAULT_FOR_FAMILY, HUB_CONFIGS, SIZES, hub_config, hub_config_dict
+from hub_configs import HUB_CONFIGS, SIZES, hub_config, hub_config_dict
 
 FAMILIES = ("llama", "mistral", "qwen2", "qwen3")
 HUB_BASES = tuple(HUB_CONFIGS)  # every hub-shaped base; each family name stands for one of them

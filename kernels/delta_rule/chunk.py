@@ -26,8 +26,11 @@ def chunk_gated_delta(q, k, v, beta, g=None, scale=1.0, initial_state=None, outp
         G = g[:, sl].transpose(1, 2).cumsum(-1)  # [B, H, C]
         C = G.shape[-1]
         strict = torch.ones(C, C, dtype=torch.bool, device=q.device).tril(-1)
-        decay = (G[..., :, None] - G[..., None, :]).masked_fill(~(strict | torch.eye(C, dtype=torch.bool, device=q.device)),
-                                                               float("-inf")).exp()  # exp(G_t - G_s), s <= t
+        decay = (
+            (G[..., :, None] - G[..., None, :])
+            .masked_fill(~(strict | torch.eye(C, dtype=torch.bool, device=q.device)), float("-inf"))
+            .exp()
+        )  # exp(G_t - G_s), s <= t
         A = (bc[..., None] * (kc @ kc.transpose(-1, -2)) * decay).masked_fill(~strict, 0.0)
         L = A + torch.eye(C, device=q.device)
         Ub = torch.linalg.solve_triangular(L, bc[..., None] * vc, upper=False, unitriangular=True)

@@ -1,9 +1,9 @@
 """Pick a form for the gated delta rule: fla's Triton kernels on CUDA, the torch forms elsewhere."""
 
 from linearize.kernels.delta_rule.chunk import chunk_gated_delta
-from linearize.kernels.forms import fla_gated_backward_refused, resolve_mode
 from linearize.kernels.delta_rule.naive import naive_gated_delta
 from linearize.kernels.delta_rule.recurrent import recurrent_gated_delta
+from linearize.kernels.forms import fla_gated_backward_refused, resolve_mode
 
 TORCH_FORMS = {"naive": naive_gated_delta, "chunk": chunk_gated_delta, "recurrent": recurrent_gated_delta}
 
@@ -28,7 +28,14 @@ def gated_delta(q, k, v, beta, g=None, scale=1.0, initial_state=None, output_fin
     fn = recurrent if q.shape[1] == 1 else chunk
     dtype = v.dtype
     g = q.new_zeros(q.shape[:3], dtype=dtype) if g is None else g.float()
-    o, state = fn(q.to(dtype), k.to(dtype), v, g=g, beta=beta.to(dtype), scale=scale,
-                  initial_state=None if initial_state is None else initial_state.float(),
-                  output_final_state=output_final_state)
+    o, state = fn(
+        q.to(dtype),
+        k.to(dtype),
+        v,
+        g=g,
+        beta=beta.to(dtype),
+        scale=scale,
+        initial_state=None if initial_state is None else initial_state.float(),
+        output_final_state=output_final_state,
+    )
     return o.to(dtype), state

@@ -28,8 +28,7 @@ def recurrent_gated_delta(q, k, v, beta, g=None, scale=1.0, initial_state=None, 
     B, T, H, K = q.shape
     state, outputs = initial_state, []
     for t in range(T):
-        o, state = gated_delta_step(q[:, t], k[:, t], v[:, t], beta[:, t], None if g is None else g[:, t], scale,
-                                    state)
+        o, state = gated_delta_step(q[:, t], k[:, t], v[:, t], beta[:, t], None if g is None else g[:, t], scale, state)
         outputs.append(o)
     if state is None:  # no tokens and no initial state
         state = q.new_zeros(B, H, K, v.shape[-1], dtype=torch.float32)

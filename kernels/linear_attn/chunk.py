@@ -27,8 +27,9 @@ def chunk_linear_attn(q, k, v, g=None, scale=1.0, initial_state=None, output_fin
     causal = torch.ones(C, C, dtype=torch.bool, device=q.device).tril()
     flat = (B * n, C, H)
     if gk is None:
-        o = torch.einsum("bhts,bshv->bthv", decayed_scores(qb.view(*flat, K), kb.view(*flat, K), None, causal),
-                         vb.view(*flat, V)).view(B, n, C, H, V)
+        o = torch.einsum(
+            "bhts,bshv->bthv", decayed_scores(qb.view(*flat, K), kb.view(*flat, K), None, causal), vb.view(*flat, V)
+        ).view(B, n, C, H, V)
         own = torch.einsum("bnshk,bnshv->bnhkv", kb, vb)  # each chunk's keys and values
         carried = F.pad(own.cumsum(1)[:, :-1], (0, 0, 0, 0, 0, 0, 1, 0))  # the sum over earlier chunks (a shift, not
         # a subtraction: padded rows' huge cotangents would not cancel exactly)
@@ -40,16 +41,20 @@ def chunk_linear_attn(q, k, v, g=None, scale=1.0, initial_state=None, output_fin
             final = own.sum(1) if initial_state is None else initial_state.float() + own.sum(1)
         return o.reshape(B, n * C, H, V)[:, :T].to(dtype), final
     G = F.pad(gk[..., 0], (0, 0, 0, pad)).view(B, n, C, H).cumsum(2)  # log decay from each chunk's start
-    o = torch.einsum("bhts,bshv->bthv", decayed_scores(qb.view(*flat, K), kb.view(*flat, K), G.view(*flat, 1), causal),
-                     vb.view(*flat, V)).view(B, n, C, H, V)
+    o = torch.einsum(
+        "bhts,bshv->bthv",
+        decayed_scores(qb.view(*flat, K), kb.view(*flat, K), G.view(*flat, 1), causal),
+        vb.view(*flat, V),
+    ).view(B, n, C, H, V)
     last = G[:, :, -1]  # [B, n, H]: each chunk's whole decay
     own = torch.einsum("bnshk,bnshv->bnhkv", kb * (last[:, :, None] - G).exp()[..., None], vb)  # at the chunk's end
     # State entering chunk i: sum over chunks j < i of own_j decayed through chunks j+1 .. i-1, and the initial
     # state through chunks 0 .. i-1; the exponents are masked sums, never differences of large partial sums.
     ends = F.pad(last.transpose(1, 2), (1, 0))  # [B, H, n + 1]: slot 0 stands for the initial state
     decay = segment_sum(ends).exp()  # [B, H, n + 1, n + 1]: decay[i, j] = exp(ends[j + 1] + ... + ends[i])
-    sources = torch.cat([(q.new_zeros(B, 1, H, K, V) if initial_state is None else initial_state.float()[:, None]),
-                         own], 1)
+    sources = torch.cat(
+        [(q.new_zeros(B, 1, H, K, V) if initial_state is None else initial_state.float()[:, None]), own], 1
+    )
     states = torch.einsum("bhij,bjhkv->bihkv", decay, sources)  # [B, n + 1, H, K, V]: entering chunk i; last: final
     o = o + torch.einsum("bnthk,bnhkv->bnthv", qb * G.exp()[..., None], states[:, :-1])
     return o.reshape(B, n * C, H, V)[:, :T].to(dtype), (states[:, -1] if output_final_state else None)

@@ -46,14 +46,21 @@ def linear_attn(q, k, v, g=None, scale=1.0, initial_state=None, output_final_sta
         kernels = None
     form = resolve_mode(mode, q, kernels, TORCH_FORMS, "linear-attention")
     if form != "fla":
-        return TORCH_FORMS[form](q, k, v, g=g, scale=scale, initial_state=initial_state,
-                                 output_final_state=output_final_state)
+        return TORCH_FORMS[form](
+            q, k, v, g=g, scale=scale, initial_state=initial_state, output_final_state=output_final_state
+        )
     chunk, fused_recurrent = kernels
     fn = fused_recurrent if q.shape[1] == 1 else chunk
     dtype = v.dtype
-    o, state = fn(q.to(dtype), k.to(dtype), v, g=None if g is None else g.float(), scale=scale,
-                  initial_state=None if initial_state is None else initial_state.float(),
-                  output_final_state=output_final_state)
+    o, state = fn(
+        q.to(dtype),
+        k.to(dtype),
+        v,
+        g=None if g is None else g.float(),
+        scale=scale,
+        initial_state=None if initial_state is None else initial_state.float(),
+        output_final_state=output_final_state,
+    )
     return o.to(dtype), state
 
 
@@ -66,7 +73,15 @@ def with_ones(v, ones=None):
 
 def normalized_linear_attn(q, k, v, g=None, initial_state=None, output_final_state=False, mode="auto", eps=1e-6):
     """Linear attention with its normaliser: o_t = q_t S_t / (q_t z_t + eps); the state is [S | z]."""
-    o, state = linear_attn(q, k, with_ones(v), g=g, scale=1.0, initial_state=initial_state,
-                           output_final_state=output_final_state, mode=mode)
+    o, state = linear_attn(
+        q,
+        k,
+        with_ones(v),
+        g=g,
+        scale=1.0,
+        initial_state=initial_state,
+        output_final_state=output_final_state,
+        mode=mode,
+    )
     o = o.float()
     return (o[..., :-1] / (o[..., -1:] + eps)).to(v.dtype), state

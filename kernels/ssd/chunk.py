@@ -52,8 +52,11 @@ def chunk_ssd(C, B, x, dt, A_log, D, initial_state=None, output_final_state=Fals
     decay_states = torch.exp(A_cumsum[:, :, :, -1:] - A_cumsum)
     B_decay = B * decay_states.permute(0, -2, -1, 1)[..., None]
     states = torch.einsum("bclhn,bclhp->bchpn", B_decay, x)
-    previous = (initial_state.float().transpose(-1, -2)[:, None] if initial_state is not None
-                else torch.zeros_like(states[:, :1]))  # [b, 1, h, p, n]
+    previous = (
+        initial_state.float().transpose(-1, -2)[:, None]
+        if initial_state is not None
+        else torch.zeros_like(states[:, :1])
+    )  # [b, 1, h, p, n]
     states = torch.cat([previous, states], dim=1)
     decay_chunk = torch.exp(segment_sum(F.pad(A_cumsum[:, :, :, -1], (1, 0)))).transpose(1, 3)
     new_states = torch.einsum("bzch,bzhpn->bchpn", decay_chunk, states)

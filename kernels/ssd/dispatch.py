@@ -26,6 +26,14 @@ def ssd(C, B, x, dt, A_log, D, initial_state=None, output_final_state=False, mod
     form = resolve_mode(mode, C, kernels, TORCH_FORMS, "ssd")
     if form != "fla":
         return TORCH_FORMS[form](C, B, x, dt, A_log, D, initial_state, output_final_state)
-    y, state = linear_attn(C, B * dt[..., None].to(B.dtype), x, g=g, scale=1.0, initial_state=initial_state,
-                           output_final_state=output_final_state, mode=mode)
+    y, state = linear_attn(
+        C,
+        B * dt[..., None].to(B.dtype),
+        x,
+        g=g,
+        scale=1.0,
+        initial_state=initial_state,
+        output_final_state=output_final_state,
+        mode=mode,
+    )
     return y + D.to(y.dtype)[:, None] * x, state

@@ -10,8 +10,24 @@ from linearize.kernels.linear_attn.dispatch import linear_attn, with_ones
 from linearize.kernels.window_attn.naive import combine, concat_past, decay_weights, fold
 
 
-def chunk_window_attn(q, k, fq, fk, v, factor, window, scale, key_mask=None, past=None, initial_state=None,
-                      eps=1e-6, chunk_size=64, linear_mode="auto", log_decay=None, sinks=None):
+def chunk_window_attn(
+    q,
+    k,
+    fq,
+    fk,
+    v,
+    factor,
+    window,
+    scale,
+    key_mask=None,
+    past=None,
+    initial_state=None,
+    eps=1e-6,
+    chunk_size=64,
+    linear_mode="auto",
+    log_decay=None,
+    sinks=None,
+):
     """Same contract as ``naive_window_attn``. With a decay the delayed key stream runs through decayed
     linear attention (one gate per head and step); a key enters it ``window`` steps late, so it is
     pre-scaled by that much decay."""
@@ -35,8 +51,16 @@ def chunk_window_attn(q, k, fq, fk, v, factor, window, scale, key_mask=None, pas
         g = log_decay.float()[None, None].expand(B, T, H)
         k_lin = k_lin * decay_weights(log_decay, torch.tensor([window], device=q.device))[0][None, None, :, None]
     # In the run's dtype: fla takes bf16 inputs and keeps its states in float32 (the torch forms compute in float32).
-    carried, state = linear_attn(fq, k_lin.to(fq.dtype), with_ones(v_lin).to(fq.dtype), g=g, scale=1.0,
-                                 initial_state=initial_state, output_final_state=True, mode=linear_mode)
+    carried, state = linear_attn(
+        fq,
+        k_lin.to(fq.dtype),
+        with_ones(v_lin).to(fq.dtype),
+        g=g,
+        scale=1.0,
+        initial_state=initial_state,
+        output_final_state=True,
+        mode=linear_mode,
+    )
     carried = carried.float()
     lin_num, lin_den = carried[..., :-1], carried[..., -1]
     # The state must also hold the one key that leaves the window after the last query.

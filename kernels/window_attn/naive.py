@@ -63,8 +63,22 @@ def softmax_part(q, K, V, allowed, scale, sinks=None, rows=slice(None)):
     return torch.einsum("bhts,bshv->bthv", p, V), p.sum(-1).transpose(1, 2)
 
 
-def naive_window_attn(q, k, fq, fk, v, factor, window, scale, key_mask=None, past=None, initial_state=None, eps=1e-6,
-                      log_decay=None, sinks=None):
+def naive_window_attn(
+    q,
+    k,
+    fq,
+    fk,
+    v,
+    factor,
+    window,
+    scale,
+    key_mask=None,
+    past=None,
+    initial_state=None,
+    eps=1e-6,
+    log_decay=None,
+    sinks=None,
+):
     """q, k: [B, T, H, D] (rotary applied); fq, fk: [B, T, H, F] feature-mapped; v: [B, T, H, V].
 
     past: (k, fk, v) of the previous window or None; key_mask: [B, P + T] bool validity of past and new

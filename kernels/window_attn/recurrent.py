@@ -1,12 +1,27 @@
-"""Recurrent form: per token, softmax over the window buffer plus the linear state; evicted tokens fold into the state."""
+"""Recurrent form: per token, softmax over the window buffer plus the linear state; evicted tokens fold into the
+state."""
 
 import torch
 
 from linearize.kernels.window_attn.naive import combine, concat_past, decay_weights, empty_state, fold, softmax_part
 
 
-def recurrent_window_attn(q, k, fq, fk, v, factor, window, scale, key_mask=None, past=None, initial_state=None, eps=1e-6,
-                          log_decay=None, sinks=None):
+def recurrent_window_attn(
+    q,
+    k,
+    fq,
+    fk,
+    v,
+    factor,
+    window,
+    scale,
+    key_mask=None,
+    past=None,
+    initial_state=None,
+    eps=1e-6,
+    log_decay=None,
+    sinks=None,
+):
     """Same contract as ``naive_window_attn``: the state decays one step before each query reads it."""
     dtype = v.dtype
     K, FK, Vv = (x.float() for x in concat_past(past, k, fk, v))
@@ -30,8 +45,15 @@ def recurrent_window_attn(q, k, fq, fk, v, factor, window, scale, key_mask=None,
         if step is not None:
             state = state * step  # now at the time of query i
         lo = max(0, i - window + 1)
-        sm_num, sm_den = softmax_part(q[:, t : t + 1], K[:, lo : i + 1], Vv[:, lo : i + 1],
-                                      valid[:, None, None, lo : i + 1], scale, sinks, slice(t, t + 1))
+        sm_num, sm_den = softmax_part(
+            q[:, t : t + 1],
+            K[:, lo : i + 1],
+            Vv[:, lo : i + 1],
+            valid[:, None, None, lo : i + 1],
+            scale,
+            sinks,
+            slice(t, t + 1),
+        )
         carried = torch.einsum("bhf,bhfv->bhv", fq[:, t].float(), state)
         lin_num, lin_den = carried[..., :-1], carried[..., -1]
         outputs.append(combine(sm_num, sm_den, lin_num[:, None], lin_den[:, None], factor, eps))
@@ -65,8 +87,23 @@ def _zero(like):
     return zero
 
 
-def step_window_attn(q, fq, keys, values, factor, window, scale, key_mask=None, initial_state=None, eps=1e-6,
-                     log_decay=None, sinks=None, evicted=None, inplace=False, decays=None):
+def step_window_attn(
+    q,
+    fq,
+    keys,
+    values,
+    factor,
+    window,
+    scale,
+    key_mask=None,
+    initial_state=None,
+    eps=1e-6,
+    log_decay=None,
+    sinks=None,
+    evicted=None,
+    inplace=False,
+    decays=None,
+):
     """Decode: one query q [B, 1, H, D] (or [B, H, D]) with its features fq ([B, H] order first: [B, 1, H, F],
     [B, H, 1, F], ...) against the window ``keys`` [B, Hkv, N, D] and ``values`` [B, Hkv, N, V + 1] as the cache
     holds them (head-major, at the key/value heads, the query's own token last, N <= window; H = Hkv x G, query head
@@ -104,8 +141,9 @@ def step_window_attn(q, fq, keys, values, factor, window, scale, key_mask=None, 
     M = keys.shape[2]
     V1 = values.reshape(B * Hkv, M, Vd + 1)
     # the scale as the product's alpha (beta 0: the zero input is not read): one op fewer than scaling q
-    scores = torch.baddbmm(_zero(q), q.reshape(B * Hkv, G, D), keys.reshape(B * Hkv, M, D).transpose(1, 2), beta=0,
-                           alpha=scale)
+    scores = torch.baddbmm(
+        _zero(q), q.reshape(B * Hkv, G, D), keys.reshape(B * Hkv, M, D).transpose(1, 2), beta=0, alpha=scale
+    )
     if allowed is None:  # the query's own key is always there: the row's max is finite
         p = (scores - scores.amax(-1, keepdim=True)).exp_()
     else:

@@ -6,10 +6,10 @@ from transformers import DynamicCache
 
 import linearize.convert.auto  # noqa: F401  (registers the Auto classes)
 from linearize.convert.convert import convert
-from linearize.convert.targets import MIXERS
 from linearize.convert.plan import PlanError, parse_keep_attention
-from helpers import assert_close
-from helpers import perturb_new_parameters, tiny_base, tiny_settings
+from linearize.convert.targets import MIXERS
+
+from helpers import assert_close, perturb_new_parameters, tiny_base, tiny_settings
 
 TARGETS = list(MIXERS)
 TOL = 1e-4
@@ -128,7 +128,9 @@ def test_decode_step_projections_equal_the_modules_and_step_aside_for_hooks_and_
     assert decode_vs_forward(model, ids) < TOL
     del mixer.v_proj.forward
 
-    peft_model = get_peft_model(model, LoraConfig(r=4, target_modules=["q_proj", "v_proj", "o_proj"], init_lora_weights=False))
+    peft_model = get_peft_model(
+        model, LoraConfig(r=4, target_modules=["q_proj", "v_proj", "o_proj"], init_lora_weights=False)
+    )
     lora = peft_model.get_base_model()
     with torch.no_grad():
         assert lora.mixers()[0].step_projections() is None
@@ -142,8 +144,14 @@ def test_beam_search_through_the_cache_equals_beam_search_without_it(target):
     _, model = converted("llama", target)
     model.eval()
     ids = torch.randint(3, 128, (2, 6), generator=torch.Generator().manual_seed(1))
-    settings = dict(attention_mask=torch.ones_like(ids), max_new_tokens=10, min_new_tokens=10, num_beams=3,
-                    do_sample=False, pad_token_id=0)
+    settings = dict(
+        attention_mask=torch.ones_like(ids),
+        max_new_tokens=10,
+        min_new_tokens=10,
+        num_beams=3,
+        do_sample=False,
+        pad_token_id=0,
+    )
     assert torch.equal(model.generate(ids, **settings), model.generate(ids, use_cache=False, **settings))
 
 
@@ -168,8 +176,13 @@ def test_decode_follows_feature_map_weights_changed_after_a_decode():
         same = lambda x, ref: torch.allclose(x.reshape(ref.shape), ref, atol=1e-6)  # noqa: E731 [B, H] order first
         with torch.no_grad():  # one sequence takes views where a batch permutes
             fq1, fk1 = mixer.step_features(q[1:].to(model.dtype), k[1:].to(model.dtype), weights)
-        return (weights is not None and same(fq, ref_q) and same(fk, ref_k) and same(fq1, ref_q[1:])
-                and same(fk1, ref_k[1:]))
+        return (
+            weights is not None
+            and same(fq, ref_q)
+            and same(fk, ref_k)
+            and same(fq1, ref_q[1:])
+            and same(fk1, ref_k[1:])
+        )
 
     assert features_match() and decode_vs_forward(model, ids) < TOL
     with torch.no_grad():
@@ -189,8 +202,15 @@ def test_plain_lolcats_generate_with_a_padded_mask_matches_the_forward():
     ids = torch.randint(3, 128, (2, 4), generator=torch.Generator().manual_seed(8))
     mask = torch.ones_like(ids)
     mask[1, :2] = 0  # left padding: the second row's first decode windows hold a padded key
-    out = model.generate(ids, attention_mask=mask, max_new_tokens=10, min_new_tokens=10, do_sample=False,
-                         output_logits=True, return_dict_in_generate=True)
+    out = model.generate(
+        ids,
+        attention_mask=mask,
+        max_new_tokens=10,
+        min_new_tokens=10,
+        do_sample=False,
+        output_logits=True,
+        return_dict_in_generate=True,
+    )
     with torch.no_grad():
         full = model(out.sequences, attention_mask=torch.cat([mask, torch.ones(2, 10, dtype=mask.dtype)], 1)).logits
     assert_close(torch.stack(out.logits, 1), full[:, 3:-1], TOL)
@@ -218,8 +238,16 @@ def test_generate_logits_match_cache_free_forward(target, sample):
     _, model = converted("qwen3", target, keep="0")
     ids = torch.randint(3, 128, (1, 7), generator=torch.Generator().manual_seed(2))
     torch.manual_seed(0)
-    out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=32, do_sample=sample,
-                         min_new_tokens=32, output_logits=True, return_dict_in_generate=True, top_k=0)
+    out = model.generate(
+        ids,
+        attention_mask=torch.ones_like(ids),
+        max_new_tokens=32,
+        do_sample=sample,
+        min_new_tokens=32,
+        output_logits=True,
+        return_dict_in_generate=True,
+        top_k=0,
+    )
     assert out.sequences.shape == (1, 39)
     with torch.no_grad():
         full = model(out.sequences).logits
@@ -238,7 +266,7 @@ def test_left_padded_batch_matches_rows_alone(family, target):
     batch = model.generate(ids, attention_mask=mask, **kw)
     for i, r in enumerate(rows):
         alone = model.generate(r[None], attention_mask=torch.ones(1, len(r), dtype=torch.long), **kw)
-        assert torch.equal(batch.sequences[i, width:], alone.sequences[0, len(r):])
+        assert torch.equal(batch.sequences[i, width:], alone.sequences[0, len(r) :])
         assert_close(torch.stack(batch.logits, 1)[i], torch.stack(alone.logits, 1)[0], TOL)
 
 
@@ -299,8 +327,16 @@ def test_qwen2_config_as_shipped_without_head_dim(tmp_path, capsys):
 
     torch.manual_seed(0)
     base_dir = tmp_path / "qwen2"
-    Qwen2ForCausalLM(Qwen2Config(vocab_size=128, hidden_size=48, intermediate_size=96, num_hidden_layers=2,
-                                 num_attention_heads=6, num_key_value_heads=2)).save_pretrained(base_dir)
+    Qwen2ForCausalLM(
+        Qwen2Config(
+            vocab_size=128,
+            hidden_size=48,
+            intermediate_size=96,
+            num_hidden_layers=2,
+            num_attention_heads=6,
+            num_key_value_heads=2,
+        )
+    ).save_pretrained(base_dir)
     config = json.loads((base_dir / "config.json").read_text())
     config.pop("head_dim", None)
     (base_dir / "config.json").write_text(json.dumps(config))

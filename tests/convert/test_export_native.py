@@ -14,15 +14,21 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from linearize.cli import main
 from linearize.convert.convert import convert
 from linearize.convert.export_native import ExportError, export_native
-from helpers import perturb_new_parameters, tiny_base
-from helpers import assert_close
+
+from helpers import assert_close, perturb_new_parameters, tiny_base
 
 # (case, base, target, keep_attention): every supported pair, all layers converted and hybrid. The default Mistral
 # base slides its attention (refused where a layer keeps it, below), so the Mistral hybrid uses v0.3 (no window).
-CASES = [("llama-all", "llama", "mamba", None), ("llama-hybrid", "llama", "mamba", "1"),
-         ("mistral-all", "mistral", "mamba", None), ("mistral-hybrid", "mistral-v0.3", "mamba", "1"),
-         ("qwen2-all", "qwen2", "mamba", None), ("qwen2-hybrid", "qwen2", "mamba", "0"),
-         ("qwen3-gdn-all", "qwen3", "gdn", None), ("qwen3-gdn-hybrid", "qwen3", "gdn", "1")]
+CASES = [
+    ("llama-all", "llama", "mamba", None),
+    ("llama-hybrid", "llama", "mamba", "1"),
+    ("mistral-all", "mistral", "mamba", None),
+    ("mistral-hybrid", "mistral-v0.3", "mamba", "1"),
+    ("qwen2-all", "qwen2", "mamba", None),
+    ("qwen2-hybrid", "qwen2", "mamba", "0"),
+    ("qwen3-gdn-all", "qwen3", "gdn", None),
+    ("qwen3-gdn-hybrid", "qwen3", "gdn", "1"),
+]
 HOST_TYPE = {"mamba": "granitemoehybrid", "gdn": "qwen3_next"}
 PAD = 3  # left padding of the second row in the padded batch
 
@@ -88,9 +94,19 @@ def exported(tmp_path_factory):
         batch = torch.randint(3, 128, (2, 10), generator=g)
         batch[1, :PAD] = 0
         with torch.no_grad():
-            ref = {"ids": ids, "batch": batch, "pad": PAD, "logits": model(ids).logits,
-                   "generated": model.generate(ids[:, :6], attention_mask=torch.ones(1, 6, dtype=torch.long),
-                                               max_new_tokens=10, do_sample=False, pad_token_id=0)}
+            ref = {
+                "ids": ids,
+                "batch": batch,
+                "pad": PAD,
+                "logits": model(ids).logits,
+                "generated": model.generate(
+                    ids[:, :6],
+                    attention_mask=torch.ones(1, 6, dtype=torch.long),
+                    max_new_tokens=10,
+                    do_sample=False,
+                    pad_token_id=0,
+                ),
+            }
         torch.save(ref, f"{folder}.ref.pt")
         folders[case], refs[case] = str(folder), ref
     script = root / "host.py"
@@ -123,8 +139,8 @@ def test_mamba_qkv_biases_enter_as_the_convolutions_bias(monkeypatch):
     its inputs: at init (the identity tap) the model is exactly the one convolving the biased projections, so
     conversion at step 0 is unchanged; trained, the convolution's outputs are still that one's from the K-th token
     on and differ only before it (where the biased version saw zeros, not zero hidden states)."""
-    from linearize.convert.mixer_base import causal_conv
     from linearize.convert.mamba import MambaMixer
+    from linearize.convert.mixer_base import causal_conv
 
     ids = torch.randint(3, 128, (2, 12), generator=torch.Generator().manual_seed(4))
     model = convert(_perturb_base(tiny_base("qwen2")), "mamba")
@@ -141,8 +157,8 @@ def test_mamba_qkv_biases_enter_as_the_convolutions_bias(monkeypatch):
         xbc, bias = mixer.relative_to_zero_state(mixer.project(h))
         ours = causal_conv(xbc, mixer.conv_weight, bias, None, 0)
         biased = causal_conv(mixer.project(h), mixer.conv_weight, mixer.conv_bias, None, 0)
-    assert_close(ours[:, K - 1:], biased[:, K - 1:], 1e-5)
-    assert (ours[:, :K - 1] - biased[:, :K - 1]).abs().max() > 1e-2
+    assert_close(ours[:, K - 1 :], biased[:, K - 1 :], 1e-5)
+    assert (ours[:, : K - 1] - biased[:, : K - 1]).abs().max() > 1e-2
 
 
 def test_mamba_left_padding_with_qkv_biases():
@@ -152,12 +168,18 @@ def test_mamba_left_padding_with_qkv_biases():
     rows = [torch.randint(3, 128, (n,), generator=g) for n in (11, 4)]
     ids = torch.stack([torch.cat([torch.zeros(11 - len(r), dtype=torch.long), r]) for r in rows])
     mask = (torch.arange(11)[None] >= torch.tensor([[0], [7]])).long()
-    kw = dict(max_new_tokens=8, min_new_tokens=8, do_sample=False, output_logits=True, return_dict_in_generate=True,
-              pad_token_id=0)
+    kw = dict(
+        max_new_tokens=8,
+        min_new_tokens=8,
+        do_sample=False,
+        output_logits=True,
+        return_dict_in_generate=True,
+        pad_token_id=0,
+    )
     batch = model.generate(ids, attention_mask=mask, **kw)
     for i, r in enumerate(rows):
         alone = model.generate(r[None], attention_mask=torch.ones(1, len(r), dtype=torch.long), **kw)
-        assert torch.equal(batch.sequences[i, 11:], alone.sequences[0, len(r):])
+        assert torch.equal(batch.sequences[i, 11:], alone.sequences[0, len(r) :])
         assert_close(torch.stack(batch.logits, 1)[i], torch.stack(alone.logits, 1)[0], 1e-4)
 
 
@@ -177,8 +199,19 @@ def test_chunked_ssd_rounds_as_granitemoehybrid():
     dt_raw, dt_bias = torch.randn(b, T, h, generator=g), torch.randn(h, generator=g)
     A_log, D, s0 = torch.randn(h, generator=g), torch.randn(h, generator=g), torch.randn(b, h, n, p, generator=g)
     ours, state = chunk_ssd(C, B, x, F.softplus(dt_raw + dt_bias), A_log, D, s0, True)
-    theirs, their_state = host_scan(x, dt_raw, -torch.exp(A_log), B, C, chunk_size=256, D=D, dt_bias=dt_bias,
-                                    dt_softplus=True, initial_states=s0.transpose(-1, -2), return_final_states=True)
+    theirs, their_state = host_scan(
+        x,
+        dt_raw,
+        -torch.exp(A_log),
+        B,
+        C,
+        chunk_size=256,
+        D=D,
+        dt_bias=dt_bias,
+        dt_softplus=True,
+        initial_states=s0.transpose(-1, -2),
+        return_final_states=True,
+    )
     assert torch.equal(ours, theirs) and torch.equal(state, their_state.transpose(-1, -2))
 
 
@@ -244,13 +277,16 @@ def test_cli_exports_a_checkpoint_folder(tmp_path, capsys):
     assert "pass --overwrite" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("base,target,keep,settings,expected", [
-    ("llama", "gla", None, {}, "cannot export target 'gla'"),
-    ("qwen3", "mamba", None, {}, "cannot export target 'mamba' on a 'qwen3' base"),
-    ("llama", "gdn", None, {}, "cannot export target 'gdn' on a 'llama' base"),
-    ("mistral", "mamba", "1", {}, "sliding window"),
-    ("qwen3", "gdn", "1", {"gate": False}, "has no Qwen3-Next form"),
-])
+@pytest.mark.parametrize(
+    "base,target,keep,settings,expected",
+    [
+        ("llama", "gla", None, {}, "cannot export target 'gla'"),
+        ("qwen3", "mamba", None, {}, "cannot export target 'mamba' on a 'qwen3' base"),
+        ("llama", "gdn", None, {}, "cannot export target 'gdn' on a 'llama' base"),
+        ("mistral", "mamba", "1", {}, "sliding window"),
+        ("qwen3", "gdn", "1", {"gate": False}, "has no Qwen3-Next form"),
+    ],
+)
 def test_cli_refuses_unsupported_models(tmp_path, capsys, base, target, keep, settings, expected):
     src, out = tmp_path / "src", tmp_path / "native"
     convert(tiny_base(base), target, keep_attention=keep, **settings).save_pretrained(src)
@@ -263,15 +299,21 @@ def test_cli_refuses_unsupported_models(tmp_path, capsys, base, target, keep, se
 
 
 def test_api_refuses_with_one_line():
-    with pytest.raises(ExportError, match=r"native export supports target 'mamba' on llama, mistral or qwen2 bases "
-                                          r"\(as GraniteMoeHybrid\) and target 'gdn' on qwen3 bases \(as Qwen3-Next\)"):
+    with pytest.raises(
+        ExportError,
+        match=r"native export supports target 'mamba' on llama, mistral or qwen2 bases "
+        r"\(as GraniteMoeHybrid\) and target 'gdn' on qwen3 bases \(as Qwen3-Next\)",
+    ):
         export_native(convert(tiny_base("llama"), "lolcats", window=4), "/nonexistent/never-written")
 
 
-@pytest.mark.parametrize("settings,expected", [
-    ({"conv_kernel": 0}, "without its convolution or output gate"),
-    ({"norm_eps": 1e-5}, "differs from rms_norm_eps"),
-])
+@pytest.mark.parametrize(
+    "settings,expected",
+    [
+        ({"conv_kernel": 0}, "without its convolution or output gate"),
+        ({"norm_eps": 1e-5}, "differs from rms_norm_eps"),
+    ],
+)
 def test_gdn_without_a_qwen3_next_form_is_refused(settings, expected):
     with pytest.raises(ExportError, match=expected):
         export_native(convert(tiny_base("qwen3"), "gdn", **settings), "/nonexistent/never-written")
@@ -322,10 +364,12 @@ def test_embedded_smollm2_hybrid_exports_exactly(tmp_path):
         ours = model.generate(**prompt, max_new_tokens=32, do_sample=False)
         host = native.generate(**prompt, max_new_tokens=32, do_sample=False)
     start = prompt["input_ids"].shape[1]
-    print(f"\nSmolLM2 mamba hybrid (softmax kept in layers {model.config.linearize['keep_attention']}) as "
-          f"GraniteMoeHybrid, {text.shape[1]} tokens, |logits| up to {ref.abs().max().item():.3g}: max abs logit diff "
-          f"{diff:.3g} (host vs itself with mamba_chunk_size 16 instead of 256: {floor:.3g}); greedy 32 tokens "
-          f"ours {ours[0, start:].tolist()} host {host[0, start:].tolist()}: "
-          f"{tokenizer.decode(host[0, start:])!r}")
+    print(
+        f"\nSmolLM2 mamba hybrid (softmax kept in layers {model.config.linearize['keep_attention']}) as "
+        f"GraniteMoeHybrid, {text.shape[1]} tokens, |logits| up to {ref.abs().max().item():.3g}: max abs logit diff "
+        f"{diff:.3g} (host vs itself with mamba_chunk_size 16 instead of 256: {floor:.3g}); greedy 32 tokens "
+        f"ours {ours[0, start:].tolist()} host {host[0, start:].tolist()}: "
+        f"{tokenizer.decode(host[0, start:])!r}"
+    )
     assert diff < 1e-4
     assert torch.equal(ours, host)

@@ -15,9 +15,9 @@ from linearize.convert import calibration
 from linearize.convert.convert import convert
 from linearize.convert.families import FAMILIES as PREFIX
 from linearize.convert.targets import MIXERS
-from helpers import FAMILIES, HUB_BASES, perturb_new_parameters, tiny_base, tiny_settings
+
+from helpers import FAMILIES, HUB_BASES, LINEARIZE, assert_close, perturb_new_parameters, tiny_base, tiny_settings
 from hub_configs import DEFAULT_FOR_FAMILY, HUB_CONFIGS, SIZES, WINDOW, hub_config_dict
-from helpers import LINEARIZE, assert_close
 
 TARGETS = list(MIXERS)
 NO_HEAD_DIM = {"smollm2", "tinyllama", "mistral-v0.1", "mistral-v0.3", "qwen2.5", "qwen2.5-sliding"}
@@ -46,8 +46,9 @@ def test_configs_are_shaped_like_the_hubs(tmp_path):
         (tmp_path / name / "config.json").write_text(json.dumps(d))
         config = AutoConfig.from_pretrained(tmp_path / name)
         base = tiny_base(name)
-        assert {k: v for k, v in base.config.to_dict().items() if k not in ("_name_or_path", "dtype")} == \
-               {k: v for k, v in config.to_dict().items() if k not in ("_name_or_path", "dtype")}, name
+        assert {k: v for k, v in base.config.to_dict().items() if k not in ("_name_or_path", "dtype")} == {
+            k: v for k, v in config.to_dict().items() if k not in ("_name_or_path", "dtype")
+        }, name
         assert base.dtype == torch.float32
         if family == "qwen2":  # the family has no head_dim field at all
             assert not hasattr(base.config, "head_dim")
@@ -83,7 +84,8 @@ def test_sliding_layers_really_slide():
         base = tiny_base(name)
         full = AutoModelForCausalLM.from_config(
             AutoConfig.for_model(**{**hub_config_dict(name), "sliding_window": None, "use_sliding_window": False}),
-            dtype=torch.float32).eval()
+            dtype=torch.float32,
+        ).eval()
         full.load_state_dict(base.state_dict())
         with torch.no_grad():
             a, b = base(ids).logits, full(ids).logits
@@ -167,7 +169,10 @@ def test_cli_converts_a_saved_hub_shaped_base_to_every_target(name, tmp_path, ca
 
     # Keeping every layer, the saved checkpoint is the base: same logits past the sliding window.
     out = tmp_path / "out-kept"
-    assert main(["convert", "--base", str(base_dir), "--to", "linear", "--out", str(out), "--keep-attention", "0,1,2"]) == 0
+    assert (
+        main(["convert", "--base", str(base_dir), "--to", "linear", "--out", str(out), "--keep-attention", "0,1,2"])
+        == 0
+    )
     ids = torch.randint(3, 128, (2, TEST_LENGTH), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         assert torch.equal(AutoModelForCausalLM.from_pretrained(out)(ids).logits, base(ids).logits)
@@ -175,8 +180,11 @@ def test_cli_converts_a_saved_hub_shaped_base_to_every_target(name, tmp_path, ca
     # The console script, once per family, on the family's default base.
     if name == DEFAULT_FOR_FAMILY[family]:
         out = tmp_path / "out-console"
-        proc = subprocess.run([LINEARIZE, "convert", "--base", str(base_dir), "--to", CONSOLE_TARGET[family],
-                               "--out", str(out)], capture_output=True, text=True)
+        proc = subprocess.run(
+            [LINEARIZE, "convert", "--base", str(base_dir), "--to", CONSOLE_TARGET[family], "--out", str(out)],
+            capture_output=True,
+            text=True,
+        )
         assert proc.returncode == 0, proc.stderr
         assert f"converted 3/3 layers to {CONSOLE_TARGET[family]}" in proc.stdout
         assert "decode state per sequence at 4k tokens" in proc.stdout and (out / "model.safetensors").exists()

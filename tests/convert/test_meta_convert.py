@@ -9,6 +9,7 @@ import linearize.convert.auto  # noqa: F401  (registers the Auto classes)
 from linearize.convert.calibration import fresh_mixer
 from linearize.convert.convert import build, convert, new_parameter_names
 from linearize.convert.targets import MIXERS
+
 from helpers import tiny_base, tiny_settings
 
 TARGETS = list(MIXERS)

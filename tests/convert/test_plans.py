@@ -7,10 +7,10 @@ import torch
 
 from linearize.convert.calibration import attention_recency, head_recency, rank_layers, recency_table
 from linearize.convert.convert import convert
-from linearize.convert.plan import PlanError, parse_keep_attention
 from linearize.convert.mamba import MambaMixer
-from helpers import tiny_base
-from helpers import assert_close
+from linearize.convert.plan import PlanError, parse_keep_attention
+
+from helpers import assert_close, tiny_base
 
 
 @pytest.mark.parametrize("family", ["llama", "qwen3"])
@@ -118,7 +118,10 @@ def test_recurformer_converts_high_recency_heads_only():
         expected += mamba + 2 * 4096 * len(kv_heads) * 12 * 4
     assert state == expected and kv == 3 * 2 * 4096 * 2 * 12 * 4
     every_head = convert(base, "recurformer", calibration=ids, recency_window=8, recency_threshold=0.0)
-    assert every_head.cache_bytes(4096)[0] == 3 * 6 * 12 * 12 * 4 and every_head.config.layer_types == ["linear_attention"] * 3
+    assert (
+        every_head.cache_bytes(4096)[0] == 3 * 6 * 12 * 12 * 4
+        and every_head.config.layer_types == ["linear_attention"] * 3
+    )
 
 
 def test_recurformer_fraction_converts_that_share_of_heads():
@@ -134,8 +137,6 @@ def test_kl_ranked_auto_plan_is_deterministic_saved_and_right(tmp_path):
     """auto:N ranked by KL keeps the layers whose lone conversion moves the output most, the same for the
     same calibration, and saves the per-layer KL; a layer made to matter more is kept."""
     from transformers import AutoModelForCausalLM
-
-    from linearize.convert.calibration import layer_kl
 
     base = tiny_base("llama", layers=4)
     ids = torch.randint(3, 128, (2, 40), generator=torch.Generator().manual_seed(3))

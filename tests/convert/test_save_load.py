@@ -10,8 +10,8 @@ from transformers import AutoModelForCausalLM
 
 import linearize.convert.auto  # noqa: F401  (registers the Auto classes)
 from linearize.convert.convert import convert
+
 from helpers import perturb_new_parameters, tiny_base, tiny_settings
-from helpers import assert_close
 
 # Run in a fresh interpreter where `import linearize` fails, as on a machine with only torch + transformers.
 NO_LINEARIZE = textwrap.dedent("""
@@ -35,27 +35,40 @@ NO_LINEARIZE = textwrap.dedent("""
 """)
 
 
-@pytest.mark.parametrize("family,target,keep", [("llama", "lolcats", "1"), ("qwen3", "supra", None),
-                                                ("qwen2", "hedgehog", "0"), ("mistral", "t2r", None),
-                                                ("llama", "linear", None), ("qwen3", "mamba", "0"),
-                                                ("llama", "recurformer", None), ("qwen3", "gla", None),
-                                                ("llama", "gdn", "-1")])
+@pytest.mark.parametrize(
+    "family,target,keep",
+    [
+        ("llama", "lolcats", "1"),
+        ("qwen3", "supra", None),
+        ("qwen2", "hedgehog", "0"),
+        ("mistral", "t2r", None),
+        ("llama", "linear", None),
+        ("qwen3", "mamba", "0"),
+        ("llama", "recurformer", None),
+        ("qwen3", "gla", None),
+        ("llama", "gdn", "-1"),
+    ],
+)
 def test_load_without_linearize_gives_identical_logits(tmp_path, family, target, keep):
     base = tiny_base(family)
     model = perturb_new_parameters(convert(base, target, keep_attention=keep, **tiny_settings(base, target)))
     ids = torch.randint(3, 128, (1, 20), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         logits = model(ids).logits
-        generated = model.generate(ids[:, :6], attention_mask=torch.ones(1, 6, dtype=torch.long),
-                                   max_new_tokens=8, do_sample=False)
+        generated = model.generate(
+            ids[:, :6], attention_mask=torch.ones(1, 6, dtype=torch.long), max_new_tokens=8, do_sample=False
+        )
     ckpt = tmp_path / "ckpt"
     model.save_pretrained(ckpt)
     assert (ckpt / "model.safetensors").exists() and not list(ckpt.glob("*.bin"))
     torch.save({"ids": ids}, tmp_path / "ref.pt")
     script = tmp_path / "load.py"
     script.write_text(NO_LINEARIZE)
-    subprocess.run([sys.executable, "-I", str(script), str(ckpt), str(tmp_path / "ref.pt"), str(tmp_path / "out.pt")],
-                   check=True, cwd=tmp_path)
+    subprocess.run(
+        [sys.executable, "-I", str(script), str(ckpt), str(tmp_path / "ref.pt"), str(tmp_path / "out.pt")],
+        check=True,
+        cwd=tmp_path,
+    )
     out = torch.load(tmp_path / "out.pt")
     assert torch.equal(out["logits"], logits)
     assert torch.equal(out["generated"], generated)

@@ -13,8 +13,10 @@ from linearize.data.texts import DataError, documents
 
 pytestmark = pytest.mark.skipif(shutil.which("dpkg-deb") is None, reason="needs dpkg-deb (Debian/Ubuntu)")
 
-PROSE = ("The GNU Coding Standards were written by Richard Stallman and other GNU Project volunteers. "
-         "Their purpose is to make the GNU system clean, consistent, and easy to install. ")
+PROSE = (
+    "The GNU Coding Standards were written by Richard Stallman and other GNU Project volunteers. "
+    "Their purpose is to make the GNU system clean, consistent, and easy to install. "
+)
 
 
 def info_file(name, nodes):
@@ -32,7 +34,8 @@ def build_deb(tmp_path, package, version, files):
     (root / "DEBIAN").mkdir(parents=True)
     (root / "DEBIAN" / "control").write_text(
         f"Package: {package}\nVersion: {version}\nArchitecture: all\nMaintainer: Test <t@example.org>\n"
-        f"Description: test package\n")
+        f"Description: test package\n"
+    )
     for rel, data in files.items():
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         (root / rel).write_bytes(data)
@@ -46,26 +49,49 @@ def build_deb(tmp_path, package, version, files):
 def fake_archive(tmp_path, monkeypatch):
     """Packages gnu-standards, bash-doc and zlib1g-dev as small .debs; ``_download`` copies them."""
     monkeypatch.setenv("LINEARIZE_CACHE", str(tmp_path / "cache"))
-    standards = info_file("standards.info", [
-        ("Top", "* Menu:\n\n* Preface::  About."),  # only a menu: too short, dropped
-        ("Preface", "1 About the GNU Coding Standards\n*****\n\n" + PROSE * 3),
-        ("Index", "* Menu:\n\n" + "* entry: Preface.   (line 6)\n" * 20),  # an index: dropped
-    ])
+    standards = info_file(
+        "standards.info",
+        [
+            ("Top", "* Menu:\n\n* Preface::  About."),  # only a menu: too short, dropped
+            ("Preface", "1 About the GNU Coding Standards\n*****\n\n" + PROSE * 3),
+            ("Index", "* Menu:\n\n" + "* entry: Preface.   (line 6)\n" * 20),  # an index: dropped
+        ],
+    )
     maintain = info_file("maintain.info", [("Getting Help", "Getting help. " + PROSE * 2)])
-    bash = info_file("bash.info", [("What is Bash?", "Bash is the shell, or command language interpreter. " + PROSE),
-                                   ("GNU Free Documentation License", PROSE * 3)])  # the license: dropped
-    c_source = b"/* zpipe.c: example of proper use of zlib's inflate() and deflate() */\n#include <stdio.h>\n" \
-               b"int main(void) { return 0; }\n"
+    bash = info_file(
+        "bash.info",
+        [
+            ("What is Bash?", "Bash is the shell, or command language interpreter. " + PROSE),
+            ("GNU Free Documentation License", PROSE * 3),
+        ],
+    )  # the license: dropped
+    c_source = (
+        b"/* zpipe.c: example of proper use of zlib's inflate() and deflate() */\n#include <stdio.h>\n"
+        b"int main(void) { return 0; }\n"
+    )
     debs = {
-        "gnu-standards": build_deb(tmp_path, "gnu-standards", "2022.03.23-0.1", {
-            "usr/share/info/standards.info.gz": gzip.compress(standards.encode()),
-            "usr/share/info/maintain.info.gz": gzip.compress(maintain.encode())}),
-        "bash-doc": build_deb(tmp_path, "bash-doc", "5.2.15-2", {
-            "usr/share/info/bash.info.gz": gzip.compress(bash.encode())}),
-        "zlib1g-dev": build_deb(tmp_path, "zlib1g-dev", "1:1.2.13.dfsg-1", {
-            "usr/include/zlib.h": b"/* zlib.h -- interface of the 'zlib' general purpose compression library */\n",
-            "usr/share/doc/zlib1g-dev/examples/zpipe.c": c_source,
-            "usr/share/doc/zlib1g-dev/examples/README.examples": b"not a source file\n"}),
+        "gnu-standards": build_deb(
+            tmp_path,
+            "gnu-standards",
+            "2022.03.23-0.1",
+            {
+                "usr/share/info/standards.info.gz": gzip.compress(standards.encode()),
+                "usr/share/info/maintain.info.gz": gzip.compress(maintain.encode()),
+            },
+        ),
+        "bash-doc": build_deb(
+            tmp_path, "bash-doc", "5.2.15-2", {"usr/share/info/bash.info.gz": gzip.compress(bash.encode())}
+        ),
+        "zlib1g-dev": build_deb(
+            tmp_path,
+            "zlib1g-dev",
+            "1:1.2.13.dfsg-1",
+            {
+                "usr/include/zlib.h": b"/* zlib.h -- interface of the 'zlib' general purpose compression library */\n",
+                "usr/share/doc/zlib1g-dev/examples/zpipe.c": c_source,
+                "usr/share/doc/zlib1g-dev/examples/README.examples": b"not a source file\n",
+            },
+        ),
     }
     downloads = []
 
@@ -105,8 +131,9 @@ def test_c_code_from_deb_one_document_per_source_file(fake_archive, tmp_path):
 
 
 def test_failed_fetch_leaves_nothing(fake_archive, tmp_path, monkeypatch):
-    monkeypatch.setitem(corpora.CORPORA, "broken", dict(corpora.CORPORA["gnu-manuals"],
-                                                         packages=("gnu-standards", "missing-package")))
+    monkeypatch.setitem(
+        corpora.CORPORA, "broken", dict(corpora.CORPORA["gnu-manuals"], packages=("gnu-standards", "missing-package"))
+    )
     with pytest.raises(DataError, match="cannot download Debian package 'missing-package'"):
         documents("corpus:broken")
     assert list((tmp_path / "cache" / "corpora").iterdir()) == []
@@ -122,27 +149,38 @@ def test_unknown_corpus_names_the_known_ones(fake_archive):
 
 
 def test_jargon_extraction_keeps_prose_and_drops_index_lines(tmp_path):
-    text = "\n\n".join([
-        "                                The Jargon File", "(version 4.4.7)",
-        "   Table of Contents", "   Welcome to the Jargon File", "   I. Introduction",
-        "Chapter 1. Hacker Slang and Hacker Culture",
-        "   This document is a collection of slang terms used by various subcultures of computer hackers.\n"
-        "   Though some technical material is included for background and flavor, it is not a technical\n"
-        "   dictionary; what we describe here is the language hackers use among themselves for fun.",
-        "Glossary", "   0", "   /dev/null", "   cruft",
-        "   :/dev/null: /dev·nuhl/, n.",
-        "   [from the Unix null device, used as a data sink] A notional black hole in any information space\n"
-        "   being discussed, used, or referred to. A controversial posting, for example, might end with\n"
-        "   flames to /dev/null. See {bit bucket}.",
-        "   :cruft: /kruhft/",
-        "   1. n. An unpleasant substance. The dust that gathers under your bed is cruft; the TMRC\n"
-        "   Dictionary correctly noted that attacking it with a broom only produces more.",
-    ])
+    text = "\n\n".join(
+        [
+            "                                The Jargon File",
+            "(version 4.4.7)",
+            "   Table of Contents",
+            "   Welcome to the Jargon File",
+            "   I. Introduction",
+            "Chapter 1. Hacker Slang and Hacker Culture",
+            "   This document is a collection of slang terms used by various subcultures of computer hackers.\n"
+            "   Though some technical material is included for background and flavor, it is not a technical\n"
+            "   dictionary; what we describe here is the language hackers use among themselves for fun.",
+            "Glossary",
+            "   0",
+            "   /dev/null",
+            "   cruft",
+            "   :/dev/null: /dev·nuhl/, n.",
+            "   [from the Unix null device, used as a data sink] A notional black hole in any information space\n"
+            "   being discussed, used, or referred to. A controversial posting, for example, might end with\n"
+            "   flames to /dev/null. See {bit bucket}.",
+            "   :cruft: /kruhft/",
+            "   1. n. An unpleasant substance. The dust that gathers under your bed is cruft; the TMRC\n"
+            "   Dictionary correctly noted that attacking it with a broom only produces more.",
+        ]
+    )
     (tmp_path / "j").mkdir()
     (tmp_path / "j" / "jargon.txt.gz").write_bytes(gzip.compress(text.encode()))
     docs = corpora.jargon_documents(tmp_path, "j/jargon.txt.gz", chunk_chars=200)
-    assert [name for name, _ in docs] == ["Chapter-1-Hacker-Slang-and-Hacker-Culture", "glossary-001-_dev_null",
-                                          "glossary-002-cruft"]
+    assert [name for name, _ in docs] == [
+        "Chapter-1-Hacker-Slang-and-Hacker-Culture",
+        "glossary-001-_dev_null",
+        "glossary-002-cruft",
+    ]
     assert docs[0][1].startswith("   This document is a collection")
     assert docs[1][1].startswith("   :/dev/null:") and "   cruft" not in docs[1][1]
     assert docs[2][1].startswith("   :cruft:") and docs[2][1].endswith("only produces more.\n")

@@ -15,6 +15,7 @@ from linearize.distill.data import build_blocks
 from linearize.evals.perplexity import heldout_ids
 from linearize.evals.suite import evaluate
 from linearize.pipeline import quality
+
 from helpers import tiny_smollm2
 
 SEQ, BUDGET = 32, 128
@@ -40,8 +41,15 @@ def model(tokenizer):
 
 def chat_rows(path, n=40):
     """Instruction rows (distillation renders them with the chat template), each with its own number."""
-    rows = [{"messages": [{"role": "user", "content": f"Question {i}: " + "why " * 20},
-                          {"role": "assistant", "content": f"Answer {i}. " + "because " * 20}]} for i in range(n)]
+    rows = [
+        {
+            "messages": [
+                {"role": "user", "content": f"Question {i}: " + "why " * 20},
+                {"role": "assistant", "content": f"Answer {i}. " + "because " * 20},
+            ]
+        }
+        for i in range(n)
+    ]
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path
 
@@ -86,12 +94,23 @@ def test_eval_windows_are_the_main_jobs_and_distillations_heldout_windows(tmp_pa
 
 
 @pytest.mark.parametrize("kind", ["chat", "no-eos"])
-def test_eval_suite_perplexity_equals_the_main_jobs_recorded_in_domain_perplexity(tmp_path, tokenizer, no_eos,
-                                                                                  model, kind):
+def test_eval_suite_perplexity_equals_the_main_jobs_recorded_in_domain_perplexity(
+    tmp_path, tokenizer, no_eos, model, kind
+):
     tok = tokenizer if kind == "chat" else no_eos
     data = chat_rows(tmp_path / "chat.jsonl") if kind == "chat" else plain_docs(tmp_path / "docs.jsonl")
-    recorded = quality(model, model, tok, SEQ, data=data, corpora=(), eval_tokens=BUDGET, passkey_lengths=(),
-                       mqar_pairs=(), log=lambda *a: None)["in_domain"]
+    recorded = quality(
+        model,
+        model,
+        tok,
+        SEQ,
+        data=data,
+        corpora=(),
+        eval_tokens=BUDGET,
+        passkey_lengths=(),
+        mqar_pairs=(),
+        log=lambda *a: None,
+    )["in_domain"]
     evaluated = evaluate(model, tok, "tiny", suite=("ppl",), data=data, seq_len=SEQ, max_tokens=BUDGET)["quality"]
     assert evaluated["tokens"] == (BUDGET // SEQ) * (SEQ - 1)
     assert evaluated["perplexity"] == pytest.approx(recorded["student"], rel=1e-6, abs=1e-6)

@@ -14,12 +14,12 @@ import sys
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from helpers import tiny_base  # noqa: E402
-
 from linearize.convert.convert import convert  # noqa: E402
 from linearize.distill.config import TrainConfig  # noqa: E402
 from linearize.distill.runners import AccelerateRun, DeepSpeedRun  # noqa: E402
 from linearize.distill.trainer import train  # noqa: E402
+
+from helpers import tiny_base  # noqa: E402
 
 stage, out, batch_size = sys.argv[1], sys.argv[2], int(sys.argv[3])
 deepspeed = sys.argv[4] if len(sys.argv) > 4 and sys.argv[4] != "none" else None
@@ -28,11 +28,21 @@ rank = int(os.environ.get("RANK", "0"))
 teacher = tiny_base("llama")
 student = convert(teacher, "lolcats", window=4)
 original_teacher = {k: v.clone() for k, v in teacher.state_dict().items()}
-param_bytes = {name: sum(p.numel() * p.element_size() for p in model.parameters())
-               for name, model in (("student", student), ("teacher", teacher))}
+param_bytes = {
+    name: sum(p.numel() * p.element_size() for p in model.parameters())
+    for name, model in (("student", student), ("teacher", teacher))
+}
 blocks = torch.randint(3, 128, (64, 32), generator=torch.Generator().manual_seed(0))
-cfg = TrainConfig(stage=stage, tokens=8 * 4 * 32, seq_len=32, batch_size=batch_size, lr=1e-2, deepspeed=deepspeed,
-                  train="lora+new", transfer_mode=transfer_mode)
+cfg = TrainConfig(
+    stage=stage,
+    tokens=8 * 4 * 32,
+    seq_len=32,
+    batch_size=batch_size,
+    lr=1e-2,
+    deepspeed=deepspeed,
+    train="lora+new",
+    transfer_mode=transfer_mode,
+)
 
 
 WEIGHT_SHAPES = {tuple(p.shape) for model in (student, teacher) for p in model.parameters() if p.dim() >= 2}
@@ -44,14 +54,20 @@ def whole_weight_bytes(exclude):
     skip = {t.untyped_storage().data_ptr() for t in exclude}
     seen = {}
     for obj in gc.get_objects():
-        if (isinstance(obj, torch.Tensor) and obj.is_floating_point() and not obj.is_meta
-                and tuple(obj.shape) in WEIGHT_SHAPES and obj.untyped_storage().data_ptr() not in skip):
+        if (
+            isinstance(obj, torch.Tensor)
+            and obj.is_floating_point()
+            and not obj.is_meta
+            and tuple(obj.shape) in WEIGHT_SHAPES
+            and obj.untyped_storage().data_ptr() not in skip
+        ):
             seen[obj.untyped_storage().data_ptr()] = obj.untyped_storage().nbytes()
     return sum(seen.values())
 
 
 held = {}
 for runner in (DeepSpeedRun, AccelerateRun):
+
     def step(self, ids, _step=runner.step):
         if "whole_weight_bytes" not in held:  # at the first step: the models as training holds them
             gc.collect()
@@ -64,12 +80,24 @@ trained, summary, history = train(student, teacher, blocks, cfg, out, progress=F
 torch.save({k: v.detach().cpu() for k, v in trained.state_dict().items()}, os.path.join(out, f"final-rank{rank}.pt"))
 teacher_back = teacher.state_dict()
 with open(os.path.join(out, f"stats-rank{rank}.json"), "w") as f:
-    json.dump({**held, **param_bytes,
-               "teacher_unchanged": teacher_back.keys() == original_teacher.keys() and all(
-                   torch.equal(teacher_back[k].cpu(), v) for k, v in original_teacher.items()),
-               "teacher_plain": not any(hasattr(p, "ds_id") for p in teacher.parameters())}, f)
+    json.dump(
+        {
+            **held,
+            **param_bytes,
+            "teacher_unchanged": teacher_back.keys() == original_teacher.keys()
+            and all(torch.equal(teacher_back[k].cpu(), v) for k, v in original_teacher.items()),
+            "teacher_plain": not any(hasattr(p, "ds_id") for p in teacher.parameters()),
+        },
+        f,
+    )
 if rank == 0:
     with open(os.path.join(out, "summary.json"), "w") as f:
-        json.dump({"samples_seen": summary["samples_seen"], "processes": summary["processes"],
-                   "distributed": summary["distributed"],
-                   "losses": [h["loss"] for h in history]}, f)
+        json.dump(
+            {
+                "samples_seen": summary["samples_seen"],
+                "processes": summary["processes"],
+                "distributed": summary["distributed"],
+                "losses": [h["loss"] for h in history],
+            },
+            f,
+        )

@@ -15,13 +15,12 @@ import torch
 from linearize.convert.convert import convert
 from linearize.data.packing import pack, windows
 from linearize.data.texts import DataError, documents
-from linearize.distill.data import build_blocks
-from linearize.distill.recipe import distill
 from linearize.distill.checkpoints import latest_checkpoint
 from linearize.distill.config import TrainConfig
+from linearize.distill.data import build_blocks
 from linearize.distill.trainer import train
+
 from helpers import perturb_new_parameters, tiny_base, tiny_smollm2_dir
-from helpers import assert_close
 
 HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # tests/, where helpers.py is
 
@@ -41,7 +40,9 @@ def test_transfer_lowers_loss_and_trains_only_new_parameters(tmp_path, target):
     student = convert(teacher, target, **({"window": 4} if target == "lolcats" else {}))
     before = {k: v.clone() for k, v in student.state_dict().items()}
     new = {f"model.layers.{i}.self_attn.{n}" for i, m in student.mixers().items() for n in m.new_parameter_names()}
-    trained, summary, history = train(student, teacher, random_blocks(), small_cfg("transfer"), tmp_path, progress=False)
+    trained, summary, history = train(
+        student, teacher, random_blocks(), small_cfg("transfer"), tmp_path, progress=False
+    )
     first = sum(h["loss"] for h in history[:3]) / 3
     last = sum(h["loss"] for h in history[-3:]) / 3
     assert last < 0.8 * first, (first, last)
@@ -59,8 +60,9 @@ def test_kd_with_lora_lowers_loss_and_saves_a_merged_model(tmp_path):
     teacher = tiny_base("qwen3")
     student = perturb_new_parameters(convert(teacher, "hedgehog"), scale=2.0)  # far enough from the teacher
     blocks = random_blocks(4).repeat(32, 1)  # a few sequences seen repeatedly: the loss must fall on them
-    trained, summary, history = train(student, teacher, blocks, small_cfg("kd", tokens=24 * 2 * 32, lr=1e-2),
-                                      tmp_path, progress=False)
+    trained, summary, history = train(
+        student, teacher, blocks, small_cfg("kd", tokens=24 * 2 * 32, lr=1e-2), tmp_path, progress=False
+    )
     first, last = history[0]["loss"], sum(h["loss"] for h in history[-3:]) / 3
     assert last < 0.6 * first, (first, last)
     assert type(trained).__name__ == "LinearizedForCausalLM"
@@ -171,8 +173,12 @@ def test_data_packing_split_and_chat_template(tmp_path):
     assert held_numbers and not held_numbers & train_numbers  # split by document: no overlap
     assert windows(pack(["a b", "c"], tok), 2).shape[1] == 2
     chat = tmp_path / "chat.jsonl"
-    chat.write_text(json.dumps({"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]})
-                    + "\n" + json.dumps({"messages": [{"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "4"}]}) + "\n")
+    chat.write_text(
+        json.dumps({"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]})
+        + "\n"
+        + json.dumps({"messages": [{"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "4"}]})
+        + "\n"
+    )
     rendered = documents(chat, tok)
     assert "<|im_start|>user" in rendered[0] and "hello" in rendered[0]
     (tmp_path / "broken.jsonl").write_text("{not json\n")
@@ -190,10 +196,38 @@ def test_main_job_on_a_tiny_base(tmp_path, capsys):
     out = tmp_path / "out"
     unseen = tmp_path / "unseen.txt"
     unseen.write_text("Text of another kind than the training corpus, for the out-of-domain measurement. " * 60)
-    code = main(["--base", str(base_dir), "--to", "lolcats", "--window", "8", "--decay", "32", "--tokens", "2048",
-                 "--seq-len", "64", "--batch-size", "2", "--out", str(out), "--eval-data", str(unseen),
-                 "--eval-lengths", "64,256", "--eval-tokens", "512", "--passkey-lengths", "128", "--mqar-pairs", "4",
-                 "--transfer-mode", "streamed"])
+    code = main(
+        [
+            "--base",
+            str(base_dir),
+            "--to",
+            "lolcats",
+            "--window",
+            "8",
+            "--decay",
+            "32",
+            "--tokens",
+            "2048",
+            "--seq-len",
+            "64",
+            "--batch-size",
+            "2",
+            "--out",
+            str(out),
+            "--eval-data",
+            str(unseen),
+            "--eval-lengths",
+            "64,256",
+            "--eval-tokens",
+            "512",
+            "--passkey-lengths",
+            "128",
+            "--mqar-pairs",
+            "4",
+            "--transfer-mode",
+            "streamed",
+        ]
+    )
     captured = capsys.readouterr()
     assert code == 0, captured.err
     assert "in-domain held-out (64-token windows): teacher" in captured.out
@@ -233,8 +267,22 @@ def test_distill_verb_trains_a_saved_checkpoint_and_resumes(tmp_path, capsys):
 
     base_dir, ckpt, out = tiny_smollm2_dir(tmp_path / "tiny"), tmp_path / "ckpt", tmp_path / "distilled"
     assert main(["convert", "--base", str(base_dir), "--to", "hedgehog", "--out", str(ckpt)]) == 0
-    args = ["distill", str(ckpt), "--stage", "transfer", "--tokens", "1024", "--seq-len", "64", "--batch-size", "2",
-            "--save-every", "2", "--out", str(out)]
+    args = [
+        "distill",
+        str(ckpt),
+        "--stage",
+        "transfer",
+        "--tokens",
+        "1024",
+        "--seq-len",
+        "64",
+        "--batch-size",
+        "2",
+        "--save-every",
+        "2",
+        "--out",
+        str(out),
+    ]
     assert main(args) == 0
     assert "transfer: 8 steps" in capsys.readouterr().out
     model = AutoModelForCausalLM.from_pretrained(out)
@@ -246,19 +294,42 @@ def test_distill_verb_trains_a_saved_checkpoint_and_resumes(tmp_path, capsys):
     assert main([*args[:-1], str(tmp_path / "y"), "--deepspeed", str(bad)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "stage3_gather_16bit_weights_on_model_save is False; ZeRO-3 needs true" in err
-    assert main(["distill", str(ckpt), "--stage", "transfer", "--data", str(tmp_path / "nope.jsonl"),
-                 "--out", str(tmp_path / "x")]) == 2
+    assert (
+        main(
+            [
+                "distill",
+                str(ckpt),
+                "--stage",
+                "transfer",
+                "--data",
+                str(tmp_path / "nope.jsonl"),
+                "--out",
+                str(tmp_path / "x"),
+            ]
+        )
+        == 2
+    )
     assert "unknown data" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("settings,message", [
-    ({"batch_size": 0}, "bad --batch-size 0: a whole number >= 1"), ({"seq_len": 1}, "bad --seq-len 1"),
-    ({"tokens": -5}, "bad --tokens -5"), ({"grad_accum": 2.5}, "bad --grad-accum 2.5"), ({"lr": 0}, "bad --lr 0"),
-    ({"lr": float("nan")}, "bad --lr nan"), ({"temperature": -1.0}, "bad --temperature -1.0"),
-    ({"top_k": 0}, "bad --top-k 0"), ({"kd_chunk": 0}, "bad --kd-chunk 0"), ({"min_lr_ratio": 1.5}, "--min-lr-ratio"),
-    ({"save_minutes": -1}, "bad --save-minutes -1"), ({"train": "lm_head"}, "unknown --train 'lm_head'"),
-    ({"stage": "sft"}, "unknown --stage 'sft'"),
-])
+@pytest.mark.parametrize(
+    "settings,message",
+    [
+        ({"batch_size": 0}, "bad --batch-size 0: a whole number >= 1"),
+        ({"seq_len": 1}, "bad --seq-len 1"),
+        ({"tokens": -5}, "bad --tokens -5"),
+        ({"grad_accum": 2.5}, "bad --grad-accum 2.5"),
+        ({"lr": 0}, "bad --lr 0"),
+        ({"lr": float("nan")}, "bad --lr nan"),
+        ({"temperature": -1.0}, "bad --temperature -1.0"),
+        ({"top_k": 0}, "bad --top-k 0"),
+        ({"kd_chunk": 0}, "bad --kd-chunk 0"),
+        ({"min_lr_ratio": 1.5}, "--min-lr-ratio"),
+        ({"save_minutes": -1}, "bad --save-minutes -1"),
+        ({"train": "lm_head"}, "unknown --train 'lm_head'"),
+        ({"stage": "sft"}, "unknown --stage 'sft'"),
+    ],
+)
 def test_degenerate_train_settings_are_one_clear_error(settings, message):
     from linearize.errors import SettingError
 
@@ -291,11 +362,16 @@ def test_train_config_is_a_schema_with_help_and_choices():
             TrainConfig(**{name: "bogus"})
 
 
-@pytest.mark.parametrize("args,message", [
-    (["--batch-size", "0"], "bad --batch-size 0"), (["--seq-len", "1"], "bad --seq-len 1"),
-    (["--tokens", "1"], "bad --tokens 1: a whole number >= 2"), (["--grad-accum", "0"], "bad --grad-accum 0"),
-    (["--save-minutes", "-1"], "bad --save-minutes -1"),
-])
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--batch-size", "0"], "bad --batch-size 0"),
+        (["--seq-len", "1"], "bad --seq-len 1"),
+        (["--tokens", "1"], "bad --tokens 1: a whole number >= 2"),
+        (["--grad-accum", "0"], "bad --grad-accum 0"),
+        (["--save-minutes", "-1"], "bad --save-minutes -1"),
+    ],
+)
 def test_main_job_refuses_degenerate_train_settings_before_anything(tmp_path, capsys, args, message):
     """One line, exit 2, before a model loads: an interrupted run's work folder is still there, no output."""
     from linearize.cli import main
@@ -312,10 +388,16 @@ def test_main_job_refuses_degenerate_train_settings_before_anything(tmp_path, ca
     assert not out.exists() and (work / "transfer" / "keep.txt").exists()
 
 
-@pytest.mark.parametrize("args,message", [
-    (["--lr", "0"], "bad --lr 0.0"), (["--top-k", "0"], "bad --top-k 0"), (["--kd-chunk", "0"], "bad --kd-chunk 0"),
-    (["--lora-r", "0"], "bad --lora-r 0"), (["--train", "bogus"], "unknown --train 'bogus'"),
-])
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--lr", "0"], "bad --lr 0.0"),
+        (["--top-k", "0"], "bad --top-k 0"),
+        (["--kd-chunk", "0"], "bad --kd-chunk 0"),
+        (["--lora-r", "0"], "bad --lora-r 0"),
+        (["--train", "bogus"], "unknown --train 'bogus'"),
+    ],
+)
 def test_distill_verb_refuses_degenerate_train_settings_before_loading(tmp_path, capsys, args, message):
     from linearize.cli import main
 

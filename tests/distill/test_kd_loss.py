@@ -5,11 +5,12 @@ import pytest
 import torch
 from torch import nn
 
-from helpers import perturb_new_parameters, tiny_base
 from linearize.convert.convert import convert
-from linearize.distill.stages import causal_lm_parts, chunked_kd_loss, kd_loss, select_trainable
 from linearize.distill.config import TrainConfig
 from linearize.distill.objectives import KDObjective
+from linearize.distill.stages import causal_lm_parts, chunked_kd_loss, kd_loss, select_trainable
+
+from helpers import perturb_new_parameters, tiny_base
 
 B, T, D, V = 2, 7, 16, 50  # 14 tokens
 
@@ -33,8 +34,9 @@ def test_chunked_equals_reference_in_value_and_gradients(chunk, top_k, temperatu
     ref = kd_loss(student_head(hidden), teacher_head(teacher_hidden), **options)
     ref_grads = torch.autograd.grad(ref, [hidden, student_head.weight])
     loss = chunked_kd_loss(hidden, teacher_hidden, student_head, teacher_head, chunk=chunk, **options)
-    *grads, teacher_grad = torch.autograd.grad(loss, [hidden, student_head.weight, teacher_head.weight],
-                                               allow_unused=True)
+    *grads, teacher_grad = torch.autograd.grad(
+        loss, [hidden, student_head.weight, teacher_head.weight], allow_unused=True
+    )
 
     close(loss, ref)
     for got, want in zip(grads, ref_grads):

@@ -31,8 +31,16 @@ def run(out, stage, processes, batch_size, port, deepspeed="none", transfer_mode
     if processes == 1:
         cmd = [sys.executable, *args]
     else:
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(processes),
-               "--master_port", str(port), *args]
+        cmd = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            str(processes),
+            "--master_port",
+            str(port),
+            *args,
+        ]
     try:  # a hang (e.g. a stale lock of DeepSpeed's JIT-built CPU comm op) fails the test instead of CI
         proc = subprocess.run(cmd, cwd=HERE, capture_output=True, text=True, timeout=900)
     except subprocess.TimeoutExpired as err:

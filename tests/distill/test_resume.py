@@ -13,6 +13,7 @@ from linearize.distill import objectives
 from linearize.distill.checkpoints import latest_checkpoint
 from linearize.distill.config import TrainConfig
 from linearize.distill.trainer import train
+
 from helpers import tiny_base, tiny_smollm2_dir
 
 
@@ -51,8 +52,7 @@ def test_default_settings_checkpoint_and_a_killed_run_resumes_to_the_same_weight
     teacher = tiny_base("llama")
     student = convert(teacher, "lolcats", window=4)
     fresh = copy.deepcopy(student)
-    full, _, full_history = train(copy.deepcopy(student), teacher, blocks(), cfg(), tmp_path / "full",
-                                             progress=False)
+    full, _, full_history = train(copy.deepcopy(student), teacher, blocks(), cfg(), tmp_path / "full", progress=False)
 
     forward_counter(monkeypatch, objectives.TransferObjective, kill_after=4)  # killed during step 5
     with pytest.raises(Killed):
@@ -63,10 +63,12 @@ def test_default_settings_checkpoint_and_a_killed_run_resumes_to_the_same_weight
     monkeypatch.undo()
     calls = forward_counter(monkeypatch, objectives.TransferObjective)
     capsys.readouterr()
-    resumed, summary, history = train(copy.deepcopy(fresh), teacher, blocks(), cfg(), tmp_path / "run",
-                                      resume=True, progress=False)
-    assert resume_lines(capsys) == [f"transfer: resuming from {tmp_path / 'run' / 'checkpoints' / 'step-4'} at step 4 "
-                                    f"of 6 (256 of 384 tokens seen)"]
+    resumed, summary, history = train(
+        copy.deepcopy(fresh), teacher, blocks(), cfg(), tmp_path / "run", resume=True, progress=False
+    )
+    assert resume_lines(capsys) == [
+        f"transfer: resuming from {tmp_path / 'run' / 'checkpoints' / 'step-4'} at step 4 of 6 (256 of 384 tokens seen)"
+    ]
     assert calls["n"] == 2  # only the 2 steps left ran
     assert summary["steps"] == 6 and [h["step"] for h in history] == list(range(1, 7))
     assert [h["loss"] for h in history] == pytest.approx([h["loss"] for h in full_history], rel=1e-5)
@@ -78,32 +80,61 @@ def test_checkpoints_by_time_when_steps_are_off(tmp_path, monkeypatch):
     teacher = tiny_base("llama")
     forward_counter(monkeypatch, objectives.TransferObjective, kill_after=3)
     with pytest.raises(Killed):  # every step is past the (tiny) time limit, so each one writes a checkpoint
-        train(convert(teacher, "lolcats", window=4), teacher, blocks(), cfg(save_every=0, save_minutes=1e-9),
-              tmp_path, progress=False)
+        train(
+            convert(teacher, "lolcats", window=4),
+            teacher,
+            blocks(),
+            cfg(save_every=0, save_minutes=1e-9),
+            tmp_path,
+            progress=False,
+        )
     assert latest_checkpoint(tmp_path).name == "step-3"
 
 
 def test_resume_with_nothing_to_resume_says_so_and_starts_fresh(tmp_path, capsys):
     teacher = tiny_base("llama")
-    _, summary, _ = train(convert(teacher, "lolcats", window=4), teacher, blocks(), cfg(tokens=2 * 2 * 32),
-                          tmp_path / "empty", resume=True, progress=False)
+    _, summary, _ = train(
+        convert(teacher, "lolcats", window=4),
+        teacher,
+        blocks(),
+        cfg(tokens=2 * 2 * 32),
+        tmp_path / "empty",
+        resume=True,
+        progress=False,
+    )
     checkpoints = tmp_path / "empty" / "checkpoints"
-    assert resume_lines(capsys) == [f"transfer: nothing to resume (no complete checkpoint in {checkpoints}); starting fresh"]
+    assert resume_lines(capsys) == [
+        f"transfer: nothing to resume (no complete checkpoint in {checkpoints}); starting fresh"
+    ]
     assert summary["steps"] == 2
 
 
 def test_main_job_resume_skips_finished_stages_and_ends_like_an_uninterrupted_run(tmp_path, monkeypatch):
     from safetensors.torch import load_file
+
     from linearize import pipeline
     from linearize.pipeline import main_job
 
     base = tiny_smollm2_dir(tmp_path / "tiny")
     data = tmp_path / "docs.jsonl"  # small, so tokenizing it is quick
-    data.write_text("".join(json.dumps({"text": f"Document {i}: " + " ".join(f"word{(i * j) % 97}" for j in range(60))})
-                            + "\n" for i in range(40)))
+    data.write_text(
+        "".join(
+            json.dumps({"text": f"Document {i}: " + " ".join(f"word{(i * j) % 97}" for j in range(60))}) + "\n"
+            for i in range(40)
+        )
+    )
     # 512 tokens: transfer 4 steps, kd 3 steps (of 2 x 32 tokens); checkpoint settings left at their defaults.
-    kw = dict(data=data, tokens=512, seq_len=32, batch_size=2, eval_tokens=64, eval_corpora=(), passkey_lengths=(),
-              mqar_pairs=(), convert_settings={"window": 4})
+    kw = dict(
+        data=data,
+        tokens=512,
+        seq_len=32,
+        batch_size=2,
+        eval_tokens=64,
+        eval_corpora=(),
+        passkey_lengths=(),
+        mqar_pairs=(),
+        convert_settings={"window": 4},
+    )
 
     lines = []  # --resume where nothing was ever run: it says so and runs from the start
     ref = main_job(base, "lolcats", tmp_path / "a", resume=True, log=lines.append, **kw)

@@ -9,6 +9,7 @@ import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "benchmarks"))
 import scale_rehearsal as sr  # noqa: E402
+
 from convert_memory import SHAPES, random_base  # noqa: E402
 
 
@@ -36,8 +37,26 @@ def test_largest_batch_doubles_then_bisects():
 
 @pytest.mark.parametrize("stage", ["transfer", "kd"])
 def test_stage_runs_through_the_trainer_and_searches(stage):
-    args = sr.parse_args(["--shape", "tiny-llama", "--device", "cpu", "--steps", "1", "--seq-len", "16",
-                          "--batch-size", "2", "--batch-search", "on", "--search-seq-lens", "16", "--max-batch", "2"])
+    args = sr.parse_args(
+        [
+            "--shape",
+            "tiny-llama",
+            "--device",
+            "cpu",
+            "--steps",
+            "1",
+            "--seq-len",
+            "16",
+            "--batch-size",
+            "2",
+            "--batch-search",
+            "on",
+            "--search-seq-lens",
+            "16",
+            "--max-batch",
+            "2",
+        ]
+    )
     result = sr.stage_train(args, stage)
     assert result["steps"] == 1 and len(result["step_seconds"]) == 1 and result["tokens_per_s"] > 0
     assert result["peak_bytes"] >= result["models_bytes"] > 0

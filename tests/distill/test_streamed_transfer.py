@@ -6,12 +6,13 @@ is recomputed), and the teacher runs neither past the last converted layer nor i
 import pytest
 import torch
 
-from helpers import FAMILIES, perturb_new_parameters, tiny_base
 from linearize.convert.convert import convert
-from linearize.distill.stages import select_trainable, transfer_loss
 from linearize.distill.config import TrainConfig
 from linearize.distill.objectives import TransferObjective
+from linearize.distill.stages import select_trainable, transfer_loss
 from linearize.distill.trainer import train
+
+from helpers import FAMILIES, perturb_new_parameters, tiny_base
 
 PLANS = {"all converted": "none", "hybrid": "1"}  # keep-attention: none, or layer 1 of 3 kept as softmax
 
@@ -109,8 +110,16 @@ def test_trainer_runs_either_mode_to_the_same_weights_and_refuses_others(tmp_pat
     results = {}
     for mode in ("whole", "streamed"):
         teacher, student, _, _ = setup("llama", "none")
-        cfg = TrainConfig(stage="transfer", tokens=4 * 2 * 16, seq_len=16, batch_size=2, lr=1e-2, transfer_mode=mode,
-                          save_every=0, save_minutes=0)
+        cfg = TrainConfig(
+            stage="transfer",
+            tokens=4 * 2 * 16,
+            seq_len=16,
+            batch_size=2,
+            lr=1e-2,
+            transfer_mode=mode,
+            save_every=0,
+            save_minutes=0,
+        )
         trained, _, history = train(student, teacher, blocks, cfg, tmp_path / mode, progress=False)
         results[mode] = trained.state_dict(), [h["loss"] for h in history]
     (streamed, s_losses), (whole, w_losses) = results["streamed"], results["whole"]

@@ -12,12 +12,12 @@ from linearize.cli import main
 from linearize.convert.bases import load_tokenizer
 from linearize.convert.convert import convert
 from linearize.evals import report
-from linearize.evals.bench import bench, cache_nbytes
+from linearize.evals.bench import bench
 from linearize.evals.lm_eval_bridge import TINY_GEN, TINY_MC, metrics, run_lm_eval, write_tiny_tasks
 from linearize.evals.perplexity import agreement, perplexity
 from linearize.evals.recall import mqar_samples, passkey_samples, score_mqar, score_passkey
+
 from helpers import tiny_smollm2
-from helpers import assert_close
 
 
 @pytest.fixture(scope="module")
@@ -41,10 +41,29 @@ def test_lm_eval_cli_and_python_api_agree(tiny_ckpt, tokenizer, tmp_path):
     tasks = write_tiny_tasks(tmp_path / "tasks")
     ours = metrics(run_lm_eval(model, tokenizer, [TINY_MC, TINY_GEN], include_path=tasks))
     env = dict(os.environ, HF_HUB_OFFLINE="1")
-    subprocess.run([sys.executable, "-m", "lm_eval", "--model", "hf",
-                    "--model_args", f"pretrained={path},trust_remote_code=True", "--device", "cpu",
-                    "--tasks", f"{TINY_MC},{TINY_GEN}", "--include_path", str(tasks),
-                    "--output_path", str(tmp_path / "out")], check=True, env=env, cwd=tmp_path, capture_output=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "lm_eval",
+            "--model",
+            "hf",
+            "--model_args",
+            f"pretrained={path},trust_remote_code=True",
+            "--device",
+            "cpu",
+            "--tasks",
+            f"{TINY_MC},{TINY_GEN}",
+            "--include_path",
+            str(tasks),
+            "--output_path",
+            str(tmp_path / "out"),
+        ],
+        check=True,
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+    )
     harness = metrics(json.loads(next((tmp_path / "out").rglob("results_*.json")).read_text())["results"])
     for task in (TINY_MC, TINY_GEN):
         for metric in ("acc", "acc_norm", "exact_match"):
@@ -111,10 +130,29 @@ def test_bench_serving_throughput_at_a_batch_or_the_largest(tiny_ckpt, tmp_path,
         serving = row["serving"]
         assert [p["batch"] for p in serving["probes"]] == [1, 2, 4] and serving["stopped_by"] == "max batch 4"
         assert (serving["batch"], serving["largest"], serving["first_not_fitting"]) == (4, 4, None)
-        assert serving["tokens_per_s"] > 0 and serving["cache_bytes_per_sequence"] >= row["cache_bytes"]  # (decoded past it)
+        assert (
+            serving["tokens_per_s"] > 0 and serving["cache_bytes_per_sequence"] >= row["cache_bytes"]
+        )  # (decoded past it)
     out = tmp_path / "be"
-    assert main(["bench", str(path), "--contexts", "16,24", "--decode-tokens", "2", "--repeats", "1", "--batch", "3",
-                 "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "bench",
+                str(path),
+                "--contexts",
+                "16,24",
+                "--decode-tokens",
+                "2",
+                "--repeats",
+                "1",
+                "--batch",
+                "3",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     (result,) = json.loads((out / "bench.json").read_text())
     assert [s["serving"]["batch"] for s in result["speed"]] == [3, 3]
     assert all(s["serving"]["probes"] == [] and s["serving"]["tokens_per_s"] > 0 for s in result["speed"])
@@ -128,10 +166,18 @@ def test_bench_serving_throughput_at_a_batch_or_the_largest(tiny_ckpt, tmp_path,
 
 def test_report_tables():
     results = [
-        {"name": "teacher", "quality": {"perplexity": 10.0, "passkey": {"512": 1.0}},
-         "speed": [{"context": 512, "decode_ms_per_token": 10.0, "cache_bytes": 2**20, "prefill_tokens_per_s": 100.0}]},
-        {"name": "student", "quality": {"perplexity": 12.5, "top1_agreement": 0.8, "passkey": {"512": 0.0}},
-         "speed": [{"context": 512, "decode_ms_per_token": 5.0, "cache_bytes": 2**19, "prefill_tokens_per_s": 50.0}]},
+        {
+            "name": "teacher",
+            "quality": {"perplexity": 10.0, "passkey": {"512": 1.0}},
+            "speed": [
+                {"context": 512, "decode_ms_per_token": 10.0, "cache_bytes": 2**20, "prefill_tokens_per_s": 100.0}
+            ],
+        },
+        {
+            "name": "student",
+            "quality": {"perplexity": 12.5, "top1_agreement": 0.8, "passkey": {"512": 0.0}},
+            "speed": [{"context": 512, "decode_ms_per_token": 5.0, "cache_bytes": 2**19, "prefill_tokens_per_s": 50.0}],
+        },
     ]
     md = report.comparison(results)
     assert "| teacher | 10 | 1 |  |" in md and "| student | 12.5 | 0 | 0.8 |" in md
@@ -141,8 +187,22 @@ def test_report_tables():
 def test_cli_eval_and_report(tiny_ckpt, tmp_path, capsys):
     path, _, _ = tiny_ckpt
     out = tmp_path / "ev"
-    code = main(["eval", str(path), "--teacher", str(path), "--suite", "ppl,agreement", "--max-tokens", "1024",
-                 "--seq-len", "128", "--out", str(out)])
+    code = main(
+        [
+            "eval",
+            str(path),
+            "--teacher",
+            str(path),
+            "--suite",
+            "ppl,agreement",
+            "--max-tokens",
+            "1024",
+            "--seq-len",
+            "128",
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 0
     results = json.loads((out / "eval.json").read_text())
     assert [r.get("role") for r in results] == ["teacher", None]
@@ -162,8 +222,28 @@ def test_cli_eval_by_position_with_teacher(tiny_ckpt, tmp_path, capsys):
     data.mkdir()
     (data / "one.txt").write_text(" ".join(f"token{i % 50} and text" for i in range(400)))
     out = tmp_path / "ev"
-    code = main(["eval", str(path), "--teacher", str(path), "--suite", "ppl", "--data", str(data), "--split", "all",
-                 "--seq-len", "128", "--max-tokens", "256", "--buckets", "0,64,4096", "--out", str(out)])
+    code = main(
+        [
+            "eval",
+            str(path),
+            "--teacher",
+            str(path),
+            "--suite",
+            "ppl",
+            "--data",
+            str(data),
+            "--split",
+            "all",
+            "--seq-len",
+            "128",
+            "--max-tokens",
+            "256",
+            "--buckets",
+            "0,64,4096",
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 0
     teacher, student = json.loads((out / "eval.json").read_text())
     assert teacher["role"] == "teacher" and student["text"] == {"data": str(data), "split": "all", "seq_len": 128}

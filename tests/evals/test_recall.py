@@ -13,8 +13,17 @@ from linearize.cli import main
 from linearize.convert.bases import load_tokenizer
 from linearize.convert.convert import convert
 from linearize.evals import recall_plot
-from linearize.evals.recall import (RECALL_TASKS, _WORD_VALUES, Haystack, depth_buckets, recall_sample,
-                                    recall_samples, score_answer, text_recall)
+from linearize.evals.recall import (
+    _WORD_VALUES,
+    RECALL_TASKS,
+    Haystack,
+    depth_buckets,
+    recall_sample,
+    recall_samples,
+    score_answer,
+    text_recall,
+)
+
 from helpers import tiny_smollm2
 
 MODULES = ("json", "argparse", "re", "csv", "heapq", "subprocess", "ftplib", "smtplib", "difflib", "collections")
@@ -73,8 +82,7 @@ def test_values_already_in_the_haystack_are_never_drawn(tokenizer, docs):
     kept = ("wombat", "zeppelin")
     line = " ".join(f"The {w} is here." for w in _WORD_VALUES if w not in kept)
     hay = Haystack(tokenizer, ["\n".join([line] * 20)])  # every cut holds every other word value
-    words = [recall_sample(tokenizer, hay, "niah_single", 512, depth_buckets(1)[0], i, kind="word")
-             for i in range(12)]
+    words = [recall_sample(tokenizer, hay, "niah_single", 512, depth_buckets(1)[0], i, kind="word") for i in range(12)]
     assert {s["answers"][0] for s in words} <= set(kept)
 
 
@@ -90,25 +98,46 @@ def test_scripted_models_score_one_and_zero_at_every_length_and_depth(tokenizer,
 
 
 def test_a_model_that_reads_the_first_half_only_fails_the_deep_buckets(tokenizer, docs):
-    r = text_recall(None, tokenizer, tasks=("passkey", "niah_single", "niah_multivalue"), lengths=(1024, 2048),
-                    depths=4, prompts=3, generate=first_half_reader, documents=docs)
+    r = text_recall(
+        None,
+        tokenizer,
+        tasks=("passkey", "niah_single", "niah_multivalue"),
+        lengths=(1024, 2048),
+        depths=4,
+        prompts=3,
+        generate=first_half_reader,
+        documents=docs,
+    )
     for task, by_length in r["scores"].items():
         for length, cell in by_length.items():
             assert cell["by_depth"]["0-25%"]["score"] == 1.0, (task, length)
             assert cell["by_depth"]["75-100%"]["score"] == 0.0, (task, length)
     # By the needles' own depths: 1 above half way, 0 below (the multivalue needles all sit in the bucket).
-    samples = {s["prompt"]: s for s in recall_samples(tokenizer, Haystack(tokenizer, docs), ("niah_multikey",),
-                                                      (256,), depths=2, prompts=4)}
+    samples = {
+        s["prompt"]: s
+        for s in recall_samples(tokenizer, Haystack(tokenizer, docs), ("niah_multikey",), (256,), depths=2, prompts=4)
+    }
     shallow = lambda p, max_new_tokens=None: copier(p) if samples[p]["depth"] < 0.5 else " no"  # noqa: E731
-    r = text_recall(None, tokenizer, tasks=("niah_multikey",), lengths=(256,), depths=2, prompts=4, generate=shallow,
-                    documents=docs)
-    assert {d: c["score"] for d, c in r["scores"]["niah_multikey"]["256"]["by_depth"].items()} == \
-        {"0-50%": 1.0, "50-100%": 0.0}
+    r = text_recall(
+        None, tokenizer, tasks=("niah_multikey",), lengths=(256,), depths=2, prompts=4, generate=shallow, documents=docs
+    )
+    assert {d: c["score"] for d, c in r["scores"]["niah_multikey"]["256"]["by_depth"].items()} == {
+        "0-50%": 1.0,
+        "50-100%": 0.0,
+    }
 
 
 def test_grid_png_shows_the_json_scores(tokenizer, docs, tmp_path):
-    r = text_recall(None, tokenizer, tasks=("passkey", "niah_multikey"), lengths=(128, 256), depths=2, prompts=2,
-                    generate=first_half_reader, documents=docs)
+    r = text_recall(
+        None,
+        tokenizer,
+        tasks=("passkey", "niah_multikey"),
+        lengths=(128, 256),
+        depths=2,
+        prompts=2,
+        generate=first_half_reader,
+        documents=docs,
+    )
     result = json.loads(json.dumps({"name": "student", "quality": {"recall": r}}))  # as eval.json holds it
     shown = recall_plot.plot_recall(result, tmp_path / "grid.png")
     assert (tmp_path / "grid.png").read_bytes()[:4] == b"\x89PNG"
@@ -134,9 +163,28 @@ def test_cli_eval_recall_teacher_and_student(tokenizer, tmp_path, capsys):
 
         (hay / f"{m}.txt").write_text(inspect.getdoc(importlib.import_module(m)))
     out = tmp_path / "ev"
-    code = main(["eval", str(student), "--teacher", str(teacher), "--suite", "recall", "--recall-lengths", "96,160",
-                 "--recall-tasks", "passkey,niah_single", "--recall-depths", "2", "--recall-prompts", "2",
-                 "--haystack", str(hay), "--out", str(out)])
+    code = main(
+        [
+            "eval",
+            str(student),
+            "--teacher",
+            str(teacher),
+            "--suite",
+            "recall",
+            "--recall-lengths",
+            "96,160",
+            "--recall-tasks",
+            "passkey,niah_single",
+            "--recall-depths",
+            "2",
+            "--recall-prompts",
+            "2",
+            "--haystack",
+            str(hay),
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 0, capsys.readouterr().err
     results = json.loads((out / "eval.json").read_text())
     assert [r.get("role") for r in results] == ["teacher", None]
@@ -150,7 +198,12 @@ def test_cli_eval_recall_teacher_and_student(tokenizer, tmp_path, capsys):
     assert (out / "recall-teacher-tiny-base.png").read_bytes()[:4] == b"\x89PNG"
     assert (out / "recall-student-tiny-lolcats.png").read_bytes()[:4] == b"\x89PNG"
     capsys.readouterr()
-    assert main(["eval", str(student), "--suite", "recall", "--recall-lengths", "4096", "--out", str(tmp_path / "no")]) == 2
+    assert (
+        main(["eval", str(student), "--suite", "recall", "--recall-lengths", "4096", "--out", str(tmp_path / "no")])
+        == 2
+    )
     assert "--recall-lengths 4096 reaches past" in capsys.readouterr().err and not (tmp_path / "no").exists()
-    assert main(["eval", str(student), "--suite", "recall", "--recall-tasks", "bogus", "--out", str(tmp_path / "no")]) == 2
+    assert (
+        main(["eval", str(student), "--suite", "recall", "--recall-tasks", "bogus", "--out", str(tmp_path / "no")]) == 2
+    )
     assert "unknown --recall-tasks 'bogus'" in capsys.readouterr().err

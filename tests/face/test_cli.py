@@ -2,15 +2,14 @@
 
 import os
 import subprocess
-import sys
 
 import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2Config, GPT2LMHeadModel
 
 from linearize.cli import main
-from helpers import tiny_base
-from helpers import LINEARIZE
+
+from helpers import LINEARIZE, tiny_base
 
 
 @pytest.fixture
@@ -27,15 +26,17 @@ def run_main(args, capsys):
 
 
 def error_line(err):
-    lines = [l for l in err.splitlines() if l.startswith("linearize: error:")]
+    lines = [line for line in err.splitlines() if line.startswith("linearize: error:")]
     assert len(lines) == 1, err
     return lines[0]
 
 
 def test_converts_a_local_directory(tiny_dir, tmp_path, capsys):
     out = tmp_path / "out"
-    code, stdout, _ = run_main(["convert", "--base", str(tiny_dir), "--to", "hedgehog", "--out", str(out),
-                                "--keep-attention", "every:2"], capsys)
+    code, stdout, _ = run_main(
+        ["convert", "--base", str(tiny_dir), "--to", "hedgehog", "--out", str(out), "--keep-attention", "every:2"],
+        capsys,
+    )
     assert code == 0
     assert "converted 2/3 layers to hedgehog" in stdout and "KV cache" in stdout
     model = AutoModelForCausalLM.from_pretrained(out)
@@ -43,13 +44,22 @@ def test_converts_a_local_directory(tiny_dir, tmp_path, capsys):
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out.tmp")]  # temp folder renamed away
 
 
-@pytest.mark.parametrize("args,message", [
-    (["--base", "no-such-org/no-such-model", "--to", "linear"], "unknown base 'no-such-org/no-such-model'"),
-    (["--base", "./missing-dir", "--to", "linear"], "no such directory"),
-    (["--base", "TINY", "--to", "performer"], "unknown target 'performer': choose one of linear, t2r"),
-    (["--base", "TINY", "--to", "linear", "--keep-attention", "7"], "layer 7 is out of range for a model with 3 layers"),
-    (["--base", "GPT2", "--to", "linear"], "unsupported model family 'gpt2': linearize converts llama, mistral, qwen2, qwen3"),
-])
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--base", "no-such-org/no-such-model", "--to", "linear"], "unknown base 'no-such-org/no-such-model'"),
+        (["--base", "./missing-dir", "--to", "linear"], "no such directory"),
+        (["--base", "TINY", "--to", "performer"], "unknown target 'performer': choose one of linear, t2r"),
+        (
+            ["--base", "TINY", "--to", "linear", "--keep-attention", "7"],
+            "layer 7 is out of range for a model with 3 layers",
+        ),
+        (
+            ["--base", "GPT2", "--to", "linear"],
+            "unsupported model family 'gpt2': linearize converts llama, mistral, qwen2, qwen3",
+        ),
+    ],
+)
 def test_bad_input_is_one_line_exit_2_nothing_written(tiny_dir, tmp_path, capsys, args, message):
     gpt2 = tmp_path / "gpt2"
     GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=16, n_head=2, vocab_size=64)).save_pretrained(gpt2)
@@ -69,13 +79,18 @@ def test_non_empty_out_needs_overwrite(tiny_dir, tmp_path, capsys):
     code, _, err = run_main(["convert", "--base", str(tiny_dir), "--to", "linear", "--out", str(out)], capsys)
     assert code == 2 and "pass --overwrite" in error_line(err)
     assert [p.name for p in out.iterdir()] == ["keep.txt"]
-    code, _, _ = run_main(["convert", "--base", str(tiny_dir), "--to", "linear", "--out", str(out), "--overwrite"], capsys)
+    code, _, _ = run_main(
+        ["convert", "--base", str(tiny_dir), "--to", "linear", "--out", str(out), "--overwrite"], capsys
+    )
     assert code == 0 and (out / "model.safetensors").exists() and not (out / "keep.txt").exists()
 
 
 def test_console_script_exit_code(tmp_path):
-    proc = subprocess.run([LINEARIZE, "convert", "--base", "llama", "--to", "nope", "--out", str(tmp_path / "o")],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [LINEARIZE, "convert", "--base", "llama", "--to", "nope", "--out", str(tmp_path / "o")],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 2 and "unknown target 'nope'" in proc.stderr
     assert not (tmp_path / "o").exists()
 
@@ -85,8 +100,12 @@ def test_embedded_smollm2_converts_offline(tmp_path):
     """`linearize convert --base llama --to lolcats` on the real embedded SmolLM2-135M-Instruct."""
     out = tmp_path / "smol-lolcats"
     env = dict(os.environ, HF_HUB_OFFLINE="1")
-    proc = subprocess.run([LINEARIZE, "convert", "--base", "llama", "--to", "lolcats", "--out", str(out)],
-                          capture_output=True, text=True, env=env)
+    proc = subprocess.run(
+        [LINEARIZE, "convert", "--base", "llama", "--to", "lolcats", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "converted 30/30 layers to lolcats" in proc.stdout
     model = AutoModelForCausalLM.from_pretrained(out)
@@ -107,8 +126,11 @@ def test_flags_are_generated_from_the_settings_schemas(capsys):
     from linearize.convert.settings import ConvertSettings
     from linearize.distill.config import TrainConfig
 
-    actions = {a.dest: a for verb in ("convert", "distill")
-               for a in build_parser()._subparsers._group_actions[0].choices[verb]._actions}
+    actions = {
+        a.dest: a
+        for verb in ("convert", "distill")
+        for a in build_parser()._subparsers._group_actions[0].choices[verb]._actions
+    }
     for schema in (ConvertSettings, TrainConfig):
         for f in dataclasses.fields(schema):
             if f.name == "lora_targets":  # a tuple: not a flag
@@ -118,12 +140,18 @@ def test_flags_are_generated_from_the_settings_schemas(capsys):
             assert actions[f.name].default is None  # unset flags leave the schema's or the recipe's default
 
 
-@pytest.mark.parametrize("flag,value,message", [("--min-lr-ratio", "2", "bad --min-lr-ratio 2.0: a fraction of --lr"),
-                                                ("--warmup-steps", "-1", "bad --warmup-steps -1")])
+@pytest.mark.parametrize(
+    "flag,value,message",
+    [
+        ("--min-lr-ratio", "2", "bad --min-lr-ratio 2.0: a fraction of --lr"),
+        ("--warmup-steps", "-1", "bad --warmup-steps -1"),
+    ],
+)
 def test_a_generated_training_flag_reaches_the_config(tiny_dir, tmp_path, capsys, flag, value, message):
     """Flags new to the CLI (they came with the schema) reach TrainConfig's validation: one line, exit 2, before any
     model loads."""
-    code, _, err = run_main(["distill", str(tiny_dir), "--stage", "kd", flag, value, "--out", str(tmp_path / "o")],
-                            capsys)
+    code, _, err = run_main(
+        ["distill", str(tiny_dir), "--stage", "kd", flag, value, "--out", str(tmp_path / "o")], capsys
+    )
     assert code == 2 and message in error_line(err)
     assert not (tmp_path / "o").exists()

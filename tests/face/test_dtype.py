@@ -14,6 +14,7 @@ from linearize.convert.convert import convert
 from linearize.distill.config import TrainConfig
 from linearize.distill.deepspeed_config import deepspeed_config
 from linearize.distill.trainer import train
+
 from helpers import perturb_new_parameters, tiny_base, tiny_smollm2_dir
 
 
@@ -51,8 +52,10 @@ def test_transfer_trains_a_bf16_student_against_an_fp32_teacher(tmp_path, monkey
     before = {k: v.clone() for k, v in student.state_dict().items()}
     new = {f"model.layers.{i}.self_attn.{n}" for i, m in student.mixers().items() for n in m.new_parameter_names()}
     seen = []  # the dtype each mixer computes in: its output projection's input
-    handles = [m.o_proj.register_forward_hook(lambda mod, args, out: seen.append(args[0].dtype))
-               for m in student.mixers().values()]
+    handles = [
+        m.o_proj.register_forward_hook(lambda mod, args, out: seen.append(args[0].dtype))
+        for m in student.mixers().values()
+    ]
     cfg = TrainConfig(stage="transfer", tokens=12 * 2 * 32, seq_len=32, batch_size=2, lr=5e-2)
     trained, summary, history = train(student, teacher, random_blocks(), cfg, tmp_path, progress=False)
     for h in handles:
@@ -77,8 +80,9 @@ def test_kd_trains_a_bf16_student_against_an_fp32_teacher(tmp_path, monkeypatch,
     student = perturb_new_parameters(bf16_student("qwen3", "hedgehog"), scale=2.0)
     before = {k: v.clone() for k, v in student.state_dict().items()}
     blocks = random_blocks(4).repeat(16, 1)  # a few sequences seen repeatedly: the loss must fall on them
-    cfg = TrainConfig(stage="kd", tokens=12 * 2 * 32, seq_len=32, batch_size=2, lr=1e-2 if mode != "all" else 1e-3,
-                      train=mode)
+    cfg = TrainConfig(
+        stage="kd", tokens=12 * 2 * 32, seq_len=32, batch_size=2, lr=1e-2 if mode != "all" else 1e-3, train=mode
+    )
     trained, summary, history = train(student, teacher, blocks, cfg, tmp_path, progress=False)
     losses = [h["loss"] for h in history]
     assert len(losses) == 12 and all(torch.isfinite(torch.tensor(losses)))
@@ -97,7 +101,11 @@ def test_kd_trains_a_bf16_student_against_an_fp32_teacher(tmp_path, monkeypatch,
 
 def test_deepspeed_precision_follows_the_students_dtype():
     cfg = TrainConfig(deepspeed="distill/configs/zero2.json")
-    for dtype, bf16, fp16 in ((torch.bfloat16, True, False), (torch.float16, False, True), (torch.float32, False, False)):
+    for dtype, bf16, fp16 in (
+        (torch.bfloat16, True, False),
+        (torch.float16, False, True),
+        (torch.float32, False, False),
+    ):
         ds = deepspeed_config(cfg, dtype)
         assert (ds["bf16"]["enabled"], ds["fp16"]["enabled"]) == (bf16, fp16), dtype
 
@@ -143,7 +151,9 @@ def test_convert_in_bfloat16_saves_and_reloads_bf16(tiny_dirs, tmp_path, capsys)
 
     out32, out16 = tmp_path / "c32", tmp_path / "c16"
     assert main(["convert", "--base", str(tiny_dirs), "--to", "hedgehog", "--out", str(out32)]) == 0
-    assert main(["convert", "--base", str(tiny_dirs), "--to", "hedgehog", "--dtype", "bfloat16", "--out", str(out16)]) == 0
+    assert (
+        main(["convert", "--base", str(tiny_dirs), "--to", "hedgehog", "--dtype", "bfloat16", "--out", str(out16)]) == 0
+    )
     assert "(bfloat16)" in capsys.readouterr().out
     assert safetensors_dtypes(out32) == {"F32"} and safetensors_dtypes(out16) == {"BF16"}
     assert json.loads((out16 / "config.json").read_text())["dtype"] == "bfloat16"
@@ -162,9 +172,32 @@ def test_main_job_in_bfloat16_end_to_end(tiny_dirs, tmp_path, capsys):
     from transformers import AutoModelForCausalLM
 
     out = tmp_path / "out"
-    code = main(["--base", str(tiny_dirs), "--to", "hedgehog", "--dtype", "bfloat16", "--tokens", "1024",
-                 "--seq-len", "32", "--batch-size", "2", "--out", str(out), "--eval-data", "none",
-                 "--eval-tokens", "128", "--passkey-lengths", "", "--mqar-pairs", ""])
+    code = main(
+        [
+            "--base",
+            str(tiny_dirs),
+            "--to",
+            "hedgehog",
+            "--dtype",
+            "bfloat16",
+            "--tokens",
+            "1024",
+            "--seq-len",
+            "32",
+            "--batch-size",
+            "2",
+            "--out",
+            str(out),
+            "--eval-data",
+            "none",
+            "--eval-tokens",
+            "128",
+            "--passkey-lengths",
+            "",
+            "--mqar-pairs",
+            "",
+        ]
+    )
     captured = capsys.readouterr()
     assert code == 0, captured.err
     assert "(bfloat16)" in captured.out and "loading" in captured.err and "in bfloat16" in captured.err
@@ -181,17 +214,72 @@ def test_main_job_in_bfloat16_end_to_end(tiny_dirs, tmp_path, capsys):
 def test_distill_eval_and_bench_take_dtype(tiny_dirs, tmp_path, capsys):
     ckpt, out = tmp_path / "ckpt", tmp_path / "distilled"
     assert main(["convert", "--base", str(tiny_dirs), "--to", "hedgehog", "--out", str(ckpt)]) == 0  # fp32
-    assert main(["distill", str(ckpt), "--stage", "transfer", "--tokens", "256", "--seq-len", "32", "--batch-size",
-                 "2", "--dtype", "bfloat16", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "distill",
+                str(ckpt),
+                "--stage",
+                "transfer",
+                "--tokens",
+                "256",
+                "--seq-len",
+                "32",
+                "--batch-size",
+                "2",
+                "--dtype",
+                "bfloat16",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     assert "transfer: 4 steps" in capsys.readouterr().out
     assert safetensors_dtypes(out) == {"BF16"}  # trained and saved in the run's dtype
-    assert main(["eval", str(out), "--teacher", str(tiny_dirs), "--suite", "ppl,agreement", "--seq-len", "32",
-                 "--max-tokens", "64", "--dtype", "bfloat16", "--out", str(tmp_path / "ev")]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                str(out),
+                "--teacher",
+                str(tiny_dirs),
+                "--suite",
+                "ppl,agreement",
+                "--seq-len",
+                "32",
+                "--max-tokens",
+                "64",
+                "--dtype",
+                "bfloat16",
+                "--out",
+                str(tmp_path / "ev"),
+            ]
+        )
+        == 0
+    )
     results = json.loads((tmp_path / "ev" / "eval.json").read_text())
     assert [r["dtype"] for r in results] == ["bfloat16", "bfloat16"]
     assert all(torch.isfinite(torch.tensor(r["quality"]["perplexity"])) for r in results)
-    assert main(["bench", str(out), "--contexts", "16,32", "--decode-tokens", "2", "--repeats", "1",
-                 "--dtype", "float16", "--out", str(tmp_path / "be")]) == 0
+    assert (
+        main(
+            [
+                "bench",
+                str(out),
+                "--contexts",
+                "16,32",
+                "--decode-tokens",
+                "2",
+                "--repeats",
+                "1",
+                "--dtype",
+                "float16",
+                "--out",
+                str(tmp_path / "be"),
+            ]
+        )
+        == 0
+    )
     bench = json.loads((tmp_path / "be" / "bench.json").read_text())
     assert bench[0]["dtype"] == "float16" and len(bench[0]["speed"]) == 2
 
@@ -199,16 +287,19 @@ def test_distill_eval_and_bench_take_dtype(tiny_dirs, tmp_path, capsys):
 @pytest.mark.parametrize("verb", ["main", "convert", "distill", "eval", "bench"])
 def test_bad_dtype_is_one_line_exit_2(tiny_dirs, tmp_path, capsys, verb):
     out = tmp_path / "out"
-    args = {"main": ["--base", str(tiny_dirs), "--out", str(out)],
-            "convert": ["convert", "--base", str(tiny_dirs), "--to", "linear", "--out", str(out)],
-            "distill": ["distill", str(tiny_dirs), "--stage", "kd", "--out", str(out)],
-            "eval": ["eval", str(tiny_dirs), "--out", str(out)],
-            "bench": ["bench", str(tiny_dirs), "--out", str(out)]}[verb]
+    args = {
+        "main": ["--base", str(tiny_dirs), "--out", str(out)],
+        "convert": ["convert", "--base", str(tiny_dirs), "--to", "linear", "--out", str(out)],
+        "distill": ["distill", str(tiny_dirs), "--stage", "kd", "--out", str(out)],
+        "eval": ["eval", str(tiny_dirs), "--out", str(out)],
+        "bench": ["bench", str(tiny_dirs), "--out", str(out)],
+    }[verb]
     assert main([*args, "--dtype", "float8"]) == 2
     err = capsys.readouterr().err
     assert [line for line in err.splitlines() if "error" in line] == [
         "linearize: error: unknown dtype 'float8': choose auto (bfloat16 on CUDA, float32 on CPU), bfloat16, float16, "
-        "float32"], err
+        "float32"
+    ], err
     assert "usage:" not in err
     assert not out.exists()
 
@@ -245,12 +336,25 @@ def test_deepspeed_transfer_with_a_bf16_student_and_an_fp32_teacher(tmp_path):
     script.write_text(DEEPSPEED_BF16)
     out = tmp_path / "run"
     out.mkdir()
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "1", "--master_port", "29641", str(script),
-           str(out), here, os.path.join(here, "..", "distill", "configs", "zero2.json")]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "1",
+        "--master_port",
+        "29641",
+        str(script),
+        str(out),
+        here,
+        os.path.join(here, "..", "distill", "configs", "zero2.json"),
+    ]
     proc = subprocess.run(cmd, cwd=here, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
     r = json.loads((out / "result.json").read_text())
-    assert r["distributed"] == "DEEPSPEED_ZERO2" and r["dtypes"] == ["torch.bfloat16"] and r["teacher"] == "torch.float32"
+    assert (
+        r["distributed"] == "DEEPSPEED_ZERO2" and r["dtypes"] == ["torch.bfloat16"] and r["teacher"] == "torch.float32"
+    )
     assert len(r["losses"]) == 8 and all(torch.isfinite(torch.tensor(r["losses"])))
     assert sum(r["losses"][-2:]) < sum(r["losses"][:2]), r["losses"]
     assert r["changed"] and all(".self_attn." in k for k in r["changed"])  # new parameters only

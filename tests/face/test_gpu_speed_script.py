@@ -14,22 +14,37 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "benchmarks"))
-import gpu_speed  # noqa: E402
-
-from helpers import tiny_smollm2  # noqa: E402
 from linearize.convert.convert import convert  # noqa: E402
 from linearize.evals import bench  # noqa: E402
+
+import gpu_speed  # noqa: E402
+from helpers import tiny_smollm2  # noqa: E402
 
 
 def test_cpu_dry_run_measures_every_section(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "OUT"}
-    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_speed.py"), "--cpu", "--out", str(tmp_path),
-                           "--seconds", "150"], capture_output=True, text=True, timeout=240, env=env)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "gpu_speed.py"),
+            "--cpu",
+            "--out",
+            str(tmp_path),
+            "--seconds",
+            "150",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        env=env,
+    )
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     records = [json.loads(line) for line in (tmp_path / "gpu_speed.jsonl").read_text().splitlines()]
     sections = {r["section"]: r for r in records if r["kind"] == "section"}
     assert list(sections) == [name for name, _ in gpu_speed.SECTIONS]
-    assert {name: r["status"] for name, r in sections.items()} == {name: "done" for name in sections}, proc.stdout[-4000:]
+    assert {name: r["status"] for name, r in sections.items()} == {name: "done" for name in sections}, proc.stdout[
+        -4000:
+    ]
     by_kind = {}
     for r in records:
         by_kind.setdefault(r["kind"], []).append(r)
@@ -38,8 +53,11 @@ def test_cpu_dry_run_measures_every_section(tmp_path):
         for model in ("teacher", "student"):
             for length in ("4k", "16k", "32k", "64k"):
                 assert (shape, model, length, 1) in prefill and (shape, model, length, 4) in prefill
-            assert {r["length"] for r in by_kind["decode"] if (r["shape"], r["model"]) == (shape, model)
-                    and r["mode"].startswith("eager, Dynamic")} == {"4k", "16k", "32k", "64k"}
+            assert {
+                r["length"]
+                for r in by_kind["decode"]
+                if (r["shape"], r["model"]) == (shape, model) and r["mode"].startswith("eager, Dynamic")
+            } == {"4k", "16k", "32k", "64k"}
             (serving,) = [r for r in by_kind["serving"] if (r["shape"], r["model"]) == (shape, model)]
             assert serving["largest"] == 8 and serving["tokens_per_s"] > 0 and serving["length"] == "32k"
     assert all(r["tokens_per_s"] > 0 and len(r["runs_s"]) >= 1 for r in by_kind["prefill"])
@@ -51,11 +69,18 @@ def test_cpu_dry_run_measures_every_section(tmp_path):
     kinds = {m["module"] for m in modules["modules"]}
     assert {"mlp", "LoLCATsAttention (window+linear)", "softmax attention (SDPA)"} <= kinds
     assert {r["mode"] for r in by_kind["decode"] if r["section"] == "graphs"} == {
-        "eager, StaticCache", "torch.compile(backend='eager') [dry run], StaticCache"}
+        "eager, StaticCache",
+        "torch.compile(backend='eager') [dry run], StaticCache",
+    }
     assert by_kind["env"][0]["dry_run"] and by_kind["models"][0]["student_softmax_layers"] == [1]
     md = (tmp_path / "gpu_speed.md").read_text()
-    for heading in ("## Prefill", "## Decode at batch 1", "## Serving throughput", "## Profile: smollm2 student",
-                    "## Sections"):
+    for heading in (
+        "## Prefill",
+        "## Decode at batch 1",
+        "## Serving throughput",
+        "## Profile: smollm2 student",
+        "## Sections",
+    ):
         assert heading in md
     assert md in proc.stdout  # printed at the end
     assert gpu_speed.render(records) == md  # --render of the JSONL gives the same tables
@@ -84,7 +109,7 @@ def _tensors(cache):
     out = []
     for layer in cache.layers:
         for v in vars(layer).values():
-            for t in (v.values() if isinstance(v, dict) else [v]):
+            for t in v.values() if isinstance(v, dict) else [v]:
                 if isinstance(t, torch.Tensor):
                     out.append(t)
     return out
@@ -108,7 +133,9 @@ def test_serving_search_doubles_until_out_of_memory(monkeypatch):
     assert row["tokens_per_s"] == pytest.approx(8 / 0.008)
     seen.clear()
     row = bench.serving(model, cache, None, steps=5, max_batch=4)  # capped: a lower bound
-    assert [b for b, _ in seen] == [1, 2, 4, 4] and row["first_not_fitting"] is None and row["stopped_by"] == "max batch 4"
+    assert (
+        [b for b, _ in seen] == [1, 2, 4, 4] and row["first_not_fitting"] is None and row["stopped_by"] == "max batch 4"
+    )
     seen.clear()
     row = bench.serving(model, cache, None, steps=5, batch=3)  # a given batch: no search
     assert seen == [(3, 5)] and row["batch"] == 3 and row["probes"] == []

@@ -12,9 +12,9 @@ from linearize.cli import main
 from linearize.convert.bases import load_tokenizer
 from linearize.convert.convert import convert
 from linearize.hub import VerificationError, verify
-from helpers import tiny_smollm2
+
 from fake_hub import FakeHub
-from helpers import LINEARIZE
+from helpers import LINEARIZE, tiny_smollm2
 
 TOKEN = "hf_fakeTOKEN1234567890abcdef"
 
@@ -36,11 +36,18 @@ def test_push_sends_every_file_with_card_and_no_token(ckpt, tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "HF_HUB_OFFLINE"}
     with FakeHub() as hub:
         env.update(HF_ENDPOINT=hub.url, HF_TOKEN=TOKEN, HF_HUB_DISABLE_TELEMETRY="1")
-        proc = subprocess.run([LINEARIZE, "push", str(ckpt), "--repo-id", "me/tiny-lolcats", "--private",
-                               "--revision", "v1"], env=env, capture_output=True, text=True)
+        proc = subprocess.run(
+            [LINEARIZE, "push", str(ckpt), "--repo-id", "me/tiny-lolcats", "--private", "--revision", "v1"],
+            env=env,
+            capture_output=True,
+            text=True,
+        )
     assert proc.returncode == 0, proc.stderr[-2000:]
     created = hub.repos["me/tiny-lolcats"]
-    assert (created.get("private") is True or created.get("visibility") == "private") and ("me/tiny-lolcats", "v1") in hub.branches
+    assert (created.get("private") is True or created.get("visibility") == "private") and (
+        "me/tiny-lolcats",
+        "v1",
+    ) in hub.branches
     arrived = {path: data for (repo, rev, path), data in hub.files.items() if repo == "me/tiny-lolcats"}
     local = {p.relative_to(ckpt).as_posix() for p in ckpt.rglob("*") if p.is_file() and "checkpoints" not in p.parts}
     assert set(arrived) == local
@@ -48,8 +55,10 @@ def test_push_sends_every_file_with_card_and_no_token(ckpt, tmp_path):
         assert data == (ckpt / name).read_bytes(), name
         assert TOKEN.encode() not in data, name
     assert TOKEN not in proc.stdout + proc.stderr
-    assert any(h.get("authorization") == f"Bearer {TOKEN}" or h.get("Authorization") == f"Bearer {TOKEN}"
-               for _, _, h in hub.requests)  # the token went to the Hub, and only there
+    assert any(
+        h.get("authorization") == f"Bearer {TOKEN}" or h.get("Authorization") == f"Bearer {TOKEN}"
+        for _, _, h in hub.requests
+    )  # the token went to the Hub, and only there
     card = arrived["README.md"].decode()
     meta = yaml.safe_load(card.split("---")[1])
     assert meta["base_model"] == "HuggingFaceTB/SmolLM2-135M-Instruct" and meta["library_name"] == "transformers"
@@ -84,7 +93,12 @@ def test_card_tables_render_and_its_snippet_runs(ckpt, tmp_path):
     assert "| this model's decode state" in card and "converted layers: [0]" in card and "Zhang et al." in card
     snippet = card.split("```python")[1].split("```")[0]
     env = {k: v for k, v in os.environ.items()}
-    proc = subprocess.run([sys.executable, "-I", "-c", "import sys; sys.modules['linearize'] = None\n" + snippet],
-                          capture_output=True, text=True, cwd=tmp_path, env=env)
+    proc = subprocess.run(
+        [sys.executable, "-I", "-c", "import sys; sys.modules['linearize'] = None\n" + snippet],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.strip()

@@ -10,9 +10,15 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 # Package -> (folder, rank). A module may import its own package and packages of lower rank only.
-LAYERS = {"linearize": ("linearize", 3), "linearize.distill": ("distill", 2), "linearize.evals": ("evals", 2),
-          "linearize.convert": ("convert", 1), "linearize.data": ("data", 0), "linearize.kernels": ("kernels", 0),
-          "linearize.errors": ("linearize/errors.py", -1)}  # the error base: imports nothing, every part raises it
+LAYERS = {
+    "linearize": ("linearize", 3),
+    "linearize.distill": ("distill", 2),
+    "linearize.evals": ("evals", 2),
+    "linearize.convert": ("convert", 1),
+    "linearize.data": ("data", 0),
+    "linearize.kernels": ("kernels", 0),
+    "linearize.errors": ("linearize/errors.py", -1),
+}  # the error base: imports nothing, every part raises it
 
 
 def package_of(module):
@@ -34,7 +40,11 @@ def imports(path):
 def violations():
     out = []
     for package, (folder, rank) in LAYERS.items():
-        files = [p for p in [ROOT / folder] if p.is_file()] if folder.endswith(".py") else sorted((ROOT / folder).rglob("*.py"))
+        files = (
+            [p for p in [ROOT / folder] if p.is_file()]
+            if folder.endswith(".py")
+            else sorted((ROOT / folder).rglob("*.py"))
+        )
         for path in files:
             for module in imports(path):
                 target = package_of(module)
@@ -68,18 +78,33 @@ print("\\n".join(sorted(sys.modules)))
 """
 
 
-@pytest.mark.parametrize("package,forbidden", [
-    ("linearize.kernels", ("transformers", "linearize.convert", "linearize.data", "linearize.distill", "linearize.evals")),
-    ("linearize.data", ("transformers.modeling_utils", "transformers.trainer", "linearize.convert", "linearize.distill",
-                        "linearize.evals", "linearize.kernels")),
-    ("linearize.convert", ("transformers.trainer", "deepspeed", "peft", "linearize.distill",
-                           "linearize.evals")),
-])
+@pytest.mark.parametrize(
+    "package,forbidden",
+    [
+        (
+            "linearize.kernels",
+            ("transformers", "linearize.convert", "linearize.data", "linearize.distill", "linearize.evals"),
+        ),
+        (
+            "linearize.data",
+            (
+                "transformers.modeling_utils",
+                "transformers.trainer",
+                "linearize.convert",
+                "linearize.distill",
+                "linearize.evals",
+                "linearize.kernels",
+            ),
+        ),
+        ("linearize.convert", ("transformers.trainer", "deepspeed", "peft", "linearize.distill", "linearize.evals")),
+    ],
+)
 def test_lower_parts_load_without_the_upper_ones(package, forbidden):
     """Importing every module of a part (in a fresh interpreter) loads nothing from the parts above it:
     the kernels need neither transformers nor the trainer."""
-    out = subprocess.run([sys.executable, "-c", LOADED.replace("{package}", package)], capture_output=True, text=True,
-                         cwd="/")
+    out = subprocess.run(
+        [sys.executable, "-c", LOADED.replace("{package}", package)], capture_output=True, text=True, cwd="/"
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     loaded = set(out.stdout.split())
     assert not [m for m in loaded if any(m == f or m.startswith(f + ".") for f in forbidden)]
@@ -88,12 +113,14 @@ def test_lower_parts_load_without_the_upper_ones(package, forbidden):
 def test_parts_are_packages_and_the_api_functions_have_their_own_names():
     """`linearize.convert` is the subpackage whatever was imported first (`import linearize.convert.lolcats as m`
     works); the API's functions are `convert_model` and `distill_model`."""
-    script = ("from linearize import TARGETS, convert_model, distill_model, load_base\n"
-              "import linearize.convert.plan as plan, linearize.distill.recipe as recipe\n"
-              "import linearize\n"
-              "assert callable(convert_model) and callable(distill_model) and callable(load_base)\n"
-              "assert type(linearize.convert).__name__ == 'module' and plan.parse_keep_attention\n"
-              "assert convert_model is __import__('linearize.api').api.convert\n")
+    script = (
+        "from linearize import TARGETS, convert_model, distill_model, load_base\n"
+        "import linearize.convert.plan as plan, linearize.distill.recipe as recipe\n"
+        "import linearize\n"
+        "assert callable(convert_model) and callable(distill_model) and callable(load_base)\n"
+        "assert type(linearize.convert).__name__ == 'module' and plan.parse_keep_attention\n"
+        "assert convert_model is __import__('linearize.api').api.convert\n"
+    )
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd="/")
     assert out.returncode == 0, out.stderr[-2000:]
 
@@ -108,8 +135,10 @@ LIGHT = """
 assert not set(sys.modules) & {"transformers", "torch"}, "import linearize loaded " + str(
     sorted(set(sys.modules) & {"transformers", "torch"}))
 """
-FIRST = {"linearize first": "import sys\nimport linearize\n" + LIGHT,
-         "transformers first": "import sys\nimport transformers.models.auto.modeling_auto\nimport linearize\n"}
+FIRST = {
+    "linearize first": "import sys\nimport linearize\n" + LIGHT,
+    "transformers first": "import sys\nimport transformers.models.auto.modeling_auto\nimport linearize\n",
+}
 
 
 @pytest.mark.parametrize("order", FIRST)
@@ -121,9 +150,21 @@ def test_import_linearize_is_enough_to_load_a_checkpoint_without_remote_code(tmp
 
     from linearize.api import convert
 
-    base = LlamaForCausalLM(LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                                        num_attention_heads=4, num_key_value_heads=2))
+    base = LlamaForCausalLM(
+        LlamaConfig(
+            vocab_size=64,
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+        )
+    )
     convert(base, "lolcats", keep_attention="0").save_pretrained(tmp_path / "ckpt")
-    out = subprocess.run([sys.executable, "-c", FIRST[order] + LOAD_NATIVELY, str(tmp_path / "ckpt")],
-                         capture_output=True, text=True, cwd="/")
+    out = subprocess.run(
+        [sys.executable, "-c", FIRST[order] + LOAD_NATIVELY, str(tmp_path / "ckpt")],
+        capture_output=True,
+        text=True,
+        cwd="/",
+    )
     assert out.returncode == 0, out.stderr[-2000:]

@@ -16,14 +16,16 @@ ROOT = Path(__file__).resolve().parents[2]
 def from_the_project_folder(*args):
     """Run ``python *args`` with the project's folder as cwd, which `-m` and `-c` put first on sys.path."""
     env = {k: v for k, v in os.environ.items() if k != "PYTHONSAFEPATH"}
-    return subprocess.run([sys.executable, *args], cwd=ROOT, env=dict(env, HF_HUB_OFFLINE="1"), capture_output=True,
-                          text=True)
+    return subprocess.run(
+        [sys.executable, *args], cwd=ROOT, env=dict(env, HF_HUB_OFFLINE="1"), capture_output=True, text=True
+    )
 
 
 def top_level_names():
     """What `import NAME` could find in the project's folder: regular packages and modules."""
     return {p.name for p in ROOT.iterdir() if p.is_dir() and (p / "__init__.py").exists()} | {
-        p.stem for p in ROOT.glob("*.py")}
+        p.stem for p in ROOT.glob("*.py")
+    }
 
 
 @pytest.fixture(scope="module")
@@ -42,13 +44,15 @@ def test_only_linearize_is_a_top_level_package_and_no_name_is_a_dependencys():
 
 
 def test_transformers_models_and_our_kernels_import_from_the_project_folder(hf_kernels):
-    script = ("import kernels, os\n"
-              f"assert kernels.__file__ and not kernels.__file__.startswith({str(ROOT / 'kernels')!r}), kernels\n"
-              "from kernels import CUDAProperties, get_kernel\n"
-              "from transformers.models.llama.modeling_llama import LlamaForCausalLM\n"
-              "import linearize.kernels, linearize.kernels.linear_attn.chunk, linearize.convert.bases\n"
-              f"assert os.path.realpath(linearize.kernels.linear_attn.chunk.__file__).startswith({str(ROOT)!r})\n"
-              "print('ok')\n")
+    script = (
+        "import kernels, os\n"
+        f"assert kernels.__file__ and not kernels.__file__.startswith({str(ROOT / 'kernels')!r}), kernels\n"
+        "from kernels import CUDAProperties, get_kernel\n"
+        "from transformers.models.llama.modeling_llama import LlamaForCausalLM\n"
+        "import linearize.kernels, linearize.kernels.linear_attn.chunk, linearize.convert.bases\n"
+        f"assert os.path.realpath(linearize.kernels.linear_attn.chunk.__file__).startswith({str(ROOT)!r})\n"
+        "print('ok')\n"
+    )
     out = from_the_project_folder("-c", script)
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-3000:]
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 
-SCRIPT = textwrap.dedent('''
+SCRIPT = textwrap.dedent("""
     import sys, torch
     import linearize
     assert linearize.__file__.startswith(sys.argv[1]), linearize.__file__  # the wheel's copy, not the tree
@@ -26,9 +26,9 @@ SCRIPT = textwrap.dedent('''
         model.save_pretrained(f"{sys.argv[2]}/{target}")
         torch.save({"ids": ids, "logits": model(ids).logits}, f"{sys.argv[2]}/{target}/logits.pt")
     print("converted", len(TARGETS))
-''')
+""")
 
-LOAD = textwrap.dedent('''
+LOAD = textwrap.dedent("""
     import os, sys, torch
     sys.modules["linearize"] = None  # linearize is absent: remote code only
     from transformers import AutoModelForCausalLM
@@ -39,22 +39,34 @@ LOAD = textwrap.dedent('''
         got = model(saved["ids"]).logits
         assert (got - saved["logits"]).abs().max() < 1e-4, target
     print("loaded", len(os.listdir(sys.argv[1])))
-''')
+""")
 
 
 def test_wheel_installs_converts_every_target_and_loads_without_linearize(tmp_path):
     wheels, site, out = tmp_path / "wheels", tmp_path / "site", tmp_path / "out"
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(wheels),
-                    str(ROOT)], check=True, cwd=tmp_path)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(wheels), str(ROOT)],
+        check=True,
+        cwd=tmp_path,
+    )
     wheel = next(wheels.glob("linearize-*.whl"))
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(site), str(wheel)],
-                   check=True, cwd=tmp_path)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(site), str(wheel)],
+        check=True,
+        cwd=tmp_path,
+    )
     env = dict(os.environ, PYTHONPATH=str(site), HF_HUB_OFFLINE="1")
     # Run away from the source tree so only the installed wheel can be imported as linearize.
-    proc = subprocess.run([sys.executable, "-c", SCRIPT, str(site), str(out)], cwd=tmp_path, env=env,
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-c", SCRIPT, str(site), str(out)], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    proc = subprocess.run([sys.executable, "-c", LOAD, str(out)], cwd=tmp_path, capture_output=True, text=True,
-                          env=dict(os.environ, HF_HUB_OFFLINE="1"))
+    proc = subprocess.run(
+        [sys.executable, "-c", LOAD, str(out)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, HF_HUB_OFFLINE="1"),
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "loaded 9" in proc.stdout

@@ -81,8 +81,18 @@ def step_as_form(q, k, fq, fk, v, factor, window, scale, past=None, **kwargs):
     sinks = kwargs.pop("sinks", None)
     if sinks is not None:  # head-major, values with the ones column, as the sink store holds them
         sinks = (sinks[0].transpose(1, 2), with_ones(sinks[1]).transpose(1, 2), sinks[2])
-    return step_window_attn(q, fq, k.transpose(1, 2), with_ones(v).transpose(1, 2), factor, window, scale,
-                            evicted=evicted, sinks=sinks, **kwargs)  # the window head-major, as the cache holds it
+    return step_window_attn(
+        q,
+        fq,
+        k.transpose(1, 2),
+        with_ones(v).transpose(1, 2),
+        factor,
+        window,
+        scale,
+        evicted=evicted,
+        sinks=sinks,
+        **kwargs,
+    )  # the window head-major, as the cache holds it
 
 
 LOG_DECAY = torch.log(torch.tensor([0.97, 0.8, 0.999]))  # one per head of window_inputs
@@ -122,14 +132,37 @@ def test_window_attn_prefill_then_decode(window, split, decay, step):
     q, k, fq, fk, v, a, mask = window_inputs()
     ld = LOG_DECAY if decay else None
     ref, ref_state = naive_window_attn(q, k, fq, fk, v, a, window, 0.35, key_mask=mask, log_decay=ld)
-    _, state = chunk_window_attn(q[:, :split], k[:, :split], fq[:, :split], fk[:, :split], v[:, :split], a, window,
-                                 0.35, key_mask=mask[:, :split], chunk_size=8, log_decay=ld)
+    _, state = chunk_window_attn(
+        q[:, :split],
+        k[:, :split],
+        fq[:, :split],
+        fk[:, :split],
+        v[:, :split],
+        a,
+        window,
+        0.35,
+        key_mask=mask[:, :split],
+        chunk_size=8,
+        log_decay=ld,
+    )
     outs = []
     for t in range(split, q.shape[1]):
         P = min(t, window - 1)
         past = (k[:, t - P : t], fk[:, t - P : t], v[:, t - P : t]) if P else None
-        o, state = step(q[:, t : t + 1], k[:, t : t + 1], fq[:, t : t + 1], fk[:, t : t + 1], v[:, t : t + 1], a,
-                        window, 0.35, key_mask=mask[:, t - P : t + 1], past=past, initial_state=state, log_decay=ld)
+        o, state = step(
+            q[:, t : t + 1],
+            k[:, t : t + 1],
+            fq[:, t : t + 1],
+            fk[:, t : t + 1],
+            v[:, t : t + 1],
+            a,
+            window,
+            0.35,
+            key_mask=mask[:, t - P : t + 1],
+            past=past,
+            initial_state=state,
+            log_decay=ld,
+        )
         outs.append(o)
     assert (torch.cat(outs, 1) - ref[:, split:]).abs().max() < TOL
     assert (state - ref_state).abs().max() < TOL
@@ -141,13 +174,36 @@ def test_window_attn_decay_chunk_after_chunk(split):
     q, k, fq, fk, v, a, mask = window_inputs()
     W = 8
     ref, ref_state = naive_window_attn(q, k, fq, fk, v, a, W, 0.35, key_mask=mask, log_decay=LOG_DECAY)
-    o1, state = chunk_window_attn(q[:, :split], k[:, :split], fq[:, :split], fk[:, :split], v[:, :split], a, W, 0.35,
-                                  key_mask=mask[:, :split], chunk_size=8, log_decay=LOG_DECAY)
+    o1, state = chunk_window_attn(
+        q[:, :split],
+        k[:, :split],
+        fq[:, :split],
+        fk[:, :split],
+        v[:, :split],
+        a,
+        W,
+        0.35,
+        key_mask=mask[:, :split],
+        chunk_size=8,
+        log_decay=LOG_DECAY,
+    )
     P = min(split, W - 1)
     past = (k[:, split - P : split], fk[:, split - P : split], v[:, split - P : split])
-    o2, state = chunk_window_attn(q[:, split:], k[:, split:], fq[:, split:], fk[:, split:], v[:, split:], a, W, 0.35,
-                                  key_mask=mask[:, split - P :], past=past, initial_state=state, chunk_size=8,
-                                  log_decay=LOG_DECAY)
+    o2, state = chunk_window_attn(
+        q[:, split:],
+        k[:, split:],
+        fq[:, split:],
+        fk[:, split:],
+        v[:, split:],
+        a,
+        W,
+        0.35,
+        key_mask=mask[:, split - P :],
+        past=past,
+        initial_state=state,
+        chunk_size=8,
+        log_decay=LOG_DECAY,
+    )
     assert (torch.cat([o1, o2], 1) - ref).abs().max() < TOL
     assert (state - ref_state).abs().max() < TOL
 
@@ -157,7 +213,8 @@ def test_window_of_whole_sequence_is_softmax_attention():
     q, k, fq, fk, v, a, _ = window_inputs()
     o, _ = chunk_window_attn(q, k, fq, fk, v, a, 1000, 0.35)
     expected = torch.nn.functional.scaled_dot_product_attention(
-        q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), is_causal=True, scale=0.35).transpose(1, 2)
+        q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), is_causal=True, scale=0.35
+    ).transpose(1, 2)
     assert (o - expected).abs().max() < TOL
 
 
@@ -203,7 +260,9 @@ def sink_inputs(T=45, H=3, S=4, seed=3):
 def test_window_attn_forms_agree_with_sinks(window):
     q, k, fq, fk, v, a, mask = window_inputs()
     sinks = sink_inputs()
-    ref, ref_state = naive_window_attn(q, k, fq, fk, v, a, window, 0.35, key_mask=mask, log_decay=LOG_DECAY, sinks=sinks)
+    ref, ref_state = naive_window_attn(
+        q, k, fq, fk, v, a, window, 0.35, key_mask=mask, log_decay=LOG_DECAY, sinks=sinks
+    )
     plain, _ = naive_window_attn(q, k, fq, fk, v, a, window, 0.35, key_mask=mask, log_decay=LOG_DECAY)
     assert (ref - plain).abs().max() > 1e-2  # the sinks take part
     for name, fn in WINDOW_FORMS.items():
@@ -219,13 +278,14 @@ def test_sinks_are_softmax_keys_beside_the_window():
     q, k, fq, fk, v, _, _ = window_inputs()
     k_s, v_s, visible = sink_inputs()
     o, _ = chunk_window_attn(q, k, fq, fk, v, torch.ones(3), 1, 0.35, sinks=(k_s, v_s, visible))
-    keys, values = torch.cat([k[:, :, None], k_s[:, None].expand(-1, 45, -1, -1, -1)], 2), \
-        torch.cat([v[:, :, None], v_s[:, None].expand(-1, 45, -1, -1, -1)], 2)  # [B, T, 1 + S, H, *]
+    keys, values = (
+        torch.cat([k[:, :, None], k_s[:, None].expand(-1, 45, -1, -1, -1)], 2),
+        torch.cat([v[:, :, None], v_s[:, None].expand(-1, 45, -1, -1, -1)], 2),
+    )  # [B, T, 1 + S, H, *]
     scores = torch.einsum("bthd,btshd->bths", q, keys) * 0.35
     allowed = torch.cat([torch.ones(2, 45, 1, dtype=torch.bool), visible], -1)[:, :, None]
     expected = torch.einsum("bths,btshv->bthv", scores.masked_fill(~allowed, -1e9).softmax(-1), values)
     assert (o - expected).abs().max() < TOL
-
 
 
 # --- Gradients: every form against the naive one, in outputs, final state and every input's gradient ---------
@@ -237,11 +297,12 @@ def test_sinks_are_softmax_keys_beside_the_window():
 from functools import partial  # noqa: E402
 
 from linearize.kernels.delta_rule.dispatch import gated_delta  # noqa: E402
+from linearize.kernels.delta_rule.recurrent import gated_delta_step  # noqa: E402
 from linearize.kernels.linear_attn.chunk import chunk_linear_attn  # noqa: E402
 from linearize.kernels.ssd.chunk import chunk_ssd  # noqa: E402
-from linearize.kernels.ssd.dispatch import TORCH_FORMS as TORCH_FORMS_SSD, ssd  # noqa: E402
+from linearize.kernels.ssd.dispatch import TORCH_FORMS as TORCH_FORMS_SSD  # noqa: E402
+from linearize.kernels.ssd.dispatch import ssd  # noqa: E402
 from linearize.kernels.ssd.recurrent import ssd_step  # noqa: E402
-from linearize.kernels.delta_rule.recurrent import gated_delta_step  # noqa: E402
 from linearize.kernels.window_attn.dispatch import window_attn  # noqa: E402
 
 GRAD_TOL = 1e-4
@@ -336,8 +397,14 @@ def window_grad_inputs(T, window, decay, sinks, context, B=2, H=2, D=4, F=5, V=3
     """Inputs of the window forms. context: 'plain' (no mask, no past), 'mask' (left padding in the second row)
     or 'past' (the previous window, up to window - 1 tokens, a linear state, and a mask over both)."""
     P = min(window - 1, 6) if context == "past" else 0
-    x = {"q": randn(B, T, H, D, seed=1), "k": randn(B, T, H, D, seed=2), "fq": rand(B, T, H, F, seed=3),
-         "fk": rand(B, T, H, F, seed=4), "v": randn(B, T, H, V, seed=5), "factor": torch.tensor([0.3, 0.8])}
+    x = {
+        "q": randn(B, T, H, D, seed=1),
+        "k": randn(B, T, H, D, seed=2),
+        "fq": rand(B, T, H, F, seed=3),
+        "fk": rand(B, T, H, F, seed=4),
+        "v": randn(B, T, H, V, seed=5),
+        "factor": torch.tensor([0.3, 0.8]),
+    }
     if context != "plain":
         mask = torch.ones(B, P + T, dtype=torch.bool)
         mask[1, : min(3, P + T - 1)] = False
@@ -345,8 +412,9 @@ def window_grad_inputs(T, window, decay, sinks, context, B=2, H=2, D=4, F=5, V=3
     if context == "past":
         x["initial_state"] = rand(B, H, F, V + 1, seed=6)
         if P:
-            x.update(past_k=randn(B, P, H, D, seed=7), past_fk=rand(B, P, H, F, seed=8),
-                     past_v=randn(B, P, H, V, seed=9))
+            x.update(
+                past_k=randn(B, P, H, D, seed=7), past_fk=rand(B, P, H, F, seed=8), past_v=randn(B, P, H, V, seed=9)
+            )
     if decay:
         x["log_decay"] = torch.tensor([0.9, 0.7]).log()
     if sinks:
@@ -358,12 +426,14 @@ def window_grad_inputs(T, window, decay, sinks, context, B=2, H=2, D=4, F=5, V=3
 
 def window_call(fn, window, **kw):
     """Adapts a window form to flat inputs (past_* and sink_* gathered into its tuples)."""
+
     def call(q, k, fq, fk, v, factor, **x):
         if "past_k" in x:
             x["past"] = (x.pop("past_k"), x.pop("past_fk"), x.pop("past_v"))
         if "sink_k" in x:
             x["sinks"] = (x.pop("sink_k"), x.pop("sink_v"), x.pop("sink_visible"))
         return fn(q, k, fq, fk, v, factor, window, 0.35, **x, **kw)
+
     return call
 
 
@@ -372,17 +442,23 @@ def window_call(fn, window, **kw):
 @pytest.mark.parametrize("decay", [False, True])
 @pytest.mark.parametrize("T,window", [(1, 1), (1, 4), (7, 1), (7, 30), (21, 4), (21, 9)])
 def test_window_attn_gradients(T, window, decay, sinks, context):
-    calls = {"naive": window_call(naive_window_attn, window),
-             "chunk": window_call(chunk_window_attn, window, chunk_size=CHUNK),
-             "recurrent": window_call(recurrent_window_attn, window)}
+    calls = {
+        "naive": window_call(naive_window_attn, window),
+        "chunk": window_call(chunk_window_attn, window, chunk_size=CHUNK),
+        "recurrent": window_call(recurrent_window_attn, window),
+    }
     if T == 1:  # decode: the one-query step against the window that holds its token
         calls["step"] = window_call(step_as_form, window)
     assert_forms_agree(calls, window_grad_inputs(T, window, decay, sinks, context))
 
 
 def delta_grad_inputs(T, gated, initial, B=2, H=2, K=4, V=3):
-    x = {"q": randn(B, T, H, K, seed=1), "k": torch.nn.functional.normalize(randn(B, T, H, K, seed=2), dim=-1),
-         "v": randn(B, T, H, V, seed=3), "beta": rand(B, T, H, seed=4)}
+    x = {
+        "q": randn(B, T, H, K, seed=1),
+        "k": torch.nn.functional.normalize(randn(B, T, H, K, seed=2), dim=-1),
+        "v": randn(B, T, H, V, seed=3),
+        "beta": rand(B, T, H, seed=4),
+    }
     if gated:
         x["g"] = gate("head", B, T, H, K, seed=5)
     if initial:
@@ -402,8 +478,14 @@ def test_gated_delta_gradients(T, gated, initial):
 
 
 def ssd_inputs(T, initial, b=2, h=2, n=4, p=3):
-    x = {"C": randn(b, T, h, n, seed=1), "B": randn(b, T, h, n, seed=2), "x": randn(b, T, h, p, seed=3),
-         "dt": rand(b, T, h, seed=4) * 0.5 + 0.05, "A_log": randn(h, seed=5) * 0.5, "D": randn(h, seed=6)}
+    x = {
+        "C": randn(b, T, h, n, seed=1),
+        "B": randn(b, T, h, n, seed=2),
+        "x": randn(b, T, h, p, seed=3),
+        "dt": rand(b, T, h, seed=4) * 0.5 + 0.05,
+        "A_log": randn(h, seed=5) * 0.5,
+        "D": randn(h, seed=6),
+    }
     if initial:
         x["initial_state"] = randn(b, h, n, p, seed=7)
     return x
@@ -411,8 +493,15 @@ def ssd_inputs(T, initial, b=2, h=2, n=4, p=3):
 
 def ssd_as_linear_attn(C, B, x, dt, A_log, D, initial_state=None):
     """The scan as the linear attention fla runs it on CUDA (keys dt*B, log decays dt*A), in its naive form."""
-    y, state = linear_attn(C, B * dt[..., None], x, g=-torch.exp(A_log) * dt, initial_state=initial_state,
-                           output_final_state=True, mode="naive")
+    y, state = linear_attn(
+        C,
+        B * dt[..., None],
+        x,
+        g=-torch.exp(A_log) * dt,
+        initial_state=initial_state,
+        output_final_state=True,
+        mode="naive",
+    )
     return y + D[:, None] * x, state
 
 
@@ -421,6 +510,7 @@ def ssd_as_linear_attn(C, B, x, dt, A_log, D, initial_state=None):
 def test_ssd_gradients(T, initial):
     """The dispatch's naive (token loop), recurrent and Mamba-2's own chunked form (``chunk_ssd``), and the scan run
     as linear attention."""
+
     def form(name):
         return lambda **x: ssd(**x, output_final_state=True, mode=name)
 
@@ -433,6 +523,7 @@ def test_ssd_gradients(T, initial):
 def token_by_token(step, per_token, prefill=None, split=0):
     """A form run as decoding runs it: ``prefill`` on the first ``split`` tokens (if any), then ``step`` on one
     token at a time, each call given the state the previous one returned. per_token: the inputs with a time axis."""
+
     def call(initial_state=None, **x):
         T = x[per_token[0]].shape[1]
         spans = ([(prefill, 0, split)] if split else []) + [(step, t, t + 1) for t in range(split, T)]
@@ -442,6 +533,7 @@ def token_by_token(step, per_token, prefill=None, split=0):
             o, state = fn(**part, initial_state=state)
             outputs.append(o)
         return torch.cat(outputs, 1), state
+
     return call
 
 
@@ -466,13 +558,15 @@ def left_padded(inputs, zeroed, pad=3):
 def test_ssd_token_by_token(T, initial, padded):
     """One-token calls of the recurrent form (the decode step), alone or after a chunked prefill, give the naive
     form's outputs, final state and gradients."""
+
     def form(name, **kw):
         return lambda **x: TORCH_FORMS_SSD[name](**x, output_final_state=True, **kw)
 
     calls = {"naive": form("naive"), "steps": token_by_token(form("recurrent"), SSD_PER_TOKEN)}
     if T > 1:
-        calls["chunked prefill, then steps"] = token_by_token(form("recurrent"), SSD_PER_TOKEN,
-                                                              prefill=form("chunk", chunk_size=CHUNK), split=T // 2 + 1)
+        calls["chunked prefill, then steps"] = token_by_token(
+            form("recurrent"), SSD_PER_TOKEN, prefill=form("chunk", chunk_size=CHUNK), split=T // 2 + 1
+        )
     inputs = ssd_inputs(T, initial)
     assert_forms_agree(calls, left_padded(inputs, ["dt"]) if padded else inputs)
 
@@ -483,13 +577,15 @@ def test_ssd_token_by_token(T, initial, padded):
 @pytest.mark.parametrize("T", LENGTHS)
 def test_gated_delta_token_by_token(T, gated, initial, padded):
     """As ``test_ssd_token_by_token``, for the gated delta rule."""
+
     def form(name, **kw):
         return lambda **x: DELTA_FORMS[name](**x, scale=0.5, output_final_state=True, **kw)
 
     calls = {"naive": form("naive"), "steps": token_by_token(form("recurrent"), DELTA_PER_TOKEN)}
     if T > 1:
-        calls["chunked prefill, then steps"] = token_by_token(form("recurrent"), DELTA_PER_TOKEN,
-                                                              prefill=form("chunk", chunk_size=CHUNK), split=T // 2 + 1)
+        calls["chunked prefill, then steps"] = token_by_token(
+            form("recurrent"), DELTA_PER_TOKEN, prefill=form("chunk", chunk_size=CHUNK), split=T // 2 + 1
+        )
     inputs = delta_grad_inputs(T, gated, initial)
     assert_forms_agree(calls, left_padded(inputs, ["beta", "g"]) if padded else inputs)
 
@@ -503,8 +599,11 @@ def test_left_padding_leaves_the_state_alone(recurrence):
         inputs, per_token, forms = left_padded(ssd_inputs(T, True), ["dt"], pad), SSD_PER_TOKEN, TORCH_FORMS_SSD
         kwargs = {}
     else:
-        inputs, per_token, forms = left_padded(delta_grad_inputs(T, True, True), ["beta", "g"], pad), \
-            DELTA_PER_TOKEN, DELTA_FORMS
+        inputs, per_token, forms = (
+            left_padded(delta_grad_inputs(T, True, True), ["beta", "g"], pad),
+            DELTA_PER_TOKEN,
+            DELTA_FORMS,
+        )
         kwargs = {"scale": 0.5}
     alone = {n: (t[1:, pad:] if n in per_token else t[1:] if n == "initial_state" else t) for n, t in inputs.items()}
     _, expected = forms["naive"](**alone, output_final_state=True, **kwargs)
@@ -520,15 +619,18 @@ def test_decode_steps_keep_their_state_in_fp32():
     delta_in = {n: t.bfloat16() if n in DELTA_PER_TOKEN else t for n, t in delta_grad_inputs(1, True, True).items()}
     step = {n: t[:, 0] if n in SSD_PER_TOKEN else t for n, t in ssd_in.items()}
     y, state = ssd_step(**{**{n: t for n, t in step.items() if n != "initial_state"}, "state": step["initial_state"]})
-    y32, state32 = ssd_step(**{n: t.float() for n, t in step.items() if n != "initial_state"},
-                            state=step["initial_state"])
+    y32, state32 = ssd_step(
+        **{n: t.float() for n, t in step.items() if n != "initial_state"}, state=step["initial_state"]
+    )
     assert y.dtype == torch.bfloat16 and state.dtype == torch.float32
     assert torch.equal(state, state32) and torch.equal(y, y32.bfloat16())
     step = {n: t[:, 0] if n in DELTA_PER_TOKEN else t for n, t in delta_in.items()}
-    o, state = gated_delta_step(**{n: t for n, t in step.items() if n != "initial_state"}, scale=0.5,
-                                state=step["initial_state"])
-    o32, state32 = gated_delta_step(**{n: t.float() for n, t in step.items() if n != "initial_state"}, scale=0.5,
-                                    state=step["initial_state"])
+    o, state = gated_delta_step(
+        **{n: t for n, t in step.items() if n != "initial_state"}, scale=0.5, state=step["initial_state"]
+    )
+    o32, state32 = gated_delta_step(
+        **{n: t.float() for n, t in step.items() if n != "initial_state"}, scale=0.5, state=step["initial_state"]
+    )
     assert o.dtype == torch.bfloat16 and state.dtype == torch.float32
     assert torch.equal(state, state32) and torch.equal(o, o32.bfloat16())
     for form, x in (("ssd", ssd_in), ("delta", delta_in)):  # and through each dispatch, as a mixer's decode calls it
@@ -539,6 +641,7 @@ def test_decode_steps_keep_their_state_in_fp32():
 
 # 'auto' on CPU (the chunked form, default chunk size, for prefill; the recurrent one for a single token) gives the
 # naive form's values and gradients through each dispatch function.
+
 
 @pytest.mark.parametrize("T", [1, 70])
 def test_linear_attn_auto_gradients(T):
@@ -584,8 +687,11 @@ def test_window_step_reads_keys_at_their_own_heads(with_sinks):
     mask[1, :2] = False
     sinks = rep_sinks = None
     if with_sinks:
-        sinks = (torch.randn(B, Hkv, 3, D, generator=g), with_ones(torch.randn(B, Hkv, 3, D, generator=g)),
-                 torch.tensor([[[True, True, False]], [[True, False, False]]]))
+        sinks = (
+            torch.randn(B, Hkv, 3, D, generator=g),
+            with_ones(torch.randn(B, Hkv, 3, D, generator=g)),
+            torch.tensor([[[True, True, False]], [[True, False, False]]]),
+        )
     rep = lambda x, dim=1: x.repeat_interleave(H // Hkv, dim=dim)  # noqa: E731 repeat_kv's order
     if with_sinks:  # sinks are head-major [B, Hkv, S, D], as the sink store holds them
         rep_sinks = (rep(sinks[0]), rep(sinks[1]), sinks[2])

@@ -7,8 +7,8 @@ from transformers import DynamicCache
 
 from linearize.convert.convert import convert
 from linearize.convert.targets import MIXERS
-from helpers import assert_close
-from helpers import perturb_new_parameters, tiny_base, tiny_settings
+
+from helpers import assert_close, perturb_new_parameters, tiny_base, tiny_settings
 
 
 def converted(target, keep):
@@ -17,8 +17,16 @@ def converted(target, keep):
 
 
 def greedy(model, ids, n, cache=None):
-    return model.generate(ids, attention_mask=torch.ones_like(ids), cache=cache, max_new_tokens=n, min_new_tokens=n,
-                          do_sample=False, output_logits=True, return_dict_in_generate=True)
+    return model.generate(
+        ids,
+        attention_mask=torch.ones_like(ids),
+        cache=cache,
+        max_new_tokens=n,
+        min_new_tokens=n,
+        do_sample=False,
+        output_logits=True,
+        return_dict_in_generate=True,
+    )
 
 
 @pytest.mark.parametrize("target", list(MIXERS))

@@ -5,6 +5,7 @@ import torch
 
 from linearize.convert.convert import convert
 from linearize.errors import SettingError
+
 from helpers import perturb_new_parameters, tiny_base
 
 
@@ -60,12 +61,13 @@ def test_decode_fills_the_sink_slots_a_short_prompt_left_empty():
             out = model(steps[:, t : t + 1], attention_mask=mask, cache=out.cache, use_cache=True)
             logits.append(out.logits[:, -1])
         for i, r in enumerate(rows):
-            alone = model(torch.cat([r, steps[i]])[None]).logits[0, len(r):]
+            alone = model(torch.cat([r, steps[i]])[None]).logits[0, len(r) :]
             assert (torch.stack(logits, 1)[i] - alone).abs().max() < 1e-4
 
 
-@pytest.mark.parametrize("settings,message", [({"decay": 4}, "--decay"), ({"sinks": -1}, "--sinks"),
-                                              ({"decay": 2.5}, "--decay")])
+@pytest.mark.parametrize(
+    "settings,message", [({"decay": 4}, "--decay"), ({"sinks": -1}, "--sinks"), ({"decay": 2.5}, "--decay")]
+)
 def test_bad_lever_settings_are_one_clear_error(settings, message):
     with pytest.raises(SettingError, match=message):
         convert(tiny_base("llama"), "lolcats", **settings)
@@ -76,9 +78,16 @@ def test_sinks_need_a_window():
         convert(tiny_base("llama"), "hedgehog", sinks=2)
 
 
-@pytest.mark.parametrize("args,message", [(["--window", "1"], "bad --window 1"), (["--feature-dim", "0"], "bad --feature-dim"),
-                                          (["--decay", "3"], "bad --decay 3"), (["--sinks", "-2"], "bad --sinks"),
-                                          (["--recency-fraction", "1.5"], "bad --recency-fraction 1.5")])
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--window", "1"], "bad --window 1"),
+        (["--feature-dim", "0"], "bad --feature-dim"),
+        (["--decay", "3"], "bad --decay 3"),
+        (["--sinks", "-2"], "bad --sinks"),
+        (["--recency-fraction", "1.5"], "bad --recency-fraction 1.5"),
+    ],
+)
 def test_degenerate_settings_exit_2_with_one_line(tmp_path, capsys, args, message):
     """Settings that would break decoding fail before anything is written, with one line naming the value."""
     from linearize.cli import main

@@ -8,10 +8,16 @@ import pytest
 import torch
 
 from linearize.cli import main
-from linearize.data.texts import DataError, split_documents
 from linearize.data.packing import text_ids
-from linearize.evals.perplexity import (DEFAULT_BUCKETS, bucket_ranges, heldout_ids, length_quality, perplexity,
-                                        position_nll)
+from linearize.data.texts import DataError, split_documents
+from linearize.evals.perplexity import (
+    DEFAULT_BUCKETS,
+    bucket_ranges,
+    heldout_ids,
+    length_quality,
+    perplexity,
+    position_nll,
+)
 
 
 class Scripted(torch.nn.Module):

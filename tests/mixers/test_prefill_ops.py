@@ -5,8 +5,9 @@ import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from helpers import tiny_base, tiny_settings
 from linearize.api import TARGETS, convert
+
+from helpers import tiny_base, tiny_settings
 
 # Targets whose CPU chunked form still loops over chunks (fla's kernels serve them on CUDA): the gated delta rule's
 # chunk-to-chunk recurrence is not a sum, and GLA's per-key-dimension in-chunk decays would be a [T, C, K] tensor.
