@@ -120,22 +120,6 @@ def position_table(results):
     return "\n".join(lines)
 
 
-def length_table(result):
-    """Markdown for ``evals.perplexity.length_quality``'s result: per window length, teacher and student
-    perplexity and their ratio overall and per position bucket."""
-    lines = [f"data: {result['data']} (split: {result['split']})", ""]
-    labels = []
-    for w in result["windows"].values():
-        labels += [b for b in w["by_position"] if b not in labels]
-    head = ["window", "tokens", "teacher", "student", "ratio"] + [f"ratio @{b}" for b in labels]
-    lines += ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
-    for seq_len, w in result["windows"].items():
-        cells = [seq_len, str(w["tokens"]), _fmt(w["teacher"]), _fmt(w["student"]), f"{w['ratio']:.2f}x"]
-        cells += [f"{w['by_position'][b]['ratio']:.2f}x" if b in w["by_position"] else "" for b in labels]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
-
-
 def plot_positions(curves, path, title=None, bins=40):
     """Next-token loss against position (log x-axis), one line per model in ``curves`` ({name: per-position
     mean NLL}), averaged within log-spaced position bins so the curve is readable; with two or more
