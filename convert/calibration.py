@@ -28,6 +28,37 @@ def calibration_ids(tokenizer, texts=None, num_samples=8, seq_len=256, seed=0):
     return torch.tensor([windows[i] for i in chosen])
 
 
+THINGS = ("archive", "server", "ledger", "vault", "garden", "engine", "harbor", "library")
+
+
+def retrieval_probes(tokenizer, texts=None, num_samples=4, seq_len=512, seed=0):
+    """Retrieval probes on calibration text: (ids [N, seq_len], answer [N, seq_len] bool). Each window of the
+    texts gets a fact ("The code of the vault is 48213.") at a seeded depth and ends with the question and its
+    answer; ``answer`` marks the positions whose next token is part of the answer, where a layer that retrieves
+    from far back matters. The wording and the text (Python's documentation) differ from the recall evaluation's
+    (``evals.recall``: its prompts and haystacks stay unseen)."""
+    rng = random.Random(seed)
+    texts = stdlib_documents() if texts is None else list(texts)
+    text_ids = tokenizer("\n\n".join(texts), add_special_tokens=False)["input_ids"]
+    enc = lambda t: tokenizer(t, add_special_tokens=False)["input_ids"]  # noqa: E731
+    ids, answer, start = [], [], 0
+    for _ in range(num_samples):
+        thing, value = rng.choice(THINGS), str(rng.randrange(10000, 100000))
+        fact = enc(f" The code of the {thing} is {value}. ")
+        question = enc(f"\nQuestion: what is the code of the {thing}? Answer: the code of the {thing} is")
+        value_ids = enc(f" {value}")
+        filler = seq_len - len(fact) - len(question) - len(value_ids)
+        if filler < 16 or start + filler > len(text_ids):
+            raise ValueError(f"calibration text too short for {num_samples} retrieval probes of {seq_len} tokens")
+        depth = rng.randint(filler // 20, filler * 17 // 20)
+        window = text_ids[start : start + filler]
+        start += filler
+        row = window[:depth] + fact + window[depth:] + question + value_ids
+        ids.append(row)
+        answer.append([False] * (seq_len - len(value_ids) - 1) + [True] * len(value_ids) + [False])
+    return torch.tensor(ids), torch.tensor(answer)
+
+
 def attention_recency(probs, window=DEFAULT_WINDOW):
     """probs [B, H, T, T] causal attention weights -> [H] mean share of mass on the last ``window`` keys,
     over queries t >= window (every row if the sequence is shorter than the window)."""
@@ -82,15 +113,19 @@ def fresh_mixer(target_cls, attention, config, layer_idx, **settings):
 
 
 @torch.no_grad()
-def layer_kl(model, ids, make_mixer, batch_size=2):
+def layer_kl(model, ids, make_mixer, batch_size=2, positions=None):
     """[layers] KL(base || base with only that layer's attention replaced by ``make_mixer(attention, i)``),
-    per token, on ``ids`` [N, T]: how much the model's output depends on that layer keeping softmax
-    attention. A cheap, one-layer-at-a-time form of KL-guided layer selection (Li et al., 2026, restore
-    one softmax layer at a time in a linearized model and keep those whose return cuts the KL most)."""
+    per token, on ``ids`` [N, T] (only where ``positions`` [N, T] is True, if given): how much the model's output
+    depends on that layer keeping softmax attention. A cheap, one-layer-at-a-time form of KL-guided layer
+    selection (Li et al., 2026, restore one softmax layer at a time in a linearized model and keep those whose
+    return cuts the KL most)."""
     import torch.nn.functional as F
 
+    if positions is None:
+        positions = torch.ones(ids.shape, dtype=torch.bool)
     batches = [ids[s : s + batch_size].to(model.device) for s in range(0, ids.shape[0], batch_size)]
-    reference = [model(b).logits.float().log_softmax(-1) for b in batches]
+    where = [positions[s : s + batch_size].to(model.device) for s in range(0, ids.shape[0], batch_size)]
+    reference = [model(b).logits.float().log_softmax(-1)[w] for b, w in zip(batches, where)]
     out = []
     for i, layer in enumerate(model.model.layers):
         attention = layer.self_attn
@@ -103,12 +138,12 @@ def layer_kl(model, ids, make_mixer, batch_size=2):
         handle = attention.register_forward_hook(swap, with_kwargs=True)
         try:
             total = sum(
-                F.kl_div(model(b).logits.float().log_softmax(-1), ref, log_target=True, reduction="sum").item()
-                for b, ref in zip(batches, reference)
+                F.kl_div(model(b).logits.float().log_softmax(-1)[w], ref, log_target=True, reduction="sum").item()
+                for b, w, ref in zip(batches, where, reference)
             )
         finally:
             handle.remove()
-        out.append(total / ids.numel())
+        out.append(total / int(positions.sum()))
     return torch.tensor(out)
 
 

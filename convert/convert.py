@@ -11,6 +11,7 @@ from linearize.convert.calibration import (
     head_recency,
     layer_kl,
     rank_by_kl,
+    retrieval_probes,
 )
 from linearize.convert.configuration_linearized import LinearizedConfig
 from linearize.convert.families import check_family, family
@@ -18,7 +19,7 @@ from linearize.convert.plan import PlanError, auto_count, parse_keep_attention
 from linearize.convert.targets import MIXERS
 from linearize.errors import LinearizeError
 
-RANKINGS = ("recency", "kl")
+RANKINGS = ("recency", "kl", "kl-recall", "kl-mix")
 KL_SAMPLES = (4, 512)  # calibration windows for rank_by="kl": long enough to need more than the window
 
 
@@ -91,20 +92,39 @@ def convert(
     num_layers = base.config.num_hidden_layers
     evidence, recency = None, None
     n_auto = auto_count(keep_attention, num_layers)
-    if n_auto is not None and rank_by == "kl" and target != "recurformer":
-        if calibration is None:
-            if tokenizer is None:
-                raise PlanError(
-                    f"keep_attention={keep_attention!r} ranked by KL needs calibration text: pass "
-                    "tokenizer= (default texts) or calibration= (token ids)"
-                )
-            calibration = calibration_ids(tokenizer, num_samples=KL_SAMPLES[0], seq_len=KL_SAMPLES[1])
+    if n_auto is not None and rank_by.startswith("kl") and target != "recurformer":
+        if calibration is None and tokenizer is None:
+            raise PlanError(
+                f"keep_attention={keep_attention!r} ranked by KL needs calibration text: pass "
+                "tokenizer= (default texts) or calibration= (token ids)"
+            )
         cls = MIXERS[target]
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            kl = layer_kl(base, calibration, lambda attn, i: fresh_mixer(cls, attn, base.config, i, **mixer_settings))
+
+        def measure(ids, positions=None):
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)
+                fresh = lambda attn, i: fresh_mixer(cls, attn, base.config, i, **mixer_settings)  # noqa: E731
+                return layer_kl(base, ids, fresh, positions=positions)
+
+        evidence = {"method": "kl", "ranked_by": rank_by}
+        if rank_by in ("kl", "kl-mix"):  # prose: the KL over every token
+            if calibration is None:
+                calibration = calibration_ids(tokenizer, num_samples=KL_SAMPLES[0], seq_len=KL_SAMPLES[1])
+            kl = evidence["kl_prose"] = measure(calibration)
+            evidence["samples"] = list(calibration.shape)
+        if rank_by in ("kl-recall", "kl-mix"):  # retrieval probes: the KL at the answer's tokens
+            if tokenizer is None:
+                raise PlanError(f"--rank-by {rank_by} builds retrieval probes: pass tokenizer=")
+            probes, answer = retrieval_probes(tokenizer, num_samples=KL_SAMPLES[0], seq_len=KL_SAMPLES[1])
+            kl = evidence["kl_recall"] = measure(probes, answer)
+            evidence["samples"] = list(probes.shape)
+        if rank_by == "kl-mix":  # each ranking's share of its total, added: prose and retrieval count alike
+            kl = evidence["kl_prose"] / evidence["kl_prose"].sum() + evidence["kl_recall"] / evidence["kl_recall"].sum()
         kept = rank_by_kl(kl, n_auto)
-        evidence = {"method": "kl", "samples": list(calibration.shape), "kl": [round(x, 5) for x in kl.tolist()]}
+        for key in ("kl_prose", "kl_recall"):
+            if key in evidence:
+                evidence[key] = [round(x, 5) for x in evidence[key].tolist()]
+        evidence["kl"] = [round(x, 5) for x in kl.tolist()]
     elif target == "recurformer" or n_auto is not None:
         if calibration is None:
             if tokenizer is None:

@@ -42,8 +42,10 @@ class ConvertSettings:
     rank_by: str | None = field(
         default=None,
         metadata={
-            "choices": ("recency", "kl"),
-            "help": "auto:N: rank layers by attention recency or by the KL of converting each alone",
+            "choices": ("recency", "kl", "kl-recall", "kl-mix"),
+            "help": "auto:N: rank layers by attention recency, or by the KL of converting each alone: over every "
+            "token of prose (kl), at the answers of retrieval probes (kl-recall), or both, each as its share of its "
+            "total (kl-mix)",
         },
     )
     recency_window: int | None = field(

@@ -178,3 +178,42 @@ def test_layer_kl_is_zero_for_an_exact_replacement():
 def test_rank_by_errors():
     with pytest.raises(PlanError, match="--rank-by"):
         convert(tiny_base("llama"), "lolcats", keep_attention="auto:1", rank_by="bogus")
+
+
+def test_retrieval_probes_ask_for_a_fact_stated_earlier():
+    """Each probe states a fact once, asks for it at the end, and marks exactly the positions that predict the
+    answer's tokens; the answer's value appears in the fact."""
+    from linearize.convert.bases import load_tokenizer
+    from linearize.convert.calibration import retrieval_probes
+
+    tok = load_tokenizer("llama")
+    ids, answer = retrieval_probes(tok, num_samples=3, seq_len=200, seed=1)
+    assert ids.shape == answer.shape == (3, 200)
+    for row, mask in zip(ids.tolist(), answer.tolist()):
+        marked = [i for i, m in enumerate(mask) if m]
+        assert marked == list(range(marked[0], marked[-1] + 1)) and marked[-1] == 198
+        value = tok.decode(row[marked[0] + 1 :]).strip()
+        assert value.isdigit() and len(value) == 5
+        text = tok.decode(row[: marked[0] + 1])
+        assert text.count(f" is {value}.") == 1 and text.rstrip().endswith("is")
+
+
+@pytest.mark.parametrize("rank_by", ["kl-recall", "kl-mix"])
+def test_ranking_by_retrieval_probes_keeps_the_layers_they_cost_most(rank_by):
+    """--rank-by kl-recall keeps the layers whose lone conversion moves the probes' answers most; kl-mix adds
+    that to the prose KL, each as its share; both are recorded as the plan's evidence."""
+    from linearize.convert.bases import load_tokenizer
+
+    from helpers import tiny_smollm2
+
+    tok = load_tokenizer("llama")
+    base = tiny_smollm2(len(tok), layers=4)
+    model = convert(base, "lolcats", keep_attention="auto:2", rank_by=rank_by, tokenizer=tok)
+    ev = model.config.linearize["plan_evidence"]
+    assert ev["ranked_by"] == rank_by and len(ev["kl_recall"]) == 4
+    assert ("kl_prose" in ev) == (rank_by == "kl-mix")
+    expected = sorted(sorted(range(4), key=lambda i: -ev["kl"][i])[:2])
+    assert ev["kept_layers"] == expected == model.config.linearize["keep_attention"]
+    if rank_by == "kl-mix":
+        mix = [p / sum(ev["kl_prose"]) + r / sum(ev["kl_recall"]) for p, r in zip(ev["kl_prose"], ev["kl_recall"])]
+        assert all(math.isclose(a, b, abs_tol=1e-3) for a, b in zip(mix, ev["kl"]))  # the record is rounded
