@@ -61,6 +61,21 @@ ROUND2 = {
     "lolcats-decay64-sinks4-keep8kl-360k": ("the same, 360k tokens", lolcats(64, 4, "auto:8", tokens=360_000)),
 }
 LEVERS.update(ROUND2)
+# Recall at length (issue 22): the main job's default recipe at its CPU budget, then which layers stay softmax,
+# ranked on retrieval probes (--rank-by kl-recall) or on probes and prose together (kl-mix).
+MAIN = dict(tokens=120_000)
+RECALL_LEVERS = {
+    "recall-default": (
+        "the main job's default: decay 64, 4 sinks, 8 layers (KL on prose)",
+        lolcats(64, 4, "auto:8", **MAIN),
+    ),
+    "recall-klmix": (
+        "8 layers ranked by KL on prose and on retrieval probes",
+        lolcats(64, 4, "auto:8", "kl-mix", **MAIN),
+    ),
+    "recall-klrecall": ("8 layers ranked by KL on retrieval probes", lolcats(64, 4, "auto:8", "kl-recall", **MAIN)),
+}
+LEVERS.update(RECALL_LEVERS)
 # Every target, all layers converted, at the same budget (targets' own defaults), plus one hybrid.
 TARGETS = {
     f"all-{t}": (f"{t} on every layer", dict(target=t))
