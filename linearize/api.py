@@ -1,4 +1,5 @@
-"""The public Python API; the CLI and the cookbook call these.
+"""The public Python API; the CLI and the cookbook call these. At the top level ``convert`` and ``distill`` are
+``linearize.convert_model`` and ``linearize.distill_model`` (``linearize.convert`` is the subpackage).
 
 Precision: ``load_base(spec, dtype="auto")`` loads in bfloat16 where CUDA is available and float32
 otherwise (or the dtype named: "bfloat16", "float16", "float32"; ``resolve_dtype`` says which);
