@@ -68,15 +68,21 @@ if not os.path.isdir(os.path.join(os.path.dirname(os.path.abspath(__file__)), "k
 
 
 # Registration with transformers' Auto classes, deferred until transformers loads them: the config class when
-# configuration_auto has run, the model classes when modeling_auto has.
+# configuration_auto has run, the model classes when modeling_auto has. When our own module is what is importing
+# transformers' (it is mid-import then), the registration waits until that module has run.
 _AUTO = {
     "transformers.models.auto.configuration_auto": "linearize.convert.configuration_linearized",
     "transformers.models.auto.modeling_auto": "linearize.convert.auto",
 }
+_WAITING = set()
 
 
 def _register(auto_module):
-    module = importlib.import_module(_AUTO[auto_module])
+    name = _AUTO[auto_module]
+    if name in sys.modules and not hasattr(sys.modules[name], "LinearizedConfig"):
+        _WAITING.add(auto_module)
+        return
+    module = importlib.import_module(name)
     if auto_module.endswith("configuration_auto"):
         sys.modules[auto_module].AutoConfig.register(
             module.LinearizedConfig.model_type, module.LinearizedConfig, exist_ok=True
@@ -84,7 +90,8 @@ def _register(auto_module):
 
 
 class _ThenRegister(importlib.abc.Loader):
-    """Runs the wrapped loader's module, then registers; everything else is the wrapped loader's."""
+    """Runs the wrapped loader's module, then the registrations it makes possible; everything else is the wrapped
+    loader's."""
 
     def __init__(self, loader, name):
         self.loader, self.name = loader, name
@@ -97,13 +104,17 @@ class _ThenRegister(importlib.abc.Loader):
 
     def exec_module(self, module):
         self.loader.exec_module(module)
-        _register(self.name)
+        if self.name in _AUTO:
+            _register(self.name)
+        for auto_module in [a for a in _WAITING if _AUTO[a] == self.name]:
+            _WAITING.discard(auto_module)
+            _register(auto_module)
 
 
 class _RegisterWithAuto(importlib.abc.MetaPathFinder):
     @classmethod
     def find_spec(cls, fullname, path=None, target=None):
-        if fullname not in _AUTO:
+        if fullname not in _AUTO and fullname not in _AUTO.values():
             return None
         for finder in sys.meta_path:
             if finder is not cls and hasattr(finder, "find_spec"):

@@ -138,6 +138,9 @@ assert not set(sys.modules) & {"transformers", "torch"}, "import linearize loade
 FIRST = {
     "linearize first": "import sys\nimport linearize\n" + LIGHT,
     "transformers first": "import sys\nimport transformers.models.auto.modeling_auto\nimport linearize\n",
+    # our own module imports transformers' Auto classes while it is itself mid-import
+    "our config module first": "import sys\nimport linearize.convert.configuration_linearized\n",
+    "a method module first": "import sys\nimport linearize.convert.lolcats\n",
 }
 
 
@@ -145,7 +148,7 @@ FIRST = {
 def test_import_linearize_is_enough_to_load_a_checkpoint_without_remote_code(tmp_path, order):
     """As `import fla` registers fla's models: after a bare `import linearize` (which itself loads neither torch nor
     transformers), plain `from_pretrained(folder)` loads a converted checkpoint as linearize's own class, whether
-    transformers loads its Auto classes after linearize or already had."""
+    transformers loads its Auto classes after linearize, already had, or loads them for one of linearize's modules."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
     from linearize.api import convert
