@@ -91,9 +91,13 @@ def run_convert(settings, out, overwrite=False, dtype="auto"):
 def print_summary(s):
     evidence = s.get("plan_evidence")
     if evidence and evidence["method"] == "kl":
+        what = {
+            "kl-recall": "at the answers of retrieval probes",
+            "kl-mix": "its share of the total on prose plus its share at the answers of retrieval probes",
+        }.get(evidence.get("ranked_by"), "over every token")
         print(
-            f"KL from the base with only that layer converted ({evidence['samples'][0]} calibration samples of "
-            f"{evidence['samples'][1]} tokens; the highest keep softmax attention):"
+            f"KL from the base with only that layer converted, {what} ({evidence['samples'][0]} calibration samples "
+            f"of {evidence['samples'][1]} tokens; the highest keep softmax attention):"
         )
         for i, kl in enumerate(evidence["kl"]):
             print(f"  layer {i:>3d}  {kl:.4f}{'  kept' if i in evidence['kept_layers'] else ''}")
