@@ -48,14 +48,21 @@ def write_tiny_tasks(folder, n=12):
     return folder
 
 
-def run_lm_eval(model, tokenizer, tasks, include_path=None, limit=None, batch_size=1, num_fewshot=None):
-    """Run lm-eval tasks on a loaded model; returns lm-eval's ``results`` dict (task -> metrics)."""
+def run_lm_eval(
+    model, tokenizer, tasks, include_path=None, limit=None, batch_size=1, num_fewshot=None, max_seq_lengths=None
+):
+    """Run lm-eval tasks on a loaded model; returns lm-eval's ``results`` dict (task -> metrics). RULER's tasks
+    (``niah_*``, ``ruler_*``) build their prompts with a tokenizer they load by name and at ``max_seq_lengths``
+    tokens: both go to them as task metadata (with a model object, lm-eval cannot tell them its name)."""
     from lm_eval import simple_evaluate
     from lm_eval.models.huggingface import HFLM
     from lm_eval.tasks import TaskManager
 
     lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, device=str(model.device))
-    manager = TaskManager(include_path=str(include_path) if include_path else None)
+    metadata = {"tokenizer": tokenizer.name_or_path}
+    if max_seq_lengths:
+        metadata["max_seq_lengths"] = list(max_seq_lengths)
+    manager = TaskManager(include_path=str(include_path) if include_path else None, metadata=metadata)
     out = simple_evaluate(
         model=lm, tasks=list(tasks), task_manager=manager, limit=limit, num_fewshot=num_fewshot, log_samples=False
     )

@@ -38,7 +38,7 @@ def evaluate(
     given windows (so that teacher and student see the same ones). 'recall' is ``recall.text_recall``
     (``recall_tasks`` at ``recall_lengths``, ``recall_depths`` depth buckets, ``recall_prompts`` prompts per
     cell, haystacks from ``haystack``) and MQAR (``mqar_pairs``), and the repeated-filler passkey at
-    ``passkey_lengths`` where any are given."""
+    ``passkey_lengths`` where any are given. RULER's lm-eval tasks run at ``recall_lengths`` too."""
     unknown = set(suite) - set(SUITES)
     if unknown:
         raise ValueError(f"unknown eval suite {sorted(unknown)}: choose from {', '.join(SUITES)}")
@@ -60,7 +60,9 @@ def evaluate(
     if "lm-eval" in suite:
         if not tasks:
             raise ValueError("the lm-eval suite needs tasks (for example --tasks arc_easy,piqa)")
-        quality["lm_eval"] = metrics(run_lm_eval(model, tokenizer, tasks, include_path=include_path, limit=limit))
+        quality["lm_eval"] = metrics(
+            run_lm_eval(model, tokenizer, tasks, include_path=include_path, limit=limit, max_seq_lengths=recall_lengths)
+        )
     return {"name": name, "quality": quality}
 
 
