@@ -451,10 +451,11 @@ class LinearAttentionMixer(Mixer):
             store = kh.new_zeros(B, self.num_kv_heads, S, D + v1.shape[-1])
         # Only the row's first sequence fills the slots: in a row packed with restarting positions a later sequence's
         # first tokens must not reach the earlier sequence's queries (a packed sequence does not get sinks of its own).
-        seen = torch.where(valid, pos, -1).cummax(1).values
-        restart = valid & (pos <= F.pad(seen[:, :-1], (1, 0), value=-1))
-        first = restart.cumsum(1) == 0
-        slot = (pos[..., None] == torch.arange(S, device=kh.device)) & (valid & first)[..., None]  # [B, T, S]
+        if T > 1:  # a decode step's one token starts nothing
+            seen = torch.where(valid, pos, -1).cummax(1).values
+            restart = valid & (pos <= F.pad(seen[:, :-1], (1, 0), value=-1))
+            valid = valid & (restart.cumsum(1) == 0)
+        slot = (pos[..., None] == torch.arange(S, device=kh.device)) & valid[..., None]  # [B, T, S]
         kv = torch.cat([kh, v1.to(kh.dtype)], -1)
         if T == 1:  # decode: the token fills its slot, if it has one, by a broadcast
             store = torch.where(slot.view(B, 1, S, 1), kv, store.to(kh.dtype))
