@@ -74,6 +74,12 @@ RECALL_LEVERS = {
         lolcats(64, 4, "auto:8", "kl-mix", **MAIN),
     ),
     "recall-klrecall": ("8 layers ranked by KL on retrieval probes", lolcats(64, 4, "auto:8", "kl-recall", **MAIN)),
+    # More attention kept, ranked on the probes: what retrieval costs in KV share (12 of 30 layers: 40% of the KV).
+    "recall-klrecall-keep12": (
+        "12 layers ranked by KL on retrieval probes",
+        lolcats(64, 4, "auto:12", "kl-recall", **MAIN),
+    ),
+    "recall-klmix-keep12": ("12 layers ranked by KL on prose and probes", lolcats(64, 4, "auto:12", "kl-mix", **MAIN)),
 }
 LEVERS.update(RECALL_LEVERS)
 # Every target, all layers converted, at the same budget (targets' own defaults), plus one hybrid.

@@ -125,7 +125,7 @@ def layer_kl(model, ids, make_mixer, batch_size=2, positions=None):
         positions = torch.ones(ids.shape, dtype=torch.bool)
     batches = [ids[s : s + batch_size].to(model.device) for s in range(0, ids.shape[0], batch_size)]
     where = [positions[s : s + batch_size].to(model.device) for s in range(0, ids.shape[0], batch_size)]
-    reference = [model(b).logits.float().log_softmax(-1)[w] for b, w in zip(batches, where)]
+    reference = [model(b, use_cache=False).logits.float().log_softmax(-1)[w] for b, w in zip(batches, where)]
     out = []
     for i, layer in enumerate(model.model.layers):
         attention = layer.self_attn
@@ -138,7 +138,9 @@ def layer_kl(model, ids, make_mixer, batch_size=2, positions=None):
         handle = attention.register_forward_hook(swap, with_kwargs=True)
         try:
             total = sum(
-                F.kl_div(model(b).logits.float().log_softmax(-1)[w], ref, log_target=True, reduction="sum").item()
+                F.kl_div(
+                    model(b, use_cache=False).logits.float().log_softmax(-1)[w], ref, log_target=True, reduction="sum"
+                ).item()
                 for b, w, ref in zip(batches, where, reference)
             )
         finally:

@@ -22,6 +22,7 @@ MIRRORED = (
     "pad_token_id",
     "sliding_window",
     "rope_parameters",
+    "use_cache",
 )
 
 
@@ -59,12 +60,16 @@ class LinearizedConfig(PreTrainedConfig):
         if layer_types is None or len(layer_types) != len(mixers):
             # Not recorded yet (a new conversion): a converted layer reads "linear_attention" until the model built
             # from this config records what its mixer declares (``record_cache_layers``).
-            base_types = base_layer_types(_base(full)) if full else ["full_attention"] * len(mixers)
+            base_types = base_layer_types(_base(full)) if "model_type" in full else ["full_attention"] * len(mixers)
             layer_types = [
                 base_types[i] if settings is None else "linear_attention" for i, settings in enumerate(mixers)
             ]
             per_layer = None
+        # The base's (True if it has none, as transformers' decoder configs); transformers' config drops generation
+        # parameters it does not declare, so it is set after. The model caches by default outside training only.
+        use_cache = kwargs.pop("use_cache", True)
         super().__init__(layer_types=layer_types, per_layer_config=per_layer or None, **kwargs)
+        self.use_cache = use_cache
 
     def record_cache_layers(self, declared):
         """Record the cache layer each converted layer's mixer declares, ``{layer index: (layer type, per-layer

@@ -108,7 +108,7 @@ class GatedDeltaNetAttention(Mixer):
             q, k = q * self.q_norm.weight.to(q.dtype), k * self.k_norm.weight.to(k.dtype)
         return q, k, v
 
-    def forward(self, hidden_states, position_embeddings=None, attention_mask=None, cache=None, **kwargs):
+    def mix(self, hidden_states, position_embeddings=None, attention_mask=None, cache=None, **kwargs):
         B, T, _ = hidden_states.shape
         H, Hkv, D = self.num_heads, self.num_kv_heads, self.head_dim
         valid = new_token_mask(attention_mask, T)

@@ -41,7 +41,7 @@ class GLAAttention(Mixer):
     def state_bytes(self, batch_size=1, seq_len=0):
         return batch_size * self.num_heads * self.head_dim * (self.head_dim + 1) * 4
 
-    def forward(self, hidden_states, position_embeddings=None, attention_mask=None, cache=None, **kwargs):
+    def mix(self, hidden_states, position_embeddings=None, attention_mask=None, cache=None, **kwargs):
         B, T, _ = hidden_states.shape
         valid = new_token_mask(attention_mask, T)
         q, k, v = self.qkv(hidden_states)

@@ -200,8 +200,8 @@ class LinearAttentionMixer(Mixer):
             sinks, key_mask = self.sink_keys(kh, v1, attention_mask, key_mask, cache, position_ids, P)
         return keys, values, P, key_mask, sinks
 
-    def forward(self, hidden_states, position_embeddings=None, attention_mask=None, cache=None, **kwargs):
-        """attention_mask: the 2D padding mask over all tokens so far (1 = real token) or None."""
+    def mix(self, hidden_states, position_embeddings=None, attention_mask=None, cache=None, **kwargs):
+        """One token after a cache: the decode step; else the torch forward."""
         if hidden_states.shape[1] == 1 and cache is not None:
             return self.decode_step(hidden_states, position_embeddings, attention_mask, cache, **kwargs)
         return self.torch_forward(hidden_states, position_embeddings, attention_mask, cache, **kwargs)

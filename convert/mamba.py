@@ -105,7 +105,7 @@ class MambaMixer(Mixer):
         bias = bias.float() + self.conv_weight.float().sum(-1) * p0.view(-1).float()
         return xbc - p0, bias
 
-    def forward(self, hidden_states, position_embeddings=None, attention_mask=None, cache=None, **kwargs):
+    def mix(self, hidden_states, position_embeddings=None, attention_mask=None, cache=None, **kwargs):
         Bsz, T, _ = hidden_states.shape
         H, Hkv, D = self.num_heads, self.num_kv_heads, self.head_dim
         valid = new_token_mask(attention_mask, T)

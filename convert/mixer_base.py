@@ -145,6 +145,43 @@ def plain_linear(module):
     )
 
 
+@dataclass(frozen=True)
+class Packing:
+    """Sequences packed into rows with restarting ``position_ids`` (what ``DataCollatorWithFlattening`` and TRL's
+    padding-free batches make), laid out one sequence per row, right-padded, for the mixers: each sequence then gets
+    its own window, sinks, convolution and state, whatever the form, and nothing reaches back across a boundary.
+    ``rows`` and ``offsets`` [B * T] place each packed token; ``valid`` [N, L] marks real tokens; ``position_ids``
+    [N, L] continue each sequence's positions over its padding."""
+
+    rows: torch.Tensor
+    offsets: torch.Tensor
+    valid: torch.Tensor
+    position_ids: torch.Tensor
+
+    @classmethod
+    def from_positions(cls, sequence_index, position_ids):
+        """From transformers' ``find_packed_sequence_indices`` (the sequence of each token [B, T]) and the
+        position ids [B or 1, T]."""
+        B, T = sequence_index.shape
+        starts = F.pad(sequence_index[:, 1:] != sequence_index[:, :-1], (1, 0), value=True).flatten()
+        rows = starts.cumsum(0) - 1
+        first = starts.nonzero().squeeze(1)  # the flat index of each sequence's first token
+        offsets = torch.arange(B * T, device=rows.device) - first[rows]
+        lengths = torch.bincount(rows, minlength=len(first))
+        steps = torch.arange(int(lengths.max()), device=rows.device)
+        start_positions = position_ids.expand(B, T).flatten()[first]
+        return cls(rows, offsets, steps < lengths[:, None], start_positions[:, None] + steps)
+
+    def unpack(self, x):
+        """x [B, T, *] -> [N, L, *], padding zero (differentiable)."""
+        out = x.new_zeros(self.valid.shape + x.shape[2:])
+        return out.index_put((self.rows, self.offsets), x.flatten(0, 1))
+
+    def repack(self, y, like):
+        """y [N, L, *] -> the packed layout of ``like`` [B, T, *]."""
+        return y[self.rows, self.offsets].view(*like.shape[:2], *y.shape[2:])
+
+
 class Mixer(nn.Module):
     """Base of all mixers: q/k/v/o (and Qwen3's q/k norms) are the family attention's own modules.
 
@@ -172,6 +209,22 @@ class Mixer(nn.Module):
         template = fam.attention(config, layer_idx)
         for name in ADOPTED:
             setattr(self, name, getattr(template, name, None))
+
+    def forward(self, hidden_states, position_embeddings=None, attention_mask=None, cache=None, packing=None, **kwargs):
+        """The attention module's call: ``mix`` over the tokens, or over each packed sequence on a row of its own
+        (``packing``, which the model makes once per forward where a row holds several sequences)."""
+        if packing is None:
+            return self.mix(hidden_states, position_embeddings, attention_mask, cache, **kwargs)
+        B = hidden_states.shape[0]
+        cos, sin = (packing.unpack(x.expand(B, *x.shape[1:])) for x in position_embeddings)
+        kwargs["position_ids"] = packing.position_ids
+        out, weights = self.mix(packing.unpack(hidden_states), (cos, sin), packing.valid.long(), None, **kwargs)
+        return packing.repack(out, hidden_states), weights
+
+    def mix(self, hidden_states, position_embeddings=None, attention_mask=None, cache=None, **kwargs):
+        """The layer over hidden_states [B, T, hidden]: (output [B, T, hidden], None). ``attention_mask`` is the 2D
+        padding mask over all tokens so far (1 = real token) or None."""
+        raise NotImplementedError
 
     @classmethod
     def from_attention(cls, attention, config, layer_idx, **settings):

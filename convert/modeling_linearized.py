@@ -8,12 +8,17 @@ file and the ones it imports, flattened, for ``trust_remote_code`` loading witho
 import torch
 from torch import nn
 from transformers import DynamicCache, GenerationMixin, PreTrainedModel
-from transformers.masking_utils import LAYER_PATTERN_TO_MASK_FUNCTION_MAPPING
+from transformers.generation.configuration_utils import GenerationMode
+from transformers.masking_utils import LAYER_PATTERN_TO_MASK_FUNCTION_MAPPING, find_packed_sequence_indices
+from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
+from transformers.utils.deprecation import deprecate_kwarg
+from transformers.utils.generic import can_return_tuple
+from transformers.utils.output_capturing import capture_outputs
 
 from linearize.convert.configuration_linearized import LinearizedConfig
 from linearize.convert.families import family, head_dim
-from linearize.convert.mixer_base import Mixer, step_rotation
+from linearize.convert.mixer_base import Mixer, Packing, step_rotation
 from linearize.convert.state_cache import advance, prepare, seen_tokens
 from linearize.convert.targets import build_mixer
 
@@ -39,6 +44,8 @@ class LinearizedPreTrainedModel(PreTrainedModel):
     _supports_flex_attn = True
     _supports_attention_backend = True
     _can_compile_fullgraph = False
+    # Every family's decoder layer is one (the recorder matches by isinstance): hidden states whatever the base.
+    _can_record_outputs = {"hidden_states": GradientCheckpointingLayer}
 
     def _init_weights(self, module):
         # Mixers and feature maps own their initialisation (identity feature maps, zero mixing logits).
@@ -75,6 +82,8 @@ class LinearizedModel(LinearizedPreTrainedModel):
     def set_input_embeddings(self, value):
         self.embed_tokens = value
 
+    @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")
+    @capture_outputs
     def forward(
         self,
         input_ids=None,
@@ -83,13 +92,12 @@ class LinearizedModel(LinearizedPreTrainedModel):
         cache=None,
         inputs_embeds=None,
         use_cache=None,
-        past_key_values=None,
         **kwargs,
     ):
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("pass exactly one of input_ids or inputs_embeds")
-        cache = cache if cache is not None else past_key_values
-        use_cache = bool(use_cache)  # caches only when asked (generate asks), never in training forwards
+        if use_cache is None:  # the config's default (the base's), outside training: a state costs work to keep
+            use_cache = getattr(self.config, "use_cache", False) and not self.training
         if inputs_embeds is None:
             inputs_embeds = self.embed_tokens(input_ids)
         if use_cache and cache is None:
@@ -97,6 +105,14 @@ class LinearizedModel(LinearizedPreTrainedModel):
         cache = prepare(cache)
         T = inputs_embeds.shape[1]
         past = seen_tokens(cache)
+        packing = None
+        if position_ids is not None and attention_mask is None and cache is None:
+            # Several sequences in a row (restarting positions), as transformers' masks detect them for the softmax
+            # layers: the mixers run each on a row of its own.
+            B = inputs_embeds.shape[0]
+            index = find_packed_sequence_indices(position_ids.expand(B, -1))
+            if index is not None:
+                packing = Packing.from_positions(index, position_ids)
         if position_ids is None:
             if attention_mask is not None and attention_mask.dim() == 2 and attention_mask.shape[1] == past + T:
                 # Left padding: positions count real tokens only, as generate() does.
@@ -120,6 +136,8 @@ class LinearizedModel(LinearizedPreTrainedModel):
         hidden_states = inputs_embeds
         position_embeddings = self.rotary_emb(hidden_states, position_ids)
         mixer_kwargs = dict(kwargs)
+        if packing is not None:
+            mixer_kwargs["packing"] = packing
         if T == 1:  # a decode step: what every mixer's step would otherwise remake, made once
             mixer_kwargs["step_rotation"] = step_rotation(self.apply_rotary, *position_embeddings, len(hidden_states))
             if position_ids.device.type == "cpu":  # read on the host: free on CPU, a stall on a GPU stream
@@ -155,6 +173,8 @@ class LinearizedForCausalLM(LinearizedPreTrainedModel, GenerationMixin):
     def set_input_embeddings(self, value):
         self.model.embed_tokens = value
 
+    @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")
+    @can_return_tuple
     def forward(
         self,
         input_ids=None,
@@ -165,16 +185,16 @@ class LinearizedForCausalLM(LinearizedPreTrainedModel, GenerationMixin):
         labels=None,
         use_cache=None,
         logits_to_keep=0,
-        past_key_values=None,
         **kwargs,
     ):
         outputs = self.model(
             input_ids=input_ids,
             attention_mask=attention_mask,
             position_ids=position_ids,
-            cache=cache if cache is not None else past_key_values,
+            cache=cache,
             inputs_embeds=inputs_embeds,
             use_cache=use_cache,
+            return_dict=True,  # the object inside, whatever the config says (Llama breaks on config.return_dict=False)
             **kwargs,
         )
         hidden_states = outputs.last_hidden_state
@@ -186,7 +206,18 @@ class LinearizedForCausalLM(LinearizedPreTrainedModel, GenerationMixin):
         loss = None
         if labels is not None:
             loss = self.loss_function(logits=logits, labels=labels, vocab_size=self.config.vocab_size, **kwargs)
-        return CausalLMOutputWithPast(loss=loss, logits=logits, cache=outputs.cache)
+        return CausalLMOutputWithPast(
+            loss=loss, logits=logits, cache=outputs.cache, hidden_states=outputs.hidden_states
+        )
+
+    @property
+    def _supported_generation_modes(self):
+        """Every mode but assisted (speculative) decoding where a layer keeps a recurrent state: a rejected draft
+        token cannot be taken back out of it, so generate refuses up front rather than after the prefill."""
+        modes = tuple(GenerationMode)
+        if any(settings is not None for settings in self.config.mixers):
+            modes = tuple(m for m in modes if m != GenerationMode.ASSISTED_GENERATION)
+        return modes
 
     # -- introspection used by the CLI summary and the model card ---------------------------------
     def mixers(self):

@@ -64,7 +64,7 @@ class RecurFormerAttention(Mixer):
         kv = 2 * batch_size * seq_len * len(self.kv_heads) * self.head_dim * self.q_proj.weight.element_size()
         return ssm + kv
 
-    def forward(self, hidden_states, position_embeddings=None, attention_mask=None, cache=None, **kwargs):
+    def mix(self, hidden_states, position_embeddings=None, attention_mask=None, cache=None, **kwargs):
         Bsz, T, _ = hidden_states.shape
         groups = self.num_heads // self.num_kv_heads
         valid = new_token_mask(attention_mask, T)

@@ -28,7 +28,7 @@ def bucket_ranges(buckets, positions):
 
 def _token_nll(model, batch):
     """[B, T-1] next-token NLL (float64, on CPU) of ``batch`` [B, T], from one forward pass."""
-    logits = model(batch.to(model.device)).logits[:, :-1]
+    logits = model(batch.to(model.device), use_cache=False).logits[:, :-1]
     targets = batch[:, 1:].to(logits.device)
     rows = [F.cross_entropy(logits[i].float(), targets[i], reduction="none") for i in range(batch.shape[0])]
     return torch.stack(rows).double().cpu()
@@ -129,8 +129,8 @@ def agreement(student, teacher, ids, batch_size=4):
     match, kl, count = 0, 0.0, 0
     for start in range(0, ids.shape[0], batch_size):
         batch = ids[start : start + batch_size]
-        t = teacher(batch.to(teacher.device)).logits.float().log_softmax(-1).cpu()
-        s = student(batch.to(student.device)).logits.float().log_softmax(-1).cpu()
+        t = teacher(batch.to(teacher.device), use_cache=False).logits.float().log_softmax(-1).cpu()
+        s = student(batch.to(student.device), use_cache=False).logits.float().log_softmax(-1).cpu()
         match += (t.argmax(-1) == s.argmax(-1)).sum().item()
         kl += F.kl_div(s, t, log_target=True, reduction="sum").item()
         count += batch.numel()

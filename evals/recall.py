@@ -150,7 +150,7 @@ def hf_predict(model):
 
     @torch.no_grad()
     def predict(ids):
-        return model(ids[None].to(model.device)).logits[0].argmax(-1).cpu()
+        return model(ids[None].to(model.device), use_cache=False).logits[0].argmax(-1).cpu()
 
     return predict
 

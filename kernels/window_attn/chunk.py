@@ -39,13 +39,11 @@ def chunk_window_attn(
     valid = torch.ones(B, N, dtype=torch.bool, device=q.device) if key_mask is None else key_mask.bool()
     FK = FK.float() * valid[..., None, None]
     # Linear part: query i (absolute P + i) sees keys up to P + i - window, i.e. the key stream shifted by window.
-    shift = window - P
-    if shift >= T:
-        k_lin = FK.new_zeros(B, T, H, FK.shape[-1])
-        v_lin = Vv.new_zeros(B, T, H, Vv.shape[-1]).float()
-    else:
-        k_lin = torch.cat([FK.new_zeros(B, shift, H, FK.shape[-1]), FK[:, : T - shift]], dim=1)
-        v_lin = torch.cat([Vv.new_zeros(B, shift, H, Vv.shape[-1]), Vv[:, : T - shift]], dim=1).float()
+    # Sliced even when empty (every key still in the window): the key feature map then gets its true gradient, zero,
+    # not none, as data-parallel training and transformers' gradient checks expect of every trainable parameter.
+    shift = min(window - P, T)
+    k_lin = torch.cat([FK.new_zeros(B, shift, H, FK.shape[-1]), FK[:, : T - shift]], dim=1)
+    v_lin = torch.cat([Vv.new_zeros(B, shift, H, Vv.shape[-1]), Vv[:, : T - shift]], dim=1).float()
     g = None
     if log_decay is not None:
         g = log_decay.float()[None, None].expand(B, T, H)
