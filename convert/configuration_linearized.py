@@ -41,6 +41,8 @@ class LinearizedConfig(PreTrainedConfig):
 
     def __init__(self, base_config=None, mixers=None, linearize=None, **kwargs):
         base_config = dict(base_config or {})
+        if "id2label" in base_config:  # kept as JSON has it (string keys), so the config reads back as it was saved
+            base_config["id2label"] = {str(k): v for k, v in base_config["id2label"].items()}
         # One source: the mirrored fields live at the top level only (where resize_token_embeddings and
         # generation change and read them); the rest of the base's fields stay in base_config.
         for key in MIRRORED:

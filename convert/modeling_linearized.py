@@ -14,7 +14,7 @@ from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
 from transformers.utils.deprecation import deprecate_kwarg
 from transformers.utils.generic import can_return_tuple
-from transformers.utils.output_capturing import capture_outputs
+from transformers.utils.output_capturing import OutputRecorder, capture_outputs
 
 from linearize.convert.configuration_linearized import LinearizedConfig
 from linearize.convert.families import family, head_dim
@@ -44,8 +44,13 @@ class LinearizedPreTrainedModel(PreTrainedModel):
     _supports_flex_attn = True
     _supports_attention_backend = True
     _can_compile_fullgraph = False
-    # Every family's decoder layer is one (the recorder matches by isinstance): hidden states whatever the base.
-    _can_record_outputs = {"hidden_states": GradientCheckpointingLayer}
+    # Every family's decoder layer is a GradientCheckpointingLayer (matched by isinstance), and every layer's attention
+    # sits at a path ending in "self_attn" (matched by suffix): a mixer's None in the weights' place is not recorded,
+    # so attentions are the kept softmax layers' maps, as transformers' Qwen3-Next gives them.
+    _can_record_outputs = {
+        "hidden_states": GradientCheckpointingLayer,
+        "attentions": OutputRecorder(target_class=None, index=1, class_name="self_attn"),
+    }
 
     def _init_weights(self, module):
         # Mixers and feature maps own their initialisation (identity feature maps, zero mixing logits).
@@ -207,7 +212,11 @@ class LinearizedForCausalLM(LinearizedPreTrainedModel, GenerationMixin):
         if labels is not None:
             loss = self.loss_function(logits=logits, labels=labels, vocab_size=self.config.vocab_size, **kwargs)
         return CausalLMOutputWithPast(
-            loss=loss, logits=logits, cache=outputs.cache, hidden_states=outputs.hidden_states
+            loss=loss,
+            logits=logits,
+            cache=outputs.cache,
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
         )
 
     @property

@@ -50,6 +50,16 @@ def test_hidden_states_are_the_decoder_layers_inputs_and_the_final_output():
     assert len(model(ids).hidden_states) == 4
 
 
+def test_attentions_are_the_kept_softmax_layers_maps():
+    model = convert(tiny_base("llama", layers=3), "lolcats", keep_attention="0,2")
+    model.set_attn_implementation("eager")  # SDPA computes no maps, as for Llama
+    ids = torch.randint(3, 128, (2, 9))
+    with torch.no_grad():
+        maps = model.eval()(ids, output_attentions=True).attentions
+    assert len(maps) == 2 and maps[0].shape == (2, 6, 9, 9)  # a converted layer has no attention matrix
+    assert_close(maps[1].sum(-1), torch.ones(2, 6, 9), 1e-5)
+
+
 def test_return_dict_false_gives_the_outputs_as_a_tuple():
     model = windowed().eval()
     ids = torch.randint(3, 128, (1, 7))

@@ -229,6 +229,23 @@ class HybridSuite(Suite):
         pass
 
 
+class WindowedSuite(HybridSuite):
+    """LoLCATs: each converted layer's window is a per-layer cache setting (``per_layer_config``), which makes the
+    config heterogeneous."""
+
+    GLOBAL_WINDOW_TESTS = ("test_eager_matches_sdpa_inference", "test_sliding_window_mask")
+
+    def setUp(self):
+        super().setUp()
+        if self._testMethodName.startswith(self.GLOBAL_WINDOW_TESTS):
+            self.skipTest(
+                "reads config.sliding_window globally (hasattr), which transformers makes raise "
+                "AmbiguousGlobalPerLayerAttributeError, by design, where the window is a per-layer attribute, as in a "
+                "hybrid whose converted layers have windows; the kept layer's eager/SDPA parity runs in "
+                "MambaHybridTest and GDNHybridTest"
+            )
+
+
 class LlamaControlTest(Suite, unittest.TestCase):
     """The same harness on the plain tiny base: the reference counts."""
 
@@ -236,11 +253,11 @@ class LlamaControlTest(Suite, unittest.TestCase):
     all_model_classes = (LlamaModel, LlamaForCausalLM)
 
 
-class LoLCATsWindow2Test(HybridSuite, unittest.TestCase):
+class LoLCATsWindow2Test(WindowedSuite, unittest.TestCase):
     target, settings = "lolcats", {"window": 2, "sinks": 1, "decay": 16}
 
 
-class LoLCATsDefaultWindowTest(HybridSuite, unittest.TestCase):
+class LoLCATsDefaultWindowTest(WindowedSuite, unittest.TestCase):
     target = "lolcats"
 
 
