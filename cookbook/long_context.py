@@ -22,14 +22,14 @@ from smoke import SMOKE, check, recipe_args, tiny_base_dir
 if __name__ == "__main__":
     args = recipe_args(__doc__)
     if args.smoke:
-        base = tiny_base_dir(layers=4)
+        base = tiny_base_dir(layers=5)  # 12/30 of 5 layers kept: 2, and 3 converted
         out = base.parent / "long-context"
         # A window of 4 so the tiny 64-token run reaches the linear part, sinks and decay.
         result = main_job(
             base,
             "lolcats",
             out,
-            keep_attention=recipe_keep_attention(4),
+            keep_attention=recipe_keep_attention(5),
             convert_settings={**MAIN_RECIPE, "window": 4, "decay": 16},
             stage_overrides={"transfer": {"lr": 5e-2}, "kd": {"lr": 5e-3}},
             **SMOKE,
@@ -38,8 +38,8 @@ if __name__ == "__main__":
         from transformers import AutoConfig
 
         config = AutoConfig.from_pretrained(out, trust_remote_code=True)
-        assert config.linearize["plan_evidence"]["method"] == "kl-recall"
-        assert len(config.linearize["keep_attention"]) == 2  # 12/30 of 4 layers
+        assert config.linearize["plan_evidence"]["ranked_by"] == "kl-recall"
+        assert len(config.linearize["keep_attention"]) == 2
         assert all(m is None or (m["sinks"] == 4 and m["decay"] == 16) for m in config.mixers)
     else:
         from linearize.convert.bases import load_config

@@ -242,7 +242,8 @@ def test_main_job_on_a_tiny_base(tmp_path, capsys):
     # The main job's recipe fills what was not given: 4 sinks, kept layers ranked on retrieval probes (12/30 of 2 -> 1).
     mixers = [m for m in model.config.mixers if m]
     assert len(mixers) == 1 and mixers[0]["decay"] == 32 and mixers[0]["sinks"] == 4 and mixers[0]["window"] == 8
-    assert model.config.linearize["plan_evidence"]["method"] == "kl-recall"
+    evidence = model.config.linearize["plan_evidence"]
+    assert evidence["method"] == "kl" and evidence["ranked_by"] == "kl-recall"
     from linearize.card import model_card
 
     card = str(model_card(out))
