@@ -2,7 +2,8 @@
 
 The teacher is the embedded SmolLM2-135M-Instruct (SDPA); the student is it converted as the main job's default
 recipe converts it: LoLCATs layers (window 64, 4 sinks, decay 64) with softmax kept in the layers the main job's KL
-ranking keeps (3, 4, 7, 8, 14, 18, 20, 23; ../shared/QUALITY.md). Speed does not depend on the trained values, so
+ranking on retrieval probes keeps (12 of 30: 4, 5, 7, 8, 15, 17, 18, 20, 21, 22, 23, 26;
+benchmarks/smollm2/main-job-cpu.txt's run). Speed does not depend on the trained values, so
 the student is undistilled. Each length is prefilled as ``linearize bench`` does (2048-token pieces through the
 model's cache); the rounds alternate the models' order, and the table keeps each model's median and the median of
 the per-round ratios.
@@ -22,7 +23,7 @@ import torch
 from linearize.api import convert, load_base
 from linearize.evals.bench import prefill
 
-DEFAULT_KEPT = [3, 4, 7, 8, 14, 18, 20, 23]
+DEFAULT_KEPT = [4, 5, 7, 8, 15, 17, 18, 20, 21, 22, 23, 26]
 
 
 def main():
