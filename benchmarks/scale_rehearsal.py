@@ -152,6 +152,9 @@ class PeakRSS:
             Path("/proc/self/clear_refs").write_text("5")
         except OSError:
             pass
+        # The RSS the block starts from, read after the reset: the mark can only be at or above it (an RSS read
+        # earlier can be higher than this one, since the allocator returns pages in between).
+        self.start = psutil_rss()
         return self
 
     def __exit__(self, *exc):
@@ -159,11 +162,16 @@ class PeakRSS:
         self.peak = int(status.split("VmHWM:")[1].split()[0]) * 1024
 
 
-def memory_now(device):
+def psutil_rss():
     import psutil
+
+    return psutil.Process().memory_info().rss
+
+
+def memory_now(device):
     import torch
 
-    return torch.cuda.memory_allocated() if device == "cuda" else psutil.Process().memory_info().rss
+    return torch.cuda.memory_allocated() if device == "cuda" else psutil_rss()
 
 
 def is_oom(err):
@@ -295,6 +303,8 @@ def stage_train(args, stage):
     work = tempfile.mkdtemp(prefix=f"scale-{stage}-")
     try:
         with PeakRSS() as rss:
+            if device != "cuda":
+                result["models_bytes"] = rss.start  # what the process holds as training starts (see PeakRSS)
             student, summary, _ = train(student, teacher, blocks, cfg, work, progress=False, log=lambda line: None)
         ticks = [ends[i] for i in sorted(ends)]
         result.update(
