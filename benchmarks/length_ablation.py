@@ -80,6 +80,11 @@ RECALL_LEVERS = {
         lolcats(64, 4, "auto:12", "kl-recall", **MAIN),
     ),
     "recall-klmix-keep12": ("12 layers ranked by KL on prose and probes", lolcats(64, 4, "auto:12", "kl-mix", **MAIN)),
+    # Distillation data that asks for retrieval: half the KD blocks carry three facts and end by asking for them.
+    "recall-keep12-exercises50": (
+        "12 layers (KL on probes) + half the KD blocks retrieval exercises",
+        lolcats(64, 4, "auto:12", "kl-recall", **MAIN, stage_overrides={"kd": {"retrieval_share": 0.5}}),
+    ),
 }
 LEVERS.update(RECALL_LEVERS)
 # Every target, all layers converted, at the same budget (targets' own defaults), plus one hybrid.
@@ -115,6 +120,8 @@ def run_one(name, out, tokens, eval_tokens):
         }
         for stage in overrides:
             overrides[stage].pop("tokens"), overrides[stage].pop("seq_len")
+    for stage, settings in kwargs.pop("stage_overrides", {}).items():
+        overrides[stage] = {**overrides.get(stage, {}), **settings}
     t0 = time.time()
     result = main_job(
         "llama",

@@ -58,6 +58,11 @@ class TrainConfig:
     )
     top_k: int | None = _field(None, "kd: the KL over the teacher's top-k tokens only (default: the whole vocabulary)")
     ce_weight: float = _field(0.0, "kd: weight of the next-token cross-entropy added to the KL (0: the KL alone)")
+    retrieval_share: float = _field(
+        0.0,
+        "share of the training blocks (0 to 1) turned into retrieval exercises: facts placed at seeded depths of the "
+        "block's text and asked for at its end, the teacher's answers the target (distill.data)",
+    )
     kd_chunk: int = _field(1024, "kd: tokens whose logits are made at once (memory: kd-chunk x vocabulary)")
     train: str = _field(
         "lora",
@@ -109,6 +114,7 @@ class TrainConfig:
             ("ce_weight", 0, False),
             ("save_minutes", 0, False),
             ("min_lr_ratio", 0, False),
+            ("retrieval_share", 0, False),
         ):
             value = getattr(self, name)
             if (
@@ -120,6 +126,8 @@ class TrainConfig:
                 raise SettingError(f"bad --{name.replace('_', '-')} {value!r}: a number {'>' if above else '>='} {low}")
         if self.min_lr_ratio > 1:
             raise SettingError(f"bad --min-lr-ratio {self.min_lr_ratio!r}: a fraction of --lr, at most 1")
+        if self.retrieval_share > 1:
+            raise SettingError(f"bad --retrieval-share {self.retrieval_share!r}: a share of the blocks, at most 1")
         for field in dataclasses.fields(self):
             choices = field.metadata.get("choices")
             if choices is not None and getattr(self, field.name) not in choices:

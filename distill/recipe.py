@@ -67,11 +67,12 @@ def distill(
     from pathlib import Path
 
     from linearize.convert.save import save_atomic
-    from linearize.distill.data import build_blocks
+    from linearize.distill.data import build_blocks, with_retrieval_exercises
     from linearize.distill.trainer import train
 
     cfg = stage_config(stage, **overrides)
     blocks, _ = build_blocks(data, tokenizer, cfg.seq_len, heldout_fraction, cfg.seed)
+    blocks, exercises = with_retrieval_exercises(blocks, tokenizer, cfg.retrieval_share, cfg.seed)
     work = Path(f"{out}.work") / stage
     if not resume and work.exists():
         import shutil
@@ -80,6 +81,8 @@ def distill(
     work.mkdir(parents=True, exist_ok=True)
     trained, summary, history = train(student, teacher, blocks, cfg, work, resume=resume, log=log)
     summary["data"] = str(data or "default")
+    if exercises:
+        summary["retrieval_exercises"] = exercises
     (work / "history.json").write_text(json.dumps(history))
     entry = {k: summary[k] for k in ("stage", "steps", "tokens", "seconds", "first_loss", "last_loss", "data", "dtype")}
     entry["lr"], entry["train"] = cfg.lr, cfg.train if stage == "kd" else "new parameters"

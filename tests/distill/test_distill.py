@@ -186,6 +186,38 @@ def test_data_packing_split_and_chat_template(tmp_path):
         documents(tmp_path / "broken.jsonl", tok)
 
 
+def test_retrieval_exercises_state_facts_and_ask_for_them():
+    """--retrieval-share turns that share of the blocks, spread through the order, into exercises of the same
+    length: each fact's value stated once in the text and once again as the answer at the end, after the question
+    naming its key; the other blocks are untouched; the same seed gives the same exercises."""
+    from linearize.convert.bases import load_tokenizer
+    from linearize.distill.data import EXERCISE_FACTS, with_retrieval_exercises
+
+    tok = load_tokenizer("llama")
+    text = " ".join(f"Line {i} of the manual says the option is set." for i in range(800))
+    ids = tok(text, add_special_tokens=False)["input_ids"]
+    blocks = torch.tensor([ids[i * 256 : (i + 1) * 256] for i in range(8)])
+    same, none = with_retrieval_exercises(blocks, tok, 0.0)
+    assert none == 0 and torch.equal(same, blocks)
+    turned, n = with_retrieval_exercises(blocks, tok, 0.5, seed=3)
+    assert n == 4 and turned.shape == blocks.shape
+    changed = [i for i in range(8) if not torch.equal(turned[i], blocks[i])]
+    assert changed == [1, 3, 5, 7]  # every second block
+    for i in changed:
+        decoded = tok.decode(turned[i])
+        body, asks = decoded.split("\n", 1)
+        pairs = re.findall(r"code for (\w+ \d+)\?? (?:A: |was )(\S+?)\.?(?:\n|$)", asks)
+        assert len(pairs) == EXERCISE_FACTS, asks
+        for key, value in pairs:
+            assert re.search(rf"{key}(?: is|:| has the code) {re.escape(value)}\.", body), (key, value, body)
+        assert "Line" in body  # the block's own text holds the facts
+    again, _ = with_retrieval_exercises(blocks, tok, 0.5, seed=3)
+    other, _ = with_retrieval_exercises(blocks, tok, 0.5, seed=4)
+    assert torch.equal(again, turned) and not torch.equal(other, turned)
+    short, n_short = with_retrieval_exercises(blocks[:, :40], tok, 1.0)
+    assert n_short == 0 and torch.equal(short, blocks[:, :40])  # too short to hold them: left as text
+
+
 def test_main_job_on_a_tiny_base(tmp_path, capsys):
     """convert -> transfer -> kd -> perplexity -> save, through the CLI, on a tiny base with a real tokenizer."""
     from transformers import AutoModelForCausalLM
@@ -327,6 +359,8 @@ def test_distill_verb_trains_a_saved_checkpoint_and_resumes(tmp_path, capsys):
         ({"kd_chunk": 0}, "bad --kd-chunk 0"),
         ({"min_lr_ratio": 1.5}, "--min-lr-ratio"),
         ({"save_minutes": -1}, "bad --save-minutes -1"),
+        ({"retrieval_share": -0.1}, "bad --retrieval-share -0.1"),
+        ({"retrieval_share": 1.5}, "bad --retrieval-share 1.5: a share of the blocks, at most 1"),
         ({"train": "lm_head"}, "unknown --train 'lm_head'"),
         ({"stage": "sft"}, "unknown --stage 'sft'"),
     ],
