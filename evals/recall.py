@@ -398,11 +398,14 @@ def _insert_at(text, starts, low, high, rng):
 _SENTENCE_END = re.compile(r"[.!?][\"')\]]?(\s)")
 
 
-def recall_sample(tokenizer, haystack, task, length, bucket, index, seed=0, kind=None):
+def recall_sample(tokenizer, haystack, task, length, bucket, index, seed=0, kind=None, read_twice=False):
     """One prompt of about ``length`` tokens for ``task``, its needle(s) in depth bucket ``bucket``
     ((label, low, high)); reproducible from (task, length, bucket, index, seed) alone. For
     niah_multikey only the asked needle sits in the bucket (the distractors anywhere); for
-    niah_multivalue all the values do."""
+    niah_multivalue all the values do. ``read_twice``: Just-Read-Twice prompting (Arora et al., 2024): the
+    text (with its needles) is given twice before the question, so a recurrent layer reads it a second time
+    knowing all of it; the prompt is then about twice ``length``, the same needles at the same depths of each
+    copy."""
     label, low, high = bucket
     rng = random.Random(f"recall-{seed}-{task}-{length}-{label}-{index}")
     if task not in RECALL_TASKS:
@@ -448,7 +451,8 @@ def recall_sample(tokenizer, haystack, task, length, bucket, index, seed=0, kind
         pieces += [text[at:offset], before + needles[j] + after]
         at = offset
     pieces.append(text[at:])
-    prompt = intro + "".join(pieces) + question
+    body = "".join(pieces)
+    prompt = intro + body + ("\n\nThe same text again:\n\n" + body if read_twice else "") + question
     depth = places[0][1] if task != "niah_multivalue" else sum(p[1] for p in places) / count
     return {
         "task": task,
@@ -461,15 +465,19 @@ def recall_sample(tokenizer, haystack, task, length, bucket, index, seed=0, kind
         "answers": values if task == "niah_multivalue" else values[:1],
         "needles": needles,
         "max_new_tokens": max_new,
+        "read_twice": read_twice,
     }
 
 
-def recall_samples(tokenizer, haystack, tasks=RECALL_TASKS, lengths=RECALL_LENGTHS, depths=3, prompts=20, seed=0):
-    """Every prompt of the suite: ``prompts`` per task, length and depth bucket (``depths`` equal buckets)."""
+def recall_samples(
+    tokenizer, haystack, tasks=RECALL_TASKS, lengths=RECALL_LENGTHS, depths=3, prompts=20, seed=0, read_twice=False
+):
+    """Every prompt of the suite: ``prompts`` per task, length and depth bucket (``depths`` equal buckets);
+    ``read_twice`` as ``recall_sample`` says."""
     if not isinstance(prompts, int) or prompts < 1:
         raise ValueError(f"prompts per cell must be a whole number >= 1, got {prompts!r}")
     return [
-        recall_sample(tokenizer, haystack, task, length, bucket, i, seed)
+        recall_sample(tokenizer, haystack, task, length, bucket, i, seed, read_twice=read_twice)
         for task in tasks
         for length in lengths
         for bucket in depth_buckets(depths)
@@ -520,12 +528,14 @@ def text_recall(
     seed=0,
     generate=None,
     documents=None,
+    read_twice=False,
 ):
     """The recall suite on one model: ``score_recall`` over ``recall_samples``, with what was measured.
     Haystacks come from the data specs ``haystack``, or from ``documents`` (strings) where given;
-    ``generate`` replaces the model's greedy decoding (a scripted model in tests)."""
+    ``generate`` replaces the model's greedy decoding (a scripted model in tests); ``read_twice`` gives each
+    prompt's text twice (Just-Read-Twice prompting; see ``recall_sample``)."""
     docs = list(documents) if documents is not None else haystack_documents(haystack)
-    samples = recall_samples(tokenizer, Haystack(tokenizer, docs), tasks, lengths, depths, prompts, seed)
+    samples = recall_samples(tokenizer, Haystack(tokenizer, docs), tasks, lengths, depths, prompts, seed, read_twice)
     scores = score_recall(samples, generate or hf_generate(model, tokenizer))
     return {
         "haystack": f"{len(docs)} given documents" if documents is not None else [str(h) for h in haystack],
@@ -533,6 +543,7 @@ def text_recall(
         "lengths": list(lengths),
         "depth_buckets": [b[0] for b in depth_buckets(depths)],
         "prompts_per_cell": prompts,
+        "read_twice": read_twice,
         "seed": seed,
         "scores": scores,
     }

@@ -34,7 +34,8 @@ def recall_table(results):
     haystack = first["haystack"] if isinstance(first["haystack"], str) else ", ".join(first["haystack"])
     parts = [
         f"Recall in ordinary text (haystack: {haystack}; {first['prompts_per_cell']} prompts per depth bucket, "
-        f"seed {first['seed']}; exact match of the value in greedy output)"
+        f"seed {first['seed']}; exact match of the value in greedy output"
+        f"{'; each text given twice (--recall-read-twice)' if first.get('read_twice') else ''})"
     ]
     for task in first["tasks"]:
         head = ["model", "length", "all"] + [f"depth {d}" for d in depths] + ["prompts", "/ teacher"]

@@ -30,6 +30,7 @@ def evaluate(
     recall_depths=3,
     recall_prompts=20,
     haystack=RECALL_HAYSTACK,
+    read_twice=False,
     seed=0,
 ):
     """Run the evaluations in ``suite`` (see SUITES); ``teacher`` is needed for 'agreement'. ``buckets``
@@ -37,8 +38,9 @@ def evaluate(
     ``data``) or "all" (every document: out-of-domain corpora); ``ids`` [N, T] replaces that text with
     given windows (so that teacher and student see the same ones). 'recall' is ``recall.text_recall``
     (``recall_tasks`` at ``recall_lengths``, ``recall_depths`` depth buckets, ``recall_prompts`` prompts per
-    cell, haystacks from ``haystack``) and MQAR (``mqar_pairs``), and the repeated-filler passkey at
-    ``passkey_lengths`` where any are given. RULER's lm-eval tasks run at ``recall_lengths`` too."""
+    cell, haystacks from ``haystack``, each text given twice with ``read_twice``) and MQAR (``mqar_pairs``), and
+    the repeated-filler passkey at ``passkey_lengths`` where any are given. RULER's lm-eval tasks run at
+    ``recall_lengths`` too."""
     unknown = set(suite) - set(SUITES)
     if unknown:
         raise ValueError(f"unknown eval suite {sorted(unknown)}: choose from {', '.join(SUITES)}")
@@ -53,7 +55,15 @@ def evaluate(
     if "recall" in suite:
         if recall_tasks and recall_lengths:
             quality["recall"] = text_recall(
-                model, tokenizer, haystack, recall_tasks, recall_lengths, recall_depths, recall_prompts, seed
+                model,
+                tokenizer,
+                haystack,
+                recall_tasks,
+                recall_lengths,
+                recall_depths,
+                recall_prompts,
+                seed,
+                read_twice=read_twice,
             )
         older = recall_suite(model, tokenizer, passkey_lengths, mqar_pairs)
         quality.update({k: v for k, v in older.items() if v})

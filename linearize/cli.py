@@ -229,6 +229,12 @@ def build_parser():
         default="corpus:gnu-manuals,corpus:jargon",
         help="recall: the ordinary text needles hide in, comma separated data specs",
     )
+    ev.add_argument(
+        "--recall-read-twice",
+        action="store_true",
+        help="recall: Just-Read-Twice prompting, each prompt's text given twice before its question (about twice "
+        "--recall-lengths tokens)",
+    )
     ev.add_argument("--out", default="eval-results", help="folder for eval.json and eval.md")
     add_dtype_arg(ev)
 
@@ -403,6 +409,7 @@ def _recall_args(args, suite):
         recall_depths=args.recall_depths,
         recall_prompts=args.recall_prompts,
         haystack=haystack,
+        read_twice=args.recall_read_twice,
     )
 
 
@@ -437,10 +444,12 @@ def run_eval(args):
                 f"--seq-len {args.seq_len} is longer than {spec!r} takes "
                 f"(max_position_embeddings {limit}); use at most {limit}"
             )
-        if limit is not None and "recall" in suite and max(recall["recall_lengths"] or [0]) > limit:
+        reads = 2 if recall["read_twice"] else 1  # read twice, a prompt is about twice its length
+        if limit is not None and "recall" in suite and reads * max(recall["recall_lengths"] or [0]) > limit:
+            twice = " with --recall-read-twice (prompts of twice the length)" if reads == 2 else ""
             raise UserError(
-                f"--recall-lengths {args.recall_lengths} reaches past what {spec!r} takes "
-                f"(max_position_embeddings {limit}); use at most {limit}"
+                f"--recall-lengths {args.recall_lengths} reaches past what {spec!r} takes{twice} "
+                f"(max_position_embeddings {limit}); use at most {limit // reads}"
             )
     if "recall" in suite and recall["recall_tasks"] and recall["recall_lengths"]:  # a haystack that cannot be had
         from linearize.evals.recall import haystack_documents  # fails before any weights load

@@ -127,6 +127,34 @@ def test_a_model_that_reads_the_first_half_only_fails_the_deep_buckets(tokenizer
     }
 
 
+def last_half_reader(prompt, max_new_tokens=None):
+    """The copier, blind before the middle of the prompt (a state that keeps only the recent half)."""
+    last = max(m.start() for m in re.finditer(r"(The pass key is|magic \w+ for \S+ is:) ", prompt))
+    return copier(prompt) if last >= len(prompt) / 2 else " I do not know."
+
+
+def test_read_twice_gives_the_text_twice_and_a_recent_reader_finds_every_needle(tokenizer, docs):
+    """Just-Read-Twice prompting: the same text with the same needles twice before the question, about twice
+    the tokens; a reader that keeps only the prompt's recent half fails the shallow needles once and finds every
+    needle when the text is read twice."""
+    hay = Haystack(tokenizer, docs)
+    bucket = depth_buckets(3)[0]
+    once = recall_sample(tokenizer, hay, "niah_single", 512, bucket, 0)
+    twice = recall_sample(tokenizer, hay, "niah_single", 512, bucket, 0, read_twice=True)
+    intro, question = once["prompt"].split("\n\n", 1)[0], once["prompt"].rsplit("\n\n", 1)[1]
+    body = once["prompt"][len(intro) + 2 : -len(question) - 2]
+    assert twice["prompt"] == f"{intro}\n\n{body}\n\nThe same text again:\n\n{body}\n\n{question}"
+    assert twice["prompt"].count(twice["needles"][0]) == 2 and twice["answers"] == once["answers"]
+    assert 1.9 < len(tokenizer(twice["prompt"])["input_ids"]) / len(tokenizer(once["prompt"])["input_ids"]) < 2.1
+    kw = dict(tasks=("passkey", "niah_single"), lengths=(512,), depths=3, prompts=3, documents=docs)
+    plain = text_recall(None, tokenizer, generate=last_half_reader, **kw)
+    jrt = text_recall(None, tokenizer, generate=last_half_reader, read_twice=True, **kw)
+    assert jrt["read_twice"] and not plain["read_twice"]
+    for task in kw["tasks"]:
+        assert plain["scores"][task]["512"]["by_depth"]["0-33%"]["score"] == 0.0
+        assert jrt["scores"][task]["512"]["score"] == 1.0
+
+
 def test_grid_png_shows_the_json_scores(tokenizer, docs, tmp_path):
     r = text_recall(
         None,
@@ -172,7 +200,7 @@ def test_cli_eval_recall_teacher_and_student(tokenizer, tmp_path, capsys):
             "--suite",
             "recall",
             "--recall-lengths",
-            "96,160",
+            "96,128",
             "--recall-tasks",
             "passkey,niah_single",
             "--recall-depths",
@@ -181,6 +209,7 @@ def test_cli_eval_recall_teacher_and_student(tokenizer, tmp_path, capsys):
             "2",
             "--haystack",
             str(hay),
+            "--recall-read-twice",
             "--out",
             str(out),
         ]
@@ -191,10 +220,12 @@ def test_cli_eval_recall_teacher_and_student(tokenizer, tmp_path, capsys):
     for r in results:
         rec = r["quality"]["recall"]
         assert rec["haystack"] == [str(hay)] and set(rec["scores"]) == {"passkey", "niah_single"}
-        assert set(rec["scores"]["passkey"]) == {"96", "160"} and rec["scores"]["passkey"]["96"]["n"] == 4
+        assert rec["read_twice"] is True
+        assert set(rec["scores"]["passkey"]) == {"96", "128"} and rec["scores"]["passkey"]["96"]["n"] == 4
         assert "mqar" in r["quality"]
     md = (out / "eval.md").read_text()
-    assert "**niah_single**" in md and "tiny-base (teacher) | 96 |" in md and "| tiny-lolcats | 160 |" in md
+    assert "each text given twice" in md
+    assert "**niah_single**" in md and "tiny-base (teacher) | 96 |" in md and "| tiny-lolcats | 128 |" in md
     assert (out / "recall-teacher-tiny-base.png").read_bytes()[:4] == b"\x89PNG"
     assert (out / "recall-student-tiny-lolcats.png").read_bytes()[:4] == b"\x89PNG"
     capsys.readouterr()
@@ -203,6 +234,11 @@ def test_cli_eval_recall_teacher_and_student(tokenizer, tmp_path, capsys):
         == 2
     )
     assert "--recall-lengths 4096 reaches past" in capsys.readouterr().err and not (tmp_path / "no").exists()
+    limit = base.config.max_position_embeddings
+    twice = ["--recall-lengths", str(limit // 2 + 64), "--recall-read-twice", "--out", str(tmp_path / "no")]
+    assert main(["eval", str(student), "--suite", "recall", *twice]) == 2
+    err = capsys.readouterr().err
+    assert "with --recall-read-twice" in err and f"use at most {limit // 2}" in err and not (tmp_path / "no").exists()
     assert (
         main(["eval", str(student), "--suite", "recall", "--recall-tasks", "bogus", "--out", str(tmp_path / "no")]) == 2
     )
