@@ -1,16 +1,23 @@
-"""gla: Liger-style gated linear attention whose forget gate is read off the key projection (no new parameters)."""
+"""gla: Liger-style gated linear attention whose forget gate is read off the key projection (no new parameters),
+optionally with Liger's sliding-window softmax and attention sinks."""
 
 import torch.nn.functional as F
 
-from linearize.convert.mixer_base import Citation, Mixer, new_token_mask, zero_where_padding
+from linearize.convert.mixer_base import Citation, new_token_mask, zero_where_padding
 from linearize.convert.state_cache import get_state, set_state
+from linearize.convert.window import WindowedMixer
 from linearize.kernels.linear_attn.dispatch import normalized_linear_attn
 
 
-class GLAAttention(Mixer):
+class GLAAttention(WindowedMixer):
     """Gated linear attention whose forget gate is read off the key projection, so no parameters are
     added: g_t = logsigmoid(k_t) / gate_temperature per key dimension (GLA's per-channel gate and its
     normaliser of 16), features elu(x) + 1 on the rotated q and k, and the linear-attention normaliser.
+
+    ``window`` / ``sinks``: Liger Attention's sliding-window softmax (``convert.window``), joined by mixing outputs
+    as Liger publishes it (a * window + (1 - a) * GLA per head, a starting at 0.5; GLA over every token), not
+    through the shared normaliser: GLA's gate depends on each token, so a key leaving the window would need the
+    gates of the tokens it stayed in the window for to age it, which the cached window does not hold.
     """
 
     target = "gla"
@@ -31,23 +38,33 @@ class GLAAttention(Mixer):
         ),
     )
 
-    def __init__(self, config, layer_idx, gate_temperature=16.0, mode="auto"):
+    def __init__(self, config, layer_idx, gate_temperature=16.0, window=None, sinks=None, mode="auto"):
         super().__init__(config, layer_idx, mode)
         self.gate_temperature = gate_temperature
+        self.init_window(window, sinks)
+        self.add_window_factor()
 
     def settings(self):
-        return {**super().settings(), "gate_temperature": self.gate_temperature}
+        return {**super().settings(), "gate_temperature": self.gate_temperature, **self.window_settings()}
+
+    def reset_linearize_parameters(self):
+        self.reset_window_parameters()
 
     def state_bytes(self, batch_size=1, seq_len=0):
-        return batch_size * self.num_heads * self.head_dim * (self.head_dim + 1) * 4
+        state = batch_size * self.num_heads * self.head_dim * (self.head_dim + 1) * 4
+        return state + self.window_bytes(batch_size, self.head_dim)
 
     def mix(self, hidden_states, position_embeddings=None, attention_mask=None, cache=None, **kwargs):
         B, T, _ = hidden_states.shape
         valid = new_token_mask(attention_mask, T)
         q, k, v = self.qkv(hidden_states)
-        k, v = self.repeat_kv(k, v)
-        g = zero_where_padding(F.logsigmoid(k.float()) / self.gate_temperature, valid)
+        g = F.logsigmoid(k.float()) / self.gate_temperature  # from the key before rotary
         q, k = self.rotate(q, k, position_embeddings, kwargs.get("step_rotation"))
+        window = None
+        if self.window:
+            window = self.softmax_window(q, k, v, attention_mask, cache, kwargs.get("position_ids"))
+        k, v, g = self.repeat_kv(k, v, g)
+        g = zero_where_padding(g, valid)
         fq, fk = F.elu(q) + 1, zero_where_padding(F.elu(k) + 1, valid)
         o, state = normalized_linear_attn(
             fq,
@@ -59,4 +76,6 @@ class GLAAttention(Mixer):
             mode=self.mode,
         )
         set_state(cache, self.layer_idx, state)
+        if self.window:
+            o = self.mix_window(window, o)
         return self.o_proj(o.reshape(B, T, -1).to(hidden_states.dtype)), None

@@ -14,8 +14,9 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import initialization as init
 
-from linearize.convert.mixer_base import SINK_STATE, Mixer, new_token_mask, zero_where_padding
+from linearize.convert.mixer_base import SINK_STATE, new_token_mask, zero_where_padding
 from linearize.convert.state_cache import get_state, kept_for_steps, set_state, update_window
+from linearize.convert.window import WindowedMixer
 from linearize.errors import SettingError
 from linearize.kernels.linear_attn.dispatch import linear_attn, normalized_linear_attn
 from linearize.kernels.window_attn.dispatch import step_decays, window_attn, window_attn_step, with_ones
@@ -51,8 +52,11 @@ class StepKept:
     sink_views: tuple | None = None  # (the full sink store, its keys, its values), while the cache holds that store
 
 
-class LinearAttentionMixer(Mixer):
-    """Causal linear attention reusing an attention layer's q/k/v/o; a method's subclass sets its choices."""
+class LinearAttentionMixer(WindowedMixer):
+    """Causal linear attention reusing an attention layer's q/k/v/o; a method's subclass sets its choices. A window
+    joins it through one shared normaliser (``window_attn``): the linear part has one, so the window's softmax and
+    the linear sum over the tokens that left the window weigh against each other per query; sinks never enter the
+    linear state."""
 
     target = None
     feature_map = None  # the method's feature-map module class: (num_heads, head_dim, feature_dim) -> phi
@@ -60,7 +64,6 @@ class LinearAttentionMixer(Mixer):
     rotary_after_feature_map = False  # SUPRA: rotate phi(q), phi(k) instead of q, k
     fixed_decay = False  # per-head decays fixed by the method (``fixed_log_decays``)
     output_norm = False  # GroupNorm on the output instead of the normaliser
-    default_window = 0  # > 0: softmax over this many recent tokens, linear attention beyond
     default_feature_dim = None
     default_decay = None
 
@@ -68,12 +71,9 @@ class LinearAttentionMixer(Mixer):
         super().__init__(config, layer_idx, mode)
         H, D = self.num_heads, self.head_dim
         self.feature_dim = feature_dim or self.default_feature_dim or D
-        self.window = self.default_window if window is None else window
         if feature_dim is not None and not (isinstance(feature_dim, int) and feature_dim >= 1):
             raise SettingError(f"bad --feature-dim {feature_dim!r}: a whole number >= 1")
-        if not (isinstance(self.window, int) and (self.window == 0 or self.window >= 2)):
-            # A window of 1 leaves the sliding cache nothing to keep (it holds window - 1 tokens).
-            raise SettingError(f"bad --window {window!r}: a whole number of tokens >= 2 (or 0 for none)")
+        self.init_window(window, sinks)
         # decay = M tokens: a learned per-head decay of the linear state, starting with memory spans
         # (1 / (1 - decay)) spread geometrically from M / 8 to M. Without it the linear sum grows with
         # every token, so past the training length it swamps the window (benchmarks/smollm2/length.md).
@@ -84,14 +84,6 @@ class LinearAttentionMixer(Mixer):
             raise SettingError(f"bad --decay {self.decay!r}: a memory span in tokens, a whole number >= 16 (0 = none)")
         if self.decay:
             self.decay_logit = nn.Parameter(torch.empty(H))
-        # sinks = S: the sequence's first S tokens stay visible to every query through the window's softmax
-        # and never enter the linear state (StreamingLLM's attention sinks; LoLA keeps them too). Softmax
-        # heads park attention on the first tokens; a window without them must spread that mass elsewhere.
-        self.sinks = sinks or 0
-        if self.sinks and not self.window:
-            raise SettingError(f"--sinks needs a softmax window ({self.target} has none)")
-        if not (isinstance(self.sinks, int) and self.sinks >= 0):
-            raise SettingError(f"bad --sinks {sinks!r}: a whole number of tokens >= 0")
         fmap = self.feature_map
         self.feature_map_q = fmap(H, D, self.feature_dim)
         # A shared map is registered once, so checkpoints hold its weights once.
@@ -100,34 +92,18 @@ class LinearAttentionMixer(Mixer):
             raise ValueError(f"{self.target}: rotary after the feature map needs feature_dim == head_dim ({D})")
         if self.output_norm:
             self.group_norm = nn.GroupNorm(H, H * D)
-        if self.window:
-            # Per-head mix between the window's softmax and the linear part, stored as a logit.
-            self.window_factor = nn.Parameter(torch.zeros(H))
+        self.add_window_factor()  # the window's share in the shared normaliser, per head
 
     def settings(self):
         """What the checkpoint's config records to rebuild this mixer."""
-        out = {**super().settings(), "feature_dim": self.feature_dim}
-        if self.window:
-            out["window"] = self.window
+        out = {**super().settings(), "feature_dim": self.feature_dim, **self.window_settings()}
         if self.decay:
             out["decay"] = self.decay
-        if self.sinks:
-            out["sinks"] = self.sinks
         return out
-
-    def cache_layout(self):
-        """A window's keys and values sit beside the linear state (and the sink store as a second state)."""
-        if not self.window:
-            return "linear_attention", {}
-        extra = {"sliding_window": self.window}
-        if self.sinks:
-            extra["number_of_conv_states"] = 2  # the linear state and the sink store
-        return "hybrid_sliding", extra
 
     def reset_linearize_parameters(self):
         """Initialise only the parameters the conversion adds (transformers' init must not touch q/k/v/o)."""
-        if self.window:
-            init.zeros_(self.window_factor)
+        self.reset_window_parameters()
         if self.decay:
             span = torch.logspace(
                 torch.log10(torch.tensor(self.decay / 8)), torch.log10(torch.tensor(float(self.decay))), self.num_heads
@@ -146,10 +122,7 @@ class LinearAttentionMixer(Mixer):
         """Bytes of this layer's decode state (fp32 linear state, plus the window's keys/values)."""
         V = self.head_dim + (0 if self.output_norm else 1)
         state = batch_size * self.num_heads * self.feature_map_q.out_dim * V * 4
-        if self.window:
-            per_token = self.num_kv_heads * (2 * self.head_dim + 1)  # keys, values + ones at the key/value heads
-            state += batch_size * (self.window - 1 + self.sinks) * per_token * self.q_proj.weight.element_size()
-        return state
+        return state + self.window_bytes(batch_size, self.head_dim + 1)  # the values carry the normaliser's ones
 
     # -- shared by both paths -------------------------------------------------------------------
     def map_k(self, k):
@@ -434,38 +407,3 @@ class LinearAttentionMixer(Mixer):
                 return False
             first_position = int(position_ids.min())
         return first_position >= self.sinks + self.window - 1
-
-    def sink_keys(self, kh, v1, attention_mask, key_mask, cache, position_ids, P):
-        """(sinks for the kernel at the key/value heads, key mask without the sink tokens). Slot s of the sink store
-        [B, Hkv, S, D + V + 1] (head-major, as the window) holds the token at position s of its row (positions count
-        real tokens, so left padding is handled): its key and its value with the ones column (the new tokens' ``kh``
-        and ``v1``, head-major [B, Hkv, T, *]); the store is the layer's second recurrent state in the cache."""
-        B, T = kh.shape[0], kh.shape[2]
-        S, D = self.sinks, self.head_dim
-        pos = torch.arange(T, device=kh.device)[None] if position_ids is None else position_ids
-        pos = pos.to(kh.device).expand(B, T)
-        valid = new_token_mask(attention_mask, T)
-        valid = torch.ones(B, T, dtype=torch.bool, device=kh.device) if valid is None else valid
-        store = get_state(cache, self.layer_idx, SINK_STATE)
-        if store is None:
-            store = kh.new_zeros(B, self.num_kv_heads, S, D + v1.shape[-1])
-        # Only the row's first sequence fills the slots: in a row packed with restarting positions a later sequence's
-        # first tokens must not reach the earlier sequence's queries (a packed sequence does not get sinks of its own).
-        if T > 1:  # a decode step's one token starts nothing
-            seen = torch.where(valid, pos, -1).cummax(1).values
-            restart = valid & (pos <= F.pad(seen[:, :-1], (1, 0), value=-1))
-            valid = valid & (restart.cumsum(1) == 0)
-        slot = (pos[..., None] == torch.arange(S, device=kh.device)) & valid[..., None]  # [B, T, S]
-        kv = torch.cat([kh, v1.to(kh.dtype)], -1)
-        if T == 1:  # decode: the token fills its slot, if it has one, by a broadcast
-            store = torch.where(slot.view(B, 1, S, 1), kv, store.to(kh.dtype))
-            key_pos = pos - P + torch.arange(P + 1, device=kh.device)
-        else:
-            written = torch.einsum("bts,bhtd->bhsd", slot.to(kh.dtype), kv)
-            store = torch.where(slot.any(1)[:, None, :, None], written, store.to(kh.dtype))
-            key_pos = torch.cat([pos[:, :1] - P + torch.arange(P, device=kh.device)[None], pos], 1)
-        set_state(cache, self.layer_idx, store, SINK_STATE)
-        visible = torch.arange(S, device=kh.device)[None, None] <= pos[..., None]  # slots fill in position order
-        not_sink = key_pos >= S
-        key_mask = not_sink if key_mask is None else key_mask.bool() & not_sink
-        return (store[..., :D], store[..., D:], visible), key_mask
