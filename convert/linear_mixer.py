@@ -54,9 +54,10 @@ class StepKept:
 
 class LinearAttentionMixer(WindowedMixer):
     """Causal linear attention reusing an attention layer's q/k/v/o; a method's subclass sets its choices. A window
-    joins it through one shared normaliser (``window_attn``): the linear part has one, so the window's softmax and
-    the linear sum over the tokens that left the window weigh against each other per query; sinks never enter the
-    linear state."""
+    joins it through one shared normaliser (``window_attn``) where the linear part has one: the window's softmax and
+    the linear sum over the tokens that left the window weigh against each other per query, and sinks never enter
+    the linear state. Where the output is GroupNorm'd instead (SUPRA) there is no normaliser to share: the window
+    mixes its output with the linear part's as Liger does (``convert.window``)."""
 
     target = None
     feature_map = None  # the method's feature-map module class: (num_heads, head_dim, feature_dim) -> phi
@@ -92,7 +93,12 @@ class LinearAttentionMixer(WindowedMixer):
             raise ValueError(f"{self.target}: rotary after the feature map needs feature_dim == head_dim ({D})")
         if self.output_norm:
             self.group_norm = nn.GroupNorm(H, H * D)
-        self.add_window_factor()  # the window's share in the shared normaliser, per head
+        self.add_window_factor()  # the window's share per head, in the shared normaliser or in the output mix
+
+    @property
+    def shared_window(self):
+        """A window that joins the linear part through the shared normaliser (else: none, or Liger's output mix)."""
+        return bool(self.window) and not self.output_norm
 
     def settings(self):
         """What the checkpoint's config records to rebuild this mixer."""
@@ -122,7 +128,8 @@ class LinearAttentionMixer(WindowedMixer):
         """Bytes of this layer's decode state (fp32 linear state, plus the window's keys/values)."""
         V = self.head_dim + (0 if self.output_norm else 1)
         state = batch_size * self.num_heads * self.feature_map_q.out_dim * V * 4
-        return state + self.window_bytes(batch_size, self.head_dim + 1)  # the values carry the normaliser's ones
+        # a shared normaliser's window values carry its ones
+        return state + self.window_bytes(batch_size, self.head_dim + self.shared_window)
 
     # -- shared by both paths -------------------------------------------------------------------
     def map_k(self, k):
@@ -137,12 +144,15 @@ class LinearAttentionMixer(WindowedMixer):
     def project(self, hidden_states, position_embeddings, rotation=None, linears=None):
         """q, k, v as [B, T, H, D] with k, v repeated to the query heads, and their feature maps fq, fk; rotary
         applied where the target says (``rotation``: the model's ``step_rotation`` for a one-token step)."""
+        return self.features(*self.qkv(hidden_states, linears), position_embeddings, rotation)
+
+    def features(self, q, k, v, position_embeddings, rotation=None):
+        """``project`` from the projections q, k, v (k, v at the key/value heads, no rotary yet)."""
         if self.rotary_after_feature_map:
-            q, k, v = self.qkv(hidden_states, linears)
             k, v = self.repeat_kv(k, v)
             fq, fk = self.apply_rotary(self.feature_map_q(q), self.map_k(k), *position_embeddings, unsqueeze_dim=2)
             return q, k, fq, fk, v
-        q, k, v = self.rotated_qkv(hidden_states, position_embeddings, rotation, linears)
+        q, k = self.rotate(q, k, position_embeddings, rotation)
         k, v = self.repeat_kv(k, v)
         return q, k, self.feature_map_q(q), self.map_k(k), v
 
@@ -188,7 +198,7 @@ class LinearAttentionMixer(WindowedMixer):
         B, T, _ = hidden_states.shape
         state = previous = get_state(cache, self.layer_idx)
         rotation = kwargs.get("step_rotation")
-        if self.window:
+        if self.shared_window:
             o, state = self.window_forward(
                 hidden_states,
                 position_embeddings,
@@ -202,7 +212,13 @@ class LinearAttentionMixer(WindowedMixer):
             )
             return self.output(o, hidden_states, cache, state, previous, linears)
         log_decay = F.logsigmoid(self.decay_logit.float()) if self.decay else None
-        q, k, fq, fk, v = self.project(hidden_states, position_embeddings, rotation, linears)
+        q, k, v = self.qkv(hidden_states, linears)
+        window = None
+        if self.window:  # Liger's mix: the window's softmax reads q and k as the attention did, with rotary
+            window = self.softmax_window(
+                *self.rotate(q, k, position_embeddings, rotation), v, attention_mask, cache, kwargs.get("position_ids")
+            )
+        q, k, fq, fk, v = self.features(q, k, v, position_embeddings, rotation)
         fk = zero_where_padding(fk, new_token_mask(attention_mask, T))  # padding must not enter the state
         g = None if log_decay is None else log_decay[None, None].expand(B, T, -1)
         if self.fixed_decay:
@@ -222,6 +238,8 @@ class LinearAttentionMixer(WindowedMixer):
             )
             gn = self.group_norm  # in fp32 whatever the model's dtype (bf16 statistics are too coarse)
             o = F.group_norm(o.reshape(B * T, -1).float(), gn.num_groups, gn.weight.float(), gn.bias.float(), gn.eps)
+            if window is not None:
+                o = self.mix_window(window, o.view(B, T, self.num_heads, -1))
         else:
             o, state = normalized_linear_attn(
                 fq, fk, v, g=g, initial_state=state, output_final_state=cache is not None, mode=self.mode
@@ -282,7 +300,7 @@ class LinearAttentionMixer(WindowedMixer):
     def decode_step(self, hidden_states, position_embeddings, attention_mask, cache, **kwargs):
         """One token after a cache. A window in the 'auto' or 'fla' mode reads the cached window in place
         (``window_step``); other layers run the reference on the one token with the kept projections."""
-        step = self.window and self.mode in ("auto", "fla")
+        step = self.shared_window and self.mode in ("auto", "fla")
         if not torch.is_grad_enabled():
             kept = kept_for_steps(
                 cache, self.layer_idx, self.keep_for_steps, hidden_states.dtype, hidden_states.shape[0]
@@ -312,7 +330,7 @@ class LinearAttentionMixer(WindowedMixer):
         generations are always seen, with no version counters to compare; within one cache the projections are
         views of the weights, so in-place changes to q/k/v/o reach its later steps, while changes to feature maps,
         window factor or decays wait for the next cache."""
-        if not self.window:
+        if not self.shared_window:
             return StepKept(self.step_projections())
         ones = torch.ones(batch_size, self.num_kv_heads, 1, 1, dtype=dtype, device=self.q_proj.weight.device)
         return StepKept(self.step_projections(), self.step_map_weights(dtype), *self.window_constants(), ones)

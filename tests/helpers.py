@@ -76,7 +76,7 @@ def tiny_settings(base, target):
 
 # The recurrences that take a softmax window and sinks mixed Liger's way (convert/window.py): the suites that run
 # every target run each of them with a window too, as the case "<target>+window" (``case``).
-WINDOWED = ("gla", "mamba", "gdn")
+WINDOWED = ("supra", "gla", "mamba", "gdn")
 WINDOW = {"window": 4, "sinks": 2}  # decode and a 41-token forward cross the window; the sinks stay in it
 CASES = (*MIXERS, *(f"{t}+window" for t in WINDOWED))
 

@@ -30,7 +30,7 @@ def test_sinks_keep_the_first_tokens_and_decay_forgets_the_rest(sinks):
     assert (moved > 1e-3) == bool(sinks), moved
 
 
-@pytest.mark.parametrize("target,width", [("lolcats", 25), ("gla", 24), ("mamba", 24), ("gdn", 24)])
+@pytest.mark.parametrize("target,width", [("lolcats", 25), ("supra", 24), ("gla", 24), ("mamba", 24), ("gdn", 24)])
 def test_sink_store_is_in_the_cache_and_bytes_counted(target, width):
     base = tiny_base("qwen3")
     model = perturb_new_parameters(convert(base, target, window=4, sinks=3))
