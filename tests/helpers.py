@@ -78,13 +78,16 @@ def tiny_settings(base, target):
 # every target run each of them with a window too, as the case "<target>+window" (``case``).
 WINDOWED = ("supra", "gla", "mamba", "gdn")
 WINDOW = {"window": 4, "sinks": 2}  # decode and a 41-token forward cross the window; the sinks stay in it
-CASES = (*MIXERS, *(f"{t}+window" for t in WINDOWED))
+# "gla+liger": Liger's published layer (softmax features, no rotary on the linear branch, no normaliser) with a window
+# short enough for decode to cross it.
+VARIANTS = {"window": WINDOW, "liger": {"window": 4, "feature_map": "softmax", "rotary": False, "normalize": False}}
+CASES = (*MIXERS, *(f"{t}+window" for t in WINDOWED), "gla+liger")
 
 
 def case(base, name):
     """(target, conversion settings) of a ``CASES`` name on ``base``."""
     target, _, variant = name.partition("+")
-    return target, (dict(WINDOW) if variant else tiny_settings(base, target))
+    return target, (dict(VARIANTS[variant]) if variant else tiny_settings(base, target))
 
 
 def assert_close(actual, expected, tol):

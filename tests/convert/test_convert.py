@@ -314,6 +314,28 @@ def test_window_and_sinks_are_used_and_recorded(tmp_path, target):
         assert torch.equal(loaded(ids).logits, windowed)
 
 
+@pytest.mark.parametrize("option", [{"feature_map": "softmax"}, {"rotary": False}, {"normalize": False}])
+def test_gla_published_options_are_used_and_recorded(tmp_path, option):
+    """Each of Liger's published choices for the linear branch changes the logits and survives a save and load."""
+    from transformers import AutoModelForCausalLM
+
+    from linearize.errors import SettingError
+
+    base = tiny_base("llama")
+    ids = torch.randint(3, 128, (1, 16), generator=torch.Generator().manual_seed(2))
+    model = convert(base, "gla", **option)
+    with torch.no_grad():
+        logits = model(ids).logits
+        assert (logits - convert(base, "gla")(ids).logits).abs().max() > 1e-3
+    model.save_pretrained(tmp_path)
+    loaded = AutoModelForCausalLM.from_pretrained(tmp_path)
+    assert all(m.items() >= option.items() for m in loaded.config.mixers)
+    with torch.no_grad():
+        assert torch.equal(loaded(ids).logits, logits)
+    with pytest.raises(SettingError, match="bad gla feature_map 'relu'"):
+        convert(base, "gla", feature_map="relu")
+
+
 @pytest.mark.parametrize("target", TARGETS)
 def test_non_attention_tensors_are_the_bases(family, target):
     base, model = converted(family, target, keep="0")

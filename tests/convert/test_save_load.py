@@ -48,6 +48,7 @@ NO_LINEARIZE = textwrap.dedent("""
         ("qwen3", "gla", None),
         ("llama", "gdn", "-1"),
         ("llama", "gla+window", None),
+        ("qwen2", "gla+liger", "1"),
         ("qwen3", "mamba+window", "0"),
         ("mistral", "gdn+window", "-1"),
     ],
