@@ -141,13 +141,10 @@ class LinearAttentionMixer(WindowedMixer):
         q, k = self.rotate(q, k, position_embeddings, rotation)
         return q, k, v
 
-    def project(self, hidden_states, position_embeddings, rotation=None, linears=None):
-        """q, k, v as [B, T, H, D] with k, v repeated to the query heads, and their feature maps fq, fk; rotary
-        applied where the target says (``rotation``: the model's ``step_rotation`` for a one-token step)."""
-        return self.features(*self.qkv(hidden_states, linears), position_embeddings, rotation)
-
     def features(self, q, k, v, position_embeddings, rotation=None):
-        """``project`` from the projections q, k, v (k, v at the key/value heads, no rotary yet)."""
+        """From the projections q, k, v (k, v at the key/value heads, no rotary yet): q, k, v as [B, T, H, D] with k,
+        v repeated to the query heads, and their feature maps fq, fk; rotary applied where the target says
+        (``rotation``: the model's ``step_rotation`` for a one-token step)."""
         if self.rotary_after_feature_map:
             k, v = self.repeat_kv(k, v)
             fq, fk = self.apply_rotary(self.feature_map_q(q), self.map_k(k), *position_embeddings, unsqueeze_dim=2)
