@@ -1,5 +1,7 @@
 """Conversion: swap the planned attention modules of a base model for mixers built from their weights."""
 
+import inspect
+
 import torch
 
 from linearize.convert.auto import LinearizedForCausalLM  # registers the Auto classes too
@@ -17,7 +19,7 @@ from linearize.convert.configuration_linearized import LinearizedConfig
 from linearize.convert.families import check_family, family
 from linearize.convert.plan import PlanError, auto_count, parse_keep_attention
 from linearize.convert.targets import MIXERS
-from linearize.errors import LinearizeError
+from linearize.errors import LinearizeError, SettingError
 
 RANKINGS = ("recency", "kl", "kl-recall", "kl-mix")
 KL_SAMPLES = (4, 512)  # calibration windows for rank_by="kl": long enough to need more than the window
@@ -30,6 +32,15 @@ class UnknownTargetError(LinearizeError):
 def check_target(target):
     if target not in MIXERS:
         raise UnknownTargetError(f"unknown target {target!r}: choose one of {', '.join(MIXERS)}")
+
+
+def check_settings(target, settings):
+    """Refuse, in one line, a per-mixer setting the target's mixer does not take: a flag is never dropped silently
+    (RecurFormer's plan builds its layers' settings itself, so it takes none)."""
+    takes = () if target == "recurformer" else inspect.signature(MIXERS[target].__init__).parameters
+    unknown = [f"--{name.replace('_', '-')}" for name in settings if name not in takes]
+    if unknown:
+        raise SettingError(f"{', '.join(unknown)} does not apply to --to {target}")
 
 
 def versions():
@@ -81,6 +92,7 @@ def convert(
     the same base and settings give the same model.
     """
     check_target(target)
+    check_settings(target, mixer_settings)
     check_family(base.config.model_type)
     for name, value in (("--recency-threshold", recency_threshold), ("--recency-fraction", recency_fraction)):
         if value is not None and not (isinstance(value, (int, float)) and 0.0 <= value <= 1.0):

@@ -152,6 +152,12 @@ def check_exportable(config):
     for i, m in enumerate(mixers):
         if not m:
             continue
+        if m.get("window") or m.get("sinks"):
+            raise ExportError(
+                f"layer {i}: a {target} mixer with a softmax window (window {m.get('window', 0)}, sinks "
+                f"{m.get('sinks', 0)}) has no {host.name} form, whose {target} layers hold no window; export supports "
+                f"{target} layers without one (convert without --window and --sinks)"
+            )
         host.check_layer(i, m)
         if m.get("norm_eps") is not None and float(m["norm_eps"]) != float(base.rms_norm_eps):
             raise ExportError(

@@ -1,4 +1,5 @@
-"""gdn: Gated DeltaNet on the attention's q/k/v/o, laid out as transformers' Qwen3-Next linear-attention layer."""
+"""gdn: Gated DeltaNet on the attention's q/k/v/o, laid out as transformers' Qwen3-Next linear-attention layer,
+optionally with a sliding-window softmax and attention sinks (which Qwen3-Next has no form for)."""
 
 import torch
 import torch.nn.functional as F
@@ -7,7 +8,6 @@ from transformers import initialization as init
 
 from linearize.convert.mixer_base import (
     Citation,
-    Mixer,
     causal_conv,
     init_A_log,
     init_dt_bias,
@@ -16,11 +16,12 @@ from linearize.convert.mixer_base import (
     zero_where_padding,
 )
 from linearize.convert.state_cache import get_state, set_state
+from linearize.convert.window import WindowedMixer
 from linearize.errors import SettingError
 from linearize.kernels.delta_rule.dispatch import gated_delta
 
 
-class GatedDeltaNetAttention(Mixer):
+class GatedDeltaNetAttention(WindowedMixer):
     """Gated DeltaNet on the attention's q/k/v/o, laid out as transformers' Qwen3-Next linear-attention layer
     (so ``convert.export_native`` writes it as one by renaming and repeating weights):
 
@@ -44,6 +45,12 @@ class GatedDeltaNetAttention(Mixer):
 
     ``conv_kernel=0`` and ``gate=False`` give the layer without convolution (nor SiLU) and without gate;
     such layers have no Qwen3-Next form.
+
+    ``window`` / ``sinks``: the teacher's softmax over the last ``window`` tokens (q, k, v with Qwen3's q/k norms and
+    rotary, as the attention computed them) and the first ``sinks`` tokens (``convert.window``), joined by mixing
+    outputs as Liger does: the delta rule has no normaliser to share, so output = a * window + (1 - a) * the
+    normed, gated delta-rule output per head, a starting at 0.5; the delta rule runs over every token. Such a layer
+    has no Qwen3-Next form.
     """
 
     target = "gdn"
@@ -60,8 +67,11 @@ class GatedDeltaNetAttention(Mixer):
         ),
     )
 
-    def __init__(self, config, layer_idx, conv_kernel=4, gate=True, norm_eps=None, mode="auto"):
+    def __init__(
+        self, config, layer_idx, conv_kernel=4, gate=True, norm_eps=None, window=None, sinks=None, mode="auto"
+    ):
         super().__init__(config, layer_idx, mode)
+        self.init_window(window, sinks)
         H, Hkv, D, hidden = self.num_heads, self.num_kv_heads, self.head_dim, config.hidden_size
         if isinstance(conv_kernel, bool) or not isinstance(conv_kernel, int) or conv_kernel < 0:
             raise SettingError(f"bad conv_kernel {conv_kernel!r}: a whole number of taps >= 0 (0: no convolution)")
@@ -78,10 +88,12 @@ class GatedDeltaNetAttention(Mixer):
             self.conv_weight = nn.Parameter(torch.empty(self.conv_channels, self.conv_kernel))
         if self.gate:
             self.z_proj = nn.Linear(hidden, H * D, bias=False)
+        self.add_window_factor()
         self.reset_linearize_parameters()
 
     def settings(self):
-        return {**super().settings(), "conv_kernel": self.conv_kernel, "gate": self.gate, "norm_eps": self.norm_eps}
+        settings = {"conv_kernel": self.conv_kernel, "gate": self.gate, "norm_eps": self.norm_eps}
+        return {**super().settings(), **settings, **self.window_settings()}
 
     def reset_linearize_parameters(self):
         init.zeros_(self.a_proj.weight)
@@ -93,19 +105,19 @@ class GatedDeltaNetAttention(Mixer):
             init_identity_conv(self.conv_weight)
         if self.gate:
             init.normal_(self.z_proj.weight, std=0.02)
+        self.reset_window_parameters()
 
     def state_bytes(self, batch_size=1, seq_len=0):
         conv = batch_size * self.conv_channels * self.conv_kernel * self.q_proj.weight.element_size()
-        return batch_size * self.num_heads * self.head_dim * self.head_dim * 4 + conv
+        state = batch_size * self.num_heads * self.head_dim * self.head_dim * 4
+        return state + conv + self.window_bytes(batch_size, self.head_dim)
 
     def projections(self, hidden_states):
-        """q [B, T, H, D], k and v [B, T, Hkv, D]: linear in the input (Qwen3's q/k norms as their weights)."""
+        """q [B, T, H, D], k and v [B, T, Hkv, D], the attention's projections before Qwen3's q/k norms."""
         B, T, _ = hidden_states.shape
         q = self.q_proj(hidden_states).view(B, T, self.num_heads, self.head_dim)
         k = self.k_proj(hidden_states).view(B, T, self.num_kv_heads, self.head_dim)
         v = self.v_proj(hidden_states).view(B, T, self.num_kv_heads, self.head_dim)
-        if self.q_norm is not None:
-            q, k = q * self.q_norm.weight.to(q.dtype), k * self.k_norm.weight.to(k.dtype)
         return q, k, v
 
     def mix(self, hidden_states, position_embeddings=None, attention_mask=None, cache=None, **kwargs):
@@ -113,6 +125,13 @@ class GatedDeltaNetAttention(Mixer):
         H, Hkv, D = self.num_heads, self.num_kv_heads, self.head_dim
         valid = new_token_mask(attention_mask, T)
         q, k, v = self.projections(hidden_states)
+        window = None
+        if self.window:  # the softmax part reads q and k as the attention did: Qwen3's q/k norms, rotary
+            qw, kw = (q, k) if self.q_norm is None else (self.q_norm(q), self.k_norm(k))
+            qw, kw = self.rotate(qw, kw, position_embeddings, kwargs.get("step_rotation"))
+            window = self.softmax_window(qw, kw, v, attention_mask, cache, kwargs.get("position_ids"))
+        if self.q_norm is not None:  # the delta rule's: linear in the input, the norms' weights only (see above)
+            q, k = q * self.q_norm.weight.to(q.dtype), k * self.k_norm.weight.to(k.dtype)
         if self.conv_kernel:
             qkv = zero_where_padding(torch.cat([q.flatten(2), k.flatten(2), v.flatten(2)], -1), valid)
             qkv = F.silu(causal_conv(qkv, self.conv_weight, None, cache, self.layer_idx))
@@ -139,6 +158,8 @@ class GatedDeltaNetAttention(Mixer):
         o = o * torch.rsqrt(o.pow(2).mean(-1, keepdim=True) + self.norm_eps) * self.norm_weight.float()
         if self.gate:
             o = o * F.silu(self.z_proj(hidden_states).float().view(B, T, H, D))
+        if self.window:
+            o = self.mix_window(window, o)
         return self.o_proj(o.reshape(B, T, -1).to(hidden_states.dtype)), None
 
 

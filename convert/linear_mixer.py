@@ -14,8 +14,9 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import initialization as init
 
-from linearize.convert.mixer_base import SINK_STATE, Mixer, new_token_mask, zero_where_padding
+from linearize.convert.mixer_base import SINK_STATE, new_token_mask, zero_where_padding
 from linearize.convert.state_cache import get_state, kept_for_steps, set_state, update_window
+from linearize.convert.window import WindowedMixer
 from linearize.errors import SettingError
 from linearize.kernels.linear_attn.dispatch import linear_attn, normalized_linear_attn
 from linearize.kernels.window_attn.dispatch import step_decays, window_attn, window_attn_step, with_ones
@@ -51,8 +52,12 @@ class StepKept:
     sink_views: tuple | None = None  # (the full sink store, its keys, its values), while the cache holds that store
 
 
-class LinearAttentionMixer(Mixer):
-    """Causal linear attention reusing an attention layer's q/k/v/o; a method's subclass sets its choices."""
+class LinearAttentionMixer(WindowedMixer):
+    """Causal linear attention reusing an attention layer's q/k/v/o; a method's subclass sets its choices. A window
+    joins it through one shared normaliser (``window_attn``) where the linear part has one: the window's softmax and
+    the linear sum over the tokens that left the window weigh against each other per query, and sinks never enter
+    the linear state. Where the output is GroupNorm'd instead (SUPRA) there is no normaliser to share: the window
+    mixes its output with the linear part's as Liger does (``convert.window``)."""
 
     target = None
     feature_map = None  # the method's feature-map module class: (num_heads, head_dim, feature_dim) -> phi
@@ -60,7 +65,6 @@ class LinearAttentionMixer(Mixer):
     rotary_after_feature_map = False  # SUPRA: rotate phi(q), phi(k) instead of q, k
     fixed_decay = False  # per-head decays fixed by the method (``fixed_log_decays``)
     output_norm = False  # GroupNorm on the output instead of the normaliser
-    default_window = 0  # > 0: softmax over this many recent tokens, linear attention beyond
     default_feature_dim = None
     default_decay = None
 
@@ -68,12 +72,9 @@ class LinearAttentionMixer(Mixer):
         super().__init__(config, layer_idx, mode)
         H, D = self.num_heads, self.head_dim
         self.feature_dim = feature_dim or self.default_feature_dim or D
-        self.window = self.default_window if window is None else window
         if feature_dim is not None and not (isinstance(feature_dim, int) and feature_dim >= 1):
             raise SettingError(f"bad --feature-dim {feature_dim!r}: a whole number >= 1")
-        if not (isinstance(self.window, int) and (self.window == 0 or self.window >= 2)):
-            # A window of 1 leaves the sliding cache nothing to keep (it holds window - 1 tokens).
-            raise SettingError(f"bad --window {window!r}: a whole number of tokens >= 2 (or 0 for none)")
+        self.init_window(window, sinks)
         # decay = M tokens: a learned per-head decay of the linear state, starting with memory spans
         # (1 / (1 - decay)) spread geometrically from M / 8 to M. Without it the linear sum grows with
         # every token, so past the training length it swamps the window (benchmarks/smollm2/length.md).
@@ -84,14 +85,6 @@ class LinearAttentionMixer(Mixer):
             raise SettingError(f"bad --decay {self.decay!r}: a memory span in tokens, a whole number >= 16 (0 = none)")
         if self.decay:
             self.decay_logit = nn.Parameter(torch.empty(H))
-        # sinks = S: the sequence's first S tokens stay visible to every query through the window's softmax
-        # and never enter the linear state (StreamingLLM's attention sinks; LoLA keeps them too). Softmax
-        # heads park attention on the first tokens; a window without them must spread that mass elsewhere.
-        self.sinks = sinks or 0
-        if self.sinks and not self.window:
-            raise SettingError(f"--sinks needs a softmax window ({self.target} has none)")
-        if not (isinstance(self.sinks, int) and self.sinks >= 0):
-            raise SettingError(f"bad --sinks {sinks!r}: a whole number of tokens >= 0")
         fmap = self.feature_map
         self.feature_map_q = fmap(H, D, self.feature_dim)
         # A shared map is registered once, so checkpoints hold its weights once.
@@ -100,34 +93,23 @@ class LinearAttentionMixer(Mixer):
             raise ValueError(f"{self.target}: rotary after the feature map needs feature_dim == head_dim ({D})")
         if self.output_norm:
             self.group_norm = nn.GroupNorm(H, H * D)
-        if self.window:
-            # Per-head mix between the window's softmax and the linear part, stored as a logit.
-            self.window_factor = nn.Parameter(torch.zeros(H))
+        self.add_window_factor()  # the window's share per head, in the shared normaliser or in the output mix
+
+    @property
+    def shared_window(self):
+        """A window that joins the linear part through the shared normaliser (else: none, or Liger's output mix)."""
+        return bool(self.window) and not self.output_norm
 
     def settings(self):
         """What the checkpoint's config records to rebuild this mixer."""
-        out = {**super().settings(), "feature_dim": self.feature_dim}
-        if self.window:
-            out["window"] = self.window
+        out = {**super().settings(), "feature_dim": self.feature_dim, **self.window_settings()}
         if self.decay:
             out["decay"] = self.decay
-        if self.sinks:
-            out["sinks"] = self.sinks
         return out
-
-    def cache_layout(self):
-        """A window's keys and values sit beside the linear state (and the sink store as a second state)."""
-        if not self.window:
-            return "linear_attention", {}
-        extra = {"sliding_window": self.window}
-        if self.sinks:
-            extra["number_of_conv_states"] = 2  # the linear state and the sink store
-        return "hybrid_sliding", extra
 
     def reset_linearize_parameters(self):
         """Initialise only the parameters the conversion adds (transformers' init must not touch q/k/v/o)."""
-        if self.window:
-            init.zeros_(self.window_factor)
+        self.reset_window_parameters()
         if self.decay:
             span = torch.logspace(
                 torch.log10(torch.tensor(self.decay / 8)), torch.log10(torch.tensor(float(self.decay))), self.num_heads
@@ -146,10 +128,8 @@ class LinearAttentionMixer(Mixer):
         """Bytes of this layer's decode state (fp32 linear state, plus the window's keys/values)."""
         V = self.head_dim + (0 if self.output_norm else 1)
         state = batch_size * self.num_heads * self.feature_map_q.out_dim * V * 4
-        if self.window:
-            per_token = self.num_kv_heads * (2 * self.head_dim + 1)  # keys, values + ones at the key/value heads
-            state += batch_size * (self.window - 1 + self.sinks) * per_token * self.q_proj.weight.element_size()
-        return state
+        # a shared normaliser's window values carry its ones
+        return state + self.window_bytes(batch_size, self.head_dim + self.shared_window)
 
     # -- shared by both paths -------------------------------------------------------------------
     def map_k(self, k):
@@ -161,15 +141,15 @@ class LinearAttentionMixer(Mixer):
         q, k = self.rotate(q, k, position_embeddings, rotation)
         return q, k, v
 
-    def project(self, hidden_states, position_embeddings, rotation=None, linears=None):
-        """q, k, v as [B, T, H, D] with k, v repeated to the query heads, and their feature maps fq, fk; rotary
-        applied where the target says (``rotation``: the model's ``step_rotation`` for a one-token step)."""
+    def features(self, q, k, v, position_embeddings, rotation=None):
+        """From the projections q, k, v (k, v at the key/value heads, no rotary yet): q, k, v as [B, T, H, D] with k,
+        v repeated to the query heads, and their feature maps fq, fk; rotary applied where the target says
+        (``rotation``: the model's ``step_rotation`` for a one-token step)."""
         if self.rotary_after_feature_map:
-            q, k, v = self.qkv(hidden_states, linears)
             k, v = self.repeat_kv(k, v)
             fq, fk = self.apply_rotary(self.feature_map_q(q), self.map_k(k), *position_embeddings, unsqueeze_dim=2)
             return q, k, fq, fk, v
-        q, k, v = self.rotated_qkv(hidden_states, position_embeddings, rotation, linears)
+        q, k = self.rotate(q, k, position_embeddings, rotation)
         k, v = self.repeat_kv(k, v)
         return q, k, self.feature_map_q(q), self.map_k(k), v
 
@@ -215,7 +195,7 @@ class LinearAttentionMixer(Mixer):
         B, T, _ = hidden_states.shape
         state = previous = get_state(cache, self.layer_idx)
         rotation = kwargs.get("step_rotation")
-        if self.window:
+        if self.shared_window:
             o, state = self.window_forward(
                 hidden_states,
                 position_embeddings,
@@ -229,7 +209,13 @@ class LinearAttentionMixer(Mixer):
             )
             return self.output(o, hidden_states, cache, state, previous, linears)
         log_decay = F.logsigmoid(self.decay_logit.float()) if self.decay else None
-        q, k, fq, fk, v = self.project(hidden_states, position_embeddings, rotation, linears)
+        q, k, v = self.qkv(hidden_states, linears)
+        window = None
+        if self.window:  # Liger's mix: the window's softmax reads q and k as the attention did, with rotary
+            window = self.softmax_window(
+                *self.rotate(q, k, position_embeddings, rotation), v, attention_mask, cache, kwargs.get("position_ids")
+            )
+        q, k, fq, fk, v = self.features(q, k, v, position_embeddings, rotation)
         fk = zero_where_padding(fk, new_token_mask(attention_mask, T))  # padding must not enter the state
         g = None if log_decay is None else log_decay[None, None].expand(B, T, -1)
         if self.fixed_decay:
@@ -249,6 +235,8 @@ class LinearAttentionMixer(Mixer):
             )
             gn = self.group_norm  # in fp32 whatever the model's dtype (bf16 statistics are too coarse)
             o = F.group_norm(o.reshape(B * T, -1).float(), gn.num_groups, gn.weight.float(), gn.bias.float(), gn.eps)
+            if window is not None:
+                o = self.mix_window(window, o.view(B, T, self.num_heads, -1))
         else:
             o, state = normalized_linear_attn(
                 fq, fk, v, g=g, initial_state=state, output_final_state=cache is not None, mode=self.mode
@@ -309,7 +297,7 @@ class LinearAttentionMixer(Mixer):
     def decode_step(self, hidden_states, position_embeddings, attention_mask, cache, **kwargs):
         """One token after a cache. A window in the 'auto' or 'fla' mode reads the cached window in place
         (``window_step``); other layers run the reference on the one token with the kept projections."""
-        step = self.window and self.mode in ("auto", "fla")
+        step = self.shared_window and self.mode in ("auto", "fla")
         if not torch.is_grad_enabled():
             kept = kept_for_steps(
                 cache, self.layer_idx, self.keep_for_steps, hidden_states.dtype, hidden_states.shape[0]
@@ -339,7 +327,7 @@ class LinearAttentionMixer(Mixer):
         generations are always seen, with no version counters to compare; within one cache the projections are
         views of the weights, so in-place changes to q/k/v/o reach its later steps, while changes to feature maps,
         window factor or decays wait for the next cache."""
-        if not self.window:
+        if not self.shared_window:
             return StepKept(self.step_projections())
         ones = torch.ones(batch_size, self.num_kv_heads, 1, 1, dtype=dtype, device=self.q_proj.weight.device)
         return StepKept(self.step_projections(), self.step_map_weights(dtype), *self.window_constants(), ones)
@@ -434,38 +422,3 @@ class LinearAttentionMixer(Mixer):
                 return False
             first_position = int(position_ids.min())
         return first_position >= self.sinks + self.window - 1
-
-    def sink_keys(self, kh, v1, attention_mask, key_mask, cache, position_ids, P):
-        """(sinks for the kernel at the key/value heads, key mask without the sink tokens). Slot s of the sink store
-        [B, Hkv, S, D + V + 1] (head-major, as the window) holds the token at position s of its row (positions count
-        real tokens, so left padding is handled): its key and its value with the ones column (the new tokens' ``kh``
-        and ``v1``, head-major [B, Hkv, T, *]); the store is the layer's second recurrent state in the cache."""
-        B, T = kh.shape[0], kh.shape[2]
-        S, D = self.sinks, self.head_dim
-        pos = torch.arange(T, device=kh.device)[None] if position_ids is None else position_ids
-        pos = pos.to(kh.device).expand(B, T)
-        valid = new_token_mask(attention_mask, T)
-        valid = torch.ones(B, T, dtype=torch.bool, device=kh.device) if valid is None else valid
-        store = get_state(cache, self.layer_idx, SINK_STATE)
-        if store is None:
-            store = kh.new_zeros(B, self.num_kv_heads, S, D + v1.shape[-1])
-        # Only the row's first sequence fills the slots: in a row packed with restarting positions a later sequence's
-        # first tokens must not reach the earlier sequence's queries (a packed sequence does not get sinks of its own).
-        if T > 1:  # a decode step's one token starts nothing
-            seen = torch.where(valid, pos, -1).cummax(1).values
-            restart = valid & (pos <= F.pad(seen[:, :-1], (1, 0), value=-1))
-            valid = valid & (restart.cumsum(1) == 0)
-        slot = (pos[..., None] == torch.arange(S, device=kh.device)) & valid[..., None]  # [B, T, S]
-        kv = torch.cat([kh, v1.to(kh.dtype)], -1)
-        if T == 1:  # decode: the token fills its slot, if it has one, by a broadcast
-            store = torch.where(slot.view(B, 1, S, 1), kv, store.to(kh.dtype))
-            key_pos = pos - P + torch.arange(P + 1, device=kh.device)
-        else:
-            written = torch.einsum("bts,bhtd->bhsd", slot.to(kh.dtype), kv)
-            store = torch.where(slot.any(1)[:, None, :, None], written, store.to(kh.dtype))
-            key_pos = torch.cat([pos[:, :1] - P + torch.arange(P, device=kh.device)[None], pos], 1)
-        set_state(cache, self.layer_idx, store, SINK_STATE)
-        visible = torch.arange(S, device=kh.device)[None, None] <= pos[..., None]  # slots fill in position order
-        not_sink = key_pos >= S
-        key_mask = not_sink if key_mask is None else key_mask.bool() & not_sink
-        return (store[..., :D], store[..., D:], visible), key_mask

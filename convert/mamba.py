@@ -1,5 +1,6 @@
 """mamba: a Mamba-2 (SSD) layer initialised from attention (MambaInLlama), exactly transformers' GraniteMoeHybrid
-Mamba-2 layer. Mamba-2's scan is linear attention with a per-head decay (``kernels.ssd``)."""
+Mamba-2 layer, optionally with a sliding-window softmax and attention sinks (which GraniteMoeHybrid has no form for).
+Mamba-2's scan is linear attention with a per-head decay (``kernels.ssd``)."""
 
 import torch
 import torch.nn.functional as F
@@ -8,7 +9,6 @@ from transformers import initialization as init
 
 from linearize.convert.mixer_base import (
     Citation,
-    Mixer,
     causal_conv,
     init_A_log,
     init_dt_bias,
@@ -17,15 +17,21 @@ from linearize.convert.mixer_base import (
     zero_where_padding,
 )
 from linearize.convert.state_cache import get_state, set_state
+from linearize.convert.window import WindowedMixer
 from linearize.kernels.ssd.dispatch import ssd
 
 
-class MambaMixer(Mixer):
+class MambaMixer(WindowedMixer):
     """A Mamba-2 (SSD) layer initialised from attention: C <- q_proj, B <- k_proj, x <- v_proj and
     out_proj <- o_proj, keeping GQA (B and x grouped per KV head); new: the dt projection, A_log, D,
     a short causal depthwise convolution over [C, B, x] and a gated RMSNorm on the output (per head, with
     epsilon ``norm_eps``, by default the base's ``rms_norm_eps``: so the layer is exactly transformers'
     GraniteMoeHybrid Mamba-2 layer, which ``convert.export_native`` writes it as).
+
+    ``window`` / ``sinks``: the teacher's softmax over the last ``window`` tokens (q, k, v with rotary, as the
+    attention computed them) and the first ``sinks`` tokens (``convert.window``), joined by mixing outputs as Liger
+    does: the scan has no normaliser to share, so output = a * window + (1 - a) * the gated-norm scan output per
+    head, a starting at 0.5; the scan runs over every token. Such a layer has no GraniteMoeHybrid form.
     """
 
     target = "mamba"
@@ -46,8 +52,11 @@ class MambaMixer(Mixer):
         ),
     )
 
-    def __init__(self, config, layer_idx, conv_kernel=4, gate=True, norm_eps=None, mode="auto"):
+    def __init__(
+        self, config, layer_idx, conv_kernel=4, gate=True, norm_eps=None, window=None, sinks=None, mode="auto"
+    ):
         super().__init__(config, layer_idx, mode)
+        self.init_window(window, sinks)
         H, Hkv, D, hidden = self.num_heads, self.num_kv_heads, self.head_dim, config.hidden_size
         self.conv_kernel = conv_kernel
         self.gate = gate
@@ -63,10 +72,12 @@ class MambaMixer(Mixer):
         if gate:
             self.z_proj = nn.Linear(hidden, H * D, bias=False)
             self.norm_weight = nn.Parameter(torch.empty(H * D))
+        self.add_window_factor()
         self.reset_linearize_parameters()
 
     def settings(self):
-        return {**super().settings(), "conv_kernel": self.conv_kernel, "gate": self.gate, "norm_eps": self.norm_eps}
+        settings = {"conv_kernel": self.conv_kernel, "gate": self.gate, "norm_eps": self.norm_eps}
+        return {**super().settings(), **settings, **self.window_settings()}
 
     def reset_linearize_parameters(self):
         init.zeros_(self.dt_proj.weight)  # dt starts at dt_bias, a spread of time scales per head
@@ -79,15 +90,16 @@ class MambaMixer(Mixer):
         if self.gate:
             init.normal_(self.z_proj.weight, std=0.02)
             init.ones_(self.norm_weight)
+        self.reset_window_parameters()
 
     def state_bytes(self, batch_size=1, seq_len=0):
         ssm = batch_size * self.num_heads * self.head_dim * self.head_dim * 4
         conv = batch_size * self.conv_channels * self.conv_kernel * self.q_proj.weight.element_size()
-        return ssm + conv
+        return ssm + conv + self.window_bytes(batch_size, self.head_dim)
 
-    def project(self, hidden_states):
-        """[C, B, x] = the q/k/v projections (with their biases), [B, T, (H + 2 Hkv) D]."""
-        return torch.cat([t.flatten(2) for t in self.qkv(hidden_states)], -1)
+    def project(self, hidden_states, qkv=None):
+        """[C, B, x] = the q/k/v projections (with their biases), [B, T, (H + 2 Hkv) D] (``qkv``: them, made)."""
+        return torch.cat([t.flatten(2) for t in qkv or self.qkv(hidden_states)], -1)
 
     def relative_to_zero_state(self, xbc):
         """(xbc - p0, the convolution's bias), p0 the projection of a zero hidden state (the q/k/v biases).
@@ -109,7 +121,12 @@ class MambaMixer(Mixer):
         Bsz, T, _ = hidden_states.shape
         H, Hkv, D = self.num_heads, self.num_kv_heads, self.head_dim
         valid = new_token_mask(attention_mask, T)
-        xbc = self.project(hidden_states)
+        qkv = self.qkv(hidden_states)
+        window = None
+        if self.window:  # the softmax part reads the projections as the attention did: rotary on q and k
+            q, k = self.rotate(*qkv[:2], position_embeddings, kwargs.get("step_rotation"))
+            window = self.softmax_window(q, k, qkv[2], attention_mask, cache, kwargs.get("position_ids"))
+        xbc = self.project(hidden_states, qkv)
         if self.conv_kernel:
             xbc, bias = self.relative_to_zero_state(xbc)
             xbc = F.silu(causal_conv(zero_where_padding(xbc, valid), self.conv_weight, bias, cache, self.layer_idx))
@@ -126,4 +143,6 @@ class MambaMixer(Mixer):
             y = y.float() * F.silu(z.float())
             y = y * torch.rsqrt(y.pow(2).mean(-1, keepdim=True) + self.norm_eps) * self.norm_weight.float().view(H, D)
         set_state(cache, self.layer_idx, state)
+        if self.window:
+            y = self.mix_window(window, y)
         return self.o_proj(y.reshape(Bsz, T, H * D).to(hidden_states.dtype)), None

@@ -26,7 +26,11 @@ class ConvertSettings:
     )
     feature_dim: int | None = field(default=None, metadata={"help": "feature-map size (default: per target)"})
     window: int | None = field(
-        default=None, metadata={"help": "lolcats: tokens the softmax window covers (default 64; 0 = no window)"}
+        default=None,
+        metadata={
+            "help": "a softmax window over each query's last N tokens beside the recurrence: lolcats (default 64; "
+            "0 = none), linear/t2r/hedgehog/gla/mamba/gdn (default 0)"
+        },
     )
     decay: int | None = field(
         default=None,
@@ -37,7 +41,7 @@ class ConvertSettings:
     )
     sinks: int | None = field(
         default=None,
-        metadata={"help": "lolcats: the first N tokens stay visible to the window's softmax (attention sinks)"},
+        metadata={"help": "with a window: the first N tokens stay visible to the window's softmax (attention sinks)"},
     )
     rank_by: str | None = field(
         default=None,

@@ -36,7 +36,9 @@ class SharedReluFeatureMap(nn.Module):
 
 class SupraAttention(LinearAttentionMixer):
     """Shared trainable linear + ReLU feature map, rotary applied after it, fixed per-head (RetNet)
-    decays, and GroupNorm on the output in place of the normaliser."""
+    decays, and GroupNorm on the output in place of the normaliser. ``window`` / ``sinks``: with no normaliser to
+    share, the window's softmax mixes its output with the GroupNorm'd linear part's as Liger does (a per-head share
+    starting at 0.5; the linear part over every token)."""
 
     target = "supra"
     feature_map = SharedReluFeatureMap

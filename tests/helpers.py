@@ -7,6 +7,8 @@ from pathlib import Path
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM
 
+from linearize.convert.targets import MIXERS
+
 from hub_configs import HUB_CONFIGS, SIZES, hub_config, hub_config_dict
 
 FAMILIES = ("llama", "mistral", "qwen2", "qwen3")
@@ -70,6 +72,22 @@ def tiny_settings(base, target):
         threshold = head_recency(base, ids, window=8).median().item()
         return {"calibration": ids, "recency_window": 8, "recency_threshold": threshold}
     return {}
+
+
+# The recurrences that take a softmax window and sinks mixed Liger's way (convert/window.py): the suites that run
+# every target run each of them with a window too, as the case "<target>+window" (``case``).
+WINDOWED = ("supra", "gla", "mamba", "gdn")
+WINDOW = {"window": 4, "sinks": 2}  # decode and a 41-token forward cross the window; the sinks stay in it
+# "gla+liger": Liger's published layer (softmax features, no rotary on the linear branch, no normaliser) with a window
+# short enough for decode to cross it.
+VARIANTS = {"window": WINDOW, "liger": {"window": 4, "feature_map": "softmax", "rotary": False, "normalize": False}}
+CASES = (*MIXERS, *(f"{t}+window" for t in WINDOWED), "gla+liger")
+
+
+def case(base, name):
+    """(target, conversion settings) of a ``CASES`` name on ``base``."""
+    target, _, variant = name.partition("+")
+    return target, (dict(VARIANTS[variant]) if variant else tiny_settings(base, target))
 
 
 def assert_close(actual, expected, tol):

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from linearize.kernels.linear_attn.dispatch import linear_attn, with_ones
-from linearize.kernels.window_attn.naive import combine, concat_past, decay_weights, fold
+from linearize.kernels.window_attn.naive import combine, concat_past, decay_weights, fold, softmax_output
 
 
 def chunk_window_attn(
@@ -69,6 +69,14 @@ def chunk_window_attn(
     sm_num, sm_den = banded_softmax_part(q, K, Vv, valid, window, scale, sinks, chunk_size)
     o = combine(sm_num, sm_den, lin_num, lin_den, factor, eps)
     return o.to(dtype), state
+
+
+def chunk_window_softmax(q, k, v, window, scale, key_mask=None, past=None, sinks=None, chunk_size=64):
+    """Same contract as ``naive_window_softmax``: the banded product of the hybrid's window, alone."""
+    K, Vv = concat_past(past, k, v)
+    valid = torch.ones(K.shape[:2], dtype=torch.bool, device=q.device) if key_mask is None else key_mask.bool()
+    num, den = banded_softmax_part(q, K, Vv, valid, window, scale, sinks, chunk_size)
+    return softmax_output(num, den, v.dtype)
 
 
 def banded_softmax_part(q, K, V, valid, window, scale, sinks=None, block=64):

@@ -5,11 +5,11 @@ import torch
 from linearize.kernels.linear_attn.dispatch import with_ones
 
 
-def concat_past(past, k, fk, v):
-    """Prepend the previous window (k, fk, v each [B, P, H, *]) to the new tokens."""
+def concat_past(past, *new):
+    """Prepend the previous window (one [B, P, H, *] per tensor: k, fk, v, or k, v) to the new tokens."""
     if past is None:
-        return k, fk, v
-    return tuple(torch.cat([p.to(x.dtype), x], dim=1) for p, x in zip(past, (k, fk, v)))
+        return new
+    return tuple(torch.cat([p.to(x.dtype), x], dim=1) for p, x in zip(past, new))
 
 
 def empty_state(fk, v):
@@ -38,6 +38,12 @@ def combine(sm_num, sm_den, lin_num, lin_den, factor, eps):
     num = a * sm_num + (1 - a) * lin_num
     den = factor.float() * sm_den + (1 - factor.float()) * lin_den
     return num / (den[..., None] + eps)
+
+
+def softmax_output(num, den, dtype):
+    """The window's softmax alone, num / den, in ``dtype``. The row's maximum key counts exp(0) = 1, so a row that sees
+    a key has den >= 1 and the clamp changes nothing; a row that sees none (padding) gives zeros, not NaN."""
+    return (num / den.clamp_min(1.0)[..., None]).to(dtype)
 
 
 def window_softmax(scores, allowed):
@@ -125,3 +131,18 @@ def naive_window_attn(
     if n_out:
         state = fold(state, FK[:, :n_out], Vv[:, :n_out], weight)
     return o.to(dtype), state
+
+
+def naive_window_softmax(q, k, v, window, scale, key_mask=None, past=None, sinks=None):
+    """The window's softmax alone, for a recurrence that joins it by mixing outputs (Liger's way) instead of through
+    a shared normaliser: each query attends to its last ``window`` keys and the sinks. q, k: [B, T, H, D] (rotary
+    applied); v: [B, T, H, V]; past: (k, v) of the previous window or None; key_mask, sinks: as
+    ``naive_window_attn`` takes them. Returns o [B, T, H, V]."""
+    K, Vv = concat_past(past, k, v)
+    N, T = K.shape[1], q.shape[1]
+    valid = torch.ones(K.shape[0], N, dtype=torch.bool, device=q.device) if key_mask is None else key_mask.bool()
+    qi = torch.arange(N - T, N, device=q.device)[:, None]
+    kj = torch.arange(N, device=q.device)[None, :]
+    in_window = (kj <= qi) & (kj > qi - window)
+    num, den = softmax_part(q, K, Vv, in_window & valid[:, None, None, :], scale, sinks)
+    return softmax_output(num, den, v.dtype)

@@ -3,7 +3,15 @@ state."""
 
 import torch
 
-from linearize.kernels.window_attn.naive import combine, concat_past, decay_weights, empty_state, fold, softmax_part
+from linearize.kernels.window_attn.naive import (
+    combine,
+    concat_past,
+    decay_weights,
+    empty_state,
+    fold,
+    softmax_output,
+    softmax_part,
+)
 
 
 def recurrent_window_attn(
@@ -66,6 +74,20 @@ def recurrent_window_attn(
     if keep_from > folded:
         state = fold(state, FK[:, folded:keep_from], Vv[:, folded:keep_from], age(N - 1, folded, keep_from))
     return torch.cat(outputs, 1).to(dtype), state
+
+
+def recurrent_window_softmax(q, k, v, window, scale, key_mask=None, past=None, sinks=None):
+    """Same contract as ``naive_window_softmax``, a query at a time over its window buffer (the decode step)."""
+    K, Vv = concat_past(past, k, v)
+    N, T = K.shape[1], q.shape[1]
+    valid = torch.ones(K.shape[:2], dtype=torch.bool, device=q.device) if key_mask is None else key_mask.bool()
+    outputs = []
+    for t in range(T):
+        i = N - T + t
+        lo = max(0, i - window + 1)
+        keys = (K[:, lo : i + 1], Vv[:, lo : i + 1], valid[:, None, None, lo : i + 1])
+        outputs.append(softmax_output(*softmax_part(q[:, t : t + 1], *keys, scale, sinks, slice(t, t + 1)), v.dtype))
+    return torch.cat(outputs, 1)
 
 
 def step_decays(log_decay, window):

@@ -9,15 +9,17 @@ from linearize.convert.convert import convert
 from linearize.convert.plan import PlanError, parse_keep_attention
 from linearize.convert.targets import MIXERS
 
-from helpers import assert_close, perturb_new_parameters, tiny_base, tiny_settings
+from helpers import CASES, WINDOWED, assert_close, case, perturb_new_parameters, tiny_base
 
-TARGETS = list(MIXERS)
+TARGETS = CASES  # every target, and those whose window mixes Liger's way with a window too ("gla+window", ...)
 TOL = 1e-4
 
 
 def converted(family, target, keep=None, seed=0):
+    """A tiny base of ``family`` and its conversion to ``target`` (a ``CASES`` name), new parameters perturbed."""
     base = tiny_base(family, seed)
-    return base, perturb_new_parameters(convert(base, target, keep_attention=keep, **tiny_settings(base, target)))
+    target, settings = case(base, target)
+    return base, perturb_new_parameters(convert(base, target, keep_attention=keep, **settings))
 
 
 @pytest.mark.parametrize("target", TARGETS)
@@ -218,17 +220,25 @@ def test_plain_lolcats_generate_with_a_padded_mask_matches_the_forward():
 
 @pytest.mark.parametrize("target", TARGETS)
 def test_forms_agree_inside_the_model(target):
-    """The mixers' parallel, chunked and recurrent forms give the same logits."""
+    """The mixers' parallel, chunked and recurrent forms give the same logits, and the same gradients of every
+    trainable parameter (left padding in one row, so masked keys and windows are exercised too)."""
     _, model = converted("llama", target)
     ids = torch.randint(3, 128, (2, 30), generator=torch.Generator().manual_seed(1))
-    outs = {}
+    mask = torch.ones_like(ids)
+    mask[1, :5] = 0
+    params = [p for p in model.parameters() if p.requires_grad]
+    outs, grads = {}, {}
     for mode in ("naive", "chunk", "recurrent"):
         for mixer in model.mixers().values():
             mixer.mode = mode
-        with torch.no_grad():
-            outs[mode] = model(ids).logits
-    assert_close(outs["chunk"], outs["naive"], TOL)
-    assert_close(outs["recurrent"], outs["naive"], TOL)
+        outs[mode] = model(ids, attention_mask=mask).logits
+        grads[mode] = torch.autograd.grad(outs[mode].pow(2).mean(), params, allow_unused=True)
+    for mode in ("chunk", "recurrent"):
+        assert_close(outs[mode], outs["naive"], TOL)
+        for p, got, want in zip(params, grads[mode], grads["naive"]):
+            assert (got is None) == (want is None)
+            if want is not None:
+                assert_close(got, want, TOL * max(1.0, want.abs().max().item()))
 
 
 @pytest.mark.parametrize("target", TARGETS)
@@ -270,6 +280,62 @@ def test_left_padded_batch_matches_rows_alone(family, target):
         assert_close(torch.stack(batch.logits, 1)[i], torch.stack(alone.logits, 1)[0], TOL)
 
 
+# Every target that takes --window and --sinks.
+WINDOW_TARGETS = ("linear", "t2r", "hedgehog", "lolcats", *WINDOWED)
+
+
+@pytest.mark.parametrize("target", WINDOW_TARGETS)
+def test_window_and_sinks_are_used_and_recorded(tmp_path, target):
+    """A target that takes --window and --sinks uses both: another window, or other sinks, give other logits (the
+    same new parameters, perturbed alike); the cache transformers builds from the config holds the window and the
+    sink store; and a saved checkpoint loads with both and gives the same logits."""
+    from transformers import AutoModelForCausalLM
+
+    base = tiny_base("llama")
+    ids = torch.randint(3, 128, (1, 16), generator=torch.Generator().manual_seed(2))
+
+    def logits(**settings):
+        model = perturb_new_parameters(convert(base, target, **settings))
+        with torch.no_grad():
+            return model, model(ids).logits
+
+    model, windowed = logits(window=4, sinks=2)
+    for other in ({"window": 4}, {"window": 4, "sinks": 3}, {"window": 6, "sinks": 2}):
+        assert (logits(**other)[1] - windowed).abs().max() > 1e-3, other
+    assert [(m["window"], m["sinks"]) for m in model.config.mixers] == [(4, 2)] * 3
+    model.save_pretrained(tmp_path)
+    loaded = AutoModelForCausalLM.from_pretrained(tmp_path)
+    assert [(m.window, m.sinks) for m in loaded.mixers().values()] == [(4, 2)] * 3
+    layers = DynamicCache(config=loaded.config).layers
+    assert [(type(c).__name__, c.sliding_window, c.number_of_states) for c in layers] == [
+        ("LinearAttentionAndSlidingWindowAttentionLayer", 4, 2)
+    ] * 3
+    with torch.no_grad():
+        assert torch.equal(loaded(ids).logits, windowed)
+
+
+@pytest.mark.parametrize("option", [{"feature_map": "softmax"}, {"rotary": False}, {"normalize": False}])
+def test_gla_published_options_are_used_and_recorded(tmp_path, option):
+    """Each of Liger's published choices for the linear branch changes the logits and survives a save and load."""
+    from transformers import AutoModelForCausalLM
+
+    from linearize.errors import SettingError
+
+    base = tiny_base("llama")
+    ids = torch.randint(3, 128, (1, 16), generator=torch.Generator().manual_seed(2))
+    model = convert(base, "gla", **option)
+    with torch.no_grad():
+        logits = model(ids).logits
+        assert (logits - convert(base, "gla")(ids).logits).abs().max() > 1e-3
+    model.save_pretrained(tmp_path)
+    loaded = AutoModelForCausalLM.from_pretrained(tmp_path)
+    assert all(m.items() >= option.items() for m in loaded.config.mixers)
+    with torch.no_grad():
+        assert torch.equal(loaded(ids).logits, logits)
+    with pytest.raises(SettingError, match="bad gla feature_map 'relu'"):
+        convert(base, "gla", feature_map="relu")
+
+
 @pytest.mark.parametrize("target", TARGETS)
 def test_non_attention_tensors_are_the_bases(family, target):
     base, model = converted(family, target, keep="0")
@@ -278,7 +344,7 @@ def test_non_attention_tensors_are_the_bases(family, target):
     for name, tensor in base_sd.items():
         assert torch.equal(sd[name], tensor), name  # q/k/v/o are reused too
     assert set(sd) - set(base_sd) == new
-    assert bool(new) == (target not in ("linear", "gla"))  # elu+1 and Liger's key-derived gate add none
+    assert bool(new) == (target not in ("linear", "gla"))  # elu+1 and Liger's key-derived gate add none (no window)
 
 
 def test_from_attention_shares_the_attention_weights():

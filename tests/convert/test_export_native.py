@@ -285,6 +285,8 @@ def test_cli_exports_a_checkpoint_folder(tmp_path, capsys):
         ("llama", "gdn", None, {}, "cannot export target 'gdn' on a 'llama' base"),
         ("mistral", "mamba", "1", {}, "sliding window"),
         ("qwen3", "gdn", "1", {"gate": False}, "has no Qwen3-Next form"),
+        ("llama", "mamba", None, {"window": 4}, "a mamba mixer with a softmax window (window 4, sinks 0)"),
+        ("qwen3", "gdn", "0", {"window": 4, "sinks": 2}, "has no Qwen3-Next form, whose gdn layers hold no window"),
     ],
 )
 def test_cli_refuses_unsupported_models(tmp_path, capsys, base, target, keep, settings, expected):

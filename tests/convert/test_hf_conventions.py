@@ -13,7 +13,7 @@ from linearize.convert.configuration_linearized import LinearizedConfig
 from linearize.convert.convert import convert
 from linearize.convert.targets import MIXERS
 
-from helpers import assert_close, perturb_new_parameters, tiny_base, tiny_settings
+from helpers import WINDOWED, assert_close, perturb_new_parameters, tiny_base, tiny_settings
 
 
 def windowed(layers=2, **settings):
@@ -112,7 +112,10 @@ def test_assisted_decoding_is_refused_before_any_forward():
 
 
 @pytest.mark.parametrize(
-    "target,settings", [(t, None) for t in MIXERS] + [("lolcats", {}), ("lolcats", {"window": 2, "sinks": 1})]
+    "target,settings",
+    [(t, None) for t in MIXERS]
+    + [("lolcats", {}), ("lolcats", {"window": 2, "sinks": 1})]
+    + [(t, {"window": 2, "sinks": 1}) for t in WINDOWED],
 )
 def test_every_trainable_parameter_gets_a_gradient_on_a_short_batch(target, settings):
     """A sequence shorter than the window never reaches the key feature map's linear part: its gradient is then zero,

@@ -11,7 +11,7 @@ from transformers import AutoModelForCausalLM
 import linearize.convert.auto  # noqa: F401  (registers the Auto classes)
 from linearize.convert.convert import convert
 
-from helpers import perturb_new_parameters, tiny_base, tiny_settings
+from helpers import case, perturb_new_parameters, tiny_base
 
 # Run in a fresh interpreter where `import linearize` fails, as on a machine with only torch + transformers.
 NO_LINEARIZE = textwrap.dedent("""
@@ -47,11 +47,16 @@ NO_LINEARIZE = textwrap.dedent("""
         ("llama", "recurformer", None),
         ("qwen3", "gla", None),
         ("llama", "gdn", "-1"),
+        ("llama", "gla+window", None),
+        ("qwen2", "gla+liger", "1"),
+        ("qwen3", "mamba+window", "0"),
+        ("mistral", "gdn+window", "-1"),
     ],
 )
 def test_load_without_linearize_gives_identical_logits(tmp_path, family, target, keep):
     base = tiny_base(family)
-    model = perturb_new_parameters(convert(base, target, keep_attention=keep, **tiny_settings(base, target)))
+    target, settings = case(base, target)
+    model = perturb_new_parameters(convert(base, target, keep_attention=keep, **settings))
     ids = torch.randint(3, 128, (1, 20), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         logits = model(ids).logits

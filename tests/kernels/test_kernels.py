@@ -303,7 +303,7 @@ from linearize.kernels.ssd.chunk import chunk_ssd  # noqa: E402
 from linearize.kernels.ssd.dispatch import TORCH_FORMS as TORCH_FORMS_SSD  # noqa: E402
 from linearize.kernels.ssd.dispatch import ssd  # noqa: E402
 from linearize.kernels.ssd.recurrent import ssd_step  # noqa: E402
-from linearize.kernels.window_attn.dispatch import window_attn  # noqa: E402
+from linearize.kernels.window_attn.dispatch import SOFTMAX_FORMS, window_attn, window_softmax  # noqa: E402
 
 GRAD_TOL = 1e-4
 CHUNK = 8  # the chunked forms' chunk size below
@@ -450,6 +450,39 @@ def test_window_attn_gradients(T, window, decay, sinks, context):
     if T == 1:  # decode: the one-query step against the window that holds its token
         calls["step"] = window_call(step_as_form, window)
     assert_forms_agree(calls, window_grad_inputs(T, window, decay, sinks, context))
+
+
+def softmax_call(fn, window, **kw):
+    """A form of the window's softmax alone (``window_softmax``) on the window forms' flat inputs; it keeps no state,
+    which ``run_with_grads`` takes as a constant zero."""
+
+    def call(q, k, v, **x):
+        if "past_k" in x:
+            x["past"] = (x.pop("past_k"), x.pop("past_v"))
+        if "sink_k" in x:
+            x["sinks"] = (x.pop("sink_k"), x.pop("sink_v"), x.pop("sink_visible"))
+        return fn(q, k, v, window, 0.35, **x, **kw), q.new_zeros(1)
+
+    return call
+
+
+@pytest.mark.parametrize("context", ["plain", "mask", "past"])
+@pytest.mark.parametrize("sinks", [False, True])
+@pytest.mark.parametrize("T,window", [(1, 4), (7, 1), (7, 30), (21, 4), (21, 9)])
+def test_window_softmax_gradients(T, window, sinks, context):
+    """The window's softmax alone (what Liger's mix takes): its three forms and the dispatch's decode form agree in
+    outputs and gradients, and equal the hybrid with its linear part switched off (factor 1)."""
+    x = window_grad_inputs(T, window, False, sinks, context)
+    x = {n: t for n, t in x.items() if n in ("q", "k", "v", "key_mask") or n.startswith(("past_k", "past_v", "sink_"))}
+    calls = {name: softmax_call(fn, window) for name, fn in SOFTMAX_FORMS.items()}
+    calls["chunk"] = softmax_call(SOFTMAX_FORMS["chunk"], window, chunk_size=CHUNK)
+    calls["auto"] = softmax_call(window_softmax, window, mode="auto")
+    assert_forms_agree(calls, x)
+    hybrid = window_grad_inputs(T, window, False, sinks, context)
+    hybrid["factor"] = torch.ones(2)
+    hybrid.pop("initial_state", None)
+    expected, _ = window_call(naive_window_attn, window)(**hybrid)
+    torch.testing.assert_close(calls["naive"](**x)[0], expected, atol=1e-5, rtol=1e-5)
 
 
 def delta_grad_inputs(T, gated, initial, B=2, H=2, K=4, V=3):

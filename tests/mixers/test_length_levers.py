@@ -30,17 +30,18 @@ def test_sinks_keep_the_first_tokens_and_decay_forgets_the_rest(sinks):
     assert (moved > 1e-3) == bool(sinks), moved
 
 
-def test_sink_store_is_in_the_cache_and_bytes_counted():
+@pytest.mark.parametrize("target,width", [("lolcats", 25), ("supra", 24), ("gla", 24), ("mamba", 24), ("gdn", 24)])
+def test_sink_store_is_in_the_cache_and_bytes_counted(target, width):
     base = tiny_base("qwen3")
-    model = perturb_new_parameters(convert(base, "lolcats", window=4, sinks=3))
-    plain = convert(base, "lolcats", window=4)
+    model = perturb_new_parameters(convert(base, target, window=4, sinks=3))
+    plain = convert(base, target, window=4)
     assert model.cache_bytes(4096)[0] > plain.cache_bytes(4096)[0]
     ids = torch.randint(3, 128, (2, 10), generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         out = model(ids, use_cache=True)
     store = out.cache.get_recurrent_state(0, 1)
-    # batch, key/value heads (as the teacher caches them), sinks, key + value + the normaliser's one
-    assert store.shape == (2, 2, 3, 25)
+    # batch, key/value heads (as the teacher caches them), sinks, key + value (+ LoLCATs' normaliser's one)
+    assert store.shape == (2, 2, 3, width)
 
 
 def test_decode_fills_the_sink_slots_a_short_prompt_left_empty():
@@ -73,9 +74,24 @@ def test_bad_lever_settings_are_one_clear_error(settings, message):
         convert(tiny_base("llama"), "lolcats", **settings)
 
 
-def test_sinks_need_a_window():
+@pytest.mark.parametrize("target", ["hedgehog", "gla", "mamba", "gdn"])
+def test_sinks_need_a_window(target):
     with pytest.raises(SettingError, match="--sinks needs a softmax window"):
-        convert(tiny_base("llama"), "hedgehog", sinks=2)
+        convert(tiny_base("llama"), target, sinks=2)
+
+
+@pytest.mark.parametrize(
+    "target,settings,message",
+    [
+        ("mamba", {"decay": 16}, "--decay does not apply to --to mamba"),
+        ("recurformer", {"window": 4, "sinks": 2}, "--window, --sinks does not apply to --to recurformer"),
+        ("gla", {"feature_dim": 8}, "--feature-dim does not apply to --to gla"),
+    ],
+)
+def test_a_setting_the_target_does_not_take_is_refused(target, settings, message):
+    """Never dropped silently (RecurFormer builds its layers' settings from its plan)."""
+    with pytest.raises(SettingError, match=message):
+        convert(tiny_base("llama"), target, **settings)
 
 
 @pytest.mark.parametrize(

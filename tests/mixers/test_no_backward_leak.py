@@ -8,9 +8,10 @@ import torch
 from linearize.convert.convert import convert
 from linearize.convert.targets import MIXERS
 
-from helpers import assert_close, perturb_new_parameters, tiny_base, tiny_settings
+from helpers import WINDOWED, assert_close, perturb_new_parameters, tiny_base, tiny_settings
 
 LINEAR = ("linear", "t2r", "hedgehog")  # the feature-map targets that take a window, sinks and decay
+# WINDOWED: the recurrences that take a window and sinks mixed Liger's way
 CASES = (
     [(t, "tiny") for t in MIXERS]
     + [(t, "window+sinks+decay") for t in LINEAR]
@@ -19,6 +20,7 @@ CASES = (
         ("lolcats", "window+sinks"),
         ("lolcats", "decay only"),
     ]
+    + [(t, "window+sinks") for t in WINDOWED]
 )
 SETTINGS = {
     "window+sinks+decay": {"window": 4, "sinks": 2, "decay": 16},
