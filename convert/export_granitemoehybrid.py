@@ -229,8 +229,9 @@ tokenizer = AutoTokenizer.from_pretrained("{name}")
 ```
 
 Engines: transformers runs GraniteMoeHybrid natively (linearize's tests check that exports give the converted
-model's logits and greedy tokens there). vLLM and SGLang list GraniteMoeHybrid among their supported models (a
-claim from their model lists; exports have not been run on them).
+model's logits and greedy tokens there). llama.cpp: its `convert_hf_to_gguf.py` converts this folder to GGUF
+(linearize's `benchmarks/llama_cpp_check.py` checks the greedy tokens there). vLLM and SGLang list
+GraniteMoeHybrid among their supported models (a claim from their model lists; exports have not been run on them).
 """
 
 

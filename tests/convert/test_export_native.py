@@ -267,8 +267,8 @@ def test_mamba_export_pads_heads_that_add_zero(monkeypatch):
 
 
 def test_qwen3_next_export_layout(exported):
-    """Qwen3-Next's fields as the mapping sets them: dense MLPs everywhere, full rotary, one linear-attention head
-    per query head, zero-centred norms stored as w - 1, the kept attention's gate rows zero and o_proj doubled."""
+    """Qwen3-Next's fields as the mapping sets them: each MLP a mixture of one expert, full rotary, one linear-attention
+    head per query head, zero-centred norms stored as w - 1, the kept attention's gate rows zero and o_proj doubled."""
     from safetensors.torch import load_file
 
     _, _, folder = exported["qwen3-gdn-hybrid"]
