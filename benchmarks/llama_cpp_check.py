@@ -137,8 +137,9 @@ def worker(task):
 
     threads = task["threads"]
     if task["kind"] == "agree":  # verbose, so that llama.cpp's line saying why it refuses a model reaches stderr
+        kv = {"type_k": 0, "type_v": 0} if task.get("kv") == "f32" else {}  # GGML_TYPE_F32; llama.cpp's default f16
         llm = Llama(model_path=task["gguf"], n_ctx=512, n_batch=512, n_threads=threads, n_threads_batch=threads,
-                    logits_all=True, verbose=True)  # fmt: skip
+                    logits_all=True, verbose=True, **kv)  # fmt: skip
         prompt = task["prompt_ids"]
         tokenized = llm.tokenize(task["prompt"].encode(), add_bos=False, special=False)
         llm.eval(prompt)
@@ -325,18 +326,18 @@ def main():
         print(f"{name}: transformers reference", flush=True)
         ref = reference(folder, prompt_ids, conv)
         kept = json.loads((folder / "config.json").read_text()).get("layer_types")
-        for q in quants:
+        for q, kv in [(q, kv) for q in quants for kv in ("f16", "f32")]:
             gguf, why = to_gguf(converter, folder, work / f"{name}-{q}.gguf", q)
             if why is None:
-                print(f"{name} {q}: llama.cpp", flush=True)
-                logits_out = work / f"{name}-{q}.logits.npy"
-                res, why = in_child({"kind": "agree", "site": str(root / "site"), "gguf": str(gguf),
+                print(f"{name} {q}, KV cache {kv}: llama.cpp", flush=True)
+                logits_out = work / f"{name}-{q}-{kv}.logits.npy"
+                res, why = in_child({"kind": "agree", "site": str(root / "site"), "gguf": str(gguf), "kv": kv,
                                      "threads": args.threads, "prompt": PROMPT, "prompt_ids": prompt_ids,
                                      "reference": ref["greedy"], "generate": GENERATE,
                                      "logits_out": str(logits_out)})  # fmt: skip
             if why is not None:
                 refused[(name, q)] = why
-                rows.append({"model": name, "quant": q, "refused": why})
+                rows.append({"model": name, "quant": q, "kv": kv, "refused": why})
                 print(f"  refused: {why}")
                 continue
             ggufs[(name, q)] = gguf
@@ -344,6 +345,7 @@ def main():
             row = {
                 "model": name,
                 "quant": q,
+                "kv": kv,
                 "layers": f"{sum(t in ('attention', 'full_attention') for t in kept)} attention / {len(kept)}"
                 if kept
                 else "30 attention / 30",
@@ -389,9 +391,10 @@ def report(args, build_seconds, rows, speed, prompt_ids):
     import torch
     import transformers
 
-    command = "python benchmarks/llama_cpp_check.py " + " ".join(
-        a for a in sys.argv[1:] if not a.startswith("--note")
-    )  # fmt: skip
+    argv = sys.argv[1:]
+    if "--note" in argv:  # the note is about this run, not part of the command
+        del argv[argv.index("--note") : argv.index("--note") + 2]
+    command = " ".join(["python benchmarks/llama_cpp_check.py", *(a for a in argv if not a.startswith("--note="))])
     lines = [
         "# llama.cpp runs the exports (issue #25)",
         "",
@@ -405,30 +408,32 @@ def report(args, build_seconds, rows, speed, prompt_ids):
         "folder llama.cpp converted (fp32); `last`: max |logit difference| at the prompt's last position; `forced`: "
         f"the same over all {GENERATE + 1} positions with the reference's tokens fed to llama.cpp; `greedy`: leading "
         "tokens of llama.cpp's own greedy run equal to the reference's (and how many of the 32 positions agree); "
-        "`tok`: llama.cpp's tokenizer (from the GGUF's metadata) gives transformers' ids for the prompt. "
+        "`tok`: llama.cpp's tokenizer (from the GGUF's metadata) gives transformers' ids for the prompt. `KV "
+        "cache`: llama.cpp's default f16 cache of the attention layers' keys and values, or f32 (`type_k`, `type_v`). "
         "For the hybrids, `ours vs hf`: linearize's converted checkpoint against its transformers export (max "
         "|logit difference| over the same positions). `q8_0 in hf`: what q8_0's rounding of the weights alone does, "
         "engine aside: transformers with every matrix rounded as q8_0 stores it, against transformers (last position).",
         "",
-        "| model | kept layers | GGUF | last | forced | |logits| max | greedy (of 32) | argmax under forcing | tok "
-        "| ours vs hf | q8_0 in hf |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| model | kept layers | GGUF | KV cache | last | forced | |logits| max | greedy (of 32) | argmax under "
+        "forcing | tok | ours vs hf | q8_0 in hf |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         if "refused" in r:
-            lines.append(f"| {r['model']} | | {r['quant']} | refused: `{r['refused']}` | | | | | | | |")
+            lines.append(f"| {r['model']} | | {r['quant']} | {r['kv']} | refused: `{r['refused']}` | | | | | | | |")
             continue
         ours = (
             f"{r['ours_vs_hf']:.2g}{'' if r['ours_greedy_same'] else ' (tokens differ)'}" if "ours_vs_hf" in r else ""
         )
         lines.append(
-            f"| {r['model']} | {r['layers']} | {r['quant']} | {r['last_diff']:.3g} | {r['forced_diff']:.3g} | "
+            f"| {r['model']} | {r['layers']} | {r['quant']} | {r['kv']} | {r['last_diff']:.3g} | "
+            f"{r['forced_diff']:.3g} | "
             f"{r['logit_scale']:.3g} | {r['greedy_leading']} ({r['greedy_same']}) | {r['forced_argmax']}/"
             f"{GENERATE + 1} | {'yes' if r['tokenizer_same'] else 'NO'} | {ours} | "
             f"{format(r['q8_0_in_hf'], '.3g') if 'q8_0_in_hf' in r else ''} |"
         )
     lines += ["", "llama.cpp's greedy text:", ""]
-    lines += [f"- {r['model']} {r['quant']}: {r['text']!r}" for r in rows if "text" in r]
+    lines += [f"- {r['model']} {r['quant']} (KV {r['kv']}): {r['text']!r}" for r in rows if "text" in r]
     if speed:
         contexts = [int(c) for c in args.contexts.split(",")]
         lines += [

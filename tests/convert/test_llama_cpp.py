@@ -1,6 +1,7 @@
 """Exports in llama.cpp (issue #25): the SmolLM2 mamba hybrid, exported, converted by llama.cpp's own
-``convert_hf_to_gguf.py`` to f32 and run by llama.cpp gives transformers' 32 greedy tokens and its last-position
-logits within the tolerance the plain teacher calibrates (benchmarks/llama-cpp.md: teacher 0.010, this hybrid 0.012).
+``convert_hf_to_gguf.py`` to f32 and run by llama.cpp gives transformers' 32 greedy tokens, and its last-position
+logits within 0.01 with an f32 KV cache (benchmarks/llama-cpp.md: the plain teacher 3e-5, this hybrid 1.2e-3; with
+llama.cpp's default f16 KV cache, which the undistilled hybrid amplifies, teacher 0.010, hybrid 0.012).
 
 Runs only where ``python benchmarks/llama_cpp_check.py --build-only`` has built and cached llama-cpp-python (about
 ten minutes on 2 cores, once per version): CI does not build llama.cpp, and skips this with that reason.
@@ -16,7 +17,7 @@ import llama_cpp_check as check  # noqa: E402
 
 ROOT = check.cache_root(check.VERSION)
 BUILT = (ROOT / "BUILD.json").exists() and (ROOT / "site" / "llama_cpp" / "lib" / "libllama.so").exists()
-TOLERANCE = 0.05  # max |logit difference| at the prompt's last position, f32; the teacher's own is 0.010
+TOLERANCE = 0.01  # max |logit difference| at the prompt's last position, f32 weights and KV cache
 
 
 @pytest.mark.slow
@@ -42,14 +43,14 @@ def test_smollm2_mamba_hybrid_runs_token_for_token_in_llama_cpp(tmp_path):
     assert why is None, why
     prompt_ids = AutoTokenizer.from_pretrained(folder)(check.PROMPT, add_special_tokens=False)["input_ids"]
     ref = check.reference(folder, prompt_ids)
-    task = {"kind": "agree", "site": str(ROOT / "site"), "gguf": str(gguf), "threads": 2, "prompt": check.PROMPT,
-            "prompt_ids": prompt_ids, "reference": ref["greedy"], "generate": check.GENERATE,
-            "logits_out": str(tmp_path / "logits.npy")}  # fmt: skip
-    res, why = check.in_child(task, timeout=900)
-    assert why is None, why  # llama.cpp loaded and ran it (an assertion would abort the child with its line)
-    theirs = np.load(tmp_path / "logits.npy")
-    diff = float(np.abs(theirs[0] - ref["logits"][0]).max())
-    print(f"\nllama.cpp f32 vs transformers: last-position max |logit diff| {diff:.3g}; greedy {res['greedy']}")
-    assert res["tokenized"] == prompt_ids  # the GGUF's tokenizer metadata tokenizes as transformers does
-    assert res["greedy"] == ref["greedy"]
+    for kv in ("f16", "f32"):  # llama.cpp's default KV cache, and an exact one
+        task = {"kind": "agree", "site": str(ROOT / "site"), "gguf": str(gguf), "kv": kv, "threads": 2,
+                "prompt": check.PROMPT, "prompt_ids": prompt_ids, "reference": ref["greedy"],
+                "generate": check.GENERATE, "logits_out": str(tmp_path / f"logits-{kv}.npy")}  # fmt: skip
+        res, why = check.in_child(task, timeout=900)
+        assert why is None, why  # llama.cpp loaded and ran it (an assertion would abort the child with its line)
+        diff = float(np.abs(np.load(tmp_path / f"logits-{kv}.npy")[0] - ref["logits"][0]).max())
+        print(f"\nllama.cpp (KV cache {kv}) vs transformers: last-position max |logit diff| {diff:.3g}")
+        assert res["tokenized"] == prompt_ids  # the GGUF's tokenizer metadata tokenizes as transformers does
+        assert res["greedy"] == ref["greedy"]
     assert diff <= TOLERANCE
