@@ -16,13 +16,24 @@ The mapping:
   conv's bias as our mixer adds them (``MambaMixer.relative_to_zero_state``), so the host, which zeroes padded
   hidden states before ``in_proj``, sees zeros at padded positions and left padding stays exact
   (``mamba_proj_bias`` only where o_proj has a bias); A_log, D, dt_bias and the norm weight as they are;
-- embedding, residual and logits multipliers 1.
+- embedding, residual and logits multipliers 1;
+- the Mamba width doubled (``mamba_expand`` 2, as IBM's checkpoints have it: llama.cpp supports no other
+  expansion) by padded heads, heads H..2H-1 after the H real ones, each its own group (``mamba_n_groups`` =
+  ``mamba_n_heads`` = 2H, so every norm group is still one head): their in_proj rows, conv channels, norm weight
+  and out_proj columns are zero, so their x, B and state stay zero and they add exactly 0 to the output;
+- ``num_local_experts`` = ``num_experts_per_tok`` = 0 (llama.cpp asserts the second is at most the first).
+
+Engines that read the config differently get the fields they need (``config_json``).
 """
 
 import torch
 
 from linearize.convert.export_native import ExportError, Host, layer_types, per_head, register
 from linearize.convert.families import head_dim
+
+# The Mamba width as a multiple of the hidden size: the converted layers' own is 1 (heads x head_dim = hidden size);
+# llama.cpp's GraniteMoeHybrid supports only 2 (``GGML_ASSERT(2 * n_embd == d_inner)``), so the export pads heads.
+MAMBA_EXPAND = 2
 
 
 def check_layer(i, m):
@@ -62,12 +73,14 @@ def native_config(model):
         for n in ("q_proj", "k_proj", "v_proj", "o_proj")
     )
     out_bias = any(model.model.layers[i].self_attn.o_proj.bias is not None for i, m in enumerate(mixers) if m)
+    heads = MAMBA_EXPAND * base.hidden_size // D  # H real heads, the rest padding (check_base: H * D == hidden)
     config = GraniteMoeHybridConfig(
         vocab_size=base.vocab_size,
         hidden_size=base.hidden_size,
         intermediate_size=base.intermediate_size,
         shared_intermediate_size=base.intermediate_size,
         num_local_experts=0,
+        num_experts_per_tok=0,
         num_hidden_layers=len(layer_types(mixers)),
         num_attention_heads=H,
         num_key_value_heads=Hkv,
@@ -88,12 +101,12 @@ def native_config(model):
         attention_multiplier=D**-0.5,
         position_embedding_type="rope",
         layer_types=layer_types(mixers),
-        mamba_n_heads=H,
-        mamba_n_groups=H,
+        mamba_n_heads=heads,
+        mamba_n_groups=heads,
         mamba_d_state=D,
         mamba_d_head=D,
         mamba_d_conv=kernel,
-        mamba_expand=1,
+        mamba_expand=MAMBA_EXPAND,
         mamba_conv_bias=True,
         mamba_proj_bias=out_bias,
     )
@@ -106,7 +119,7 @@ def native_state_dict(model, config):
     """The converted model's tensors under GraniteMoeHybrid's names and layout."""
     base = model.model.base_config
     H, Hkv, D = base.num_attention_heads, base.num_key_value_heads, head_dim(base)
-    G = H // Hkv
+    G, P = H // Hkv, config.mamba_n_heads - H  # P padded heads
     sd = {"model.embed_tokens.weight": model.model.embed_tokens.weight, "model.norm.weight": model.model.norm.weight}
     if not config.tie_word_embeddings:
         sd["lm_head.weight"] = model.lm_head.weight
@@ -118,6 +131,10 @@ def native_state_dict(model, config):
 
     def bias(linear):
         return linear.bias if linear.bias is not None else zeros(linear.out_features)
+
+    def padded(*parts, size):
+        """Each part (rows per real head) followed by zero rows for the padded heads (``size`` rows per head)."""
+        return torch.cat([t for part in parts for t in (part, zeros(P * size, *part.shape[1:]))])
 
     if len(config.layer_types) > len(model.model.layers):  # the pass-through layer, last
         p, hidden, inner = f"model.layers.{len(model.model.layers)}.", base.hidden_size, base.intermediate_size
@@ -146,25 +163,29 @@ def native_state_dict(model, config):
         m = p + "mamba."
         sd[m + "in_proj.weight"] = torch.cat(
             [
-                attn.z_proj.weight,
-                per_head(attn.v_proj.weight, Hkv, G),
-                per_head(attn.k_proj.weight, Hkv, G),
-                attn.q_proj.weight,
-                attn.dt_proj.weight,
+                padded(
+                    attn.z_proj.weight,
+                    per_head(attn.v_proj.weight, Hkv, G),
+                    per_head(attn.k_proj.weight, Hkv, G),
+                    attn.q_proj.weight,
+                    size=D,
+                ),
+                padded(attn.dt_proj.weight, size=1),
             ]
         )
         if config.mamba_proj_bias:  # for o_proj's bias; the q/k/v biases are in the conv's bias
             sd[m + "in_proj.bias"] = zeros(sd[m + "in_proj.weight"].shape[0])
             sd[m + "out_proj.bias"] = bias(attn.o_proj)
         C, B, x = torch.split(attn.conv_weight, [H * D, Hkv * D, Hkv * D])
-        sd[m + "conv1d.weight"] = torch.cat([per_head(x, Hkv, G), per_head(B, Hkv, G), C])[:, None]
+        sd[m + "conv1d.weight"] = padded(per_head(x, Hkv, G), per_head(B, Hkv, G), C, size=D)[:, None]
         with torch.no_grad():  # the bias our mixer's convolution adds, q/k/v biases included
             conv_bias = attn.relative_to_zero_state(zeros(1, 1, attn.conv_channels))[1].to(like.dtype)
         C, B, x = torch.split(conv_bias, [H * D, Hkv * D, Hkv * D])
-        sd[m + "conv1d.bias"] = torch.cat([per_head(x, Hkv, G), per_head(B, Hkv, G), C])
-        sd[m + "dt_bias"], sd[m + "A_log"], sd[m + "D"] = attn.dt_bias, attn.A_log, attn.D
-        sd[m + "norm.weight"] = attn.norm_weight
-        sd[m + "out_proj.weight"] = attn.o_proj.weight
+        sd[m + "conv1d.bias"] = padded(per_head(x, Hkv, G), per_head(B, Hkv, G), C, size=D)
+        for name in ("dt_bias", "A_log", "D"):
+            sd[m + name] = padded(getattr(attn, name), size=1)
+        sd[m + "norm.weight"] = padded(attn.norm_weight, size=D)
+        sd[m + "out_proj.weight"] = padded(attn.o_proj.weight.T, size=D).T
     return {k: v.detach().contiguous() for k, v in sd.items()}
 
 
@@ -174,7 +195,12 @@ def model_card(config, source, layers, name="PATH"):
     mamba = sum(t == "linear_attention" for t in kinds)
     kept = [i for i, t in enumerate(kinds) if t != "linear_attention"]
     origin = f" from `{source}`" if source else ""
-    notes = []
+    notes = [
+        f"Its Mamba layers have {config.mamba_n_heads} heads, of which the last "
+        f"{config.mamba_n_heads - config.hidden_size // config.mamba_d_head} are "
+        "padding (zero projections, convolution and output: they add exactly 0), because llama.cpp runs "
+        "GraniteMoeHybrid only with a Mamba width of twice the hidden size."
+    ]
     if len(config.layer_types) > layers:
         notes.append(
             f"Layer {layers} is a pass-through attention layer (zero output and MLP projections: it adds "
@@ -203,15 +229,21 @@ tokenizer = AutoTokenizer.from_pretrained("{name}")
 ```
 
 Engines: transformers runs GraniteMoeHybrid natively (linearize's tests check that exports give the converted
-model's logits and greedy tokens there). vLLM and SGLang list GraniteMoeHybrid among their supported models (a
-claim from their model lists; exports have not been run on them).
+model's logits and greedy tokens there). llama.cpp: its `convert_hf_to_gguf.py` converts this folder to GGUF
+(linearize's `benchmarks/llama_cpp_check.py` checks the greedy tokens there). vLLM and SGLang list
+GraniteMoeHybrid among their supported models (a claim from their model lists; exports have not been run on them).
 """
 
 
 def config_json(written, config, rope):
     """vLLM and SGLang look GraniteMoeHybrid's layers up by "mamba" / "attention", as IBM's checkpoints write them
-    (transformers maps them to its "linear_attention" / "full_attention")."""
+    (transformers maps them to its "linear_attention" / "full_attention"). llama.cpp's converter ignores
+    ``position_embedding_type`` and gives a GraniteMoeHybrid with Mamba layers RoPE only when "BambaForCausalLM" is
+    among its architectures (Bamba: the same layout, with RoPE); the engines that read architectures take the
+    first they know, GraniteMoeHybridForCausalLM."""
     written["layer_types"] = ["mamba" if t == "linear_attention" else "attention" for t in config.layer_types]
+    if config.position_embedding_type == "rope":
+        written["architectures"] = [*written["architectures"], "BambaForCausalLM"]
 
 
 register(

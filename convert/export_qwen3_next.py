@@ -3,8 +3,12 @@ function, not an approximation.
 
 The mapping:
 
-- ``layer_types`` "linear_attention" (converted) / "full_attention" (kept); dense MLPs in every layer
-  (``mlp_only_layers`` = all, ``num_experts`` 0, ``intermediate_size`` the base's), gate/up/down as they are;
+- ``layer_types`` "linear_attention" (converted) / "full_attention" (kept);
+- every MLP as a mixture of one expert (``num_experts`` = ``num_experts_per_tok`` = 1, ``moe_intermediate_size``
+  the base's intermediate size): its router's softmax over one expert is exactly 1, so the routed expert, the
+  base's gate/up/down, is the dense MLP; the shared expert, which Qwen3-Next always adds (times a sigmoid gate), has
+  zero weights and adds exactly 0. llama.cpp's Qwen3-Next has no dense MLP (it refuses a model without experts)
+  and vLLM's expects mixture-of-experts layers; transformers runs both forms;
 - every RMSNorm the host zero-centres (computes x_hat * (1 + w)) stored as w - 1: the input and
   post-attention layer norms, the final norm and the attention's q/k norms; the Gated DeltaNet's output norm
   is not zero-centred in the host and is stored as it is;
@@ -23,6 +27,9 @@ import torch
 
 from linearize.convert.export_native import ExportError, Host, layer_types, per_head, register
 from linearize.convert.families import head_dim
+
+# The zero shared expert's width: the smallest that quantizes in llama.cpp (q8_0 stores rows in blocks of 32).
+SHARED_EXPERT = 32
 
 
 def check_layer(i, m):
@@ -45,7 +52,7 @@ def check_base(base):
 
 
 def native_config(model):
-    """The Qwen3NextConfig of a gdn model on a Qwen3 base: dense MLPs everywhere, full rotary, the linear layers'
+    """The Qwen3NextConfig of a gdn model on a Qwen3 base: one-expert MLPs everywhere, full rotary, the linear layers'
     heads and head size those of the base's attention. An all-gdn export gets a pass-through attention layer, last
     (see ``export_native.layer_types``)."""
     from transformers import Qwen3NextConfig
@@ -81,8 +88,13 @@ def native_config(model):
         linear_value_head_dim=D,
         linear_num_key_heads=H,
         linear_num_value_heads=H,
-        num_experts=0,
-        mlp_only_layers=list(range(len(types))),
+        num_experts=1,
+        num_experts_per_tok=1,
+        norm_topk_prob=True,
+        moe_intermediate_size=base.intermediate_size,
+        shared_expert_intermediate_size=SHARED_EXPERT,
+        decoder_sparse_step=1,
+        mlp_only_layers=[],
         layer_types=types,
     )
     config.architectures = ["Qwen3NextForCausalLM"]
@@ -118,6 +130,20 @@ def native_state_dict(model, config):
             w = w * norm.weight.float().view(1, D, 1)
         return w.to(linear.weight.dtype)
 
+    def moe(p, gate, up, down):
+        """A dense MLP as the host's mixture of one expert: the router (zero logits, one expert: weight exactly 1), the
+        expert, and a shared expert and its gate of zeros."""
+        inner = config.shared_expert_intermediate_size
+        return {
+            p + "mlp.gate.weight": zeros(1, hidden),
+            p + "mlp.experts.gate_up_proj": torch.cat([gate, up])[None],
+            p + "mlp.experts.down_proj": down[None],
+            p + "mlp.shared_expert.gate_proj.weight": zeros(inner, hidden),
+            p + "mlp.shared_expert.up_proj.weight": zeros(inner, hidden),
+            p + "mlp.shared_expert.down_proj.weight": zeros(hidden, inner),
+            p + "mlp.shared_expert_gate.weight": zeros(1, hidden),
+        }
+
     if len(config.layer_types) > len(model.model.layers):  # the pass-through layer, last
         p, inner = f"model.layers.{len(model.model.layers)}.", base.intermediate_size
         for n, shape in (
@@ -129,17 +155,14 @@ def native_state_dict(model, config):
             ("self_attn.k_proj", (Hkv * D, hidden)),
             ("self_attn.v_proj", (Hkv * D, hidden)),
             ("self_attn.o_proj", (hidden, H * D)),
-            ("mlp.gate_proj", (inner, hidden)),
-            ("mlp.up_proj", (inner, hidden)),
-            ("mlp.down_proj", (hidden, inner)),
         ):
             sd[p + n + ".weight"] = zeros(*shape)
+        sd.update(moe(p, zeros(inner, hidden), zeros(inner, hidden), zeros(hidden, inner)))
     for i, layer in enumerate(model.model.layers):
         p = f"model.layers.{i}."
         sd[p + "input_layernorm.weight"] = _centred(layer.input_layernorm.weight)
         sd[p + "post_attention_layernorm.weight"] = _centred(layer.post_attention_layernorm.weight)
-        for n in ("gate_proj", "up_proj", "down_proj"):
-            sd[p + f"mlp.{n}.weight"] = getattr(layer.mlp, n).weight
+        sd.update(moe(p, layer.mlp.gate_proj.weight, layer.mlp.up_proj.weight, layer.mlp.down_proj.weight))
         attn = layer.self_attn
         if config.layer_types[i] == "full_attention":
             a = p + "self_attn."
@@ -189,7 +212,8 @@ tags: [linearize, gated-deltanet, hybrid, qwen3_next]
 A [linearize](https://pypi.org/project/linearize/) checkpoint{origin} exported to transformers' own
 **Qwen3-Next** architecture (`model_type: qwen3_next`): {linear} of {layers} layers are Gated DeltaNet layers
 converted from attention{f", layers {kept} keep softmax attention" if kept else ""}. The weights are those of the
-converted model, laid out as Qwen3-Next's (dense MLPs in every layer, no experts; full rotary; zero-centred
+converted model, laid out as Qwen3-Next's (each MLP a mixture of one expert that always takes the whole weight,
+beside a shared expert of zeros; full rotary; zero-centred
 norms stored as weight - 1; the attention's output gate fixed at 0.5 by zero gate weights, with o_proj doubled),
 so it computes the same function with no remote code.
 {note}
@@ -201,8 +225,8 @@ tokenizer = AutoTokenizer.from_pretrained("{name}")
 ```
 
 Engines: transformers runs Qwen3-Next natively (linearize's tests check that exports give the converted model's
-logits and greedy tokens there). vLLM and SGLang list Qwen3-Next, but read, not run: vLLM's implementation
-expects at least one mixture-of-experts layer, and this model has none, so it is not expected to load there.
+logits and greedy tokens there). llama.cpp: convert with its `convert_hf_to_gguf.py ... --no-mtp` (the model has no
+multi-token-prediction head). vLLM and SGLang list Qwen3-Next (read, not run).
 """
 
 
