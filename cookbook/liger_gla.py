@@ -22,16 +22,12 @@ rotated q and k with the linear-attention normaliser, and no window unless --win
 from transformers import AutoConfig
 
 from linearize.pipeline import main_job
+from linearize.recipes import LIGER_KD, LIGER_LAYER
 
 from smoke import SMOKE, check, recipe_args, tiny_base_dir
 
-LIGER_LAYER = dict(feature_map="softmax", rotary=False, normalize=False, window=64)
-PUBLISHED = dict(
-    base="meta-llama/Meta-Llama-3-8B",
-    data="yahma/alpaca-cleaned",
-    tokens=20_000_000,
-    kd=dict(lr=1e-3, train="lora", lora_r=8, lora_alpha=8, lora_targets=("q_proj", "k_proj", "v_proj")),
-)
+# The layer and the KD settings are the main job's preset (`linearize --base B --recipe liger`); the scale is Liger's.
+PUBLISHED = dict(base="meta-llama/Meta-Llama-3-8B", data="yahma/alpaca-cleaned", tokens=20_000_000, kd=LIGER_KD)
 
 if __name__ == "__main__":
     args = recipe_args(__doc__)

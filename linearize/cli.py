@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from linearize.errors import LinearizeError
+from linearize.errors import LinearizeError, SettingError
 
 DEFAULT_TARGET = "lolcats"  # the main job's target; pipeline.MAIN_RECIPE holds its other defaults
 
@@ -646,6 +646,7 @@ def run_report(args):
 
 def build_main_parser():
     from linearize.pipeline import OOD_CORPORA, RECALL
+    from linearize.recipes import RECIPES
 
     parser = argparse.ArgumentParser(
         prog="linearize",
@@ -659,6 +660,12 @@ def build_main_parser():
     add_train_args(parser, main_job=True)
     add_dtype_arg(parser)
     parser.add_argument("--out", default=None, help="output directory (default: ./linearized-<base>-<target>)")
+    parser.add_argument(
+        "--recipe",
+        default=None,
+        help=f"a published method's settings ({', '.join(RECIPES)}; linearize/recipes.py): its target, layer, plan "
+        "and training, for what the other flags leave unset (default: lolcats, for the lolcats target)",
+    )
     parser.add_argument("--push-to-hub", default=None, metavar="REPO", help="push the result to this Hub repo")
     parser.add_argument(
         "--export",
@@ -691,7 +698,19 @@ def run_main_job(args):
     from linearize.convert.settings import ConvertSettings
     from linearize.flags import given
     from linearize.pipeline import main_job, summary_lines
+    from linearize.recipes import RECIPES, as_flags, get_recipe
 
+    recipe_name = args.recipe
+    if recipe_name is not None:
+        recipe = get_recipe(recipe_name)
+        if args.target is not None and args.target != recipe.target:
+            raise SettingError(f"--recipe {recipe_name} converts to {recipe.target}: drop --to {args.target}")
+        args.target = recipe.target
+    args.target = args.target or DEFAULT_TARGET
+    if recipe_name is None and args.target == DEFAULT_TARGET:
+        recipe_name = "lolcats"  # the main job's own recipe (pipeline.MAIN_RECIPE)
+    if args.out is None:
+        args.out = f"linearized-{Path(str(args.base)).name}-{args.target}"
     dtype = resolve_dtype(args.dtype)
     out = check_out(args.out, args.overwrite or args.resume)
     check_deepspeed(args.deepspeed)
@@ -699,23 +718,23 @@ def run_main_job(args):
         check_out(f"{out}-native", args.overwrite or args.resume)
     check_target(args.target)
     _, config = load_config(args.base)
-    if args.target == DEFAULT_TARGET:
-        from linearize.pipeline import MAIN_RECIPE, recipe_keep_attention
-
-        for key, value in MAIN_RECIPE.items():
-            if getattr(args, key) is None:
-                setattr(args, key, value)
-        if args.keep_attention is None:
-            args.keep_attention = recipe_keep_attention(config.num_hidden_layers)
+    settings = ConvertSettings(**given(args, ConvertSettings)).mixer_settings()
+    recipe, stage_overrides = None, None
+    if recipe_name is not None:  # the preset fills what the command line left unset
+        recipe = RECIPES[recipe_name].record(recipe_name, config.num_hidden_layers, settings, args.keep_attention)
+        args.keep_attention, settings = recipe["keep_attention"], recipe["convert_settings"]
+        stage_overrides = recipe["stage_overrides"]
+        print(f"recipe {recipe_name}: {as_flags(recipe)}", file=sys.stderr, flush=True)
     parse_keep_attention(args.keep_attention, config.num_hidden_layers)
     corpora = [] if args.eval_data.strip() == "none" else [c.strip() for c in args.eval_data.split(",") if c.strip()]
-    settings = ConvertSettings(**given(args, ConvertSettings)).mixer_settings()
     t0 = time.time()
     result = main_job(
         args.base,
         args.target,
         out,
         keep_attention=args.keep_attention,
+        stage_overrides=stage_overrides,
+        recipe=recipe,
         data=args.data,
         resume=args.resume,
         dtype=dtype,
@@ -777,10 +796,7 @@ def main(argv=None):
         run = globals()[VERBS[args.verb]]
     else:
         args = build_main_parser().parse_args(argv)
-        args.target = args.target or DEFAULT_TARGET
-        if args.out is None:
-            args.out = f"linearized-{Path(str(args.base)).name}-{args.target}"
-        run = run_main_job
+        run = run_main_job  # it resolves --recipe, --to and --out
     try:
         run(args)
     except LinearizeError as err:

@@ -188,6 +188,7 @@ def main_job(
     dtype="auto",
     export=None,
     transfer_mode=None,
+    recipe=None,
 ):
     """convert -> transfer -> kd -> quality of teacher and student -> save to ``out``.
     ``tokens`` is the budget of both stages (55% transfer, 45% kd); default: this machine's defaults.
@@ -200,7 +201,8 @@ def main_job(
     the checkpoint is saved in it. ``export="native"`` also writes ``<out>-native``, the result as the
     architecture transformers ships (``convert.export_native``); a target/base with none is refused right
     after conversion, before any training. ``transfer_mode`` is the transfer stage's form ("streamed" or
-    "whole"; default: streamed on CUDA, whole on CPU, see ``distill.recipe``).
+    "whole"; default: streamed on CUDA, whole on CPU, see ``distill.recipe``). ``recipe``: the preset the command
+    took (``linearize.recipes``, as ``Recipe.record`` gives it), recorded as ``config.linearize["recipe"]``.
 
     Work in progress lives in ``<out>.work``: each stage's checkpoints (``save_every`` steps, default a
     tenth of the stage, and ``save_minutes``, default 30) and, once a stage finishes, its student in
@@ -352,7 +354,11 @@ def main_job(
         "state_bytes_4k": state,
         "kv_bytes_4k": kv,
     }
-    student.config.linearize = {**student.config.linearize, "heldout_perplexity": q}
+    student.config.linearize = {
+        **student.config.linearize,
+        "heldout_perplexity": q,
+        **({"recipe": recipe} if recipe else {}),
+    }
     log(f"[5/5] saving to {out}")
     # The stages' training logs and checkpoints go with the checkpoint; their saved students are dropped.
     save_atomic(student, tokenizer, out, extra={f"training/{stage}": work / stage for _, stage in stages})
