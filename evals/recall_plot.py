@@ -90,7 +90,7 @@ def plot_recall(result, path, title=None):
     fig, axes = plt.subplots(
         1, len(tasks), figsize=(2.2 + 2.0 * len(tasks) + 0.5 * len(recall["lengths"]), 3.6), squeeze=False
     )
-    for ax, task in zip(axes[0], tasks):
+    for k, (ax, task) in enumerate(zip(axes[0], tasks)):
         depths, lengths, rows = grid(recall, task)
         shown[task] = rows
         values = np.array([[np.nan if v is None else v for v in row] for row in rows], dtype=float)
@@ -99,7 +99,7 @@ def plot_recall(result, path, title=None):
             for j, v in enumerate(row):
                 ax.text(j, i, "" if v is None else f"{v:.2f}", ha="center", va="center", fontsize=8)
         ax.set_xticks(range(len(lengths)), lengths)
-        ax.set_yticks(range(len(depths)), depths)
+        ax.set_yticks(range(len(depths)), depths if k == 0 else [])  # the panels share their rows: one set of labels
         ax.set_xlabel("context length (tokens)")
         ax.set_title(task, fontsize=10)
     axes[0][0].set_ylabel("needle depth")

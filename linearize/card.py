@@ -110,6 +110,10 @@ def model_card(folder, repo_id=None):
             else f"{ev['samples'][0]} x {ev['samples'][1]} calibration tokens"
         )
         lines.append(f"- chosen from {ev['method']} ({how}), evidence in config.json")
+    if info.get("recipe"):
+        from linearize.recipes import as_flags
+
+        lines.append(f"- recipe `{info['recipe']['name']}`: `{as_flags(info['recipe'])}`")
     lines += ["", "## Distillation", ""]
     if history:
         lines += ["| stage | tokens | steps | seconds | loss (first -> last) | data |", "|---|---|---|---|---|---|"]

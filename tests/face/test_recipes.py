@@ -51,6 +51,9 @@ def test_the_command_line_wins_over_the_preset(base_dir, tmp_path, capsys):
     config = AutoConfig.from_pretrained(out, trust_remote_code=True)
     assert all(m["window"] == 8 and m["feature_map"] == "softmax" for m in config.mixers)
     assert config.linearize["recipe"]["convert_settings"]["window"] == 8
+    from linearize.card import model_card
+
+    assert "- recipe `liger`: `--to gla --keep-attention none" in str(model_card(out))
 
 
 def test_the_default_target_takes_the_lolcats_preset(base_dir, tmp_path, capsys):
