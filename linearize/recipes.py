@@ -53,6 +53,19 @@ LIGER_KD = dict(lr=1e-3, train="lora", lora_r=8, lora_alpha=8, lora_targets=("q_
 # their optional stepwise alignment is not part of the preset).
 MAMBA_KD = dict(train="attention")
 
+
+def mamba_in_llama(share):
+    """The Mamba in the Llama with ``share`` of the layers softmax (the paper's 50% and 25% hybrids)."""
+    return Recipe(
+        "mamba",
+        f"The Mamba in the Llama (Wang et al., NeurIPS 2024): {share:.0%} of the layers stay softmax (ranked by KL), "
+        "the rest Mamba-2; every mixer parameter trained on the KL alone",
+        settings={"rank_by": "kl"},
+        keep_share=share,
+        stages={"transfer": NO_TRANSFER, "kd": MAMBA_KD},
+    )
+
+
 RECIPES = {
     "lolcats": Recipe(
         "lolcats",
@@ -69,21 +82,7 @@ RECIPES = {
         keep_attention="none",
         stages={"transfer": NO_TRANSFER, "kd": LIGER_KD},
     ),
-    "mamba-in-llama-50": Recipe(
-        "mamba",
-        "The Mamba in the Llama (Wang et al., NeurIPS 2024): 50% of the layers stay softmax (ranked by KL), the rest "
-        "Mamba-2; every mixer parameter trained on the KL alone",
-        settings={"rank_by": "kl"},
-        keep_share=0.5,
-        stages={"transfer": NO_TRANSFER, "kd": MAMBA_KD},
-    ),
-    "mamba-in-llama-25": Recipe(
-        "mamba",
-        "The Mamba in the Llama with 25% of the layers softmax (ranked by KL); every mixer parameter trained on the KL",
-        settings={"rank_by": "kl"},
-        keep_share=0.25,
-        stages={"transfer": NO_TRANSFER, "kd": MAMBA_KD},
-    ),
+    **{f"mamba-in-llama-{share}": mamba_in_llama(share / 100) for share in (50, 25)},
     "supra": Recipe(
         "supra",
         "SUPRA (Mercat et al., COLM 2024): every layer decayed linear attention with a GroupNorm; all weights "
