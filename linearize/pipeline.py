@@ -19,9 +19,9 @@ MAIN_RECIPE = {"rank_by": "kl-recall", "decay": 64, "sinks": 4}
 KEEP_SHARE = 12 / 30
 
 
-def recipe_keep_attention(num_layers):
-    """The recipe's plan for a base of ``num_layers`` layers: auto:N with N = KEEP_SHARE of them."""
-    return f"auto:{max(1, round(KEEP_SHARE * num_layers))}"
+def recipe_keep_attention(num_layers, share=KEEP_SHARE):
+    """A recipe's plan for a base of ``num_layers`` layers: auto:N with N = ``share`` of them (at least one)."""
+    return f"auto:{max(1, round(share * num_layers))}"
 
 
 # Recall in the main job: passkey and single-key NIAH in ordinary text (the out-of-domain corpora) at

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, fields
 
 from linearize.convert.settings import ConvertSettings
 from linearize.errors import SettingError
-from linearize.pipeline import KEEP_SHARE, MAIN_RECIPE
+from linearize.pipeline import KEEP_SHARE, MAIN_RECIPE, recipe_keep_attention
 
 NO_TRANSFER = {"skip": True}
 
@@ -29,7 +29,7 @@ class Recipe:
     def keep(self, num_layers):
         """The plan spec for a base of ``num_layers`` layers."""
         if self.keep_share is not None:
-            return f"auto:{max(1, round(self.keep_share * num_layers))}"
+            return recipe_keep_attention(num_layers, self.keep_share)
         return self.keep_attention
 
     def record(self, name, num_layers, settings=None, keep_attention=None):
