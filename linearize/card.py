@@ -113,7 +113,8 @@ def model_card(folder, repo_id=None):
     if info.get("recipe"):
         from linearize.recipes import as_flags
 
-        lines.append(f"- recipe `{info['recipe']['name']}`: `{as_flags(info['recipe'])}`")
+        about = f" ({info['recipe']['about']})" if info["recipe"].get("about") else ""  # older checkpoints lack it
+        lines.append(f"- recipe `{info['recipe']['name']}`{about}: `{as_flags(info['recipe'])}`")
     lines += ["", "## Distillation", ""]
     if history:
         lines += ["| stage | tokens | steps | seconds | loss (first -> last) | data |", "|---|---|---|---|---|---|"]

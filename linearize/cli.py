@@ -724,7 +724,7 @@ def run_main_job(args):
         recipe = RECIPES[recipe_name].record(recipe_name, config.num_hidden_layers, settings, args.keep_attention)
         args.keep_attention, settings = recipe["keep_attention"], recipe["convert_settings"]
         stage_overrides = recipe["stage_overrides"]
-        print(f"recipe {recipe_name}: {as_flags(recipe)}", file=sys.stderr, flush=True)
+        print(f"recipe {recipe_name} ({recipe['about']}): {as_flags(recipe)}", file=sys.stderr, flush=True)
     parse_keep_attention(args.keep_attention, config.num_hidden_layers)
     corpora = [] if args.eval_data.strip() == "none" else [c.strip() for c in args.eval_data.split(",") if c.strip()]
     t0 = time.time()

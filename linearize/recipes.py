@@ -37,6 +37,7 @@ class Recipe:
         command line's own values where it gave them."""
         return {
             "name": name,
+            "about": self.about,
             "target": self.target,
             "keep_attention": keep_attention or self.keep(num_layers),
             "convert_settings": {**self.settings, **(settings or {})},

@@ -27,7 +27,7 @@ def test_each_preset_converts_and_trains_as_it_says(name, base_dir, tmp_path, ca
     recipe = RECIPES[name]
     config = AutoConfig.from_pretrained(out, trust_remote_code=True)
     recorded = config.linearize["recipe"]
-    assert recorded["name"] == name and f"recipe {name}: {as_flags(recorded)}" in err
+    assert recorded["name"] == name and f"recipe {name} ({recipe.about}): {as_flags(recorded)}" in err
     mixers = config.mixers
     converted = [m for m in mixers if m]
     assert converted and all(m["target"] == recipe.target for m in converted)
@@ -53,7 +53,7 @@ def test_the_command_line_wins_over_the_preset(base_dir, tmp_path, capsys):
     assert config.linearize["recipe"]["convert_settings"]["window"] == 8
     from linearize.card import model_card
 
-    assert "- recipe `liger`: `--to gla --keep-attention none" in str(model_card(out))
+    assert f"- recipe `liger` ({RECIPES['liger'].about}): `--to gla --keep-attention none" in str(model_card(out))
 
 
 def test_the_default_target_takes_the_lolcats_preset(base_dir, tmp_path, capsys):
@@ -64,7 +64,7 @@ def test_the_default_target_takes_the_lolcats_preset(base_dir, tmp_path, capsys)
     recorded = config.linearize["recipe"]
     assert recorded["name"] == "lolcats" and recorded["convert_settings"]["decay"] == 16
     assert recorded["keep_attention"] == "auto:2"  # 12/30 of 4 layers
-    assert "recipe lolcats: --to lolcats --keep-attention auto:2 --decay 16" in capsys.readouterr().err
+    assert f"recipe lolcats ({RECIPES['lolcats'].about}): --to lolcats --keep-attention auto:2 --decay 16" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(
