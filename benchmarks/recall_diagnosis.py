@@ -17,6 +17,12 @@ layer could keep if its linear part added nothing and took nothing away.
     python benchmarks/recall_diagnosis.py heads --kept 4,5,7,8,15,17,18,20,21,22,23,26
     python benchmarks/recall_diagnosis.py window --kept 4,5,7,8,15,17,18,20,21,22,23,26 --windows 64,128,256 --ppl
     python benchmarks/recall_diagnosis.py window --kept auto:18 --windows 128     # more layers kept (KL on probes)
+    python benchmarks/recall_diagnosis.py trained /tmp/mj/w256s512                 # a main job's trained student
+
+``trained CKPT``: a trained student (a main job's output) three ways, on the same recall prompts: as trained; with
+its kept softmax layers' weights put back to the teacher's (KD's LoRA adapts q/k/v/o in every layer, the kept ones
+too, on the training length's sequences: does that cost the kept layers their long-range retrieval?); and with its
+linear part dropped (window share forced to 1 as in ``window``: what the trained linear part adds past the window).
 
 (``--kept``: the main job's default plan for SmolLM2, ``auto:12 --rank-by kl-recall``.) Results:
 ``benchmarks/smollm2/recall-cpu/diagnosis.md``.
@@ -29,6 +35,7 @@ import time
 import torch
 
 from linearize.convert.bases import load_base, load_tokenizer
+from linearize.convert.load import load_model
 from linearize.convert.calibration import retrieval_probes
 from linearize.convert.convert import convert
 from linearize.evals.perplexity import length_quality
@@ -72,10 +79,10 @@ def heads(args):
     print("\nper-layer best head:", " ".join(f"{x:.2f}" for x in score.max(1).values.tolist()))
 
 
-def window(args):
-    tok, base = load_tokenizer(args.base), load_base(args.base, dtype=torch.float32)
+def recall_line(tok, lengths):
+    """The main job's recall (passkey and single-key NIAH in its out-of-domain corpora), as one line per model."""
     docs = _haystack(OOD_CORPORA, None)
-    tasks, lengths = RECALL["tasks"], [int(n) for n in args.lengths.split(",")]
+    tasks = RECALL["tasks"]
 
     def recall(model):
         r = text_recall(model, tok, tasks=tasks, lengths=lengths, depths=1, prompts=RECALL["prompts"], documents=docs)
@@ -88,6 +95,21 @@ def window(args):
             parts.append(f"@{n} " + " ".join(f"{t} {c['score']:.2f}" for t, c in cells.items()) + f" ({kinds})")
         return "; ".join(parts)
 
+    return recall
+
+
+def window_only(model):
+    """Force every converted layer's window share to sigmoid(30): its linear part drops out (weight ~1e-13)."""
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(getattr(m, "window_factor", None), torch.nn.Parameter):
+                m.window_factor.fill_(30.0)
+    return model
+
+
+def window(args):
+    tok, base = load_tokenizer(args.base), load_base(args.base, dtype=torch.float32)
+    recall = recall_line(tok, [int(n) for n in args.lengths.split(",")])
     if args.teacher:
         print(f"teacher: {recall(base)}", flush=True)
     for w in [int(x) for x in args.windows.split(",")]:
@@ -103,11 +125,7 @@ def window(args):
             rank_by=args.rank_by,
         )
         kept = [i for i, m in enumerate(model.config.mixers) if not m]
-        with torch.no_grad():
-            for m in model.modules():
-                if isinstance(getattr(m, "window_factor", None), torch.nn.Parameter):
-                    m.window_factor.fill_(30.0)  # the window's share sigmoid(30): the linear part drops out
-        model.eval()
+        window_only(model).eval()
         line = f"window {w} + 4 sinks, kept {args.kept} = {','.join(map(str, kept))}: {recall(model)}"
         if args.ppl:
             for spec in OOD_CORPORA:
@@ -118,9 +136,36 @@ def window(args):
         del model
 
 
+def trained(args):
+    tok, base = load_tokenizer(args.base), load_base(args.base, dtype=torch.float32)
+    recall = recall_line(tok, [int(n) for n in args.lengths.split(",")])
+
+    def student():
+        return load_model(args.checkpoint, dtype=torch.float32)[0]
+
+    def kept_teacher():
+        model = student()
+        with torch.no_grad():
+            for i in kept:  # the kept layers' attention and MLP weights, as the teacher has them
+                model.model.layers[i].load_state_dict(base.model.layers[i].state_dict())
+        return model
+
+    kept = [i for i, m in enumerate(student().config.mixers) if not m]
+    print(f"{args.checkpoint}: kept layers {','.join(map(str, kept))}", flush=True)
+    variants = {
+        "as-trained": ("as trained", student),
+        "kept-teacher": ("kept layers put back to the teacher's", kept_teacher),
+        "window-only": ("linear part dropped (window only)", lambda: window_only(student())),
+    }
+    for name in args.variants.split(","):
+        what, build = variants[name]
+        print(f"{what}: {recall(build())}", flush=True)
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("what", choices=("heads", "window"))
+    p.add_argument("what", choices=("heads", "window", "trained"))
+    p.add_argument("checkpoint", nargs="?", help="trained: a main job's output folder")
     p.add_argument("--base", default="llama")
     p.add_argument("--kept", default=None, help="the plan's kept softmax layers: comma-separated, or auto:N")
     p.add_argument("--rank-by", default="kl-recall", help="window: how an auto:N plan ranks layers")
@@ -131,8 +176,15 @@ def main():
     p.add_argument("--lengths", default="2048", help="window: recall prompt lengths")
     p.add_argument("--ppl", action="store_true", help="window: also the out-of-domain perplexity ratio at 2048")
     p.add_argument("--teacher", action="store_true", help="window: the teacher's recall on the same prompts first")
+    p.add_argument(
+        "--variants",
+        default="as-trained,kept-teacher,window-only",
+        help="trained: which of as-trained, kept-teacher, window-only, in this order",
+    )
     args = p.parse_args()
-    {"heads": heads, "window": window}[args.what](args)
+    if args.what == "trained" and not args.checkpoint:
+        p.error("trained needs the checkpoint folder")
+    {"heads": heads, "window": window, "trained": trained}[args.what](args)
 
 
 if __name__ == "__main__":
