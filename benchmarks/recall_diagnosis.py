@@ -35,9 +35,9 @@ import time
 import torch
 
 from linearize.convert.bases import load_base, load_tokenizer
-from linearize.convert.load import load_model
 from linearize.convert.calibration import retrieval_probes
 from linearize.convert.convert import convert
+from linearize.convert.load import load_model
 from linearize.evals.perplexity import length_quality
 from linearize.evals.recall import text_recall
 from linearize.pipeline import OOD_CORPORA, RECALL, _haystack

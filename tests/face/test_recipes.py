@@ -64,7 +64,10 @@ def test_the_default_target_takes_the_lolcats_preset(base_dir, tmp_path, capsys)
     recorded = config.linearize["recipe"]
     assert recorded["name"] == "lolcats" and recorded["convert_settings"]["decay"] == 16
     assert recorded["keep_attention"] == "auto:2"  # 12/30 of 4 layers
-    assert f"recipe lolcats ({RECIPES['lolcats'].about}): --to lolcats --keep-attention auto:2 --decay 16" in capsys.readouterr().err
+    assert (
+        f"recipe lolcats ({RECIPES['lolcats'].about}): --to lolcats --keep-attention auto:2 --decay 16"
+        in capsys.readouterr().err
+    )
 
 
 @pytest.mark.parametrize(
