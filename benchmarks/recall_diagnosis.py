@@ -37,7 +37,7 @@ import torch
 from linearize.convert.bases import load_base, load_tokenizer
 from linearize.convert.calibration import retrieval_probes
 from linearize.convert.convert import convert
-from linearize.convert.load import load_model
+from linearize.convert.load import converted_config, load_model
 from linearize.evals.perplexity import length_quality
 from linearize.evals.recall import text_recall
 from linearize.pipeline import OOD_CORPORA, RECALL, _haystack
@@ -150,7 +150,7 @@ def trained(args):
                 model.model.layers[i].load_state_dict(base.model.layers[i].state_dict())
         return model
 
-    kept = [i for i, m in enumerate(student().config.mixers) if not m]
+    kept = [i for i, m in enumerate(converted_config(args.checkpoint)["mixers"]) if not m]  # config only
     print(f"{args.checkpoint}: kept layers {','.join(map(str, kept))}", flush=True)
     variants = {
         "as-trained": ("as trained", student),
