@@ -29,7 +29,7 @@ class ConvertSettings:
         default=None,
         metadata={
             "help": "a softmax window over each query's last N tokens beside the recurrence: lolcats (default 64; "
-            "0 = none), linear/t2r/hedgehog/gla/mamba/gdn (default 0)"
+            "0 = none), linear/t2r/hedgehog/supra/gla/mamba/gdn (default 0)"
         },
     )
     decay: int | None = field(
