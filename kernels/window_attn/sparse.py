@@ -112,7 +112,7 @@ def sparse_window_attn(
         weight = out.float()
         if ld is not None:
             weight = weight * (ld * (t - cand_pos).clamp(min=0)).exp()
-        state = state + torch.einsum("bhn,bhnf,bhnv->bhfv", weight, cand_fk, with_ones(cand_v))
+        state = state + torch.einsum("bhnf,bhnv->bhfv", cand_fk * weight[..., None], with_ones(cand_v))
         gather = lambda x: x.gather(2, keep[..., None].expand(-1, -1, -1, x.shape[-1]))  # noqa: E731
         pos = torch.where(kept.gather(-1, keep), cand_pos.gather(-1, keep), -1)
         ck, cfk, cv = gather(cand_k), gather(cand_fk), gather(cand_v)
