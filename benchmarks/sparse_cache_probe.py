@@ -23,7 +23,7 @@ from linearize.kernels.window_attn.sparse import sparse_window_attn
 from linearize.pipeline import OOD_CORPORA, _haystack
 
 
-def with_sparse_cache(model, budget):
+def with_sparse_cache(model, budget, select="error"):
     """Route every converted layer's window attention through the sparse-cache form (a prefill from the start)."""
     groups = model.config.num_attention_heads // model.config.num_key_value_heads
     plain = linear_mixer.window_attn
@@ -45,6 +45,7 @@ def with_sparse_cache(model, budget):
             log_decay=kw.get("log_decay"),
             sinks=kw.get("sinks"),
             groups=groups,
+            select=select,
         )
         return o, state
 
@@ -109,6 +110,7 @@ def main():
     ap.add_argument("--depths", type=int, default=3)
     ap.add_argument("--prompts", type=int, default=10, help="per depth bucket")
     ap.add_argument("--out", help="JSON of every score")
+    ap.add_argument("--select", default="error", choices=["error", "attention"], help="the cache's score (sparse.py)")
     ap.add_argument("--forced", action="store_true", help="teacher-forced answers (forced_scores), not generation")
     ap.add_argument("--teacher", help="with --forced: also score this base (e.g. llama) on the same prompts")
     args = ap.parse_args()
@@ -125,7 +127,7 @@ def main():
         print(f"teacher (teacher-forced): {summary(cells)}", flush=True)
         del base
     for budget in (int(b) for b in args.budgets.split(",")):
-        with_sparse_cache(model, budget)
+        with_sparse_cache(model, budget, args.select)
         t0 = time.time()
         if args.forced:
             samples = recall_samples(tok, Haystack(tok, docs), tasks, lengths, args.depths, args.prompts)

@@ -40,11 +40,14 @@ def sparse_window_attn(
     sinks=None,
     chunk_size=64,
     groups=1,
+    select="error",
 ):
     """``naive_window_attn``'s contract from the start of a sequence (no past, no initial state), with a sparse cache
     of ``budget`` keys per key/value head: ``groups`` query heads share a key head (repeat_kv's order) and its cache,
-    chosen by their errors' sum. Returns (o [B, T, H, V], (state, cache)) where cache = (positions [B, H, budget]
-    (-1: empty), k, fk, v at the query heads [B, H, budget, *])."""
+    chosen by their scores' sum. ``select``: the score, 'error' (LoLA's self-recall error against the state at the
+    selection) or 'attention' (the softmax share a key has received from every query that saw it, in the window or in
+    the cache: heavy hitters, as H2O keeps KV). Returns (o [B, T, H, V], (state, cache)) where cache = (positions
+    [B, H, budget] (-1: empty), k, fk, v at the query heads [B, H, budget, *])."""
     dtype = v.dtype
     q, k, fq, fk, v = (x.float() for x in (q, k, fq, fk, v))
     B, T, H, D = q.shape
@@ -57,6 +60,9 @@ def sparse_window_attn(
     t_state = -1  # the time the state is kept at
     pos = torch.full((B, H, budget), -1, dtype=torch.long, device=q.device)
     ck, cfk, cv = (x.new_zeros(B, H, budget, x.shape[-1]) for x in (kh, fkh, vh))
+    if select not in ("error", "attention"):
+        raise ValueError(f"unknown sparse-cache selection {select!r}; use error or attention")
+    received, cache_received = q.new_zeros(B, H, T), q.new_zeros(B, H, budget)  # select='attention'
     sink_k = sink_v = None
     if sinks is not None:
         sink_k, sink_v, sink_visible = (x.float() if x.is_floating_point() else x for x in sinks)
@@ -82,6 +88,10 @@ def sparse_window_attn(
         m = scores.amax(-1, keepdim=True)
         p = (scores - torch.where(torch.isfinite(m), m, torch.zeros_like(m))).exp()
         sm = torch.einsum("bhcn,bhnv->bhcv", p, with_ones(torch.cat(values, 2)))
+        if select == "attention":
+            share = p / sm[..., -1:].clamp_min(1e-30)
+            received[:, :, lo:e] += share[..., : e - lo].sum(2)
+            cache_received += share[..., share.shape[-1] - budget :].sum(2)
         # linear: the state (decayed to each query) and the pending keys
         lin = torch.einsum("bhcf,bhnf->bhcn", fqs, fkh[:, :, lo:e]).masked_fill(~pending, 0.0)
         carried = torch.einsum("bhcf,bhfv->bhcv", fqs, state)
@@ -104,7 +114,10 @@ def sparse_window_attn(
         cand_fk = torch.cat([cfk, fkh[:, :, new]], 2)
         cand_v = torch.cat([cv, vh[:, :, new]], 2)
         ok = torch.cat([pos >= 0, valid[:, None, new].expand(B, H, -1)], -1)
-        err = recall_error(cand_fk, cand_v, state, eps)
+        if select == "error":
+            err = recall_error(cand_fk, cand_v, state, eps)
+        else:
+            err = torch.cat([cache_received, received[:, :, new]], -1)
         err = err.view(B, H // groups, groups, -1).sum(2).repeat_interleave(groups, 1).masked_fill(~ok, float("-inf"))
         keep = err.topk(budget, -1).indices  # [B, H, budget]
         kept = torch.zeros_like(ok).scatter(-1, keep, True) & ok
@@ -115,5 +128,7 @@ def sparse_window_attn(
         state = state + torch.einsum("bhnf,bhnv->bhfv", cand_fk * weight[..., None], with_ones(cand_v))
         gather = lambda x: x.gather(2, keep[..., None].expand(-1, -1, -1, x.shape[-1]))  # noqa: E731
         pos = torch.where(kept.gather(-1, keep), cand_pos.gather(-1, keep), -1)
+        if select == "attention":
+            cache_received = torch.cat([cache_received, received[:, :, new]], -1).gather(-1, keep)
         ck, cfk, cv = gather(cand_k), gather(cand_fk), gather(cand_v)
     return torch.cat(outputs, 1).to(dtype), (state, (pos, ck, cfk, cv))

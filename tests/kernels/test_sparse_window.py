@@ -21,23 +21,40 @@ def inputs(seed=0):
     return q, k, fq, fk, v, factor, log_decay, mask, sinks
 
 
+@pytest.mark.parametrize("select", ["error", "attention"])
 @pytest.mark.parametrize("chunk", [1, 7, 64])
-def test_no_budget_is_the_plain_hybrid(chunk):
+def test_no_budget_is_the_plain_hybrid(chunk, select):
     q, k, fq, fk, v, factor, log_decay, mask, sinks = inputs()
     kw = dict(key_mask=mask, log_decay=log_decay, sinks=sinks)
     want, _ = naive_window_attn(q, k, fq, fk, v, factor, W, D**-0.5, **kw)
-    got, (state, (pos, *_)) = sparse_window_attn(q, k, fq, fk, v, factor, W, D**-0.5, 0, chunk_size=chunk, **kw)
+    got, (state, (pos, *_)) = sparse_window_attn(
+        q, k, fq, fk, v, factor, W, D**-0.5, 0, chunk_size=chunk, select=select, **kw
+    )
     torch.testing.assert_close(got, want, atol=2e-6, rtol=1e-5)
     assert pos.shape == (B, H, 0)
 
 
-def test_a_cache_holding_everything_is_softmax_over_every_scored_key():
+@pytest.mark.parametrize("select", ["error", "attention"])
+def test_a_cache_holding_everything_is_softmax_over_every_scored_key(select):
     """With room for every key nothing folds: a query reads, through the softmax, its window, the sinks and every key
     scored at an earlier chunk's end; linearly, only the keys that left its window within its own chunk."""
     q, k, fq, fk, v, factor, log_decay, mask, sinks = inputs(1)
     C = 10
     got, (state, (pos, *_)) = sparse_window_attn(
-        q, k, fq, fk, v, factor, W, D**-0.5, T, key_mask=mask, log_decay=log_decay, sinks=sinks, chunk_size=C
+        q,
+        k,
+        fq,
+        fk,
+        v,
+        factor,
+        W,
+        D**-0.5,
+        T,
+        key_mask=mask,
+        log_decay=log_decay,
+        sinks=sinks,
+        chunk_size=C,
+        select=select,
     )
     assert state.abs().max() == 0
     i = torch.arange(T)[:, None]
@@ -71,3 +88,21 @@ def test_the_cache_keeps_the_key_the_state_recalls_worst():
     )
     assert pos.eq(40).all()
     torch.testing.assert_close(cv, v[:, 40:41].transpose(1, 2).expand(B, H, 1, D))
+
+
+def test_attention_selection_keeps_the_key_every_query_looks_at():
+    """A key that every query's softmax favours is the heavy hitter the attention selection keeps."""
+    q, k, fq, fk, v, factor, log_decay, mask, sinks = inputs(3)
+    q, k = 0.1 * q, 0.1 * k
+    q[..., 0] += 3.0
+    k[:, 40, :, 0] = 3.0
+    _, (state, (pos, *_)) = sparse_window_attn(
+        q, k, fq, fk, v, factor, W, D**-0.5, 1, log_decay=log_decay, chunk_size=8, groups=2, select="attention"
+    )
+    assert pos.eq(40).all()
+
+
+def test_an_unknown_selection_is_refused():
+    q, k, fq, fk, v, factor, *_ = inputs()
+    with pytest.raises(ValueError, match="unknown sparse-cache selection 'oracle'"):
+        sparse_window_attn(q, k, fq, fk, v, factor, W, D**-0.5, 4, select="oracle")
