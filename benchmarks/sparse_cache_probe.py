@@ -22,35 +22,21 @@ from linearize.evals.recall import Haystack, recall_samples, text_recall
 from linearize.kernels.window_attn.sparse import sparse_window_attn
 from linearize.pipeline import OOD_CORPORA, _haystack
 
+PLAIN = linear_mixer.window_attn  # the layers' own kernel, before any swap
+
 
 def with_sparse_cache(model, budget, select="error"):
-    """Route every converted layer's window attention through the sparse-cache form (a prefill from the start)."""
+    """Route every converted layer's window attention through the sparse-cache form (a prefill from the start), or,
+    with budget 0, back through the layers' own kernel."""
     groups = model.config.num_attention_heads // model.config.num_key_value_heads
-    plain = linear_mixer.window_attn
 
-    def window_attn(q, k, fq, fk, v, factor, window, scale, mode="auto", **kw):
-        if kw.get("past") is not None or kw.get("initial_state") is not None:
+    def window_attn(*args, mode="auto", past=None, initial_state=None, **kw):
+        if past is not None or initial_state is not None:
             raise RuntimeError("the sparse-cache probe decodes without a cache")
-        o, (state, _) = sparse_window_attn(
-            q,
-            k,
-            fq,
-            fk,
-            v,
-            factor,
-            window,
-            scale,
-            budget,
-            key_mask=kw.get("key_mask"),
-            log_decay=kw.get("log_decay"),
-            sinks=kw.get("sinks"),
-            groups=groups,
-            select=select,
-        )
+        o, (state, _) = sparse_window_attn(*args, budget, **kw, groups=groups, select=select)
         return o, state
 
-    linear_mixer.window_attn = window_attn if budget else plain
-    return plain
+    linear_mixer.window_attn = window_attn if budget else PLAIN
 
 
 def uncached_generate(model, tokenizer):
