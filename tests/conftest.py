@@ -2,12 +2,14 @@
 
 import os
 
-import pytest
-
-from helpers import FAMILIES, HUB_BASES
-from hub_configs import DEFAULT_FOR_FAMILY
-
+# Before anything imports huggingface_hub, which reads this once at import (set later, an unknown id paid 23 s of
+# HTTP retries before failing).
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach for the Hub
+
+import pytest  # noqa: E402
+
+from helpers import FAMILIES, HUB_BASES  # noqa: E402
+from hub_configs import DEFAULT_FOR_FAMILY  # noqa: E402
 
 
 @pytest.fixture(params=FAMILIES)
