@@ -188,6 +188,26 @@ def convert(
     return build(config, base, copy=copy, seed=seed)
 
 
+def set_sparse_cache(model, budget):
+    """Give every converted layer whose window shares the linear part's normaliser LoLA's sparse cache of ``budget``
+    keys per key/value head (0: none), in place: training-free, so a trained model takes it as it is. The config
+    records it (mixer settings, cache layers), so a saved model loads with it. Returns the model."""
+    mixers = {i: m for i, m in model.mixers().items() if getattr(m, "shared_window", False)}
+    if not mixers:
+        raise SettingError(
+            "--sparse-cache needs converted layers with a softmax window sharing the linear part's normaliser "
+            "(lolcats); this model has none"
+        )
+    if not (isinstance(budget, int) and budget >= 0):
+        raise SettingError(f"bad --sparse-cache {budget!r}: a whole number of keys per head >= 0")
+    for i, mixer in mixers.items():
+        mixer.sparse_cache = budget
+        model.config.mixers[i] = mixer.settings()
+    model.config.record_cache_layers({i: m.cache_layout() for i, m in model.mixers().items()})
+    model.config.linearize.setdefault("history", []).append({"step": "sparse_cache", "budget": budget})
+    return model
+
+
 def new_parameter_names(model):
     """Full names of the parameters the conversion added (the mixers' new parameters)."""
     return {f"model.layers.{i}.self_attn.{n}" for i, m in model.mixers().items() for n in m.new_parameter_names()}

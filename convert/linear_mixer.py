@@ -20,6 +20,13 @@ from linearize.convert.window import WindowedMixer
 from linearize.errors import SettingError
 from linearize.kernels.linear_attn.dispatch import linear_attn, normalized_linear_attn
 from linearize.kernels.window_attn.dispatch import step_decays, window_attn, window_attn_step, with_ones
+from linearize.kernels.window_attn.sparse import FIRST, sparse_window_attn
+
+# A sparse cache's carry in the layer's cache (``kernels/window_attn/sparse.py``), beside the linear state (0) and the
+# sink store (``SINK_STATE``): the selection's time and the next position, and the exact keys.
+SPARSE_META, SPARSE_ENTRIES = 2, 3
+SPARSE_CHUNK = 64  # positions between two selections (tests set fewer, through ``sparse_chunk``)
+SPARSE_SELECT = "attention"  # what it keeps: the keys that received the most attention (the error did not find them)
 
 
 # Feature maps act per head on [batch, time, heads, head_dim]; learned ones start at the identity, so a freshly
@@ -68,7 +75,18 @@ class LinearAttentionMixer(WindowedMixer):
     default_feature_dim = None
     default_decay = None
 
-    def __init__(self, config, layer_idx, feature_dim=None, window=None, decay=None, sinks=None, mode="auto"):
+    def __init__(
+        self,
+        config,
+        layer_idx,
+        feature_dim=None,
+        window=None,
+        decay=None,
+        sinks=None,
+        sparse_cache=None,
+        sparse_chunk=None,
+        mode="auto",
+    ):
         super().__init__(config, layer_idx, mode)
         H, D = self.num_heads, self.head_dim
         self.feature_dim = feature_dim or self.default_feature_dim or D
@@ -94,6 +112,17 @@ class LinearAttentionMixer(WindowedMixer):
         if self.output_norm:
             self.group_norm = nn.GroupNorm(H, H * D)
         self.add_window_factor()  # the window's share per head, in the shared normaliser or in the output mix
+        # sparse_cache = N: LoLA's sparse cache, N keys per key/value head that left the window kept exact in the
+        # window's softmax, chosen by the attention they received; training-free (benchmarks/smollm2/recall-cpu).
+        self.sparse_cache = sparse_cache or 0
+        self.sparse_chunk = sparse_chunk or SPARSE_CHUNK
+        if not (isinstance(self.sparse_cache, int) and self.sparse_cache >= 0):
+            raise SettingError(f"bad --sparse-cache {sparse_cache!r}: a whole number of keys per head >= 0")
+        if self.sparse_cache and not self.shared_window:
+            raise SettingError(
+                f"--sparse-cache needs a softmax window that shares the linear part's normaliser ({self.target} "
+                f"{'has none' if not self.window else 'mixes its window by output'})"
+            )
 
     @property
     def shared_window(self):
@@ -105,7 +134,18 @@ class LinearAttentionMixer(WindowedMixer):
         out = {**super().settings(), "feature_dim": self.feature_dim, **self.window_settings()}
         if self.decay:
             out["decay"] = self.decay
+        if self.sparse_cache:
+            out["sparse_cache"] = self.sparse_cache
+            if self.sparse_chunk != SPARSE_CHUNK:
+                out["sparse_chunk"] = self.sparse_chunk
         return out
+
+    def cache_layout(self):
+        """A sparse cache keeps its own window among its exact keys: the layer's cache holds states only (the linear
+        state, the sink store, the carry's two tensors)."""
+        if self.sparse_cache:
+            return "linear_attention", {"number_of_conv_states": SPARSE_ENTRIES + 1}
+        return super().cache_layout()
 
     def reset_linearize_parameters(self):
         """Initialise only the parameters the conversion adds (transformers' init must not touch q/k/v/o)."""
@@ -128,6 +168,10 @@ class LinearAttentionMixer(WindowedMixer):
         """Bytes of this layer's decode state (fp32 linear state, plus the window's keys/values)."""
         V = self.head_dim + (0 if self.output_norm else 1)
         state = batch_size * self.num_heads * self.feature_map_q.out_dim * V * 4
+        if self.sparse_cache:  # fp32 exact keys: the window, a chunk of pending keys, the cache; and the sinks
+            F, cap = self.feature_map_q.out_dim, self.sparse_cache + self.sparse_chunk + self.window
+            entries = batch_size * self.num_heads * cap * (FIRST + self.head_dim + F + self.head_dim) * 4
+            return state + entries + batch_size * self.num_kv_heads * self.sinks * 2 * self.head_dim * 4
         # a shared normaliser's window values carry its ones
         return state + self.window_bytes(batch_size, self.head_dim + self.shared_window)
 
@@ -181,7 +225,9 @@ class LinearAttentionMixer(WindowedMixer):
         return keys, values, P, key_mask, sinks
 
     def mix(self, hidden_states, position_embeddings=None, attention_mask=None, cache=None, **kwargs):
-        """One token after a cache: the decode step; else the torch forward."""
+        """One token after a cache: the decode step; else the torch forward (a sparse cache: its own form)."""
+        if self.sparse_cache:
+            return self.sparse_forward(hidden_states, position_embeddings, attention_mask, cache, **kwargs)
         if hidden_states.shape[1] == 1 and cache is not None:
             return self.decode_step(hidden_states, position_embeddings, attention_mask, cache, **kwargs)
         return self.torch_forward(hidden_states, position_embeddings, attention_mask, cache, **kwargs)
@@ -292,6 +338,45 @@ class LinearAttentionMixer(WindowedMixer):
             log_decay=log_decay,
             sinks=sinks,
         )
+
+    def sparse_forward(self, hidden_states, position_embeddings=None, attention_mask=None, cache=None, **kwargs):
+        """The window with LoLA's sparse cache, for any number of tokens, from the start or continuing from the
+        cache's carry (``sparse_window_attn``, the reference form; its selection depends on positions only, so a
+        prefill, a continued prefill and decode steps agree)."""
+        T, D = hidden_states.shape[1], self.head_dim
+        q, k, v = self.rotated_qkv(hidden_states, position_embeddings, kwargs.get("step_rotation"))
+        sinks = None
+        if self.sinks:  # the store holds [k | v] at the key/value heads
+            kh, vh = k.transpose(1, 2), v.transpose(1, 2)
+            (k_s, v_s, visible), _ = self.sink_keys(kh, vh, attention_mask, None, cache, kwargs.get("position_ids"), 0)
+            sinks = (*self.repeat_kv(k_s.transpose(1, 2), v_s.transpose(1, 2)), visible)
+        k, v = self.repeat_kv(k, v)
+        log_decay = F.logsigmoid(self.decay_logit.float()) if self.decay else None
+        carry = None
+        if get_state(cache, self.layer_idx, SPARSE_META) is not None:
+            carry = tuple(get_state(cache, self.layer_idx, i) for i in (0, SPARSE_META, SPARSE_ENTRIES))
+        o, carry = sparse_window_attn(
+            q,
+            k,
+            self.feature_map_q(q),
+            self.map_k(k),
+            v,
+            torch.sigmoid(self.window_factor),
+            self.window,
+            D**-0.5,
+            self.sparse_cache,
+            key_mask=new_token_mask(attention_mask, T),
+            log_decay=log_decay,
+            sinks=sinks,
+            chunk_size=self.sparse_chunk,
+            groups=self.num_heads // self.num_kv_heads,
+            select=SPARSE_SELECT,
+            carry=carry,
+        )
+        if cache is not None:
+            for i, x in zip((0, SPARSE_META, SPARSE_ENTRIES), carry):
+                set_state(cache, self.layer_idx, x, i)
+        return self.output(o, hidden_states, cache, None, None)
 
     # -- the decode step: one token after a cache, a few batched products on what the cache holds ------
     def decode_step(self, hidden_states, position_embeddings, attention_mask, cache, **kwargs):

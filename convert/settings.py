@@ -43,6 +43,13 @@ class ConvertSettings:
         default=None,
         metadata={"help": "with a window: the first N tokens stay visible to the window's softmax (attention sinks)"},
     )
+    sparse_cache: int | None = field(
+        default=None,
+        metadata={
+            "help": "with a window sharing the normaliser (lolcats): keep N keys per key/value head exact after they "
+            "leave the window, those that received the most attention (LoLA's sparse cache; 0 = none)"
+        },
+    )
     rank_by: str | None = field(
         default=None,
         metadata={

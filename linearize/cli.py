@@ -235,6 +235,13 @@ def build_parser():
         help="recall: Just-Read-Twice prompting, each prompt's text given twice before its question (about twice "
         "--recall-lengths tokens)",
     )
+    ev.add_argument(
+        "--sparse-cache",
+        type=int,
+        default=None,
+        help="evaluate the model with LoLA's sparse cache of N keys per key/value head in its LoLCATs-style layers "
+        "(training-free; see `linearize convert --sparse-cache`)",
+    )
     ev.add_argument("--out", default="eval-results", help="folder for eval.json and eval.md")
     add_dtype_arg(ev)
 
@@ -457,6 +464,14 @@ def run_eval(args):
         haystack_documents(recall["haystack"])
     teacher = load_model(args.teacher, dtype=dtype) if args.teacher else None
     student = load_model(args.model, dtype=dtype)
+    if args.sparse_cache is not None:
+        from linearize.convert.convert import set_sparse_cache
+        from linearize.convert.load import converted_config
+
+        if converted_config(args.model) is None:
+            raise UserError(f"--sparse-cache applies to a converted checkpoint; {args.model!r} is not one")
+        set_sparse_cache(student[0], args.sparse_cache)
+        student = (*student[:2], f"{student[2]} +sparse-cache {args.sparse_cache}")
     ids = None
     if "ppl" in suite or "agreement" in suite:  # the same windows for teacher and student
         ids = heldout_ids(student[1], args.data, seq_len=args.seq_len, max_tokens=args.max_tokens, split=args.split)

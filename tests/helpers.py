@@ -80,8 +80,13 @@ WINDOWED = ("supra", "gla", "mamba", "gdn")
 WINDOW = {"window": 4, "sinks": 2}  # decode and a 41-token forward cross the window; the sinks stay in it
 # "gla+liger": Liger's published layer (softmax features, no rotary on the linear branch, no normaliser) with a window
 # short enough for decode to cross it.
-VARIANTS = {"window": WINDOW, "liger": {"window": 4, "feature_map": "softmax", "rotary": False, "normalize": False}}
-CASES = (*MIXERS, *(f"{t}+window" for t in WINDOWED), "gla+liger")
+# "lolcats+sparse": LoLA's sparse cache (2 keys per head, chosen every 8 positions) beside the tiny LoLCATs window.
+VARIANTS = {
+    "window": WINDOW,
+    "liger": {"window": 4, "feature_map": "softmax", "rotary": False, "normalize": False},
+    "sparse": {"window": 4, "decay": 16, "sinks": 2, "sparse_cache": 2, "sparse_chunk": 8},
+}
+CASES = (*MIXERS, *(f"{t}+window" for t in WINDOWED), "gla+liger", "lolcats+sparse")
 
 
 def case(base, name):

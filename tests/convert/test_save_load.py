@@ -51,6 +51,7 @@ NO_LINEARIZE = textwrap.dedent("""
         ("qwen2", "gla+liger", "1"),
         ("qwen3", "mamba+window", "0"),
         ("mistral", "gdn+window", "-1"),
+        ("qwen2", "lolcats+sparse", "1"),
     ],
 )
 def test_load_without_linearize_gives_identical_logits(tmp_path, family, target, keep):

@@ -8,6 +8,7 @@ import json
 import re
 
 import pytest
+import torch
 
 from linearize.cli import main
 from linearize.convert.bases import load_tokenizer
@@ -243,3 +244,32 @@ def test_cli_eval_recall_teacher_and_student(tokenizer, tmp_path, capsys):
         main(["eval", str(student), "--suite", "recall", "--recall-tasks", "bogus", "--out", str(tmp_path / "no")]) == 2
     )
     assert "unknown --recall-tasks 'bogus'" in capsys.readouterr().err
+
+
+def test_cli_eval_with_a_sparse_cache(tokenizer, tmp_path, capsys):
+    """``eval --sparse-cache N`` evaluates a trained student with LoLA's cache (named so in the results), and changes
+    its perplexity past the first selection (position 63); a model without LoLCATs-style layers is refused in one
+    line, nothing written."""
+    base = tiny_smollm2(len(tokenizer))
+    student, plain = tmp_path / "tiny-lolcats", tmp_path / "tiny-gla"
+    torch.manual_seed(0)
+    convert(base, "lolcats", keep_attention="1", window=4, decay=16).save_pretrained(student)
+    convert(base, "gla", keep_attention="1").save_pretrained(plain)
+    for path in (student, plain):
+        tokenizer.save_pretrained(path)
+    ppl = {}
+    for budget in (None, 4):
+        out = tmp_path / f"ev-{budget}"
+        extra = [] if budget is None else ["--sparse-cache", str(budget)]
+        args = ["eval", str(student), "--suite", "ppl", "--seq-len", "128", "--max-tokens", "256", "--out", str(out)]
+        assert main([*args, *extra]) == 0, capsys.readouterr().err
+        (result,) = json.loads((out / "eval.json").read_text())
+        ppl[budget] = result["quality"]["perplexity"]
+        assert result["name"] == "tiny-lolcats" + ("" if budget is None else " +sparse-cache 4")
+    assert ppl[4] != pytest.approx(ppl[None], rel=1e-6)
+    capsys.readouterr()
+    refused = ["eval", str(plain), "--suite", "ppl", "--seq-len", "128", "--sparse-cache", "4"]
+    assert main([*refused, "--out", str(tmp_path / "no")]) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("linearize: error:")]
+    assert len(errors) == 1 and "--sparse-cache needs converted layers with a softmax window" in errors[0]
+    assert not (tmp_path / "no").exists()

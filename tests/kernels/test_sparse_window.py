@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from linearize.kernels.window_attn.naive import naive_window_attn
-from linearize.kernels.window_attn.sparse import sparse_window_attn
+from linearize.kernels.window_attn.sparse import cached_keys, sparse_window_attn
 
 B, T, H, D, F, W = 2, 150, 4, 8, 6, 16
 
@@ -25,56 +25,51 @@ def inputs(seed=0):
 @pytest.mark.parametrize("chunk", [1, 7, 64])
 def test_no_budget_is_the_plain_hybrid(chunk, select):
     q, k, fq, fk, v, factor, log_decay, mask, sinks = inputs()
-    kw = dict(key_mask=mask, log_decay=log_decay, sinks=sinks)
-    want, _ = naive_window_attn(q, k, fq, fk, v, factor, W, D**-0.5, **kw)
-    got, (state, (pos, *_)) = sparse_window_attn(
-        q, k, fq, fk, v, factor, W, D**-0.5, 0, chunk_size=chunk, select=select, **kw
+    kw = dict(log_decay=log_decay, sinks=sinks)
+    not_sink = mask.cumsum(1) > sinks[0].shape[1]  # the layer's key mask: the sinks' positions live in their store
+    want, _ = naive_window_attn(q, k, fq, fk, v, factor, W, D**-0.5, key_mask=mask & not_sink, **kw)
+    got, carry = sparse_window_attn(
+        q, k, fq, fk, v, factor, W, D**-0.5, 0, key_mask=mask, chunk_size=chunk, select=select, **kw
     )
     torch.testing.assert_close(got, want, atol=2e-6, rtol=1e-5)
-    assert pos.shape == (B, H, 0)
+    assert cached_keys(carry, D, F)[0].shape == (B, H, 0)
 
 
 @pytest.mark.parametrize("select", ["error", "attention"])
 def test_a_cache_holding_everything_is_softmax_over_every_scored_key(select):
     """With room for every key nothing folds: a query reads, through the softmax, its window, the sinks and every key
-    scored at an earlier chunk's end; linearly, only the keys that left its window within its own chunk."""
+    scored at an earlier selection (after each position p with (p + 1) % C == 0, of the keys the next query's window
+    no longer holds); linearly, only the keys that left its window since. Positions count a row's real tokens, so the
+    left-padded row selects at its own positions; the first S positions are the sinks'."""
     q, k, fq, fk, v, factor, log_decay, mask, sinks = inputs(1)
-    C = 10
-    got, (state, (pos, *_)) = sparse_window_attn(
-        q,
-        k,
-        fq,
-        fk,
-        v,
-        factor,
-        W,
-        D**-0.5,
-        T,
-        key_mask=mask,
-        log_decay=log_decay,
-        sinks=sinks,
-        chunk_size=C,
+    C, S = 10, sinks[0].shape[1]
+    got, carry = sparse_window_attn(
+        q, k, fq, fk, v, factor, W, D**-0.5, T, key_mask=mask, log_decay=log_decay, sinks=sinks, chunk_size=C,
         select=select,
-    )
-    assert state.abs().max() == 0
-    i = torch.arange(T)[:, None]
-    j = torch.arange(T)[None, :]
-    scored = j < (i // C) * C - W + 1  # decided before the query's chunk
-    soft = ((j <= i) & (j > i - W) | scored) & mask[:, None, :]  # [B, T, T]
-    lin = (j <= i - W) & ~scored & mask[:, None, :]
+    )  # fmt: skip
+    assert carry[0].abs().max() == 0
+    pos = mask.cumsum(1) - 1  # [B, T]
+    i, j = pos[:, :, None], pos[:, None, :]
+    keys = (mask & (pos >= S))[:, None, :]
+    scored = j < (i // C) * C - W + 1  # decided at a selection before the query
+    soft = ((j <= i) & (j > i - W) | scored) & keys  # [B, T, T]
+    lin = (j <= i - W) & ~scored & keys
     s = torch.einsum("bihd,bjhd->bhij", q, k) * D**-0.5
     s = torch.cat([s, torch.einsum("bihd,bshd->bhis", q, sinks[0]) * D**-0.5], -1)
     allowed = torch.cat([soft, sinks[2]], -1)[:, None]
     p = torch.where(allowed, (s - s.masked_fill(~allowed, -1e9).amax(-1, keepdim=True)).exp(), 0.0)
     vv = torch.cat([v, sinks[1]], 1)
     sm_num, sm_den = torch.einsum("bhij,bjhv->bihv", p, vv), p.sum(-1).transpose(1, 2)
-    a = torch.einsum("bihf,bjhf->bhij", fq, fk) * lin[:, None] * (log_decay[:, None, None] * (i - j).clamp(min=0)).exp()
+    decay = (log_decay[:, None, None] * (i - j).clamp(min=0)[:, None]).exp()
+    a = torch.einsum("bihf,bjhf->bhij", fq, fk) * lin[:, None] * decay
     lin_num, lin_den = torch.einsum("bhij,bjhv->bihv", a, v), a.sum(-1).transpose(1, 2)
     want = (factor * sm_num.transpose(-1, -2) + (1 - factor) * lin_num.transpose(-1, -2)).transpose(-1, -2)
     want = want / (factor * sm_den + (1 - factor) * lin_den + 1e-6)[..., None]
-    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-4)
-    assert pos.ge(0).sum(-1).tolist() == [[T - W + 1] * H, [T - W + 1 - 7] * H]  # every key that left, no padding
-    assert not pos[1].eq(torch.arange(7)[:, None, None]).any()
+    torch.testing.assert_close(got[mask], want[mask], atol=1e-5, rtol=1e-4)
+    # Every key the last selection saw (row 0 at position 149, row 1 at 139: up to position t + 1 - W), no sinks
+    kept = cached_keys(carry, D, F)[0]
+    assert kept[0].eq(torch.arange(S, 150 - W + 1)).all()
+    assert kept[1, :, -123:].eq(torch.arange(S, 140 - W + 1)).all() and kept[1, :, :-123].eq(-1).all()
 
 
 def test_the_cache_keeps_the_key_the_state_recalls_worst():
@@ -83,9 +78,8 @@ def test_the_cache_keeps_the_key_the_state_recalls_worst():
     q, k, fq, fk, v, factor, log_decay, mask, sinks = inputs(2)
     v = torch.ones_like(v)
     v[:, 40] = -5.0
-    _, (state, (pos, ck, cfk, cv)) = sparse_window_attn(
-        q, k, fq, fk, v, factor, W, D**-0.5, 1, log_decay=log_decay, chunk_size=8, groups=2
-    )
+    _, carry = sparse_window_attn(q, k, fq, fk, v, factor, W, D**-0.5, 1, log_decay=log_decay, chunk_size=8, groups=2)
+    pos, ck, cfk, cv = cached_keys(carry, D, F)
     assert pos.eq(40).all()
     torch.testing.assert_close(cv, v[:, 40:41].transpose(1, 2).expand(B, H, 1, D))
 
@@ -96,13 +90,52 @@ def test_attention_selection_keeps_the_key_every_query_looks_at():
     q, k = 0.1 * q, 0.1 * k
     q[..., 0] += 3.0
     k[:, 40, :, 0] = 3.0
-    _, (state, (pos, *_)) = sparse_window_attn(
+    _, carry = sparse_window_attn(
         q, k, fq, fk, v, factor, W, D**-0.5, 1, log_decay=log_decay, chunk_size=8, groups=2, select="attention"
     )
-    assert pos.eq(40).all()
+    assert cached_keys(carry, D, F)[0].eq(40).all()
 
 
 def test_an_unknown_selection_is_refused():
     q, k, fq, fk, v, factor, *_ = inputs()
     with pytest.raises(ValueError, match="unknown sparse-cache selection 'oracle'"):
         sparse_window_attn(q, k, fq, fk, v, factor, W, D**-0.5, 4, select="oracle")
+
+
+def run_in_parts(cuts, q, k, fq, fk, v, factor, log_decay, mask, sinks, **kw):
+    """The same inputs fed as consecutive calls, each continuing from the last one's carry."""
+    outs, carry = [], None
+    for s, e in zip(cuts[:-1], cuts[1:]):
+        part = lambda x: x[:, s:e]  # noqa: E731
+        o, carry = sparse_window_attn(
+            *map(part, (q, k, fq, fk, v)), factor, W, D**-0.5, 12, key_mask=part(mask), log_decay=log_decay,
+            sinks=(sinks[0], sinks[1], part(sinks[2])), chunk_size=8, groups=2, carry=carry, **kw,
+        )  # fmt: skip
+        outs.append(o)
+    return torch.cat(outs, 1), carry
+
+
+@pytest.mark.parametrize("select", ["error", "attention"])
+def test_a_prefill_continued_and_token_by_token_decoding_equal_one_call(select):
+    """Selection depends on positions only: one call, a prefill continued in uneven parts, and a prefill followed by
+    one-token steps give the same outputs and the same cache (12 keys per head, selected every 8 positions)."""
+    args = inputs(4)
+    whole, carry = run_in_parts([0, T], *args, select=select)
+    assert cached_keys(carry, D, F)[0].ge(0).sum(-1).eq(12).all()  # the cache is full: selection chose
+    for cuts in ([0, 37, 38, 90, T], [0, 100, *range(101, T + 1)]):
+        parts, part_carry = run_in_parts(cuts, *args, select=select)
+        torch.testing.assert_close(parts, whole, atol=1e-5, rtol=1e-4)
+        for a, b in zip(cached_keys(part_carry, D, F), cached_keys(carry, D, F)):
+            torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("select", ["error", "attention"])
+def test_a_left_padded_row_equals_the_row_alone(select):
+    q, k, fq, fk, v, factor, log_decay, mask, sinks = inputs(5)
+    batch, _ = run_in_parts([0, T], q, k, fq, fk, v, factor, log_decay, mask, sinks, select=select)
+    row = lambda x: x[1:, 7:]  # noqa: E731
+    alone, _ = run_in_parts(
+        [0, T - 7], *map(row, (q, k, fq, fk, v)), factor, log_decay, row(mask),
+        (sinks[0][1:], sinks[1][1:], row(sinks[2])), select=select,
+    )  # fmt: skip
+    torch.testing.assert_close(batch[1, 7:], alone[0], atol=1e-5, rtol=1e-4)

@@ -1,0 +1,63 @@
+"""``--sparse-cache N`` (LoLA's sparse cache in a LoLCATs-style layer): used, recorded, refused where it cannot apply.
+Its decode, left padding, beam search and bare load run with every target's (the case "lolcats+sparse" in
+tests/convert/test_convert.py and test_save_load.py); its selection against references in
+tests/kernels/test_sparse_window.py."""
+
+import pytest
+import torch
+from transformers import DynamicCache
+
+from linearize.convert.convert import convert
+from linearize.errors import SettingError
+
+from helpers import perturb_new_parameters, tiny_base
+
+SETTINGS = {"window": 4, "decay": 16, "sinks": 2, "sparse_chunk": 8}
+
+
+def test_the_cache_changes_only_what_follows_its_first_selection():
+    """Same parameters, with and without 2 cached keys per head: identical logits up to the first selection (after
+    position 7, the keys up to position 4 are scored), different after it (the kept keys are read exactly)."""
+    base = tiny_base("llama")
+    torch.manual_seed(0)
+    plain = perturb_new_parameters(convert(base, "lolcats", **SETTINGS))
+    torch.manual_seed(0)
+    sparse = perturb_new_parameters(convert(base, "lolcats", sparse_cache=2, **SETTINGS))
+    ids = torch.randint(3, 128, (1, 24), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        a, b = plain(ids).logits, sparse(ids).logits
+    torch.testing.assert_close(b[:, :8], a[:, :8], atol=1e-5, rtol=1e-4)
+    assert (b[:, 8:] - a[:, 8:]).abs().amax(-1).min() > 1e-4  # every later position reads the kept keys
+    assert sparse.config.mixers[0]["sparse_cache"] == 2 and "sparse_cache" not in plain.config.mixers[0]
+
+
+def test_the_layer_cache_holds_the_carry_and_counts_it():
+    base = tiny_base("llama")
+    model = convert(base, "lolcats", sparse_cache=3, **SETTINGS)
+    assert set(model.config.layer_types) == {"linear_attention"}
+    cache = DynamicCache(config=model.config)
+    with torch.no_grad():
+        model(torch.randint(3, 128, (2, 30)), cache=cache, use_cache=True)
+    assert cache.get_seq_length() == 30
+    mixer = model.mixers()[0]
+    entries = cache.layers[0].recurrent_states[3]
+    H, D, F = mixer.num_heads, mixer.head_dim, mixer.feature_map_q.out_dim
+    assert entries.shape == (2, H, 3 + 8 + 4, 3 + D + F + D)
+    assert (
+        mixer.state_bytes(2) == 2 * H * F * (D + 1) * 4 + entries.numel() * 4 + 2 * mixer.num_kv_heads * 2 * 2 * D * 4
+    )
+
+
+@pytest.mark.parametrize(
+    "target,settings,message",
+    [
+        ("gla", {"window": 4}, "--sparse-cache does not apply to --to gla"),
+        ("lolcats", {"window": 0}, "--sparse-cache needs a softmax window that shares the linear part's normaliser"),
+        ("supra", {"window": 4}, "supra mixes its window by output"),
+        ("lolcats", {"sparse_cache": -2}, "bad --sparse-cache -2"),
+    ],
+)
+def test_it_is_refused_where_it_cannot_apply(target, settings, message):
+    settings = {"sparse_cache": 4, **settings}
+    with pytest.raises(SettingError, match=message):
+        convert(tiny_base("llama"), target, **settings)
