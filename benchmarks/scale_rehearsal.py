@@ -124,7 +124,8 @@ def conversion_settings(args):
     config = SHAPES[args.shape]
     if args.target != DEFAULT_TARGET:
         return args.keep_attention, {}
-    settings = {k: v for k, v in MAIN_RECIPE.items() if k != "rank_by"}
+    # The main job trains without its sparse cache (training-free, applied after training).
+    settings = {k: v for k, v in MAIN_RECIPE.items() if k not in ("rank_by", "sparse_cache")}
     keep = args.keep_attention
     if keep is None:  # the recipe's count (auto:N), placed evenly instead of by measured KL
         layers = config["num_hidden_layers"]

@@ -188,19 +188,25 @@ def convert(
     return build(config, base, copy=copy, seed=seed)
 
 
-def set_sparse_cache(model, budget):
-    """Give every converted layer whose window shares the linear part's normaliser LoLA's sparse cache of ``budget``
-    keys per key/value head (0: none), in place: training-free, so a trained model takes it as it is. The config
-    records it (mixer settings, cache layers), so a saved model loads with it. Returns the model."""
+def sparse_cache_layers(model, budget):
+    """{layer index: mixer} of the converted layers that take LoLA's sparse cache (a softmax window sharing the linear
+    part's normaliser); a SettingError where none does or ``budget`` is not a whole number >= 0."""
     mixers = {i: m for i, m in model.mixers().items() if getattr(m, "shared_window", False)}
     if not mixers:
         raise SettingError(
             "--sparse-cache needs converted layers with a softmax window sharing the linear part's normaliser "
             "(lolcats); this model has none"
         )
-    if not (isinstance(budget, int) and budget >= 0):
+    if isinstance(budget, bool) or not (isinstance(budget, int) and budget >= 0):
         raise SettingError(f"bad --sparse-cache {budget!r}: a whole number of keys per head >= 0")
-    for i, mixer in mixers.items():
+    return mixers
+
+
+def set_sparse_cache(model, budget):
+    """Give every converted layer whose window shares the linear part's normaliser LoLA's sparse cache of ``budget``
+    keys per key/value head (0: none), in place: training-free, so a trained model takes it as it is. The config
+    records it (mixer settings, cache layers), so a saved model loads with it. Returns the model."""
+    for i, mixer in sparse_cache_layers(model, budget).items():
         mixer.sparse_cache = budget
         model.config.mixers[i] = mixer.settings()
     model.config.record_cache_layers({i: m.cache_layout() for i, m in model.mixers().items()})

@@ -1,14 +1,17 @@
 """Long context: the main job's default recipe. LoLCATs layers with a learned per-head decay and attention
-sinks, and softmax attention kept in the layers whose lone conversion costs the most KL at the answers of
-retrieval probes.
+sinks, softmax attention kept in the layers whose lone conversion costs the most KL at the answers of
+retrieval probes, and after training LoLA's sparse cache: 256 keys per key/value head that left the window kept
+exact, chosen by the attention they received.
 
 Why (benchmarks/smollm2/length.md): a LoLCATs layer's linear sum grows with every token and swamps its
 64-token window past the training length; a decay (memory spans 8-64 tokens at init) keeps it the
 size it was in training; 4 attention sinks give the window's softmax the first tokens its heads rely
 on; softmax layers ranked by KL rather than by recency or spread evenly keep in-context recall (passkey, MQAR),
 and 12/30 of them ranked by the KL at the answers of retrieval probes find a passkey in ordinary text as often as
-the teacher does (benchmarks/smollm2/recall-cpu/). On SmolLM2-135M this holds 1.1-1.2x the teacher's perplexity at
-8x the training length on unseen text, where plain LoLCATs reaches 3-6x. For a GPU node the same recipe with the GPU
+the teacher does at 2048 tokens (benchmarks/smollm2/recall-cpu/); the sparse cache, training-free, keeps that at
+4096, where the decayed state alone loses the far needles (benchmarks/smollm2/recall-cpu/sparse-cache.md). On
+SmolLM2-135M this holds 1.1-1.2x the teacher's perplexity at 8x the training length on unseen text, where plain
+LoLCATs reaches 3-6x. For a GPU node the same recipe with the GPU
 stage defaults (sequences of 1024, LoRA KD at lr 1e-4):
 
     python cookbook/long_context.py --base meta-llama/Llama-3.2-1B-Instruct --data yahma/alpaca-cleaned --out llama-long
@@ -41,6 +44,7 @@ if __name__ == "__main__":
         assert config.linearize["plan_evidence"]["ranked_by"] == "kl-recall"
         assert len(config.linearize["keep_attention"]) == 2
         assert all(m is None or (m["sinks"] == 4 and m["decay"] == 16) for m in config.mixers)
+        assert all(m is None or m["sparse_cache"] == MAIN_RECIPE["sparse_cache"] for m in config.mixers)
     else:
         from linearize.convert.bases import load_config
 

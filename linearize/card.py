@@ -102,6 +102,12 @@ def model_card(folder, repo_id=None):
     heads = [(i, m["mamba_heads"]) for i, m in enumerate(mixers) if m and "mamba_heads" in m]
     if heads:
         lines.append("- Mamba heads per layer: " + ", ".join(f"{i}: {h}" for i, h in heads))
+    sparse = sorted({m["sparse_cache"] for m in mixers if m and m.get("sparse_cache")})
+    if sparse:
+        lines.append(
+            f"- LoLA's sparse cache: {', '.join(map(str, sparse))} keys per key/value head kept exact beside the "
+            "window in the converted layers, chosen by the attention they received (training-free)"
+        )
     if info.get("plan_evidence"):
         ev = info["plan_evidence"]
         how = (

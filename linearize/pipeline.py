@@ -13,9 +13,10 @@ OOD_CORPORA = ("corpus:gnu-manuals", "corpus:c-code")
 # The main job's default recipe, chosen by benchmarks/length_ablation.py (benchmarks/smollm2/length.md, then
 # benchmarks/smollm2/recall-cpu/ for recall in ordinary text): LoLCATs layers with a learned decay (spans 8-64 tokens
 # at init) and 4 attention sinks, and softmax attention kept in the 12 layers whose lone conversion costs the most KL
-# at the answers of retrieval probes (12 of SmolLM2's 30; the same share of other bases' layers).
-# Applied when the target is lolcats and a setting is not given.
-MAIN_RECIPE = {"rank_by": "kl-recall", "decay": 64, "sinks": 4}
+# at the answers of retrieval probes (12 of SmolLM2's 30; the same share of other bases' layers); after training,
+# LoLA's sparse cache of 256 keys per key/value head in the converted layers, chosen by the attention they received
+# (benchmarks/smollm2/recall-cpu/sparse-cache.md). Applied when the target is lolcats and a setting is not given.
+MAIN_RECIPE = {"rank_by": "kl-recall", "decay": 64, "sinks": 4, "sparse_cache": 256}
 KEEP_SHARE = 12 / 30
 
 
@@ -215,7 +216,7 @@ def main_job(
     from pathlib import Path
 
     from linearize.convert.bases import load_base, load_tokenizer, resolve_dtype
-    from linearize.convert.convert import convert
+    from linearize.convert.convert import convert, set_sparse_cache, sparse_cache_layers
     from linearize.convert.save import save_atomic
 
     dtype = resolve_dtype(dtype)
@@ -260,6 +261,9 @@ def main_job(
             from linearize.data.corpora import corpus_path
 
             corpus_path(str(spec)[len("corpus:") :])
+    # LoLA's sparse cache is training-free: the student trains without it and takes it before it is measured.
+    settings = dict(convert_settings or {})
+    sparse_cache = settings.pop("sparse_cache", None) or None  # 0: none
     tokenizer = load_tokenizer(base_spec)
     teacher = load_base(base_spec, dtype=dtype)
     latest = [stage for _, stage in stages if stage in finished][-1:]  # the last finished stage's student goes on
@@ -279,8 +283,10 @@ def main_job(
             keep_attention=keep_attention,
             base_name=str(base_spec),
             tokenizer=tokenizer,
-            **(convert_settings or {}),
+            **settings,
         )
+    if sparse_cache is not None:
+        sparse_cache_layers(student, sparse_cache)  # refused now, before any training
     if export == "native":
         from linearize.convert.export_native import check_exportable
 
@@ -332,6 +338,10 @@ def main_job(
         device = "cuda" if torch.cuda.is_available() else "cpu"
         teacher.to(device)
         student.to(device)
+    if sparse_cache is not None:
+        set_sparse_cache(student, sparse_cache)
+        n = len(sparse_cache_layers(student, sparse_cache))
+        log(f"      LoLA's sparse cache: {sparse_cache} keys per key/value head in {n} converted layers")
     log("[4/5] quality of teacher and student")
     cfg_seq = stage_config("kd", seq_len=seq_len).seq_len
     q = quality(

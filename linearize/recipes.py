@@ -35,12 +35,16 @@ class Recipe:
     def record(self, name, num_layers, settings=None, keep_attention=None):
         """What the checkpoint records (and the main job prints): the preset's name and what it set, with the
         command line's own values where it gave them."""
+        given = settings or {}
+        merged = {**self.settings, **given}
+        if merged.get("window") == 0 and "sparse_cache" not in given:  # the sparse cache lives beside a window
+            merged.pop("sparse_cache", None)
         return {
             "name": name,
             "about": self.about,
             "target": self.target,
             "keep_attention": keep_attention or self.keep(num_layers),
-            "convert_settings": {**self.settings, **(settings or {})},
+            "convert_settings": merged,
             "stage_overrides": {stage: dict(v) for stage, v in self.stages.items()},
         }
 

@@ -258,28 +258,34 @@ def test_main_job_on_a_tiny_base(tmp_path, capsys):
             "4",
             "--transfer-mode",
             "streamed",
+            "--sparse-cache",
+            "4",
         ]
     )
     captured = capsys.readouterr()
     assert code == 0, captured.err
+    assert "LoLA's sparse cache: 4 keys per key/value head in 1 converted layers" in captured.err
     assert "in-domain held-out (64-token windows): teacher" in captured.out
     assert f"{unseen}, 256-token windows: teacher" in captured.out and "by position 0-64" in captured.out
     assert "passkey @128: teacher" in captured.out and "MQAR 4 pairs: teacher" in captured.out
     model = AutoModelForCausalLM.from_pretrained(out)
-    steps = [h["stage"] for h in model.config.linearize["history"][1:]]
+    steps = [h.get("stage", h.get("step")) for h in model.config.linearize["history"][1:]]
     q = model.config.linearize["heldout_perplexity"]
-    assert steps == ["transfer", "kd"] and q["in_domain"]["ratio"] > 0
+    # Trained without the sparse cache (training-free), measured and saved with it.
+    assert steps == ["transfer", "kd", "sparse_cache"] and q["in_domain"]["ratio"] > 0
     assert set(q["out_of_domain"][str(unseen)]["windows"]) == {"64", "256"}
     assert q["cost"]["train_tokens"] > 0 and q["cost"]["state_bytes_4k"] < q["cost"]["kv_bytes_4k"]
     # The main job's recipe fills what was not given: 4 sinks, kept layers ranked on retrieval probes (12/30 of 2 -> 1).
     mixers = [m for m in model.config.mixers if m]
     assert len(mixers) == 1 and mixers[0]["decay"] == 32 and mixers[0]["sinks"] == 4 and mixers[0]["window"] == 8
+    assert mixers[0]["sparse_cache"] == 4
     evidence = model.config.linearize["plan_evidence"]
     assert evidence["method"] == "kl" and evidence["ranked_by"] == "kl-recall"
     from linearize.card import model_card
 
     card = str(model_card(out))
     assert "## Quality" in card and f"- {unseen}, 256-token windows: teacher" in card and "- passkey @128" in card
+    assert "- LoLA's sparse cache: 4 keys per key/value head kept exact" in card
     assert card.index(f"{unseen}, 64-token windows") < card.index(f"{unseen}, 256-token windows")  # numeric order
     assert (out / "training" / "transfer" / "loss_curve_transfer.png").exists()
     assert (out / "training" / "kd" / "history.json").exists() and not (tmp_path / "out.work").exists()

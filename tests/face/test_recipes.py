@@ -39,9 +39,12 @@ def test_each_preset_converts_and_trains_as_it_says(name, base_dir, tmp_path, ca
         assert config.linearize["plan_evidence"]["ranked_by"] == recipe.settings["rank_by"]
     elif recipe.keep_attention == "none":
         assert kept == 0
-    stages = [h["stage"] for h in config.linearize["history"][1:]]
+    history = config.linearize["history"][1:]
+    stages = [h["stage"] for h in history if "stage" in h]
     skipped = {s for s, o in recipe.stages.items() if o.get("skip")}
     assert stages == [s for s in ("transfer", "kd") if s not in skipped]
+    if recipe.settings.get("sparse_cache"):  # put on after training
+        assert history[-1] == {"step": "sparse_cache", "budget": recipe.settings["sparse_cache"]}
 
 
 def test_the_command_line_wins_over_the_preset(base_dir, tmp_path, capsys):
@@ -83,3 +86,12 @@ def test_bad_recipe_is_one_line_and_writes_nothing(base_dir, tmp_path, capsys, a
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("linearize: error: ") and message in err, err
     assert not out.exists()
+
+
+def test_the_default_recipes_sparse_cache_needs_a_window():
+    """The main job's recipe puts LoLA's sparse cache beside the window; a command line without a window drops it
+    (the cache has nowhere to live), unless it asks for both, which the main job then refuses in one line."""
+    recipe = RECIPES["lolcats"]
+    assert recipe.record("lolcats", 30)["convert_settings"]["sparse_cache"] == 256
+    assert "sparse_cache" not in recipe.record("lolcats", 30, {"window": 0})["convert_settings"]
+    assert recipe.record("lolcats", 30, {"window": 0, "sparse_cache": 8})["convert_settings"]["sparse_cache"] == 8
