@@ -20,6 +20,7 @@ import linearize.convert.linear_mixer as linear_mixer
 from linearize.convert.convert import set_sparse_cache
 from linearize.convert.load import load_model
 from linearize.evals.recall import Haystack, recall_samples
+from linearize.kernels.window_attn.sparse import SELECTIONS
 from linearize.pipeline import OOD_CORPORA, _haystack
 
 
@@ -60,7 +61,7 @@ def main():
     ap.add_argument("--depths", type=int, default=3)
     ap.add_argument("--prompts", type=int, default=10, help="per depth bucket")
     ap.add_argument("--out", help="JSON of every score")
-    ap.add_argument("--select", default="attention", choices=["error", "attention"], help="the cache's score")
+    ap.add_argument("--select", default="attention", choices=SELECTIONS, help="the cache's score")
     ap.add_argument("--teacher", help="also score this base (e.g. llama) on the same prompts")
     args = ap.parse_args()
     model, tok, _ = load_model(args.model, dtype=torch.float32)

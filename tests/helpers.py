@@ -1,6 +1,7 @@
 """What tests share: tiny bases shaped like Hub checkpoints, settings that exercise each target, and checks.
 Imported as `from helpers import ...` (pyproject.toml puts tests/ on the path); fixtures live in conftest.py."""
 
+import subprocess
 import sys
 from pathlib import Path
 
@@ -103,3 +104,39 @@ def assert_close(actual, expected, tol):
 # The console script installed beside this interpreter: what a user types, found without relying on
 # PATH (the README runs the tests as `.venv/bin/python -m pytest`, with no virtualenv activated).
 LINEARIZE = str(Path(sys.executable).with_name("linearize"))
+
+
+# Loads checkpoints as a machine with only torch + transformers would (remote code; `import linearize` fails), several
+# in one fresh interpreter: each interpreter pays ~9 s of imports, which CI paid once per checkpoint before.
+WITHOUT_LINEARIZE = """
+import subprocess
+import sys
+sys.modules["linearize"] = None  # any import of linearize now raises ImportError
+import torch
+from transformers import AutoModelForCausalLM
+try:
+    import linearize
+    raise SystemExit("linearize was importable")
+except ImportError:
+    pass
+for ckpt, ids_file, out_file in zip(*[iter(sys.argv[1:])] * 3):
+    ids = torch.load(ids_file)["ids"]
+    model = AutoModelForCausalLM.from_pretrained(ckpt, trust_remote_code=True)
+    assert type(model).__module__.startswith("transformers_modules"), type(model).__module__
+    with torch.no_grad():
+        logits = model(ids).logits
+        out = model.generate(ids[:, :6], attention_mask=torch.ones(1, 6, dtype=torch.long), max_new_tokens=8,
+                             do_sample=False)
+    torch.save({"logits": logits, "generated": out}, out_file)
+"""
+
+
+def outputs_without_linearize(checkpoints, ids, work):
+    """Logits on ``ids`` and 8 greedy tokens after its first 6, of each checkpoint folder (named uniquely: remote code
+    is cached by folder name) loaded without linearize, in one fresh isolated interpreter; a list of dicts."""
+    work = Path(work)
+    torch.save({"ids": ids}, work / "ids.pt")
+    outs = [work / f"out-{i}.pt" for i in range(len(checkpoints))]
+    args = [str(x) for ckpt, out in zip(checkpoints, outs) for x in (ckpt, work / "ids.pt", out)]
+    subprocess.run([sys.executable, "-I", "-c", WITHOUT_LINEARIZE, *args], check=True, cwd=work)
+    return [torch.load(out) for out in outs]

@@ -2,10 +2,12 @@
 Caching"): of the keys that left the window, ``budget`` per head stay exact, in the softmax beside the window and the
 sinks; the rest fold into the linear state as before.
 
-Two scores choose them: 'error', LoLA's self-recall error || v - f(k) S / f(k) z ||^2 against the state [S | z] (large
-when the state, queried with the pair's own key, would not give its value back), and 'attention', the softmax share a
-key has received from every query that saw it, in the window or in the cache (heavy hitters, as H2O keeps KV; on a
-trained student with a decay this one finds the passkey, the error does not: benchmarks/smollm2/recall-cpu).
+Three scores can choose them: 'error', LoLA's self-recall error || v - f(k) S / f(k) z ||^2 against the state
+[S | z] (large when the state, queried with the pair's own key, would not give its value back); 'attention', the
+softmax share a key has received from every query that saw it, in the window or in the cache (heavy hitters, as H2O
+keeps KV; on a trained student with a decay this one finds the passkey, the error does not:
+benchmarks/smollm2/recall-cpu); and 'mean', that share divided by the number of queries that saw the key (a summed
+share favours the keys already cached, which every later query sees).
 
 Selection runs at fixed positions of each row: after the query at position p with (p + 1) % chunk_size == 0, the
 cache and the keys that left the window since the last selection (the pending keys) are scored; the ``budget`` best
@@ -17,8 +19,8 @@ from a carry, and token-by-token decoding give the same outputs.
 
 The carry is three tensors, fixed in shape so a cache can hold them: the linear state [B, H, F, V + 1] kept at the
 time of its row's last selection, ``meta`` [B, 2] (that time, the row's next position), and the exact keys
-``entries`` [B, H, budget + chunk_size + window, 3 + D + F + V] (position (-1: empty), in-cache flag, received
-attention, k, f(k), v, at the query heads) that hold the window, the pending keys and the cache.
+``entries`` [B, H, budget + chunk_size + window, 4 + D + F + V] (position (-1: empty), in-cache flag, received
+attention, queries that saw it, k, f(k), v, at the query heads) that hold the window, the pending keys and the cache.
 
 Form: chunk-recurrent (a loop over pieces of at most chunk_size queries, cut at every row's selection), the reference.
 """
@@ -28,7 +30,12 @@ import torch
 from linearize.kernels.linear_attn.dispatch import with_ones
 from linearize.kernels.window_attn.naive import combine
 
-POS, CACHED, RECEIVED, FIRST = 0, 1, 2, 3  # the columns of ``entries`` before k, f(k), v
+POS, CACHED, RECEIVED, SEEN, FIRST = 0, 1, 2, 3, 4  # the columns of ``entries`` before k, f(k), v
+
+
+# How the cache chooses: LoLA's self-recall error, the attention a key received (summed, as H2O), or its mean per query
+# that saw it.
+SELECTIONS = ("error", "attention", "mean")
 
 
 def recall_error(fk, v, state, eps=1e-6):
@@ -38,7 +45,8 @@ def recall_error(fk, v, state, eps=1e-6):
 
 
 def split_entries(entries, D, F):
-    """(position, in-cache flag, received attention, k, f(k), v) of ``entries``."""
+    """(position, in-cache flag, received attention, k, f(k), v) of ``entries`` (the queries that saw each key, the
+    fourth column, are read where the selection needs them)."""
     pos, cached, received = entries[..., POS], entries[..., CACHED] > 0, entries[..., RECEIVED]
     k, fk, v = entries[..., FIRST : FIRST + D], entries[..., FIRST + D : FIRST + D + F], entries[..., FIRST + D + F :]
     return pos, cached, received, k, fk, v
@@ -81,8 +89,8 @@ def sparse_window_attn(
     by their scores' sum. ``key_mask`` [B, T]: the real tokens (left padding only); a row's positions count them from
     0. ``sinks`` = (k [B, S, H, D], v, visible [B, T, S]): the first S positions live there, not in the window.
     Returns (o [B, T, H, V], carry)."""
-    if select not in ("error", "attention"):
-        raise ValueError(f"unknown sparse-cache selection {select!r}; use error or attention")
+    if select not in SELECTIONS:
+        raise ValueError(f"unknown sparse-cache selection {select!r}; use one of {', '.join(SELECTIONS)}")
     dtype = v.dtype
     q, k, fq, fk, v = (x.float() for x in (q, k, fq, fk, v))
     B, T, H, D = q.shape
@@ -108,7 +116,7 @@ def sparse_window_attn(
     new = torch.cat(
         [
             torch.where(keyed, qpos, -1).float()[..., None, None].expand(B, T, H, 1),
-            q.new_zeros(B, T, H, 2),
+            q.new_zeros(B, T, H, FIRST - 1),
             k,
             fk,
             v,
@@ -144,10 +152,11 @@ def sparse_window_attn(
         m = scores.amax(-1, keepdim=True)
         p = (scores - torch.where(torch.isfinite(m), m, torch.zeros_like(m))).exp()
         sm = torch.einsum("bhcn,bhnv->bhcv", p, with_ones(torch.cat(values, 2)))
-        if select == "attention":
+        if select != "error":
             share = p[..., : pos.shape[-1]] / sm[..., -1:].clamp_min(1e-30)
             entries = entries.clone()  # the views above stay as autograd saved them
             entries[..., RECEIVED] += share.sum(2)
+            entries[..., SEEN] += soft.sum(2)
         lin = torch.einsum("bhcf,bhnf->bhcn", fqs, efk).masked_fill(~pending, 0.0)
         carried = torch.einsum("bhcf,bhfv->bhcv", fqs, state)
         if ld is not None:
@@ -195,8 +204,14 @@ def select_and_fold(state, t_state, entries, t, rows, budget, W, D, F, ld, group
     decayed = state
     if ld is not None:
         decayed = state * (ld * (t - t_state).float()[:, None, None]).exp()[..., None]
-    score = recall_error(efk, ev, decayed, eps) if select == "error" else received.clone()
-    score = score.view(B, H // groups, groups, -1).sum(2).repeat_interleave(groups, 1)
+    by_key_head = lambda x: x.view(B, H // groups, groups, -1).sum(2)  # noqa: E731
+    if select == "error":
+        score = by_key_head(recall_error(efk, ev, decayed, eps))
+    elif select == "attention":
+        score = by_key_head(received)
+    else:  # the mean share per query that saw the key: an incumbent's count of queries does not outweigh a newcomer
+        score = by_key_head(received) / by_key_head(entries[..., SEEN]).clamp_min(1)
+    score = score.repeat_interleave(groups, 1)
     score = score.masked_fill(~candidate, float("-inf"))
     kept = torch.zeros_like(candidate)
     n = min(budget, score.shape[-1])

@@ -1,9 +1,5 @@
 """Saved checkpoints load with plain transformers: remote code where linearize is absent, natively where it is."""
 
-import subprocess
-import sys
-import textwrap
-
 import pytest
 import torch
 from transformers import AutoModelForCausalLM
@@ -11,71 +7,54 @@ from transformers import AutoModelForCausalLM
 import linearize.convert.auto  # noqa: F401  (registers the Auto classes)
 from linearize.convert.convert import convert
 
-from helpers import case, perturb_new_parameters, tiny_base
+from helpers import case, outputs_without_linearize, perturb_new_parameters, tiny_base
 
-# Run in a fresh interpreter where `import linearize` fails, as on a machine with only torch + transformers.
-NO_LINEARIZE = textwrap.dedent("""
-    import sys
-    sys.modules["linearize"] = None  # any import of linearize now raises ImportError
-    import torch
-    from transformers import AutoModelForCausalLM
-    try:
-        import linearize
-        raise SystemExit("linearize was importable")
-    except ImportError:
-        pass
-    ckpt, ref = sys.argv[1], torch.load(sys.argv[2])
-    model = AutoModelForCausalLM.from_pretrained(ckpt, trust_remote_code=True)
-    assert type(model).__module__.startswith("transformers_modules"), type(model).__module__
+BARE_CASES = [
+    ("llama", "lolcats", "1"),
+    ("qwen3", "supra", None),
+    ("qwen2", "hedgehog", "0"),
+    ("mistral", "t2r", None),
+    ("llama", "linear", None),
+    ("qwen3", "mamba", "0"),
+    ("llama", "recurformer", None),
+    ("qwen3", "gla", None),
+    ("llama", "gdn", "-1"),
+    ("llama", "gla+window", None),
+    ("qwen2", "gla+liger", "1"),
+    ("qwen3", "mamba+window", "0"),
+    ("mistral", "gdn+window", "-1"),
+    ("qwen2", "lolcats+sparse", "1"),
+]
+IDS = torch.randint(3, 128, (1, 20), generator=torch.Generator().manual_seed(0))
+
+
+@pytest.fixture(scope="module")
+def bare_loads(tmp_path_factory):
+    """Every case saved, then all loaded without linearize in one fresh interpreter: {case: (model, folder, its
+    logits and greedy tokens there)}."""
+    root = tmp_path_factory.mktemp("bare")
+    models, folders = {}, []
+    for family, name, keep in BARE_CASES:
+        base = tiny_base(family)
+        target, settings = case(base, name)
+        model = perturb_new_parameters(convert(base, target, keep_attention=keep, **settings))
+        folder = root / f"{family}-{name.replace('+', '-')}"
+        model.save_pretrained(folder)
+        models[family, name, keep] = model
+        folders.append(folder)
+    outs = outputs_without_linearize(folders, IDS, root)
+    return {key: (models[key], folder, out) for key, folder, out in zip(models, folders, outs)}
+
+
+@pytest.mark.parametrize("family,target,keep", BARE_CASES)
+def test_load_without_linearize_gives_identical_logits(bare_loads, family, target, keep):
+    model, ckpt, out = bare_loads[family, target, keep]
     with torch.no_grad():
-        logits = model(ref["ids"]).logits
-        out = model.generate(ref["ids"][:, :6], attention_mask=torch.ones(1, 6, dtype=torch.long),
-                             max_new_tokens=8, do_sample=False)
-    torch.save({"logits": logits, "generated": out}, sys.argv[3])
-""")
-
-
-@pytest.mark.parametrize(
-    "family,target,keep",
-    [
-        ("llama", "lolcats", "1"),
-        ("qwen3", "supra", None),
-        ("qwen2", "hedgehog", "0"),
-        ("mistral", "t2r", None),
-        ("llama", "linear", None),
-        ("qwen3", "mamba", "0"),
-        ("llama", "recurformer", None),
-        ("qwen3", "gla", None),
-        ("llama", "gdn", "-1"),
-        ("llama", "gla+window", None),
-        ("qwen2", "gla+liger", "1"),
-        ("qwen3", "mamba+window", "0"),
-        ("mistral", "gdn+window", "-1"),
-        ("qwen2", "lolcats+sparse", "1"),
-    ],
-)
-def test_load_without_linearize_gives_identical_logits(tmp_path, family, target, keep):
-    base = tiny_base(family)
-    target, settings = case(base, target)
-    model = perturb_new_parameters(convert(base, target, keep_attention=keep, **settings))
-    ids = torch.randint(3, 128, (1, 20), generator=torch.Generator().manual_seed(0))
-    with torch.no_grad():
-        logits = model(ids).logits
+        logits = model(IDS).logits
         generated = model.generate(
-            ids[:, :6], attention_mask=torch.ones(1, 6, dtype=torch.long), max_new_tokens=8, do_sample=False
+            IDS[:, :6], attention_mask=torch.ones(1, 6, dtype=torch.long), max_new_tokens=8, do_sample=False
         )
-    ckpt = tmp_path / "ckpt"
-    model.save_pretrained(ckpt)
     assert (ckpt / "model.safetensors").exists() and not list(ckpt.glob("*.bin"))
-    torch.save({"ids": ids}, tmp_path / "ref.pt")
-    script = tmp_path / "load.py"
-    script.write_text(NO_LINEARIZE)
-    subprocess.run(
-        [sys.executable, "-I", str(script), str(ckpt), str(tmp_path / "ref.pt"), str(tmp_path / "out.pt")],
-        check=True,
-        cwd=tmp_path,
-    )
-    out = torch.load(tmp_path / "out.pt")
     assert torch.equal(out["logits"], logits)
     assert torch.equal(out["generated"], generated)
 
@@ -83,8 +62,8 @@ def test_load_without_linearize_gives_identical_logits(tmp_path, family, target,
     native = AutoModelForCausalLM.from_pretrained(ckpt)
     assert type(native).__module__.startswith("linearize.")
     with torch.no_grad():
-        assert torch.equal(native(ids).logits, logits)
-    assert native.config.linearize["target"] == target
+        assert torch.equal(native(IDS).logits, logits)
+    assert native.config.linearize["target"] == target.partition("+")[0]
 
 
 def test_checkpoint_records_how_to_rebuild_it(tmp_path):

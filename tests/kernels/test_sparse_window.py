@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from linearize.kernels.window_attn.naive import naive_window_attn
-from linearize.kernels.window_attn.sparse import cached_keys, sparse_window_attn
+from linearize.kernels.window_attn.sparse import SELECTIONS, cached_keys, sparse_window_attn
 
 B, T, H, D, F, W = 2, 150, 4, 8, 6, 16
 
@@ -21,7 +21,7 @@ def inputs(seed=0):
     return q, k, fq, fk, v, factor, log_decay, mask, sinks
 
 
-@pytest.mark.parametrize("select", ["error", "attention"])
+@pytest.mark.parametrize("select", SELECTIONS)
 @pytest.mark.parametrize("chunk", [1, 7, 64])
 def test_no_budget_is_the_plain_hybrid(chunk, select):
     q, k, fq, fk, v, factor, log_decay, mask, sinks = inputs()
@@ -35,7 +35,7 @@ def test_no_budget_is_the_plain_hybrid(chunk, select):
     assert cached_keys(carry, D, F)[0].shape == (B, H, 0)
 
 
-@pytest.mark.parametrize("select", ["error", "attention"])
+@pytest.mark.parametrize("select", SELECTIONS)
 def test_a_cache_holding_everything_is_softmax_over_every_scored_key(select):
     """With room for every key nothing folds: a query reads, through the softmax, its window, the sinks and every key
     scored at an earlier selection (after each position p with (p + 1) % C == 0, of the keys the next query's window
@@ -84,14 +84,15 @@ def test_the_cache_keeps_the_key_the_state_recalls_worst():
     torch.testing.assert_close(cv, v[:, 40:41].transpose(1, 2).expand(B, H, 1, D))
 
 
-def test_attention_selection_keeps_the_key_every_query_looks_at():
-    """A key that every query's softmax favours is the heavy hitter the attention selection keeps."""
+@pytest.mark.parametrize("select", ["attention", "mean"])
+def test_attention_selection_keeps_the_key_every_query_looks_at(select):
+    """A key that every query's softmax favours is the heavy hitter the attention selections keep."""
     q, k, fq, fk, v, factor, log_decay, mask, sinks = inputs(3)
     q, k = 0.1 * q, 0.1 * k
     q[..., 0] += 3.0
     k[:, 40, :, 0] = 3.0
     _, carry = sparse_window_attn(
-        q, k, fq, fk, v, factor, W, D**-0.5, 1, log_decay=log_decay, chunk_size=8, groups=2, select="attention"
+        q, k, fq, fk, v, factor, W, D**-0.5, 1, log_decay=log_decay, chunk_size=8, groups=2, select=select
     )
     assert cached_keys(carry, D, F)[0].eq(40).all()
 
@@ -115,7 +116,7 @@ def run_in_parts(cuts, q, k, fq, fk, v, factor, log_decay, mask, sinks, **kw):
     return torch.cat(outs, 1), carry
 
 
-@pytest.mark.parametrize("select", ["error", "attention"])
+@pytest.mark.parametrize("select", SELECTIONS)
 def test_a_prefill_continued_and_token_by_token_decoding_equal_one_call(select):
     """Selection depends on positions only: one call, a prefill continued in uneven parts, and a prefill followed by
     one-token steps give the same outputs and the same cache (12 keys per head, selected every 8 positions)."""
@@ -129,7 +130,7 @@ def test_a_prefill_continued_and_token_by_token_decoding_equal_one_call(select):
             torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
 
 
-@pytest.mark.parametrize("select", ["error", "attention"])
+@pytest.mark.parametrize("select", SELECTIONS)
 def test_a_left_padded_row_equals_the_row_alone(select):
     q, k, fq, fk, v, factor, log_decay, mask, sinks = inputs(5)
     batch, _ = run_in_parts([0, T], q, k, fq, fk, v, factor, log_decay, mask, sinks, select=select)
