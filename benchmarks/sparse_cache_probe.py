@@ -16,7 +16,6 @@ import time
 
 import torch
 
-import linearize.convert.linear_mixer as linear_mixer
 from linearize.convert.convert import set_sparse_cache
 from linearize.convert.load import load_model
 from linearize.evals.recall import Haystack, recall_samples
@@ -70,7 +69,6 @@ def main():
     lengths = [int(n) for n in args.lengths.split(",")]
     tasks = args.tasks.split(",")
     results = {}
-    linear_mixer.SPARSE_SELECT = args.select  # the layers read it at every call
     if args.teacher:
         base, _, _ = load_model(args.teacher, dtype=torch.float32)
         samples = recall_samples(tok, Haystack(tok, docs), tasks, lengths, args.depths, args.prompts)
@@ -78,7 +76,7 @@ def main():
         print(f"teacher (teacher-forced): {summary(cells)}", flush=True)
         del base
     for budget in (int(b) for b in args.budgets.split(",")):
-        set_sparse_cache(model, budget)
+        set_sparse_cache(model, budget, args.select)
         t0 = time.time()
         samples = recall_samples(tok, Haystack(tok, docs), tasks, lengths, args.depths, args.prompts)
         results[budget] = cells = forced_scores(model, tok, samples)

@@ -20,6 +20,7 @@ from linearize.convert.families import check_family, family
 from linearize.convert.plan import PlanError, auto_count, parse_keep_attention
 from linearize.convert.targets import MIXERS
 from linearize.errors import LinearizeError, SettingError
+from linearize.kernels.window_attn.sparse import SELECTIONS
 
 RANKINGS = ("recency", "kl", "kl-recall", "kl-mix")
 KL_SAMPLES = (4, 512)  # calibration windows for rank_by="kl": long enough to need more than the window
@@ -202,15 +203,22 @@ def sparse_cache_layers(model, budget):
     return mixers
 
 
-def set_sparse_cache(model, budget):
+def set_sparse_cache(model, budget, select=None):
     """Give every converted layer whose window shares the linear part's normaliser LoLA's sparse cache of ``budget``
-    keys per key/value head (0: none), in place: training-free, so a trained model takes it as it is. The config
-    records it (mixer settings, cache layers), so a saved model loads with it. Returns the model."""
+    keys per key/value head (0: none), chosen by ``select`` (``kernels.window_attn.sparse.SELECTIONS``; None: the
+    layers' own), in place: training-free, so a trained model takes it as it is. The config records both (mixer
+    settings, cache layers), so a saved model loads with them. Returns the model."""
+    if select is not None and select not in SELECTIONS:
+        raise SettingError(f"bad --sparse-select {select!r}: one of {', '.join(SELECTIONS)}")
     for i, mixer in sparse_cache_layers(model, budget).items():
         mixer.sparse_cache = budget
+        mixer.sparse_select = select or mixer.sparse_select
         model.config.mixers[i] = mixer.settings()
     model.config.record_cache_layers({i: m.cache_layout() for i, m in model.mixers().items()})
-    model.config.linearize.setdefault("history", []).append({"step": "sparse_cache", "budget": budget})
+    step = {"step": "sparse_cache", "budget": budget}
+    if select is not None:
+        step["select"] = select
+    model.config.linearize.setdefault("history", []).append(step)
     return model
 
 

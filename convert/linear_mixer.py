@@ -20,13 +20,14 @@ from linearize.convert.window import WindowedMixer
 from linearize.errors import SettingError
 from linearize.kernels.linear_attn.dispatch import linear_attn, normalized_linear_attn
 from linearize.kernels.window_attn.dispatch import step_decays, window_attn, window_attn_step, with_ones
-from linearize.kernels.window_attn.sparse import FIRST, sparse_window_attn
+from linearize.kernels.window_attn.sparse import FIRST, SELECTIONS, sparse_window_attn
 
 # A sparse cache's carry in the layer's cache (``kernels/window_attn/sparse.py``), beside the linear state (0) and the
 # sink store (``SINK_STATE``): the selection's time and the next position, and the exact keys.
 SPARSE_META, SPARSE_ENTRIES = 2, 3
 SPARSE_CHUNK = 64  # positions between two selections (tests set fewer, through ``sparse_chunk``)
-SPARSE_SELECT = "attention"  # what it keeps: the keys that received the most attention (the error did not find them)
+SPARSE_SELECT = "attention"  # what it keeps by default: the keys that received the most attention (the error did not
+# find them); a checkpoint records its own choice, so this default can change without changing a saved model
 
 
 # Feature maps act per head on [batch, time, heads, head_dim]; learned ones start at the identity, so a freshly
@@ -85,6 +86,7 @@ class LinearAttentionMixer(WindowedMixer):
         sinks=None,
         sparse_cache=None,
         sparse_chunk=None,
+        sparse_select=None,
         mode="auto",
     ):
         super().__init__(config, layer_idx, mode)
@@ -116,6 +118,11 @@ class LinearAttentionMixer(WindowedMixer):
         # window's softmax, chosen by the attention they received; training-free (benchmarks/smollm2/recall-cpu).
         self.sparse_cache = sparse_cache or 0
         self.sparse_chunk = sparse_chunk or SPARSE_CHUNK
+        self.sparse_select = sparse_select or SPARSE_SELECT
+        if self.sparse_select not in SELECTIONS:
+            raise SettingError(f"bad --sparse-select {sparse_select!r}: one of {', '.join(SELECTIONS)}")
+        if sparse_select and not self.sparse_cache:
+            raise SettingError("--sparse-select chooses the keys of a sparse cache: give --sparse-cache N too")
         if not (isinstance(self.sparse_cache, int) and self.sparse_cache >= 0):
             raise SettingError(f"bad --sparse-cache {sparse_cache!r}: a whole number of keys per head >= 0")
         if self.sparse_cache and not self.shared_window:
@@ -136,6 +143,7 @@ class LinearAttentionMixer(WindowedMixer):
             out["decay"] = self.decay
         if self.sparse_cache:
             out["sparse_cache"] = self.sparse_cache
+            out["sparse_select"] = self.sparse_select
             if self.sparse_chunk != SPARSE_CHUNK:
                 out["sparse_chunk"] = self.sparse_chunk
         return out
@@ -370,7 +378,7 @@ class LinearAttentionMixer(WindowedMixer):
             sinks=sinks,
             chunk_size=self.sparse_chunk,
             groups=self.num_heads // self.num_kv_heads,
-            select=SPARSE_SELECT,
+            select=self.sparse_select,
             carry=carry,
         )
         if cache is not None:

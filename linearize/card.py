@@ -104,9 +104,15 @@ def model_card(folder, repo_id=None):
         lines.append("- Mamba heads per layer: " + ", ".join(f"{i}: {h}" for i, h in heads))
     sparse = sorted({m["sparse_cache"] for m in mixers if m and m.get("sparse_cache")})
     if sparse:
+        by = {m.get("sparse_select", "attention") for m in mixers if m and m.get("sparse_cache")}
+        how = {
+            "attention": "the attention they received",
+            "mean": "the attention they received per query that saw them",
+            "error": "LoLA's self-recall error",
+        }
         lines.append(
             f"- LoLA's sparse cache: {', '.join(map(str, sparse))} keys per key/value head kept exact beside the "
-            "window in the converted layers, chosen by the attention they received (training-free)"
+            f"window in the converted layers, chosen by {' / '.join(how[b] for b in sorted(by))} (training-free)"
         )
     if info.get("plan_evidence"):
         ev = info["plan_evidence"]

@@ -242,6 +242,12 @@ def build_parser():
         help="evaluate the model with LoLA's sparse cache of N keys per key/value head in its LoLCATs-style layers "
         "(training-free; see `linearize convert --sparse-cache`)",
     )
+    ev.add_argument(
+        "--sparse-select",
+        choices=("error", "attention", "mean"),
+        default=None,
+        help="with --sparse-cache: the keys it keeps (default: attention; see `linearize convert --sparse-select`)",
+    )
     ev.add_argument("--out", default="eval-results", help="folder for eval.json and eval.md")
     add_dtype_arg(ev)
 
@@ -464,14 +470,17 @@ def run_eval(args):
         haystack_documents(recall["haystack"])
     teacher = load_model(args.teacher, dtype=dtype) if args.teacher else None
     student = load_model(args.model, dtype=dtype)
+    if args.sparse_select and args.sparse_cache is None:
+        raise UserError("--sparse-select chooses the keys of a sparse cache: give --sparse-cache N too")
     if args.sparse_cache is not None:
         from linearize.convert.convert import set_sparse_cache
         from linearize.convert.load import converted_config
 
         if converted_config(args.model) is None:
             raise UserError(f"--sparse-cache applies to a converted checkpoint; {args.model!r} is not one")
-        set_sparse_cache(student[0], args.sparse_cache)
-        student = (*student[:2], f"{student[2]} +sparse-cache {args.sparse_cache}")
+        set_sparse_cache(student[0], args.sparse_cache, args.sparse_select)
+        by = f" ({args.sparse_select})" if args.sparse_select else ""
+        student = (*student[:2], f"{student[2]} +sparse-cache {args.sparse_cache}{by}")
     ids = None
     if "ppl" in suite or "agreement" in suite:  # the same windows for teacher and student
         ids = heldout_ids(student[1], args.data, seq_len=args.seq_len, max_tokens=args.max_tokens, split=args.split)

@@ -264,6 +264,9 @@ def main_job(
     # LoLA's sparse cache is training-free: the student trains without it and takes it before it is measured.
     settings = dict(convert_settings or {})
     sparse_cache = settings.pop("sparse_cache", None) or None  # 0: none
+    sparse_select = settings.pop("sparse_select", None)
+    if sparse_select and sparse_cache is None:
+        raise SettingError("--sparse-select chooses the keys of a sparse cache: give --sparse-cache N too")
     tokenizer = load_tokenizer(base_spec)
     teacher = load_base(base_spec, dtype=dtype)
     latest = [stage for _, stage in stages if stage in finished][-1:]  # the last finished stage's student goes on
@@ -339,9 +342,11 @@ def main_job(
         teacher.to(device)
         student.to(device)
     if sparse_cache is not None:
-        set_sparse_cache(student, sparse_cache)
-        n = len(sparse_cache_layers(student, sparse_cache))
-        log(f"      LoLA's sparse cache: {sparse_cache} keys per key/value head in {n} converted layers")
+        set_sparse_cache(student, sparse_cache, sparse_select)
+        layers = sparse_cache_layers(student, sparse_cache)
+        how = next(iter(layers.values())).sparse_select
+        n = len(layers)
+        log(f"      LoLA's sparse cache: {sparse_cache} keys per key/value head in {n} converted layers, by {how}")
     log("[4/5] quality of teacher and student")
     cfg_seq = stage_config("kd", seq_len=seq_len).seq_len
     q = quality(

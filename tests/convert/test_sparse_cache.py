@@ -7,8 +7,11 @@ import pytest
 import torch
 from transformers import DynamicCache
 
-from linearize.convert.convert import convert
+from linearize.card import model_card
+from linearize.convert.convert import convert, set_sparse_cache
+from linearize.convert.settings import ConvertSettings
 from linearize.errors import SettingError
+from linearize.kernels.window_attn.sparse import SELECTIONS
 
 from helpers import perturb_new_parameters, tiny_base
 
@@ -55,9 +58,37 @@ def test_the_layer_cache_holds_the_carry_and_counts_it():
         ("lolcats", {"window": 0}, "--sparse-cache needs a softmax window that shares the linear part's normaliser"),
         ("supra", {"window": 4}, "supra mixes its window by output"),
         ("lolcats", {"sparse_cache": -2}, "bad --sparse-cache -2"),
+        ("lolcats", {"sparse_select": "oracle"}, "bad --sparse-select 'oracle'"),
+        ("lolcats", {"sparse_cache": 0, "sparse_select": "mean"}, "give --sparse-cache N too"),
     ],
 )
 def test_it_is_refused_where_it_cannot_apply(target, settings, message):
     settings = {"sparse_cache": 4, **settings}
     with pytest.raises(SettingError, match=message):
         convert(tiny_base("llama"), target, **settings)
+
+
+def test_the_selection_is_recorded_and_a_checkpoint_keeps_it(tmp_path):
+    """The keys' choice is part of the layer: recorded in the config (the default too, so a later default cannot change
+    a saved model), kept through save and load, given by set_sparse_cache on a trained model, and stated in the card."""
+    base = tiny_base("llama")
+    assert convert(base, "lolcats", sparse_cache=2, **SETTINGS).config.mixers[0]["sparse_select"] == "attention"
+    torch.manual_seed(0)
+    model = perturb_new_parameters(convert(base, "lolcats", **SETTINGS))
+    set_sparse_cache(model, 2, "mean")
+    assert model.config.mixers[0]["sparse_select"] == "mean" and model.mixers()[0].sparse_select == "mean"
+    assert model.config.linearize["history"][-1] == {"step": "sparse_cache", "budget": 2, "select": "mean"}
+    ids = torch.randint(3, 128, (1, 120), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        logits = model(ids).logits
+    model.save_pretrained(tmp_path)
+    loaded = type(model).from_pretrained(tmp_path)
+    assert loaded.mixers()[0].sparse_select == "mean"
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(ids).logits, logits)
+    set_sparse_cache(model, 2, "error")
+    with torch.no_grad():
+        assert not torch.allclose(model(ids).logits, logits)  # the choice is used: other keys, other outputs
+    assert "per query that saw them" in model_card(tmp_path).text
+    choices = next(f for f in ConvertSettings.__dataclass_fields__.values() if f.name == "sparse_select")
+    assert choices.metadata["choices"] == SELECTIONS  # the flag offers what the kernel knows

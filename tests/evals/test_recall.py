@@ -273,3 +273,14 @@ def test_cli_eval_with_a_sparse_cache(tokenizer, tmp_path, capsys):
     errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("linearize: error:")]
     assert len(errors) == 1 and "--sparse-cache needs converted layers with a softmax window" in errors[0]
     assert not (tmp_path / "no").exists()
+    # --sparse-select: another choice of keys, named in the results; without --sparse-cache, refused in one line.
+    out = tmp_path / "ev-mean"
+    args = ["eval", str(student), "--suite", "ppl", "--seq-len", "128", "--max-tokens", "256", "--out", str(out)]
+    assert main([*args, "--sparse-cache", "4", "--sparse-select", "mean"]) == 0, capsys.readouterr().err
+    (result,) = json.loads((out / "eval.json").read_text())
+    assert result["name"] == "tiny-lolcats +sparse-cache 4 (mean)"
+    capsys.readouterr()
+    assert main([*args[:6], "--sparse-select", "mean", "--out", str(tmp_path / "no")]) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("linearize: error:")]
+    assert len(errors) == 1 and "--sparse-select chooses the keys of a sparse cache" in errors[0]
+    assert not (tmp_path / "no").exists()

@@ -97,6 +97,34 @@ def test_attention_selection_keeps_the_key_every_query_looks_at(select):
     assert cached_keys(carry, D, F)[0].eq(40).all()
 
 
+def test_the_mean_score_does_not_favour_the_keys_already_cached():
+    """A summed score grows with every query that sees a key, and every later query sees a cached one: on random
+    inputs 'attention' keeps the earliest keys, 'mean' (the share per query that saw the key) keeps others."""
+    q, k, fq, fk, v, factor, log_decay, mask, sinks = inputs(0)
+    kept = {}
+    for select in ("attention", "mean"):
+        _, carry = sparse_window_attn(
+            q,
+            k,
+            fq,
+            fk,
+            v,
+            factor,
+            W,
+            D**-0.5,
+            4,
+            key_mask=mask,
+            log_decay=log_decay,
+            sinks=sinks,
+            chunk_size=8,
+            groups=2,
+            select=select,
+        )
+        kept[select] = cached_keys(carry, D, F)[0]
+    assert kept["attention"][0, 0].tolist() == [2, 3, 5, 6]  # the first positions after the sinks
+    assert kept["mean"].float().mean() > 2 * kept["attention"].float().mean()
+
+
 def test_an_unknown_selection_is_refused():
     q, k, fq, fk, v, factor, *_ = inputs()
     with pytest.raises(ValueError, match="unknown sparse-cache selection 'oracle'"):
