@@ -242,9 +242,11 @@ def build_parser():
         help="evaluate the model with LoLA's sparse cache of N keys per key/value head in its LoLCATs-style layers "
         "(training-free; see `linearize convert --sparse-cache`)",
     )
+    from linearize.convert.settings import ConvertSettings
+
     ev.add_argument(
         "--sparse-select",
-        choices=("error", "attention", "mean"),
+        choices=ConvertSettings.__dataclass_fields__["sparse_select"].metadata["choices"],  # convert's, one list
         default=None,
         help="with --sparse-cache: the keys it keeps (default: attention; see `linearize convert --sparse-select`)",
     )
