@@ -176,9 +176,9 @@ class LinearAttentionMixer(WindowedMixer):
         """Bytes of this layer's decode state (fp32 linear state, plus the window's keys/values)."""
         V = self.head_dim + (0 if self.output_norm else 1)
         state = batch_size * self.num_heads * self.feature_map_q.out_dim * V * 4
-        if self.sparse_cache:  # fp32 exact keys: the window, a chunk of pending keys, the cache; and the sinks
-            F, cap = self.feature_map_q.out_dim, self.sparse_cache + self.sparse_chunk + self.window
-            entries = batch_size * self.num_heads * cap * (FIRST + self.head_dim + F + self.head_dim) * 4
+        if self.sparse_cache:  # fp32 exact k, v per key/value head: the window, a chunk of pending keys, the cache;
+            cap = self.sparse_cache + self.sparse_chunk + self.window  # and the sinks
+            entries = batch_size * self.num_kv_heads * cap * (FIRST + 2 * self.head_dim) * 4
             return state + entries + batch_size * self.num_kv_heads * self.sinks * 2 * self.head_dim * 4
         # a shared normaliser's window values carry its ones
         return state + self.window_bytes(batch_size, self.head_dim + self.shared_window)
@@ -380,6 +380,7 @@ class LinearAttentionMixer(WindowedMixer):
             groups=self.num_heads // self.num_kv_heads,
             select=self.sparse_select,
             carry=carry,
+            feature_map=lambda keys: self.map_k(keys.to(v.dtype)),  # the carry's k are fp32
         )
         if cache is not None:
             for i, x in zip((0, SPARSE_META, SPARSE_ENTRIES), carry):

@@ -19,8 +19,11 @@ from a carry, and token-by-token decoding give the same outputs.
 
 The carry is three tensors, fixed in shape so a cache can hold them: the linear state [B, H, F, V + 1] kept at the
 time of its row's last selection, ``meta`` [B, 2] (that time, the row's next position), and the exact keys
-``entries`` [B, H, budget + chunk_size + window, 4 + D + F + V] (position (-1: empty), in-cache flag, received
-attention, queries that saw it, k, f(k), v, at the query heads) that hold the window, the pending keys and the cache.
+``entries`` [B, H / groups, budget + chunk_size + window, 4 + D + V] (position (-1: empty), in-cache flag, received
+attention, queries that saw it, k, v) that hold the window, the pending keys and the cache. They are kept once per
+key/value head (a group's query heads share its keys, values and choices; the scores are the group's sums) and without
+f(k), which the next call recomputes from k: a sixth of what the query heads' k, f(k) and v would take at 9 query and
+3 key heads with F = 2 D.
 
 Form: chunk-recurrent (a loop over pieces of at most chunk_size queries, cut at every row's selection), the reference.
 """
@@ -30,7 +33,7 @@ import torch
 from linearize.kernels.linear_attn.dispatch import with_ones
 from linearize.kernels.window_attn.naive import combine
 
-POS, CACHED, RECEIVED, SEEN, FIRST = 0, 1, 2, 3, 4  # the columns of ``entries`` before k, f(k), v
+POS, CACHED, RECEIVED, SEEN, FIRST = 0, 1, 2, 3, 4  # the columns of ``entries`` before k, v
 
 
 # How the cache chooses: LoLA's self-recall error, the attention a key received (summed, as H2O), or its mean per query
@@ -44,24 +47,16 @@ def recall_error(fk, v, state, eps=1e-6):
     return (v - read[..., :-1] / (read[..., -1:] + eps)).pow(2).sum(-1)
 
 
-def split_entries(entries, D, F):
-    """(position, in-cache flag, received attention, k, f(k), v) of ``entries`` (the queries that saw each key, the
-    fourth column, are read where the selection needs them)."""
-    pos, cached, received = entries[..., POS], entries[..., CACHED] > 0, entries[..., RECEIVED]
-    k, fk, v = entries[..., FIRST : FIRST + D], entries[..., FIRST + D : FIRST + D + F], entries[..., FIRST + D + F :]
-    return pos, cached, received, k, fk, v
-
-
-def cached_keys(carry, D, F):
-    """The cache's (positions [B, H, n], k, f(k), v) in a carry, in position order per head (n: the most any head
-    holds; -1 pads)."""
-    pos, cached, _, k, fk, v = split_entries(carry[2], D, F)
-    pos = torch.where(cached, pos, -1.0)
+def cached_keys(carry, D):
+    """The cache's (positions [B, Hk, n], k, v) in a carry, at the key/value heads, in position order per head (n: the
+    most any head holds; -1 pads)."""
+    entries = carry[2]
+    pos = torch.where(entries[..., CACHED] > 0, entries[..., POS], -1.0)
     order = pos.argsort(dim=-1, descending=True, stable=True).flip(-1)  # kept ones last, ascending
-    n = int(cached.sum(-1).max())
+    n = int((pos >= 0).sum(-1).max())
     order = order[..., order.shape[-1] - n :]
     take = lambda x: x.gather(2, order[..., None].expand(-1, -1, -1, x.shape[-1]))  # noqa: E731
-    return pos.gather(2, order).long(), take(k), take(fk), take(v)
+    return pos.gather(2, order).long(), take(entries[..., FIRST : FIRST + D]), take(entries[..., FIRST + D :])
 
 
 def sparse_window_attn(
@@ -82,11 +77,14 @@ def sparse_window_attn(
     groups=1,
     select="error",
     carry=None,
+    feature_map=None,
 ):
     """``naive_window_attn``'s contract with a sparse cache of ``budget`` keys per key/value head, from the start of the
     sequences or continuing from ``carry`` (what an earlier call returned). q, k [B, T, H, D], fq, fk [B, T, H, F], v
     [B, T, H, V] at the query heads; ``groups`` query heads share a key head (repeat_kv's order) and its cache, chosen
-    by their scores' sum. ``key_mask`` [B, T]: the real tokens (left padding only); a row's positions count them from
+    by their scores' sum; k and v must be the same within a group (repeat_kv's copies). ``feature_map``: f for keys
+    [B, n, H, D] at the query heads, as fk was made (needed to continue from a carry, which holds k, not f(k)).
+    ``key_mask`` [B, T]: the real tokens (left padding only); a row's positions count them from
     0. ``sinks`` = (k [B, S, H, D], v, visible [B, T, S]): the first S positions live there, not in the window.
     Returns (o [B, T, H, V], carry)."""
     if select not in SELECTIONS:
@@ -101,8 +99,10 @@ def sparse_window_attn(
     if carry is None:
         state = q.new_zeros(B, H, F, V + 1)
         meta = torch.zeros(B, 2, dtype=torch.long, device=device)
-        entries = q.new_zeros(B, H, 0, FIRST + D + F + V)
+        entries = q.new_zeros(B, H // groups, 0, FIRST + D + V)
     else:
+        if feature_map is None:
+            raise ValueError("continuing a sparse cache needs the feature_map that made fk (its carry holds k)")
         state, meta, entries = carry
         state, entries = state.float(), entries.float()
     t_state, next_pos = meta[:, 0], meta[:, 1]
@@ -113,16 +113,13 @@ def sparse_window_attn(
         sink_k, sink_v, sink_visible = (x.float() if x.is_floating_point() else x for x in sinks)
         S = sink_k.shape[1]
     keyed = valid & (qpos >= S)  # the sinks' positions live in the sink store
-    new = torch.cat(
-        [
-            torch.where(keyed, qpos, -1).float()[..., None, None].expand(B, T, H, 1),
-            q.new_zeros(B, T, H, FIRST - 1),
-            k,
-            fk,
-            v,
-        ],
-        -1,
-    ).transpose(1, 2)  # [B, H, T, cols]
+    # The loop works on the entries' columns apart, each contiguous (a packed view's strides cost the products
+    # copies); the carry packs them again at the end.
+    pos, cached, received, seen, ek, efk, ev = unpack(entries, D, F, groups, feature_map, dtype)
+    new_pos = torch.where(keyed, qpos, -1).float()[:, None, :].expand(B, H, T)
+    qT, fqT, kT, fkT, vT = (x.transpose(1, 2).contiguous() for x in (q, fq, k, fk, with_ones(v)))  # [B, H, T, *]
+    if sinks is not None:
+        sink_kT, sink_vT = sink_k.transpose(1, 2), with_ones(sink_v).transpose(1, 2)
     # Pieces: cut after every row's selection point, and at most C queries long.
     boundary = valid & ((qpos + 1) % C == 0)
     cuts = sorted(set((boundary.any(0).nonzero().flatten() + 1).tolist()) | {T})
@@ -133,51 +130,59 @@ def sparse_window_attn(
             s = pieces[-1][1]
     outputs = []
     for s, e in pieces:
-        entries = torch.cat([entries, new[:, :, s:e]], 2)
-        pos, cached, received, ek, efk, ev = split_entries(entries, D, F)
+        zeros = q.new_zeros(B, H, e - s)
+        pos, ek, efk, ev = (
+            torch.cat([x, y[:, :, s:e]], 2) for x, y in ((pos, new_pos), (ek, kT), (efk, fkT), (ev, vT))
+        )
+        cached = torch.cat([cached, zeros.bool()], 2)
+        received, seen = torch.cat([received, zeros], 2), torch.cat([seen, zeros], 2)
         qp = qpos[:, s:e]  # [B, c]
-        qs, fqs = q[:, s:e].transpose(1, 2), fq[:, s:e].transpose(1, 2)  # [B, H, c, *]
+        qs, fqs = qT[:, :, s:e], fqT[:, :, s:e]  # [B, H, c, *]
         present = (pos >= 0)[:, :, None]  # [B, H, 1, N]
         dist = qp[:, None, :, None] - pos[:, :, None, :]  # [B, H, c, N]
         asks = valid[:, None, s:e, None]  # padding asks nothing
         soft = present & asks & (((dist >= 0) & (dist < W)) | cached[:, :, None])  # the window and the cache
         pending = present & ~cached[:, :, None] & (dist >= W)
-        scores = [torch.einsum("bhcd,bhnd->bhcn", qs, ek).masked_fill(~soft, float("-inf"))]
-        values = [ev]
-        if sink_k is not None:
-            ss = torch.einsum("bhcd,bshd->bhcs", qs, sink_k).masked_fill(~sink_visible[:, None, s:e], float("-inf"))
-            scores.append(ss)
-            values.append(sink_v.transpose(1, 2).expand(B, H, -1, -1))
-        scores = torch.cat(scores, -1) * scale
+        scores = (qs @ ek.transpose(-1, -2) * scale).masked_fill(~soft, float("-inf"))
         m = scores.amax(-1, keepdim=True)
-        p = (scores - torch.where(torch.isfinite(m), m, torch.zeros_like(m))).exp()
-        sm = torch.einsum("bhcn,bhnv->bhcv", p, with_ones(torch.cat(values, 2)))
+        if sinks is not None:
+            sink_scores = (qs @ sink_kT.transpose(-1, -2) * scale).masked_fill(
+                ~sink_visible[:, None, s:e], float("-inf")
+            )
+            m = torch.maximum(m, sink_scores.amax(-1, keepdim=True))
+        m = torch.where(torch.isfinite(m), m, torch.zeros_like(m))
+        p = (scores - m).exp()
+        sm = p @ ev
+        if sinks is not None:
+            sm = sm + (sink_scores - m).exp() @ sink_vT
         if select != "error":
-            share = p[..., : pos.shape[-1]] / sm[..., -1:].clamp_min(1e-30)
-            entries = entries.clone()  # the views above stay as autograd saved them
-            entries[..., RECEIVED] += share.sum(2)
-            entries[..., SEEN] += soft.sum(2)
-        lin = torch.einsum("bhcf,bhnf->bhcn", fqs, efk).masked_fill(~pending, 0.0)
-        carried = torch.einsum("bhcf,bhfv->bhcv", fqs, state)
+            received = received + (p / sm[..., -1:].clamp_min(1e-30)).sum(2)
+            seen = seen + soft.sum(2)
+        # Cached keys are never read linearly, and they lead the entries (older than the window's): the linear
+        # part reads from the first entry that some row and head does not cache.
+        n0 = int(cached.all(1).all(0).int().cumprod(-1).sum())
+        lin = (fqs @ efk[:, :, n0:].transpose(-1, -2)).masked_fill(~pending[..., n0:], 0.0)
+        carried = fqs @ state
         if ld is not None:
-            lin = lin * (ld[..., None] * dist.clamp(min=0)).exp()
+            lin = lin * (ld[..., None] * dist[..., n0:].clamp(min=0)).exp()
             carried = carried * (ld * (qp - t_state[:, None])[:, None]).exp()[..., None]
-        ln = torch.einsum("bhcn,bhnv->bhcv", lin, with_ones(ev)) + carried
+        ln = lin @ ev[:, :, n0:] + carried
         o = combine(sm[..., :-1], sm[..., -1], ln[..., :-1], ln[..., -1], factor[:, None], eps)  # [B, H, c, V]
         outputs.append(o.transpose(1, 2))
         rows = boundary[:, e - 1]  # rows whose selection point is this piece's last query
         if rows.any():
-            state, t_state, entries = select_and_fold(
-                state, t_state, entries, qpos[:, e - 1], rows, budget, W, D, F, ld, groups, select, eps
-            )
-            entries = compact(entries)
-    entries = compact(entries)
+            state, t_state, pos, cached = select_and_fold(
+                state, t_state, (pos, cached, received, seen, efk, ev), qpos[:, e - 1], rows, budget, W, ld, groups,
+                select, eps,
+            )  # fmt: skip
+            pos, cached, received, seen, ek, efk, ev = compact(pos, cached, received, seen, ek, efk, ev)
+    entries = pack(*compact(pos, cached, received, seen, ek, ev), groups)
     cap = budget + C + W  # the window, at most a chunk of pending keys, the cache
     if entries.shape[2] > cap:
         assert not (entries[:, :, cap:, POS] >= 0).any(), "more exact keys than the carry holds"
         entries = entries[:, :, :cap]
     else:
-        pad = entries.new_zeros(B, H, cap - entries.shape[2], entries.shape[-1])
+        pad = entries.new_zeros(B, H // groups, cap - entries.shape[2], entries.shape[-1])
         pad[..., POS] = -1
         entries = torch.cat([entries, pad], 2)
     meta = torch.stack([t_state, next_pos + valid.sum(1)], 1)
@@ -185,20 +190,53 @@ def sparse_window_attn(
     return o.to(dtype), (state, meta, entries)
 
 
-def compact(entries):
-    """The occupied entries first (in their order), the empty ones dropped where every head has them."""
-    empty = entries[..., POS] < 0
+def unpack(entries, D, F, groups, feature_map, dtype):
+    """A carry's ``entries`` at the query heads, columns apart: position, in-cache flag (bool), received attention,
+    queries that saw it [B, H, N] (a group's sums shared evenly: selection sums them again); k, f(k), [v, 1]
+    [B, H, N, *]."""
+    entries = entries.repeat_interleave(groups, 1)
+    pos, cached, k, v = (
+        entries[..., POS],
+        entries[..., CACHED] > 0,
+        entries[..., FIRST : FIRST + D],
+        entries[..., FIRST + D :],
+    )
+    received, seen = entries[..., RECEIVED] / groups, entries[..., SEEN] / groups
+    if k.shape[2]:
+        fk = feature_map(k.transpose(1, 2).to(dtype)).float().transpose(1, 2)
+    else:
+        fk = k.new_zeros(*k.shape[:-1], F)
+    return pos, cached, received, seen, k.contiguous(), fk.contiguous(), with_ones(v)
+
+
+def pack(pos, cached, received, seen, k, v1, groups):
+    """The carry's ``entries`` [B, H / groups, N, 4 + D + V] from the query heads' columns (one head per group; the
+    group's sums of the scores)."""
+    B, H, N = pos.shape
+    one = lambda x: x[:, ::groups]  # noqa: E731
+    group_sum = lambda x: x.view(B, H // groups, groups, N).sum(2)  # noqa: E731
+    cols = (x[..., None] for x in (one(pos), one(cached).float(), group_sum(received), group_sum(seen)))
+    return torch.cat([*cols, one(k), one(v1)[..., :-1]], -1)
+
+
+def compact(pos, *columns):
+    """The occupied entries first (in their order), the empty ones dropped where every head has them; ``columns``
+    [B, H, N] or [B, H, N, *] go along."""
+    empty = pos < 0
     order = empty.to(torch.int8).argsort(dim=-1, stable=True)
     n = int((~empty).sum(-1).max()) if empty.numel() else 0
-    return entries.gather(2, order[..., :n, None].expand(-1, -1, -1, entries.shape[-1]))
+    order = order[..., :n]
+    take = lambda x: x.gather(2, order if x.dim() == 3 else order[..., None].expand(-1, -1, -1, x.shape[-1]))  # noqa: E731
+    return (take(pos), *(take(x) for x in columns))
 
 
-def select_and_fold(state, t_state, entries, t, rows, budget, W, D, F, ld, groups, select, eps):
+def select_and_fold(state, t_state, entries, t, rows, budget, W, ld, groups, select, eps):
     """At position t [B] of the ``rows`` [B] selecting now: of the cache and the pending keys (those the next query's
-    window no longer holds),
-    keep the ``budget`` best per key head, fold the rest into the state (decayed to t) and free their slots."""
-    B, H = entries.shape[:2]
-    pos, cached, received, ek, efk, ev = split_entries(entries, D, F)
+    window no longer holds), keep the ``budget`` best per key head, fold the rest into the state (decayed to t) and
+    free their slots. ``entries``: (pos, cached, received, seen, f(k), [v, 1]) as ``unpack`` gives them; returns
+    (state, t_state, pos, cached)."""
+    pos, cached, received, seen, efk, ev = entries
+    B, H = pos.shape[:2]
     t_ = t.float()[:, None, None]
     candidate = (pos >= 0) & (pos <= t_ + 1 - W) & rows[:, None, None]  # [B, H, N]
     decayed = state
@@ -206,27 +244,24 @@ def select_and_fold(state, t_state, entries, t, rows, budget, W, D, F, ld, group
         decayed = state * (ld * (t - t_state).float()[:, None, None]).exp()[..., None]
     by_key_head = lambda x: x.view(B, H // groups, groups, -1).sum(2)  # noqa: E731
     if select == "error":
-        score = by_key_head(recall_error(efk, ev, decayed, eps))
+        score = by_key_head(recall_error(efk, ev[..., :-1], decayed, eps))
     elif select == "attention":
         score = by_key_head(received)
     else:  # the mean share per query that saw the key: an incumbent's count of queries does not outweigh a newcomer
-        score = by_key_head(received) / by_key_head(entries[..., SEEN]).clamp_min(1)
+        score = by_key_head(received) / by_key_head(seen).clamp_min(1)
     score = score.repeat_interleave(groups, 1)
     score = score.masked_fill(~candidate, float("-inf"))
-    kept = torch.zeros_like(candidate)
-    n = min(budget, score.shape[-1])
-    if n:
-        kept.scatter_(-1, score.topk(n, -1).indices, True)
-    kept &= candidate
+    # The candidates best first: the first ``budget`` stay, the rest fold (only those are read for the state).
+    order = score.topk(int(candidate.sum(-1).max()), -1).indices
+    n = min(budget, order.shape[-1])
+    kept = torch.zeros_like(candidate).scatter_(-1, order[..., :n], True) & candidate
     folded = candidate & ~kept
-    weight = folded.float()
+    out = order[..., n:]
+    weight = folded.gather(-1, out).float()
     if ld is not None:
-        weight = weight * (ld * (t_ - pos).clamp(min=0)).exp()
-    grown = decayed + torch.einsum("bhnf,bhnv->bhfv", efk * weight[..., None], with_ones(ev))
-    r = rows[:, None, None, None]
-    state = torch.where(r, grown, state)
+        weight = weight * (ld * (t_ - pos.gather(-1, out)).clamp(min=0)).exp()
+    take = lambda x: x.gather(2, out[..., None].expand(-1, -1, -1, x.shape[-1]))  # noqa: E731
+    grown = decayed + (take(efk) * weight[..., None]).transpose(-1, -2) @ take(ev)
+    state = torch.where(rows[:, None, None, None], grown, state)
     t_state = torch.where(rows, t, t_state)
-    entries = entries.clone()
-    entries[..., CACHED] = torch.where(candidate, kept.float(), entries[..., CACHED])
-    entries[..., POS] = torch.where(folded, -1.0, pos)
-    return state, t_state, entries
+    return state, t_state, torch.where(folded, -1.0, pos), torch.where(candidate, kept, cached)

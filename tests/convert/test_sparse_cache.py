@@ -45,7 +45,7 @@ def test_the_layer_cache_holds_the_carry_and_counts_it():
     mixer = model.mixers()[0]
     entries = cache.layers[0].recurrent_states[3]
     H, D, F = mixer.num_heads, mixer.head_dim, mixer.feature_map_q.out_dim
-    assert entries.shape == (2, H, 3 + 8 + 4, 4 + D + F + D)
+    assert entries.shape == (2, mixer.num_kv_heads, 3 + 8 + 4, 4 + D + D)  # k, v per key/value head; f(k) recomputed
     assert (
         mixer.state_bytes(2) == 2 * H * F * (D + 1) * 4 + entries.numel() * 4 + 2 * mixer.num_kv_heads * 2 * 2 * D * 4
     )
