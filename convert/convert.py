@@ -17,6 +17,7 @@ from linearize.convert.calibration import (
 )
 from linearize.convert.configuration_linearized import LinearizedConfig
 from linearize.convert.families import check_family, family
+from linearize.convert.linear_mixer import SPARSE_SELECT
 from linearize.convert.plan import PlanError, auto_count, parse_keep_attention
 from linearize.convert.targets import MIXERS
 from linearize.errors import LinearizeError, SettingError
@@ -94,6 +95,8 @@ def convert(
     """
     check_target(target)
     check_settings(target, mixer_settings)
+    if mixer_settings.get("sparse_cache") and not mixer_settings.get("sparse_select"):
+        mixer_settings["sparse_select"] = SPARSE_SELECT  # recorded, so a later default does not change this model
     check_family(base.config.model_type)
     for name, value in (("--recency-threshold", recency_threshold), ("--recency-fraction", recency_fraction)):
         if value is not None and not (isinstance(value, (int, float)) and 0.0 <= value <= 1.0):
@@ -212,7 +215,7 @@ def set_sparse_cache(model, budget, select=None):
         raise SettingError(f"bad --sparse-select {select!r}: one of {', '.join(SELECTIONS)}")
     for i, mixer in sparse_cache_layers(model, budget).items():
         mixer.sparse_cache = budget
-        mixer.sparse_select = select or mixer.sparse_select
+        mixer.sparse_select = select or (mixer.sparse_select if mixer.sparse_cache else SPARSE_SELECT)
         model.config.mixers[i] = mixer.settings()
     model.config.record_cache_layers({i: m.cache_layout() for i, m in model.mixers().items()})
     step = {"step": "sparse_cache", "budget": budget}

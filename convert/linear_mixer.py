@@ -26,8 +26,9 @@ from linearize.kernels.window_attn.sparse import FIRST, SELECTIONS, sparse_windo
 # sink store (``SINK_STATE``): the selection's time and the next position, and the exact keys.
 SPARSE_META, SPARSE_ENTRIES = 2, 3
 SPARSE_CHUNK = 64  # positions between two selections (tests set fewer, through ``sparse_chunk``)
-SPARSE_SELECT = "attention"  # what it keeps by default: the keys that received the most attention (the error did not
-# find them); a checkpoint records its own choice, so this default can change without changing a saved model
+SPARSE_SELECT = "attention"  # what a new cache keeps by default: the keys that received the most attention (the error
+# did not find them); convert and set_sparse_cache write it into the layer's settings, so a saved model keeps its own
+RECORDLESS_SELECT = "attention"  # a config with a cache and no selection: saved before the choice was recorded
 
 
 # Feature maps act per head on [batch, time, heads, head_dim]; learned ones start at the identity, so a freshly
@@ -118,7 +119,7 @@ class LinearAttentionMixer(WindowedMixer):
         # window's softmax, chosen by the attention they received; training-free (benchmarks/smollm2/recall-cpu).
         self.sparse_cache = sparse_cache or 0
         self.sparse_chunk = sparse_chunk or SPARSE_CHUNK
-        self.sparse_select = sparse_select or SPARSE_SELECT
+        self.sparse_select = sparse_select or RECORDLESS_SELECT
         if self.sparse_select not in SELECTIONS:
             raise SettingError(f"bad --sparse-select {sparse_select!r}: one of {', '.join(SELECTIONS)}")
         if sparse_select and not self.sparse_cache:

@@ -3,12 +3,16 @@ Its decode, left padding, beam search and bare load run with every target's (the
 tests/convert/test_convert.py and test_save_load.py); its selection against references in
 tests/kernels/test_sparse_window.py."""
 
+import json
+
 import pytest
 import torch
 from transformers import DynamicCache
 
 from linearize.card import model_card
+from linearize.convert.auto import LinearizedForCausalLM
 from linearize.convert.convert import convert, set_sparse_cache
+from linearize.convert.linear_mixer import RECORDLESS_SELECT, SPARSE_SELECT
 from linearize.convert.settings import ConvertSettings
 from linearize.errors import SettingError
 from linearize.kernels.window_attn.sparse import SELECTIONS
@@ -72,7 +76,8 @@ def test_the_selection_is_recorded_and_a_checkpoint_keeps_it(tmp_path):
     """The keys' choice is part of the layer: recorded in the config (the default too, so a later default cannot change
     a saved model), kept through save and load, given by set_sparse_cache on a trained model, and stated in the card."""
     base = tiny_base("llama")
-    assert convert(base, "lolcats", sparse_cache=2, **SETTINGS).config.mixers[0]["sparse_select"] == "attention"
+    assert convert(base, "lolcats", sparse_cache=2, **SETTINGS).config.mixers[0]["sparse_select"] == SPARSE_SELECT
+    assert set_sparse_cache(convert(base, "lolcats", **SETTINGS), 2).mixers()[0].sparse_select == SPARSE_SELECT
     torch.manual_seed(0)
     model = perturb_new_parameters(convert(base, "lolcats", **SETTINGS))
     set_sparse_cache(model, 2, "mean")
@@ -92,3 +97,20 @@ def test_the_selection_is_recorded_and_a_checkpoint_keeps_it(tmp_path):
     assert "per query that saw them" in model_card(tmp_path).text
     choices = next(f for f in ConvertSettings.__dataclass_fields__.values() if f.name == "sparse_select")
     assert choices.metadata["choices"] == SELECTIONS  # the flag offers what the kernel knows
+
+
+def test_a_config_saved_before_the_selection_was_recorded_keeps_its_selection(tmp_path):
+    """Checkpoints saved before the layers recorded their choice chose by the attention received: they load so,
+    whatever the default for new caches is."""
+    model = convert(tiny_base("llama"), "lolcats", sparse_cache=2, sparse_select="mean", **SETTINGS)
+    model.save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    for mixer in config["mixers"]:
+        if mixer:
+            del mixer["sparse_select"]
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    assert (
+        {m.sparse_select for m in LinearizedForCausalLM.from_pretrained(tmp_path).mixers().values()}
+        == {RECORDLESS_SELECT}
+        == {"attention"}
+    )
