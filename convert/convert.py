@@ -214,8 +214,8 @@ def set_sparse_cache(model, budget, select=None):
     if select is not None and select not in SELECTIONS:
         raise SettingError(f"bad --sparse-select {select!r}: one of {', '.join(SELECTIONS)}")
     for i, mixer in sparse_cache_layers(model, budget).items():
-        mixer.sparse_cache = budget
         mixer.sparse_select = select or (mixer.sparse_select if mixer.sparse_cache else SPARSE_SELECT)
+        mixer.sparse_cache = budget
         model.config.mixers[i] = mixer.settings()
     model.config.record_cache_layers({i: m.cache_layout() for i, m in model.mixers().items()})
     step = {"step": "sparse_cache", "budget": budget}

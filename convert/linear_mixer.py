@@ -26,8 +26,10 @@ from linearize.kernels.window_attn.sparse import FIRST, SELECTIONS, sparse_windo
 # sink store (``SINK_STATE``): the selection's time and the next position, and the exact keys.
 SPARSE_META, SPARSE_ENTRIES = 2, 3
 SPARSE_CHUNK = 64  # positions between two selections (tests set fewer, through ``sparse_chunk``)
-SPARSE_SELECT = "attention"  # what a new cache keeps by default: the keys that received the most attention (the error
-# did not find them); convert and set_sparse_cache write it into the layer's settings, so a saved model keeps its own
+SPARSE_SELECT = "mean"  # what a new cache keeps by default: the keys that received the most attention per query that
+# saw them (benchmarks/smollm2/recall-grid: better than the summed share on every recall cell, which favours the keys
+# already cached; the error did not find the passkey); convert and set_sparse_cache write it into the layer's
+# settings, so a saved model keeps its own
 RECORDLESS_SELECT = "attention"  # a config with a cache and no selection: saved before the choice was recorded
 
 
@@ -116,7 +118,7 @@ class LinearAttentionMixer(WindowedMixer):
             self.group_norm = nn.GroupNorm(H, H * D)
         self.add_window_factor()  # the window's share per head, in the shared normaliser or in the output mix
         # sparse_cache = N: LoLA's sparse cache, N keys per key/value head that left the window kept exact in the
-        # window's softmax, chosen by the attention they received; training-free (benchmarks/smollm2/recall-cpu).
+        # window's softmax, chosen by ``sparse_select``; training-free (benchmarks/smollm2/recall-cpu, recall-grid).
         self.sparse_cache = sparse_cache or 0
         self.sparse_chunk = sparse_chunk or SPARSE_CHUNK
         self.sparse_select = sparse_select or RECORDLESS_SELECT

@@ -47,15 +47,16 @@ class ConvertSettings:
         default=None,
         metadata={
             "help": "with a window sharing the normaliser (lolcats): keep N keys per key/value head exact after they "
-            "leave the window, those that received the most attention (LoLA's sparse cache; 0 = none)"
+            "leave the window, those that received the most attention per query that saw them (LoLA's sparse cache; "
+            "0 = none)"
         },
     )
     sparse_select: str | None = field(
         default=None,
         metadata={
             "choices": ("error", "attention", "mean"),  # kernels.window_attn.sparse.SELECTIONS (kept light here)
-            "help": "with --sparse-cache: the keys it keeps, by the attention they received (attention, the default), "
-            "that attention per query that saw them (mean), or LoLA's self-recall error (error)",
+            "help": "with --sparse-cache: the keys it keeps, by the attention they received per query that saw them "
+            "(mean, the default), that attention summed (attention), or LoLA's self-recall error (error)",
         },
     )
     rank_by: str | None = field(

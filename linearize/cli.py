@@ -248,7 +248,7 @@ def build_parser():
         "--sparse-select",
         choices=ConvertSettings.__dataclass_fields__["sparse_select"].metadata["choices"],  # convert's, one list
         default=None,
-        help="with --sparse-cache: the keys it keeps (default: attention; see `linearize convert --sparse-select`)",
+        help="with --sparse-cache: the keys it keeps (default: mean; see `linearize convert --sparse-select`)",
     )
     ev.add_argument("--out", default="eval-results", help="folder for eval.json and eval.md")
     add_dtype_arg(ev)
