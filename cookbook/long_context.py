@@ -1,7 +1,7 @@
 """Long context: the main job's default recipe. LoLCATs layers with a learned per-head decay and attention
 sinks, softmax attention kept in the layers whose lone conversion costs the most KL at the answers of
 retrieval probes, and after training LoLA's sparse cache: 256 keys per key/value head that left the window kept
-exact, chosen by the attention they received.
+exact, chosen by the attention they received per query that saw them.
 
 Why (benchmarks/smollm2/length.md): a LoLCATs layer's linear sum grows with every token and swamps its
 64-token window past the training length; a decay (memory spans 8-64 tokens at init) keeps it the

@@ -15,7 +15,8 @@ OOD_CORPORA = ("corpus:gnu-manuals", "corpus:c-code")
 # at init) and 4 attention sinks, and softmax attention kept in the 12 layers whose lone conversion costs the most KL
 # at the answers of retrieval probes (12 of SmolLM2's 30; the same share of other bases' layers); after training,
 # LoLA's sparse cache of 256 keys per key/value head in the converted layers, chosen by the attention they received
-# (benchmarks/smollm2/recall-cpu/sparse-cache.md). Applied when the target is lolcats and a setting is not given.
+# per query that saw them (benchmarks/smollm2/recall-cpu/sparse-cache.md, recall-grid/README.md). Applied when the
+# target is lolcats and a setting is not given.
 MAIN_RECIPE = {"rank_by": "kl-recall", "decay": 64, "sinks": 4, "sparse_cache": 256}
 KEEP_SHARE = 12 / 30
 
