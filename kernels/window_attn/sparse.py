@@ -47,6 +47,11 @@ def recall_error(fk, v, state, eps=1e-6):
     return (v - read[..., :-1] / (read[..., -1:] + eps)).pow(2).sum(-1)
 
 
+def take(x, index):
+    """The entries ``index`` [B, H, n] of x [B, H, N] or [B, H, N, *], per row and head."""
+    return x.gather(2, index if x.dim() == 3 else index[..., None].expand(-1, -1, -1, x.shape[-1]))
+
+
 def cached_keys(carry, D):
     """The cache's (positions [B, Hk, n], k, v) in a carry, at the key/value heads, in position order per head (n: the
     most any head holds; -1 pads)."""
@@ -55,8 +60,7 @@ def cached_keys(carry, D):
     order = pos.argsort(dim=-1, descending=True, stable=True).flip(-1)  # kept ones last, ascending
     n = int((pos >= 0).sum(-1).max())
     order = order[..., order.shape[-1] - n :]
-    take = lambda x: x.gather(2, order[..., None].expand(-1, -1, -1, x.shape[-1]))  # noqa: E731
-    return pos.gather(2, order).long(), take(entries[..., FIRST : FIRST + D]), take(entries[..., FIRST + D :])
+    return take(pos, order).long(), take(entries[..., FIRST : FIRST + D], order), take(entries[..., FIRST + D :], order)
 
 
 def sparse_window_attn(
@@ -226,8 +230,7 @@ def compact(pos, *columns):
     order = empty.to(torch.int8).argsort(dim=-1, stable=True)
     n = int((~empty).sum(-1).max()) if empty.numel() else 0
     order = order[..., :n]
-    take = lambda x: x.gather(2, order if x.dim() == 3 else order[..., None].expand(-1, -1, -1, x.shape[-1]))  # noqa: E731
-    return (take(pos), *(take(x) for x in columns))
+    return (take(pos, order), *(take(x, order) for x in columns))
 
 
 def select_and_fold(state, t_state, entries, t, rows, budget, W, ld, groups, select, eps):
@@ -260,8 +263,7 @@ def select_and_fold(state, t_state, entries, t, rows, budget, W, ld, groups, sel
     weight = folded.gather(-1, out).float()
     if ld is not None:
         weight = weight * (ld * (t_ - pos.gather(-1, out)).clamp(min=0)).exp()
-    take = lambda x: x.gather(2, out[..., None].expand(-1, -1, -1, x.shape[-1]))  # noqa: E731
-    grown = decayed + (take(efk) * weight[..., None]).transpose(-1, -2) @ take(ev)
+    grown = decayed + (take(efk, out) * weight[..., None]).transpose(-1, -2) @ take(ev, out)
     state = torch.where(rows[:, None, None, None], grown, state)
     t_state = torch.where(rows, t, t_state)
     return state, t_state, torch.where(folded, -1.0, pos), torch.where(candidate, kept, cached)
