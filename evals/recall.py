@@ -463,6 +463,7 @@ def recall_sample(tokenizer, haystack, task, length, bucket, index, seed=0, kind
         "prompt": prompt,
         "key": keys[0],
         "answers": values if task == "niah_multivalue" else values[:1],
+        "distractors": values[1:] if task == "niah_multikey" else [],
         "needles": needles,
         "max_new_tokens": max_new,
         "read_twice": read_twice,
@@ -494,13 +495,26 @@ def _summary(scores):
     return {"score": sum(scores) / len(scores), "n": len(scores)}
 
 
-def score_recall(samples, generate):
+def score_recall(samples, generate, outputs=None):
     """``generate(prompt, max_new_tokens=N) -> text`` on every sample; returns {task: {length: {"score",
     "n", "by_depth": {bucket: {"score", "n"}}, and for niah_single "by_kind": {kind: {"score", "n"}}}}}
-    (lengths as strings, as JSON keeps them)."""
+    (lengths as strings, as JSON keeps them). ``outputs``, a list, gets one record per prompt: what was
+    asked, what came out and, for niah_multikey, the distractor values it gave instead (a wrong key
+    matched, rather than a value misread)."""
     cells = {}
     for sample in samples:
-        s = score_answer(sample, generate(sample["prompt"], max_new_tokens=sample["max_new_tokens"]))
+        text = generate(sample["prompt"], max_new_tokens=sample["max_new_tokens"])
+        s = score_answer(sample, text)
+        if outputs is not None:
+            outputs.append(
+                {
+                    **{k: sample[k] for k in ("task", "length", "bucket", "kind", "key", "answers")},
+                    "depth": round(sample["depth"], 4),
+                    "output": text,
+                    "score": s,
+                    "distractors_given": [v for v in sample.get("distractors", []) if _occurs(text, v)],
+                }
+            )
         cell = cells.setdefault(sample["task"], {}).setdefault(
             str(sample["length"]), {"all": [], "depth": {}, "kind": {}}
         )
@@ -536,7 +550,8 @@ def text_recall(
     prompt's text twice (Just-Read-Twice prompting; see ``recall_sample``)."""
     docs = list(documents) if documents is not None else haystack_documents(haystack)
     samples = recall_samples(tokenizer, Haystack(tokenizer, docs), tasks, lengths, depths, prompts, seed, read_twice)
-    scores = score_recall(samples, generate or hf_generate(model, tokenizer))
+    outputs = []
+    scores = score_recall(samples, generate or hf_generate(model, tokenizer), outputs)
     return {
         "haystack": f"{len(docs)} given documents" if documents is not None else [str(h) for h in haystack],
         "tasks": list(tasks),
@@ -546,4 +561,5 @@ def text_recall(
         "read_twice": read_twice,
         "seed": seed,
         "scores": scores,
+        "outputs": outputs,
     }

@@ -98,6 +98,25 @@ def test_scripted_models_score_one_and_zero_at_every_length_and_depth(tokenizer,
             assert {d: c["score"] for d, c in cell["by_depth"].items()} == dict.fromkeys(r["depth_buckets"], expected)
 
 
+def distractor_reader(prompt, max_new_tokens=None):
+    """Matches the wrong key: says the value of the first needle in the text that is not the asked one."""
+    key = re.search(r"magic \w+s? for (\S+) mentioned in the text\? ", prompt).group(1)
+    others = [v for k, v in re.findall(r"magic \w+ for (\S+) is: (\S+)\.", prompt) if k != key]
+    return " " + (others[0] if others else "none") + "."
+
+
+def test_each_prompts_output_is_kept_and_a_distractors_value_is_named(tokenizer, docs):
+    kw = dict(tasks=("niah_single", "niah_multikey"), lengths=(256,), depths=2, prompts=2, documents=docs)
+    r = text_recall(None, tokenizer, generate=copier, **kw)
+    assert len(r["outputs"]) == 8 and all(o["score"] == 1.0 and not o["distractors_given"] for o in r["outputs"])
+    assert [o["output"].strip(" .") for o in r["outputs"]] == [o["answers"][0] for o in r["outputs"]]
+    wrong = text_recall(None, tokenizer, generate=distractor_reader, **kw)
+    multikey = [o for o in wrong["outputs"] if o["task"] == "niah_multikey"]
+    assert len(multikey) == 4 and all(o["score"] == 0.0 for o in multikey)
+    assert all(o["distractors_given"] == [o["output"].strip(" .")] for o in multikey)
+    assert {o["bucket"] for o in multikey} == {"0-50%", "50-100%"}
+
+
 def test_a_model_that_reads_the_first_half_only_fails_the_deep_buckets(tokenizer, docs):
     r = text_recall(
         None,
