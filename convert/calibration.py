@@ -31,29 +31,39 @@ def calibration_ids(tokenizer, texts=None, num_samples=8, seq_len=256, seed=0):
 THINGS = ("archive", "server", "ledger", "vault", "garden", "engine", "harbor", "library")
 
 
-def retrieval_probes(tokenizer, texts=None, num_samples=4, seq_len=512, seed=0):
+def retrieval_probes(tokenizer, texts=None, num_samples=4, seq_len=512, seed=0, distractors=0):
     """Retrieval probes on calibration text: (ids [N, seq_len], answer [N, seq_len] bool). Each window of the
     texts gets a fact ("The code of the vault is 48213.") at a seeded depth and ends with the question and its
     answer; ``answer`` marks the positions whose next token is part of the answer, where a layer that retrieves
-    from far back matters. The wording and the text (Python's documentation) differ from the recall evaluation's
-    (``evals.recall``: its prompts and haystacks stay unseen)."""
+    from far back matters. ``distractors`` more facts about other things, at their own depths, make the probe
+    ask for a key match, not only for the one number in the text. The wording and the text (Python's
+    documentation) differ from the recall evaluation's (``evals.recall``: its prompts and haystacks stay
+    unseen)."""
+    if not 0 <= distractors < len(THINGS):
+        raise ValueError(f"distractors must be from 0 to {len(THINGS) - 1}, got {distractors!r}")
     rng = random.Random(seed)
     texts = stdlib_documents() if texts is None else list(texts)
     text_ids = tokenizer("\n\n".join(texts), add_special_tokens=False)["input_ids"]
     enc = lambda t: tokenizer(t, add_special_tokens=False)["input_ids"]  # noqa: E731
     ids, answer, start = [], [], 0
     for _ in range(num_samples):
-        thing, value = rng.choice(THINGS), str(rng.randrange(10000, 100000))
-        fact = enc(f" The code of the {thing} is {value}. ")
-        question = enc(f"\nQuestion: what is the code of the {thing}? Answer: the code of the {thing} is")
-        value_ids = enc(f" {value}")
-        filler = seq_len - len(fact) - len(question) - len(value_ids)
+        # rng.choice for a single fact: the probes (and so the plans) of distractors=0 stay those of before.
+        things = rng.sample(THINGS, 1 + distractors) if distractors else [rng.choice(THINGS)]
+        values = [str(rng.randrange(10000, 100000)) for _ in things]
+        facts = [enc(f" The code of the {t} is {v}. ") for t, v in zip(things, values)]
+        question = enc(f"\nQuestion: what is the code of the {things[0]}? Answer: the code of the {things[0]} is")
+        value_ids = enc(f" {values[0]}")
+        filler = seq_len - sum(map(len, facts)) - len(question) - len(value_ids)
         if filler < 16 or start + filler > len(text_ids):
             raise ValueError(f"calibration text too short for {num_samples} retrieval probes of {seq_len} tokens")
-        depth = rng.randint(filler // 20, filler * 17 // 20)
+        depths = [rng.randint(filler // 20, filler * 17 // 20) for _ in facts]
         window = text_ids[start : start + filler]
         start += filler
-        row = window[:depth] + fact + window[depth:] + question + value_ids
+        row, at = [], 0
+        for depth, fact in sorted(zip(depths, facts), key=lambda df: df[0]):
+            row += window[at:depth] + fact
+            at = depth
+        row += window[at:] + question + value_ids
         ids.append(row)
         answer.append([False] * (seq_len - len(value_ids) - 1) + [True] * len(value_ids) + [False])
     return torch.tensor(ids), torch.tensor(answer)

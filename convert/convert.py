@@ -23,7 +23,8 @@ from linearize.convert.targets import MIXERS
 from linearize.errors import LinearizeError, SettingError
 from linearize.kernels.window_attn.sparse import SELECTIONS
 
-RANKINGS = ("recency", "kl", "kl-recall", "kl-mix")
+RANKINGS = ("recency", "kl", "kl-recall", "kl-multikey", "kl-mix")
+PROBE_DISTRACTORS = 3  # kl-multikey: facts about other things beside the asked one (RULER's multi-key NIAH has 3)
 KL_SAMPLES = (4, 512)  # calibration windows for rank_by="kl": long enough to need more than the window
 
 
@@ -128,10 +129,15 @@ def convert(
                 calibration = calibration_ids(tokenizer, num_samples=KL_SAMPLES[0], seq_len=KL_SAMPLES[1])
             kl = evidence["kl_prose"] = measure(calibration)
             evidence["samples"] = list(calibration.shape)
-        if rank_by in ("kl-recall", "kl-mix"):  # retrieval probes: the KL at the answer's tokens
+        if rank_by in ("kl-recall", "kl-multikey", "kl-mix"):  # retrieval probes: the KL at the answer's tokens
             if tokenizer is None:
                 raise PlanError(f"--rank-by {rank_by} builds retrieval probes: pass tokenizer=")
-            probes, answer = retrieval_probes(tokenizer, num_samples=KL_SAMPLES[0], seq_len=KL_SAMPLES[1])
+            probes, answer = retrieval_probes(
+                tokenizer,
+                num_samples=KL_SAMPLES[0],
+                seq_len=KL_SAMPLES[1],
+                distractors=PROBE_DISTRACTORS if rank_by == "kl-multikey" else 0,
+            )
             kl = evidence["kl_recall"] = measure(probes, answer)
             evidence["samples"] = list(probes.shape)
         if rank_by == "kl-mix":  # each ranking's share of its total, added: prose and retrieval count alike

@@ -62,10 +62,10 @@ class ConvertSettings:
     rank_by: str | None = field(
         default=None,
         metadata={
-            "choices": ("recency", "kl", "kl-recall", "kl-mix"),
+            "choices": ("recency", "kl", "kl-recall", "kl-multikey", "kl-mix"),
             "help": "auto:N: rank layers by attention recency, or by the KL of converting each alone: over every "
-            "token of prose (kl), at the answers of retrieval probes (kl-recall), or both, each as its share of its "
-            "total (kl-mix)",
+            "token of prose (kl), at the answers of retrieval probes (kl-recall), of probes that also state 3 "
+            "distractor facts (kl-multikey), or prose and kl-recall, each as its share of its total (kl-mix)",
         },
     )
     recency_window: int | None = field(

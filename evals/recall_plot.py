@@ -70,8 +70,29 @@ def recall_table(results):
                     + " | ".join(f"{by[k]['score']:.2f} ({by[k]['n']})" if k in by else "" for k in names)
                     + " |"
                 )
+        if task == "niah_multikey":
+            lines += _distractor_lines(rows)
         parts.append("\n".join(lines))
     return "\n\n".join(parts) + "\n"
+
+
+def _distractor_lines(rows):
+    """Of each model's misses on niah_multikey, how many answered a distractor's value (the wrong key matched)
+    rather than something else (the value misread or not found)."""
+    lines = []
+    for r in rows:
+        for n in r["quality"]["recall"]["scores"].get("niah_multikey", {}):
+            misses = [
+                o
+                for o in r["quality"]["recall"].get("outputs", [])
+                if o["task"] == "niah_multikey" and str(o["length"]) == n and o["score"] < 1
+            ]
+            if misses:
+                wrong_key = sum(bool(o["distractors_given"]) for o in misses)
+                lines.append(
+                    f"- {_row_name(r)} at {n}: {wrong_key} of its {len(misses)} misses gave a distractor's value"
+                )
+    return [""] + lines if lines else []
 
 
 def plot_recall(result, path, title=None):

@@ -93,6 +93,7 @@ def print_summary(s):
     if evidence and evidence["method"] == "kl":
         what = {
             "kl-recall": "at the answers of retrieval probes",
+            "kl-multikey": "at the answers of retrieval probes with 3 distractor facts each",
             "kl-mix": "its share of the total on prose plus its share at the answers of retrieval probes",
         }.get(evidence.get("ranked_by"), "over every token")
         print(

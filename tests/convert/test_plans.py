@@ -1,6 +1,7 @@
 """Mamba's weight mapping, the recency metric, RecurFormer plans and auto:N layer plans."""
 
 import math
+import re
 
 import pytest
 import torch
@@ -196,9 +197,21 @@ def test_retrieval_probes_ask_for_a_fact_stated_earlier():
         assert value.isdigit() and len(value) == 5
         text = tok.decode(row[: marked[0] + 1])
         assert text.count(f" is {value}.") == 1 and text.rstrip().endswith("is")
+    # With distractors: four facts about four things, the asked one's value the answer, the probe as long.
+    ids, answer = retrieval_probes(tok, num_samples=3, seq_len=200, seed=1, distractors=3)
+    assert ids.shape == answer.shape == (3, 200)
+    for row, mask in zip(ids.tolist(), answer.tolist()):
+        marked = [i for i, m in enumerate(mask) if m]
+        value = tok.decode(row[marked[0] + 1 :]).strip()
+        text = tok.decode(row[: marked[0] + 1])
+        facts = re.findall(r"The code of the (\w+) is (\d{5})\.", text)
+        asked = re.search(r"what is the code of the (\w+)\?", text).group(1)
+        assert len(facts) == 4 and len({t for t, _ in facts}) == 4 and dict(facts)[asked] == value
+    with pytest.raises(ValueError, match="distractors"):
+        retrieval_probes(tok, distractors=8)
 
 
-@pytest.mark.parametrize("rank_by", ["kl-recall", "kl-mix"])
+@pytest.mark.parametrize("rank_by", ["kl-recall", "kl-multikey", "kl-mix"])
 def test_ranking_by_retrieval_probes_keeps_the_layers_they_cost_most(rank_by):
     """--rank-by kl-recall keeps the layers whose lone conversion moves the probes' answers most; kl-mix adds
     that to the prose KL, each as its share; both are recorded as the plan's evidence."""

@@ -115,6 +115,9 @@ def test_each_prompts_output_is_kept_and_a_distractors_value_is_named(tokenizer,
     assert len(multikey) == 4 and all(o["score"] == 0.0 for o in multikey)
     assert all(o["distractors_given"] == [o["output"].strip(" .")] for o in multikey)
     assert {o["bucket"] for o in multikey} == {"0-50%", "50-100%"}
+    table = recall_plot.recall_table([{"name": "wrong-key", "quality": {"recall": wrong}}])
+    assert "- wrong-key at 256: 4 of its 4 misses gave a distractor's value" in table
+    assert "misses" not in recall_plot.recall_table([{"name": "copier", "quality": {"recall": r}}])
 
 
 def test_a_model_that_reads_the_first_half_only_fails_the_deep_buckets(tokenizer, docs):
