@@ -4,9 +4,9 @@ users can pick a target by measured numbers.
 Each row is the main job as a user runs it (`linearize --base llama ...`, the same tokens and stage settings as the
 default), then `linearize bench` of the result against its teacher in the same process (decode ms/token at 512 and
 8192 tokens of context). Every row but the default's takes the default's layer plan rule (12 of 30 layers kept as
-softmax, ranked by the KL of converting each alone at the answers of retrieval probes: the ranking is the row's own
-target's) and its window design: a 64-token softmax window with 4 sinks beside the recurrence, and a learned decay
-of initial span 64 where the recurrence has none of its own (linear, t2r, hedgehog). The exportable recurrences
+softmax, ranked by the KL of converting each alone at the answers of multi-key retrieval probes: the ranking is the
+row's own target's) and its window design: a 64-token softmax window with 4 sinks beside the recurrence, and a learned
+decay of initial span 64 where the recurrence has none of its own (linear, t2r, hedgehog). The exportable recurrences
 (mamba, gdn) also run without a window, the form `linearize export` writes natively.
 
 Rows run one at a time (each is 20-40 minutes alone on 2 cores; never two at once) and accumulate, one JSON per row
@@ -30,7 +30,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "smollm2" / "methods"
-PLAN = ["--keep-attention", "auto:12", "--rank-by", "kl-recall"]  # the default's rule (pipeline.KEEP_SHARE)
+PLAN = ["--keep-attention", "auto:12", "--rank-by", "kl-multikey"]  # the default's rule (pipeline.KEEP_SHARE)
 WINDOW = ["--window", "64", "--sinks", "4"]
 DECAY = ["--decay", "64"]  # only where the recurrence has no decay of its own
 ROWS = {

@@ -1,7 +1,8 @@
 """Long context: the main job's default recipe. LoLCATs layers with a learned per-head decay and attention
 sinks, softmax attention kept in the layers whose lone conversion costs the most KL at the answers of
-retrieval probes, and after training LoLA's sparse cache: 256 keys per key/value head that left the window kept
-exact, chosen by the attention they received per query that saw them.
+retrieval probes that state three distractor facts beside the asked one, and after training LoLA's sparse cache:
+256 keys per key/value head that left the window kept exact, chosen by the attention they received per query that
+saw them.
 
 Why (benchmarks/smollm2/length.md): a LoLCATs layer's linear sum grows with every token and swamps its
 64-token window past the training length; a decay (memory spans 8-64 tokens at init) keeps it the
@@ -41,7 +42,7 @@ if __name__ == "__main__":
         from transformers import AutoConfig
 
         config = AutoConfig.from_pretrained(out, trust_remote_code=True)
-        assert config.linearize["plan_evidence"]["ranked_by"] == "kl-recall"
+        assert config.linearize["plan_evidence"]["ranked_by"] == "kl-multikey"
         assert len(config.linearize["keep_attention"]) == 2
         assert all(m is None or (m["sinks"] == 4 and m["decay"] == 16) for m in config.mixers)
         assert all(m is None or m["sparse_cache"] == MAIN_RECIPE["sparse_cache"] for m in config.mixers)

@@ -679,7 +679,7 @@ def build_main_parser():
         prog="linearize",
         description="The main job: convert BASE, attention transfer, end-to-end KD, quality of teacher and student "
         "(out-of-domain perplexity by length and position, passkey, MQAR), save. With the default target "
-        "the recipe is lolcats --decay 64 --sinks 4 --rank-by kl-recall --keep-attention auto:N, N = 12/30 of the "
+        "the recipe is lolcats --decay 64 --sinks 4 --rank-by kl-multikey --keep-attention auto:N, N = 12/30 of the "
         "layers (each can be overridden; --keep-attention none converts every layer). "
         "Verbs: convert, distill, eval, bench, report, push, export, corpora (linearize VERB -h).",
     )

@@ -75,7 +75,7 @@ RECIPES = {
     "lolcats": Recipe(
         "lolcats",
         "the main job's default: LoLCATs layers (Zhang et al., ICLR 2025) with a learned decay and 4 sinks, softmax "
-        f"kept in {KEEP_SHARE:.0%} of the layers ranked by KL on retrieval probes",
+        f"kept in {KEEP_SHARE:.0%} of the layers ranked by KL on multi-key retrieval probes",
         settings=dict(MAIN_RECIPE),
         keep_share=KEEP_SHARE,
     ),

@@ -275,12 +275,13 @@ def test_main_job_on_a_tiny_base(tmp_path, capsys):
     assert steps == ["transfer", "kd", "sparse_cache"] and q["in_domain"]["ratio"] > 0
     assert set(q["out_of_domain"][str(unseen)]["windows"]) == {"64", "256"}
     assert q["cost"]["train_tokens"] > 0 and q["cost"]["state_bytes_4k"] < q["cost"]["kv_bytes_4k"]
-    # The main job's recipe fills what was not given: 4 sinks, kept layers ranked on retrieval probes (12/30 of 2 -> 1).
+    # The main job's recipe fills what was not given: 4 sinks, kept layers ranked on multi-key retrieval
+    # probes (12/30 of 2 -> 1).
     mixers = [m for m in model.config.mixers if m]
     assert len(mixers) == 1 and mixers[0]["decay"] == 32 and mixers[0]["sinks"] == 4 and mixers[0]["window"] == 8
     assert mixers[0]["sparse_cache"] == 4
     evidence = model.config.linearize["plan_evidence"]
-    assert evidence["method"] == "kl" and evidence["ranked_by"] == "kl-recall"
+    assert evidence["method"] == "kl" and evidence["ranked_by"] == "kl-multikey"
     from linearize.card import model_card
 
     card = str(model_card(out))
