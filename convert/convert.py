@@ -19,11 +19,11 @@ from linearize.convert.configuration_linearized import LinearizedConfig
 from linearize.convert.families import check_family, family
 from linearize.convert.linear_mixer import SPARSE_SELECT
 from linearize.convert.plan import PlanError, auto_count, parse_keep_attention
+from linearize.convert.settings import RANKINGS
 from linearize.convert.targets import MIXERS
 from linearize.errors import LinearizeError, SettingError
 from linearize.kernels.window_attn.sparse import SELECTIONS
 
-RANKINGS = ("recency", "kl", "kl-recall", "kl-multikey", "kl-mix")
 PROBE_DISTRACTORS = 3  # kl-multikey: facts about other things beside the asked one (RULER's multi-key NIAH has 3)
 KL_SAMPLES = (4, 512)  # calibration windows for rank_by="kl": long enough to need more than the window
 

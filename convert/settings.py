@@ -6,6 +6,8 @@ from dataclasses import asdict, dataclass, field
 
 # Fields that are not per-mixer settings: the rest go to ``convert(..., **mixer_settings)``.
 RUN_FIELDS = ("base", "target", "keep_attention")
+# How an auto:N plan ranks layers (``convert`` measures each).
+RANKINGS = ("recency", "kl", "kl-recall", "kl-multikey", "kl-mix")
 
 
 @dataclass
@@ -62,7 +64,7 @@ class ConvertSettings:
     rank_by: str | None = field(
         default=None,
         metadata={
-            "choices": ("recency", "kl", "kl-recall", "kl-multikey", "kl-mix"),
+            "choices": RANKINGS,
             "help": "auto:N: rank layers by attention recency, or by the KL of converting each alone: over every "
             "token of prose (kl), at the answers of retrieval probes (kl-recall), of probes that also state 3 "
             "distractor facts (kl-multikey), or prose and kl-recall, each as its share of its total (kl-mix)",
