@@ -135,8 +135,8 @@ def plot_recall(result, path, title=None):
 
 
 def png_name(result):
-    """recall-<teacher|student>-<name>.png, the name made safe for a file."""
-    role = result.get("role") or "student"
+    """recall-<teacher|student|model>-<name>.png, the name made safe for a file (model: a base evaluated alone)."""
+    role = result.get("role") or "model"
     return f"recall-{role}-{re.sub(r'[^A-Za-z0-9._-]+', '_', Path(str(result['name'])).name)[:60]}.png"
 
 

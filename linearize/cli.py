@@ -473,11 +473,12 @@ def run_eval(args):
         haystack_documents(recall["haystack"])
     teacher = load_model(args.teacher, dtype=dtype) if args.teacher else None
     student = load_model(args.model, dtype=dtype)
+    from linearize.convert.load import converted_config
+
     if args.sparse_select and args.sparse_cache is None:
         raise UserError("--sparse-select chooses the keys of a sparse cache: give --sparse-cache N too")
     if args.sparse_cache is not None:
         from linearize.convert.convert import set_sparse_cache
-        from linearize.convert.load import converted_config
 
         if converted_config(args.model) is None:
             raise UserError(f"--sparse-cache applies to a converted checkpoint; {args.model!r} is not one")
@@ -506,6 +507,8 @@ def run_eval(args):
         results.append(evaluate(*teacher, **{**kwargs, "suite": [s for s in suite if s != "agreement"]}))
         results[-1]["role"] = "teacher"
     results.append(evaluate(*student, teacher=teacher[0] if teacher else None, **kwargs))
+    if teacher is not None or converted_config(args.model) is not None:  # a base model alone is just a model
+        results[-1]["role"] = "student"
     if teacher is not None:
         add_ratios(results[-1], results[0])
     for r, (model, _, _) in zip(results, [m for m in (teacher, student) if m is not None]):

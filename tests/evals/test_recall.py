@@ -239,7 +239,7 @@ def test_cli_eval_recall_teacher_and_student(tokenizer, tmp_path, capsys):
     )
     assert code == 0, capsys.readouterr().err
     results = json.loads((out / "eval.json").read_text())
-    assert [r.get("role") for r in results] == ["teacher", None]
+    assert [r.get("role") for r in results] == ["teacher", "student"]
     for r in results:
         rec = r["quality"]["recall"]
         assert rec["haystack"] == [str(hay)] and set(rec["scores"]) == {"passkey", "niah_single"}
@@ -251,6 +251,10 @@ def test_cli_eval_recall_teacher_and_student(tokenizer, tmp_path, capsys):
     assert "**niah_single**" in md and "tiny-base (teacher) | 96 |" in md and "| tiny-lolcats | 128 |" in md
     assert (out / "recall-teacher-tiny-base.png").read_bytes()[:4] == b"\x89PNG"
     assert (out / "recall-student-tiny-lolcats.png").read_bytes()[:4] == b"\x89PNG"
+    alone = tmp_path / "alone"  # a base model evaluated alone is neither teacher nor student
+    one = ["--recall-lengths", "96", "--recall-tasks", "passkey", "--recall-depths", "1", "--recall-prompts", "1"]
+    assert main(["eval", str(teacher), "--suite", "recall", *one, "--haystack", str(hay), "--out", str(alone)]) == 0
+    assert [p.name for p in alone.glob("recall-*.png")] == ["recall-model-tiny-base.png"]
     capsys.readouterr()
     assert (
         main(["eval", str(student), "--suite", "recall", "--recall-lengths", "4096", "--out", str(tmp_path / "no")])
