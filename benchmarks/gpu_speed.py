@@ -2,8 +2,9 @@
 
 Two shapes, built on the device from their config.json (speed does not depend on the weights, so nothing is
 downloaded or carried): the SmolLM2-135M shape converted with the main job's recipe (LoLCATs with decay 64 and
-4 sinks, window 64, softmax kept in the layers the main job's KL ranking keeps: 3, 4, 7, 8, 14, 18, 20, 23; see
-../shared/QUALITY.md), and the Llama-3.2-1B shape with every layer converted to LoLCATs (default settings).
+4 sinks, window 64, softmax kept in the 12 layers the main job's ranking keeps: 5-8, 14, 15, 17, 18, 20-23), without
+its sparse cache (whose form is the reference loop) and, in the last section, with it; and the Llama-3.2-1B shape with
+every layer converted to LoLCATs (default settings).
 
 Sections, in order of value; each has its own time budget (a SIGALRM cuts it and the run goes on with the next),
 and the whole run a deadline (``--seconds``):
@@ -23,6 +24,8 @@ and the whole run a deadline (``--seconds``):
                     from 1 until a probe runs out of memory or takes longer than its cap, then N steps are timed
   graphs            optional (time left): the teacher's decode with transformers' StaticCache, eager and under
                     torch.compile(mode="reduce-overhead") (CUDA graphs); the student's own cache is not captured
+  prefill-default   the main job's default as it ships, with LoLA's sparse cache of 256 keys (its reference form, a
+                    loop over 64-token pieces): prefill at 4k and 16k, batch 1, teacher and student
 
 Every measurement is warmed up first (fla autotunes each new shape on first use): the warm-up's seconds are recorded
 apart; then up to 3 timed repeats (fewer when one run is slow), the median kept. Prefill is one forward of the whole
@@ -57,8 +60,9 @@ from convert_memory import LLAMA_3_2_1B, SMOLLM2_135M, tiny  # noqa: E402
 
 GiB = 2**30
 T0 = time.time()
-# The main job's plan for SmolLM2-135M: the 8 layers its KL ranking keeps as softmax (../shared/QUALITY.md).
-SMOLLM2_PLAN = [3, 4, 7, 8, 14, 18, 20, 23]
+# The main job's plan for SmolLM2-135M: the 12 layers its ranking (--rank-by kl-multikey) keeps as softmax
+# (benchmarks/smollm2/main-job-cpu.txt's checkpoint, config.linearize.keep_attention).
+SMOLLM2_PLAN = [5, 6, 7, 8, 14, 15, 17, 18, 20, 21, 22, 23]
 LONG = 131072  # max_position_embeddings for the runs (64k prompts and their decode steps)
 
 # (section, GPU budget in seconds). Budgets are caps: a section that finishes early leaves its time to the next.
@@ -72,6 +76,7 @@ SECTIONS = [
     ("batch8", 45),
     ("serving", 40),
     ("graphs", 60),
+    ("prefill-default", 30),
 ]
 CPU_BUDGET = 20  # each section's cap in the dry run
 # The shapes each section measures: their models are built before its clock starts (a build cut by a section's
@@ -86,6 +91,7 @@ NEEDS = {
     "batch8": ["smollm2", "llama-1b"],
     "serving": ["smollm2", "llama-1b"],
     "graphs": ["smollm2"],
+    "prefill-default": ["smollm2-cache"],
 }
 
 
@@ -149,6 +155,14 @@ def shapes(cpu, full=False):
             "keep_attention": plan,
             "settings": {**recipe, "window": 64},
             "label": f"SmolLM2-135M shape, main recipe without its sparse cache "
+            f"(softmax in {len(plan)} of {smol['num_hidden_layers']})",
+        },
+        "smollm2-cache": {
+            "config": smol,
+            "target": "lolcats",
+            "keep_attention": plan,
+            "settings": {**recipe, "window": 64, "sparse_cache": MAIN_RECIPE["sparse_cache"]},
+            "label": f"SmolLM2-135M shape, the main recipe as it ships, with its sparse cache (reference form) "
             f"(softmax in {len(plan)} of {smol['num_hidden_layers']})",
         },
         "llama-1b": {
@@ -768,6 +782,9 @@ class Bench:
         for name in self.args.graph_lengths:
             self.attempt(f"graphs smollm2 teacher {name}", self.graphs, "smollm2", name)
 
+    def section_prefill_default(self):
+        self.pairs("smollm2-cache", ["4k", "16k"], 1, keep=False)
+
     def run(self):
 
         self.deadline = T0 + self.args.seconds
@@ -931,7 +948,7 @@ def render(records):
         ]
         keys = sorted(
             {(s, n, b) for s, _, n, b in pre},
-            key=lambda k: (k[0] != "smollm2", k[2], env.get("lengths", {}).get(k[1], 0)),
+            key=lambda k: (k[0] != "smollm2", k[2], env.get("lengths", {}).get(k[1], 0), k[0]),  # a set: ties sorted
         )
         for s, n, b in keys:
             t, st = pre.get((s, "teacher", n, b), {}), pre.get((s, "student", n, b), {})

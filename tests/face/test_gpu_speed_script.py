@@ -60,6 +60,10 @@ def test_cpu_dry_run_measures_every_section(tmp_path):
             } == {"4k", "16k", "32k", "64k"}
             (serving,) = [r for r in by_kind["serving"] if (r["shape"], r["model"]) == (shape, model)]
             assert serving["largest"] == 8 and serving["tokens_per_s"] > 0 and serving["length"] == "32k"
+    for model in ("teacher", "student"):  # the default as it ships: with its sparse cache
+        assert {("smollm2-cache", model, n, 1) for n in ("4k", "16k")} <= prefill
+    (shipped,) = [r for r in by_kind["models"] if r["shape"] == "smollm2-cache"]
+    assert shipped["settings"]["sparse_cache"] == 256 and shipped["settings"]["window"] == 64
     assert all(r["tokens_per_s"] > 0 and len(r["runs_s"]) >= 1 for r in by_kind["prefill"])
     profiles = {r["model"]: r for r in by_kind["profile"]}
     assert set(profiles) == {"student", "teacher"}
