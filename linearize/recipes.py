@@ -57,6 +57,13 @@ LIGER_KD = dict(lr=1e-3, train="lora", lora_r=8, lora_alpha=8, lora_targets=("q_
 # from the attention weights, every mixer parameter trained end to end on the KL to the teacher (no transfer stage;
 # their optional stepwise alignment is not part of the preset).
 MAMBA_KD = dict(train="attention")
+# Distilling to hybrid attention via KL-guided layer selection (fla-org/hybrid-distillation, its "gdn_v4" student):
+# Gated DeltaNet with an output gate and no short convolution, q/k/v/o from the attention; stage 1 aligns each
+# converted layer's output with its attention's (MSE, lr 1e-3, only the new layers train), stage 2 distils the
+# hybrid's logits by KL with every weight training (lr 1e-4 on attention layers, 7e-6 elsewhere: one rate here),
+# a quarter of the layers softmax. Their selector restores one layer at a time to softmax and ranks by the stage-2
+# loss it buys; ours ranks by the KL of converting one layer at a time (--rank-by kl), no training per layer.
+GDN_LAYER = dict(conv_kernel=0, gate=True)
 
 
 def mamba_in_llama(share):
@@ -94,6 +101,15 @@ RECIPES = {
         "uptrained on next-token cross-entropy (here plus the KL), no transfer stage",
         keep_attention="none",
         stages={"transfer": NO_TRANSFER, "kd": dict(train="all", ce_weight=1.0)},
+    ),
+    "gated-deltanet": Recipe(
+        "gdn",
+        "KL-guided hybrid distillation (fla-org/hybrid-distillation): Gated DeltaNet with an output gate and no short "
+        "convolution, 25% of the layers softmax (ranked by KL); attention transfer at lr 1e-3, then the KL with every "
+        "weight trained at lr 1e-4",
+        settings={**GDN_LAYER, "rank_by": "kl"},
+        keep_share=0.25,
+        stages={"transfer": dict(lr=1e-3), "kd": dict(train="all", lr=1e-4)},
     ),
     "recurformer": Recipe(
         "recurformer",

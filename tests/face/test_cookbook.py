@@ -33,6 +33,7 @@ print("RESULTS " + json.dumps(results))
 
 def test_every_method_has_a_recipe():
     assert RECIPES == [
+        "gated_deltanet.py",
         "liger_gla.py",
         "lolcats.py",
         "long_context.py",
