@@ -205,7 +205,7 @@ def test_cli_eval_and_report(tiny_ckpt, tmp_path, capsys):
     )
     assert code == 0
     results = json.loads((out / "eval.json").read_text())
-    assert [r.get("role") for r in results] == ["teacher", None]
+    assert [r.get("role") for r in results] == ["teacher", "student"]
     assert results[1]["quality"]["top1_agreement"] == 1.0
     assert results[0]["quality"]["perplexity"] == pytest.approx(results[1]["quality"]["perplexity"])
     code = main(["report", str(out / "eval.json"), "--out", str(tmp_path / "r.md")])
