@@ -475,12 +475,13 @@ def run_eval(args):
     student = load_model(args.model, dtype=dtype)
     from linearize.convert.load import converted_config
 
+    converted = converted_config(args.model) is not None
     if args.sparse_select and args.sparse_cache is None:
         raise UserError("--sparse-select chooses the keys of a sparse cache: give --sparse-cache N too")
     if args.sparse_cache is not None:
         from linearize.convert.convert import set_sparse_cache
 
-        if converted_config(args.model) is None:
+        if not converted:
             raise UserError(f"--sparse-cache applies to a converted checkpoint; {args.model!r} is not one")
         set_sparse_cache(student[0], args.sparse_cache, args.sparse_select)
         by = f" ({args.sparse_select})" if args.sparse_select else ""
@@ -507,7 +508,7 @@ def run_eval(args):
         results.append(evaluate(*teacher, **{**kwargs, "suite": [s for s in suite if s != "agreement"]}))
         results[-1]["role"] = "teacher"
     results.append(evaluate(*student, teacher=teacher[0] if teacher else None, **kwargs))
-    if teacher is not None or converted_config(args.model) is not None:  # a base model alone is just a model
+    if teacher is not None or converted:  # a base model alone is just a model
         results[-1]["role"] = "student"
     if teacher is not None:
         add_ratios(results[-1], results[0])
